@@ -1,0 +1,3 @@
+//! `launcher-build`: entry point.
+
+fn main() {}

@@ -1,0 +1,328 @@
+//! The wire types between the seed and firstboot, served under `/v1/`.
+//!
+//! Unknown fields, decided once:
+//! - **Requests to the seed are strict** (`deny_unknown_fields`): the seed is the single point
+//!   every host talks to, and a host speaking something the seed does not understand must be told
+//!   so (`bad_request`) rather than be half-understood.
+//! - **Responses to hosts are lenient** (unknown fields ignored): images are baked once and live
+//!   for months, so a newer seed may add fields without breaking older firstboot agents. A change
+//!   that an old agent must not ignore gets a new path version (`/v2/`).
+//!
+//! Every error from the seed is an [`ApiError`] with one of the stable codes in [`codes`].
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// The path prefix of this version of the API.
+pub const PREFIX: &str = "/v1";
+
+/// Largest request body the seed accepts on any `/v1/` route.
+pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
+
+/// What identifies a physical machine, read by firstboot from sysfs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HostIdentity {
+    /// Every MAC address of the host, lowercase `aa:bb:cc:dd:ee:ff`.
+    pub macs: Vec<String>,
+    /// The MAC the host booted from, when known (PXE boot interface).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_mac: Option<String>,
+    /// DMI product UUID (`/sys/class/dmi/id/product_uuid`), lowercase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_uuid: Option<String>,
+    /// DMI product serial (`/sys/class/dmi/id/product_serial`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+}
+
+/// `POST /v1/enroll`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    pub identity: HostIdentity,
+    /// A one-time join token, from the kernel command line or the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// PEM certificate signing requests for keys the host made, by certificate name (see
+    /// [`cert_names`]). The seed ignores the subject of a CSR: names come from its own decision.
+    /// A certificate the host's role needs but sent no CSR for gets a key made by the seed.
+    #[serde(default)]
+    pub csrs: BTreeMap<String, String>,
+}
+
+/// The certificate names a host may send CSRs for; each is also the file stem under
+/// `/etc/kubernetes/pki` (or, for the kubelet, under `/var/lib/kubelet/pki`).
+pub mod cert_names {
+    pub const KUBELET_CLIENT: &str = "kubelet-client";
+    pub const ETCD_SERVER: &str = "etcd/server";
+    pub const ETCD_PEER: &str = "etcd/peer";
+    pub const ETCD_HEALTHCHECK_CLIENT: &str = "etcd/healthcheck-client";
+    pub const APISERVER_ETCD_CLIENT: &str = "apiserver-etcd-client";
+    pub const APISERVER_KUBELET_CLIENT: &str = "apiserver-kubelet-client";
+    pub const FRONT_PROXY_CLIENT: &str = "front-proxy-client";
+
+    /// Every name, in the order a host makes its keys.
+    pub const ALL: [&str; 7] = [
+        KUBELET_CLIENT,
+        ETCD_SERVER,
+        ETCD_PEER,
+        ETCD_HEALTHCHECK_CLIENT,
+        APISERVER_ETCD_CLIENT,
+        APISERVER_KUBELET_CLIENT,
+        FRONT_PROXY_CLIENT,
+    ];
+}
+
+/// The answer to an enrollment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum EnrollResponse {
+    /// Not let in yet: the host is recorded and waits for an operator's approval.
+    Pending {
+        host_id: String,
+        retry_after_secs: u32,
+        message: String,
+    },
+    /// Let in: everything the host needs to become a node.
+    Enrolled(Box<Plan>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Master,
+    Worker,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Master => "master",
+            Role::Worker => "worker",
+        })
+    }
+}
+
+/// A host's whole plan: who it is and every file it must write. Firstboot journals it on disk
+/// and checks [`Plan::digest`] before using it, so a tampered or truncated copy is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub host_id: String,
+    pub cluster: String,
+    pub hostname: String,
+    pub role: Role,
+    /// The host's address on the cluster network, when the inventory names one.
+    #[serde(default)]
+    pub ip: Option<String>,
+    pub kubernetes_version: String,
+    pub files: Vec<PlanFile>,
+    /// Present for masters only.
+    #[serde(default)]
+    pub etcd: Option<EtcdInstructions>,
+    pub install: InstallAction,
+    /// `sha256:<hex>` of [`Plan::canonical_bytes`].
+    pub digest: String,
+}
+
+/// One file of a plan, written atomically under the host's root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanFile {
+    /// Absolute path on the host.
+    pub path: String,
+    /// Unix permission bits (`0o600` for every private key).
+    pub mode: u32,
+    pub source: FileSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FileSource {
+    /// The file's whole text.
+    Text { text: String },
+    /// The PEM private key the host made for the certificate of this name (see [`cert_names`]).
+    HostKey { name: String },
+}
+
+/// How a master runs etcd.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EtcdInstructions {
+    pub member_name: String,
+    /// `new` when bootstrapping with the first masters, `existing` when joining as a learner.
+    pub initial_cluster_state: String,
+    pub learner: bool,
+    /// Path of the etcd config file among the plan's files.
+    pub config_path: String,
+    /// Client URLs of every member, to wait on health.
+    pub client_urls: Vec<String>,
+}
+
+/// What the install phase runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum InstallAction {
+    /// `kubeadm init --config PATH` (the first master).
+    Init { config_path: String },
+    /// `kubeadm join --config PATH` with `controlPlane` set (the other masters).
+    JoinControlPlane { config_path: String },
+    /// Start the kubelet with its seed-signed client certificate (workers).
+    Worker { kubelet_config_path: String, kubeconfig_path: String },
+}
+
+impl Plan {
+    /// The bytes the digest covers: the plan as JSON with the digest field empty.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        let mut copy = self.clone();
+        copy.digest = String::new();
+        serde_json::to_vec(&copy).expect("a plan always serializes")
+    }
+
+    pub fn compute_digest(&self) -> String {
+        format!("sha256:{}", hex::encode(Sha256::digest(self.canonical_bytes())))
+    }
+
+    /// Fills in [`Plan::digest`]; the seed calls this last.
+    pub fn seal(mut self) -> Self {
+        self.digest = self.compute_digest();
+        self
+    }
+
+    /// Whether the digest matches the content.
+    pub fn verify(&self) -> bool {
+        self.digest == self.compute_digest()
+    }
+}
+
+/// The phases of firstboot, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Identify,
+    Time,
+    Enroll,
+    Materialize,
+    Storage,
+    Preload,
+    Etcd,
+    Install,
+    Done,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 9] = [
+        Phase::Identify,
+        Phase::Time,
+        Phase::Enroll,
+        Phase::Materialize,
+        Phase::Storage,
+        Phase::Preload,
+        Phase::Etcd,
+        Phase::Install,
+        Phase::Done,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Identify => "identify",
+            Phase::Time => "time",
+            Phase::Enroll => "enroll",
+            Phase::Materialize => "materialize",
+            Phase::Storage => "storage",
+            Phase::Preload => "preload",
+            Phase::Etcd => "etcd",
+            Phase::Install => "install",
+            Phase::Done => "done",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PhaseState {
+    Started,
+    Succeeded,
+    Failed,
+}
+
+/// `POST /v1/hosts/{id}/progress`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgressReport {
+    pub phase: Phase,
+    pub state: PhaseState,
+    #[serde(default)]
+    pub message: String,
+    /// The host's clock when it sent the report, Unix milliseconds.
+    pub at_unix_ms: i64,
+}
+
+/// The one error shape of every seed route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub code: String,
+    pub message: String,
+}
+
+/// Stable error codes. Clients match on these, never on messages.
+pub mod codes {
+    pub const BAD_REQUEST: &str = "bad_request";
+    pub const BODY_TOO_LARGE: &str = "body_too_large";
+    pub const UNAUTHORIZED: &str = "unauthorized";
+    pub const FORBIDDEN: &str = "forbidden";
+    pub const NOT_FOUND: &str = "not_found";
+    pub const TOKEN_INVALID: &str = "token_invalid";
+    pub const TOKEN_EXPIRED: &str = "token_expired";
+    pub const TOKEN_USED: &str = "token_used";
+    pub const BAD_CSR: &str = "bad_csr";
+    pub const IDENTITY_CONFLICT: &str = "identity_conflict";
+    pub const NO_CAPACITY: &str = "no_capacity";
+    pub const BUSY: &str = "busy";
+    pub const INTERNAL: &str = "internal";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> Plan {
+        Plan {
+            host_id: "h-1".into(),
+            cluster: "demo".into(),
+            hostname: "demo-m1".into(),
+            role: Role::Master,
+            ip: Some("10.77.0.11".into()),
+            kubernetes_version: "v1.33.4".into(),
+            files: vec![PlanFile {
+                path: "/etc/kubernetes/pki/ca.crt".into(),
+                mode: 0o644,
+                source: FileSource::Text { text: "-----BEGIN CERTIFICATE-----".into() },
+            }],
+            etcd: None,
+            install: InstallAction::Init { config_path: "/etc/kubernetes/kubeadm.yaml".into() },
+            digest: String::new(),
+        }
+        .seal()
+    }
+
+    #[test]
+    fn a_sealed_plan_verifies_and_a_changed_one_does_not() {
+        let sealed = plan();
+        assert!(sealed.verify());
+        let mut tampered = sealed.clone();
+        tampered.files[0].mode = 0o666;
+        assert!(!tampered.verify());
+    }
+
+    #[test]
+    fn requests_refuse_unknown_fields_and_responses_ignore_them() {
+        let req = r#"{"identity":{"macs":[]},"extra":1}"#;
+        let err = serde_json::from_str::<EnrollRequest>(req).unwrap_err();
+        assert!(err.to_string().contains("unknown field `extra`"), "{err}");
+
+        let mut value = serde_json::to_value(EnrollResponse::Enrolled(Box::new(plan()))).unwrap();
+        value["added_by_a_newer_seed"] = serde_json::json!(true);
+        let back: EnrollResponse = serde_json::from_value(value).unwrap();
+        assert!(matches!(back, EnrollResponse::Enrolled(p) if p.verify()));
+    }
+}

@@ -1,0 +1,6 @@
+//! The shared model of a Launcher cluster. Everything here is pure: no disk, socket or clock.
+//!
+//! `cluster` decides, the binaries do: the seed, firstboot and the builder gather inputs, call
+//! into this crate and apply its result.
+
+pub mod api;

@@ -1,0 +1,3 @@
+//! `launcher-firstboot`: entry point.
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! `launcher-seed`: entry point.
+
+fn main() {}
