@@ -167,7 +167,10 @@ pub enum InstallAction {
     /// `kubeadm join --config PATH` with `controlPlane` set (the other masters).
     JoinControlPlane { config_path: String },
     /// Start the kubelet with its seed-signed client certificate (workers).
-    Worker { kubelet_config_path: String, kubeconfig_path: String },
+    Worker {
+        kubelet_config_path: String,
+        kubeconfig_path: String,
+    },
 }
 
 impl Plan {
@@ -179,7 +182,10 @@ impl Plan {
     }
 
     pub fn compute_digest(&self) -> String {
-        format!("sha256:{}", hex::encode(Sha256::digest(self.canonical_bytes())))
+        format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest(self.canonical_bytes()))
+        )
     }
 
     /// Fills in [`Plan::digest`]; the seed calls this last.
@@ -296,10 +302,14 @@ mod tests {
             files: vec![PlanFile {
                 path: "/etc/kubernetes/pki/ca.crt".into(),
                 mode: 0o644,
-                source: FileSource::Text { text: "-----BEGIN CERTIFICATE-----".into() },
+                source: FileSource::Text {
+                    text: "-----BEGIN CERTIFICATE-----".into(),
+                },
             }],
             etcd: None,
-            install: InstallAction::Init { config_path: "/etc/kubernetes/kubeadm.yaml".into() },
+            install: InstallAction::Init {
+                config_path: "/etc/kubernetes/kubeadm.yaml".into(),
+            },
             digest: String::new(),
         }
         .seal()
