@@ -4,3 +4,4 @@
 //! into this crate and apply its result.
 
 pub mod api;
+pub mod pki;

@@ -2,9 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-mod generate;
-mod oci;
-mod serve;
+use registry_seed::{generate, oci, serve};
 
 /// The seed: PXE boot files, enrollment, LAN time, container images and cluster state, from one
 /// process.
