@@ -4,4 +4,5 @@
 //! into this crate and apply its result.
 
 pub mod api;
+pub mod etcd;
 pub mod pki;
