@@ -5,4 +5,5 @@
 
 pub mod api;
 pub mod etcd;
+pub mod ntp;
 pub mod pki;
