@@ -7,3 +7,4 @@ pub mod api;
 pub mod etcd;
 pub mod ntp;
 pub mod pki;
+pub mod spec;

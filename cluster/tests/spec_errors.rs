@@ -1,0 +1,275 @@
+//! Bad cluster specs: each is refused with its exact `FILE:LINE:COL: field: message` error.
+
+use cluster::spec::ClusterSpec;
+
+const BASE: &str = r#"[cluster]
+name = "demo"
+kubernetes_version = "v1.33.4"
+control_plane_endpoint = "10.77.0.10:6443"
+pod_subnet = "10.244.0.0/16"
+service_subnet = "10.96.0.0/12"
+dns_domain = "cluster.local"
+masters = 3
+schedulable_masters = true
+key_algorithm = "ecdsa-p256"
+
+[seed]
+url = "https://10.77.0.1:8443"
+registry = "10.77.0.1:8443"
+
+[[hosts]]
+mac = "52:54:00:00:00:01"
+ip = "10.77.0.11"
+role = "master"
+
+[[hosts]]
+mac = "52:54:00:00:00:02"
+ip = "10.77.0.12"
+"#;
+
+/// The base spec with `from` replaced by `to` (which must occur exactly once).
+fn edit(from: &str, to: &str) -> String {
+    assert_eq!(
+        BASE.matches(from).count(),
+        1,
+        "{from:?} must occur once in BASE"
+    );
+    BASE.replace(from, to)
+}
+
+fn error_of(text: &str) -> String {
+    match ClusterSpec::parse("c.toml", text) {
+        Ok(_) => "parsed without error".to_owned(),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn base_spec_parses() {
+    let parsed = ClusterSpec::parse("c.toml", BASE).unwrap();
+    assert_eq!(parsed.spec.hosts.len(), 2);
+    assert_eq!(
+        parsed.warnings,
+        [
+            "c.toml:8:11: field `cluster.masters`: 3 masters wanted but only 2 inventory host(s) can be one (role \"master\" or \"auto\"); the others must enroll by token or approval"
+        ]
+    );
+}
+
+#[test]
+fn every_bad_input_gets_its_exact_error() {
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "unknown field",
+            edit("masters = 3", "masters = 3\nmastres = 3"),
+            "c.toml:9:1: field `cluster.mastres`: unknown field `mastres`, expected one of `name`, `kubernetes_version`, `control_plane_endpoint`, `pod_subnet`, `service_subnet`, `dns_domain`, `masters`, `schedulable_masters`, `key_algorithm`",
+        ),
+        (
+            "unknown table field",
+            edit("registry = ", "registy = \"x\"\nregistry = "),
+            "c.toml:14:1: field `seed.registy`: unknown field `registy`, expected `url` or `registry`",
+        ),
+        (
+            "unknown host field",
+            edit("role = \"master\"", "role = \"master\"\nname = \"a\""),
+            "c.toml:20:1: field `hosts[0].name`: unknown field `name`, expected one of `mac`, `ip`, `role`, `hostname`, `uuid`, `serial`",
+        ),
+        (
+            "missing field",
+            edit("pod_subnet = \"10.244.0.0/16\"\n", ""),
+            "c.toml:1:1: field `cluster.pod_subnet`: missing field `pod_subnet`",
+        ),
+        (
+            "wrong type",
+            edit("masters = 3", "masters = \"3\""),
+            "c.toml:8:11: field `cluster.masters`: invalid type: string \"3\", expected an integer",
+        ),
+        (
+            "toml syntax",
+            edit("masters = 3", "masters = = 3"),
+            "c.toml:8:11: field `cluster.masters`: invalid string; expected `\"`, `'`",
+        ),
+        (
+            "bad cidr",
+            edit("10.244.0.0/16", "10.244.0.0/33"),
+            "c.toml:5:14: field `cluster.pod_subnet`: \"10.244.0.0/33\" has prefix length \"33\"; expected 0 to 32",
+        ),
+        (
+            "cidr host bits",
+            edit("10.244.0.0/16", "10.244.0.1/16"),
+            "c.toml:5:14: field `cluster.pod_subnet`: \"10.244.0.1/16\" has host bits set; the network is 10.244.0.0/16",
+        ),
+        (
+            "overlapping subnets",
+            edit("10.244.0.0/16", "10.96.0.0/16"),
+            "c.toml:6:18: field `cluster.service_subnet`: 10.96.0.0/12 overlaps pod_subnet 10.96.0.0/16; pod and service subnets must not share addresses",
+        ),
+        (
+            "service subnet too big",
+            edit("10.96.0.0/12", "10.0.0.0/8"),
+            "c.toml:6:18: field `cluster.service_subnet`: 10.0.0.0/8 is too large: kubeadm takes a service subnet of /12 or smaller",
+        ),
+        (
+            "pod subnet too small",
+            edit("10.244.0.0/16", "10.244.0.0/25"),
+            "c.toml:5:14: field `cluster.pod_subnet`: 10.244.0.0/25 is smaller than the /24 each node is given; use /24 or larger",
+        ),
+        (
+            "mixed families",
+            edit("10.96.0.0/12", "fd00:10:96::/112"),
+            "c.toml:6:18: field `cluster.service_subnet`: fd00:10:96::/112 and pod_subnet 10.244.0.0/16 are of different IP families; use one family for both (dual-stack is not supported)",
+        ),
+        (
+            "zero masters",
+            edit("masters = 3", "masters = 0"),
+            "c.toml:8:11: field `cluster.masters`: 0 masters: a cluster needs at least 1 (3 to survive the loss of one)",
+        ),
+        (
+            "old version",
+            edit("v1.33.4", "v1.21.3"),
+            "c.toml:3:22: field `cluster.kubernetes_version`: v1.21.3 cannot be rendered: kubeadm config v1beta3 needs v1.22.0 or later",
+        ),
+        (
+            "future version",
+            edit("v1.33.4", "v1.36.0"),
+            "c.toml:3:22: field `cluster.kubernetes_version`: v1.36.0 is newer than this project knows: its kubeadm image tags are known up to v1.35",
+        ),
+        (
+            "version without v",
+            edit("v1.33.4", "1.33.4"),
+            "c.toml:3:22: field `cluster.kubernetes_version`: \"1.33.4\" is not a version: expected vMAJOR.MINOR.PATCH like v1.33.4",
+        ),
+        (
+            "endpoint without port",
+            edit("10.77.0.10:6443", "10.77.0.10"),
+            "c.toml:4:26: field `cluster.control_plane_endpoint`: \"10.77.0.10\" has no port; expected host:port like 10.77.0.10:6443",
+        ),
+        (
+            "endpoint in service subnet",
+            edit("10.77.0.10:6443", "10.96.0.1:6443"),
+            "c.toml:4:26: field `cluster.control_plane_endpoint`: 10.96.0.1 is inside cluster.service_subnet 10.96.0.0/12; machine addresses must be outside the pod and service subnets",
+        ),
+        (
+            "bad mac",
+            edit("52:54:00:00:00:02", "52:54:00:00:02"),
+            "c.toml:22:7: field `hosts[1].mac`: \"52:54:00:00:02\" is not a MAC address: expected six hex pairs like 52:54:00:00:00:01 (or 52-54-00-00-00-01)",
+        ),
+        (
+            "multicast mac",
+            edit("52:54:00:00:00:02", "01:00:5e:00:00:02"),
+            "c.toml:22:7: field `hosts[1].mac`: \"01:00:5e:00:00:02\" is a multicast address, not a network card's",
+        ),
+        (
+            "duplicate mac",
+            edit("52:54:00:00:00:02", "52-54-00-00-00-01"),
+            "c.toml:22:7: field `hosts[1].mac`: duplicate MAC 52:54:00:00:00:01: hosts[0] (line 16) has it already",
+        ),
+        (
+            "duplicate ip",
+            edit("10.77.0.12", "10.77.0.11"),
+            "c.toml:23:6: field `hosts[1].ip`: duplicate IP 10.77.0.11: hosts[0] (line 16) has it already",
+        ),
+        (
+            "duplicate hostname",
+            edit("role = \"master\"", "role = \"master\"\nhostname = \"cp\"").replace(
+                "ip = \"10.77.0.12\"",
+                "ip = \"10.77.0.12\"\nhostname = \"cp\"",
+            ),
+            "c.toml:25:12: field `hosts[1].hostname`: duplicate hostname cp: hosts[0] (line 16) has it already",
+        ),
+        (
+            "bad hostname",
+            edit("role = \"master\"", "hostname = \"Node_1\""),
+            "c.toml:19:12: field `hosts[0].hostname`: \"Node_1\" contains 'N'; only lowercase letters, digits, '-' and '.' are allowed",
+        ),
+        (
+            "generated-looking hostname",
+            edit("role = \"master\"", "hostname = \"demo-w7\""),
+            "c.toml:19:12: field `hosts[0].hostname`: demo-w7 has the form of a generated name (demo-m<n>, demo-w<n>) and could clash with one; choose another or leave it unset",
+        ),
+        (
+            "host ip is the seed's",
+            edit("10.77.0.12", "10.77.0.1"),
+            "c.toml:23:6: field `hosts[1].ip`: 10.77.0.1 is the seed's address (seed.url)",
+        ),
+        (
+            "host ip in pod subnet",
+            edit("10.77.0.12", "10.244.3.4"),
+            "c.toml:23:6: field `hosts[1].ip`: 10.244.3.4 is inside cluster.pod_subnet 10.244.0.0/16; machine addresses must be outside the pod and service subnets",
+        ),
+        (
+            "bad role",
+            edit("role = \"master\"", "role = \"controller\""),
+            "c.toml:19:8: field `hosts[0].role`: \"controller\" is not a role; expected \"master\", \"worker\" or \"auto\"",
+        ),
+        (
+            "more explicit masters than seats",
+            edit("masters = 3", "masters = 1").replace(
+                "ip = \"10.77.0.12\"",
+                "ip = \"10.77.0.12\"\nrole = \"master\"",
+            ),
+            "c.toml:24:8: field `hosts[1].role`: this is host number 2 with role \"master\" but cluster.masters = 1; raise cluster.masters or make it a worker",
+        ),
+        (
+            "seed url http",
+            edit("https://10.77.0.1:8443", "http://10.77.0.1:8443"),
+            "c.toml:13:7: field `seed.url`: \"http://10.77.0.1:8443\" is not an https URL; expected https://HOST:PORT like https://10.77.0.1:8443",
+        ),
+        (
+            "seed url without port",
+            edit("https://10.77.0.1:8443", "https://10.77.0.1"),
+            "c.toml:13:7: field `seed.url`: \"https://10.77.0.1\" has no port; expected https://HOST:PORT like https://10.77.0.1:8443",
+        ),
+        (
+            "seed url with path",
+            edit("https://10.77.0.1:8443", "https://10.77.0.1:8443/v1"),
+            "c.toml:13:7: field `seed.url`: \"https://10.77.0.1:8443/v1\" has a path, query or user part; expected https://HOST:PORT like https://10.77.0.1:8443",
+        ),
+        (
+            "registry with scheme",
+            edit(
+                "registry = \"10.77.0.1:8443\"",
+                "registry = \"https://10.77.0.1:8443\"",
+            ),
+            "c.toml:14:12: field `seed.registry`: \"https://10.77.0.1:8443\" is not a registry host; expected host[:port] without scheme or path, like 10.77.0.1:8443",
+        ),
+        (
+            "bad key algorithm",
+            edit("ecdsa-p256", "ed25519"),
+            "c.toml:10:17: field `cluster.key_algorithm`: \"ed25519\" is not a key algorithm; expected \"ecdsa-p256\" or \"rsa-2048\"",
+        ),
+        (
+            "bad cluster name",
+            edit("name = \"demo\"", "name = \"demo.lab\""),
+            "c.toml:2:8: field `cluster.name`: \"demo.lab\" contains '.'; a cluster name is a single DNS label",
+        ),
+        (
+            "bad uuid",
+            edit(
+                "ip = \"10.77.0.12\"",
+                "ip = \"10.77.0.12\"\nuuid = \"1234\"",
+            ),
+            "c.toml:24:8: field `hosts[1].uuid`: \"1234\" is not a UUID: expected 8-4-4-4-12 hex digits like 4c4c4544-0042-3510-8050-b4c04f4b4d32",
+        ),
+        (
+            "bad dns domain",
+            edit("cluster.local", "cluster..local"),
+            "c.toml:7:14: field `cluster.dns_domain`: \"cluster..local\" has an empty label (two dots, or a dot at an end)",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, text, expected) in &cases {
+        let got = error_of(text);
+        if got != *expected {
+            failures.push(format!(
+                "{name}:\n  expected: {expected}\n  got:      {got}"
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} case(s) differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
