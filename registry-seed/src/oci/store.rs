@@ -1,0 +1,253 @@
+//! The content-addressed blob store under `<state-dir>/registry/`: `blobs/sha256/<hex>` holds
+//! every blob (manifests too), `catalog.json` maps repositories and tags to manifest digests.
+//! Every file appears whole or not at all (temp file, fsync, rename).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use super::media;
+use super::refs::{Digest, Reference, RepoName, Tag};
+
+const CATALOG: &str = "catalog.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("reading {}: {source}", path.display())]
+    Catalog {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("manifest {0} is not in the store")]
+    MissingManifest(Digest),
+    #[error(transparent)]
+    Manifest(#[from] media::ManifestError),
+}
+
+pub(crate) fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |source| StoreError::Io { what, path, source }
+}
+
+/// What the store knows about a manifest besides its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestInfo {
+    pub media_type: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repository {
+    pub tags: BTreeMap<Tag, Digest>,
+    /// Every blob and manifest imported under this repository: only these are served under its
+    /// name, as the distribution registry does with its repository links.
+    pub digests: BTreeSet<Digest>,
+}
+
+impl Repository {
+    pub fn resolve(&self, reference: &Reference) -> Option<Digest> {
+        match reference {
+            Reference::Tag(t) => self.tags.get(t).cloned(),
+            Reference::Digest(d) => self.digests.contains(d).then(|| d.clone()),
+        }
+    }
+}
+
+/// The store's index: repositories, tags and manifest media types.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Catalog {
+    pub repositories: BTreeMap<RepoName, Repository>,
+    pub manifests: BTreeMap<Digest, ManifestInfo>,
+}
+
+/// One image an import adds: a name (repository, maybe a tag), its top manifest and every digest
+/// reachable from it.
+#[derive(Debug, Clone)]
+pub struct NewImage {
+    pub repo: RepoName,
+    pub tag: Option<Tag>,
+    pub digest: Digest,
+    pub reachable: BTreeSet<Digest>,
+}
+
+/// An import that was read and verified completely, waiting in the store's `tmp/` to be committed.
+#[derive(Debug)]
+pub struct Staged {
+    pub dir: tempfile::TempDir,
+    /// Verified blob files inside `dir`, fsynced.
+    pub blobs: BTreeMap<Digest, PathBuf>,
+    pub manifests: BTreeMap<Digest, ManifestInfo>,
+    pub images: Vec<NewImage>,
+}
+
+type FileId = (u64, u64, i64, i64);
+
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    cache: RwLock<Option<(FileId, Arc<Catalog>)>>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `<state_dir>/registry`.
+    pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
+        let root = state_dir.join("registry");
+        for dir in [root.join("blobs/sha256"), root.join("tmp")] {
+            fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+        }
+        Ok(Store {
+            root,
+            cache: RwLock::new(None),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(digest.hex())
+    }
+
+    /// A fresh staging directory on the store's filesystem, removed when dropped.
+    pub fn staging_dir(&self) -> Result<tempfile::TempDir, StoreError> {
+        let tmp = self.root.join("tmp");
+        tempfile::Builder::new()
+            .prefix("import-")
+            .tempdir_in(&tmp)
+            .map_err(io_err("creating a staging directory in", &tmp))
+    }
+
+    /// The current catalog, re-read when the file changed (an import by another process).
+    pub fn catalog(&self) -> Result<Arc<Catalog>, StoreError> {
+        let path = self.root.join(CATALOG);
+        let id = match fs::metadata(&path) {
+            Ok(m) => (m.dev(), m.ino(), m.mtime(), m.mtime_nsec()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (0, 0, 0, 0),
+            Err(e) => return Err(io_err("reading", &path)(e)),
+        };
+        if let Some((cached, catalog)) = &*self.cache.read().unwrap()
+            && *cached == id
+        {
+            return Ok(catalog.clone());
+        }
+        let catalog = Arc::new(read_catalog(&path)?);
+        *self.cache.write().unwrap() = Some((id, catalog.clone()));
+        Ok(catalog)
+    }
+
+    /// Reads a stored manifest whole (they are at most 4 MiB).
+    pub fn manifest_bytes(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+        let path = self.blob_path(digest);
+        fs::read(&path).map_err(io_err("reading", &path))
+    }
+
+    /// Total bytes of everything `digest` references, itself included, each blob counted once.
+    pub fn image_size(&self, digest: &Digest) -> Result<u64, StoreError> {
+        let catalog = self.catalog()?;
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![digest.clone()];
+        let mut total = 0;
+        while let Some(d) = todo.pop() {
+            if !seen.insert(d.clone()) {
+                continue;
+            }
+            let info = catalog
+                .manifests
+                .get(&d)
+                .ok_or_else(|| StoreError::MissingManifest(d.clone()))?;
+            total += info.size;
+            let bytes = self.manifest_bytes(&d)?;
+            for child in media::children(&d, &info.media_type, &bytes)? {
+                if media::manifest_kind(&child.media_type).is_some() {
+                    todo.push(child.digest);
+                } else if seen.insert(child.digest) {
+                    total += child.size;
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    /// Moves the staged blobs into place, then records the images in the catalog. Blobs land
+    /// first, so a crash in between leaves only unreferenced blobs, never a dangling tag.
+    pub fn commit(&self, staged: Staged) -> Result<(), StoreError> {
+        let blobs_dir = self.root.join("blobs/sha256");
+        for (digest, path) in &staged.blobs {
+            let dest = self.blob_path(digest);
+            if !dest.exists() {
+                fs::rename(path, &dest).map_err(io_err("moving a blob to", &dest))?;
+            }
+        }
+        sync_dir(&blobs_dir)?;
+        let _lock = self.lock()?;
+        let path = self.root.join(CATALOG);
+        let mut catalog = read_catalog(&path)?;
+        catalog.manifests.extend(staged.manifests);
+        for image in staged.images {
+            let repo = catalog.repositories.entry(image.repo).or_default();
+            repo.digests.extend(image.reachable);
+            if let Some(tag) = image.tag {
+                repo.tags.insert(tag, image.digest);
+            }
+        }
+        let json = serde_json::to_vec_pretty(&catalog).expect("catalog serializes");
+        write_atomic(&path, &json)
+    }
+
+    fn lock(&self) -> Result<nix::fcntl::Flock<File>, StoreError> {
+        let path = self.root.join("lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("opening", &path))?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| io_err("locking", &path)(e.into()))
+    }
+}
+
+fn read_catalog(path: &Path) -> Result<Catalog, StoreError> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StoreError::Catalog {
+            path: path.to_path_buf(),
+            source,
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Catalog::default()),
+        Err(e) => Err(io_err("reading", path)(e)),
+    }
+}
+
+/// Writes `bytes` to `path` through a temp file in the same directory: fsync, rename, fsync dir.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().expect("a file path has a parent");
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(dir).map_err(io_err("creating a file in", dir))?;
+    tmp.write_all(bytes)
+        .map_err(io_err("writing", tmp.path()))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(io_err("syncing", tmp.path()))?;
+    tmp.persist(path)
+        .map_err(|e| io_err("renaming a temp file to", path)(e.error))?;
+    sync_dir(dir)
+}
+
+pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("syncing", dir))
+}

@@ -1,0 +1,27 @@
+//! Helpers shared by the registry's integration tests: test images and in-process servers.
+#![allow(dead_code)]
+
+pub mod images;
+pub mod server;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Every path under `dir` with the hash of its content (or a marker for directories), to compare
+/// a store before and after an operation.
+pub fn snapshot(dir: &Path) -> BTreeMap<String, String> {
+    walkdir::WalkDir::new(dir)
+        .sort_by_file_name()
+        .into_iter()
+        .map(|e| {
+            let e = e.unwrap();
+            let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
+            let what = if e.file_type().is_file() {
+                images::sha256(&std::fs::read(e.path()).unwrap())
+            } else {
+                "dir".to_string()
+            };
+            (rel, what)
+        })
+        .collect()
+}
