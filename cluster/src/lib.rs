@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod etcd;
+pub mod kubeadm;
 pub mod ntp;
 pub mod pki;
 pub mod spec;
