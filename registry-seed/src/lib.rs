@@ -2,5 +2,6 @@
 //! tests can drive the same code the binary runs.
 
 pub mod generate;
+pub mod ntp;
 pub mod oci;
 pub mod serve;
