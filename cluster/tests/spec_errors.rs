@@ -256,6 +256,25 @@ fn every_bad_input_gets_its_exact_error() {
             edit("cluster.local", "cluster..local"),
             "c.toml:7:14: field `cluster.dns_domain`: \"cluster..local\" has an empty label (two dots, or a dot at an end)",
         ),
+        (
+            "empty file",
+            String::new(),
+            "c.toml:1:1: field `cluster`: missing field `cluster`",
+        ),
+        (
+            "hosts as a table",
+            BASE.replacen("[[hosts]]", "[hosts]", 1).replacen(
+                "[[hosts]]\nmac = \"52:54:00:00:00:02\"\nip = \"10.77.0.12\"\n",
+                "",
+                1,
+            ),
+            "c.toml:16:1: field `hosts`: invalid type: map, expected a sequence; write each host as its own [[hosts]] table",
+        ),
+        (
+            "negative masters",
+            edit("masters = 3", "masters = -1"),
+            "c.toml:8:11: field `cluster.masters`: -1 masters: a cluster needs at least 1 (3 to survive the loss of one)",
+        ),
     ];
     let mut failures = Vec::new();
     for (name, text, expected) in &cases {

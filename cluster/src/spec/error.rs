@@ -65,6 +65,12 @@ impl Locator<'_> {
             .join("; ");
         let message = message.replace("expected i64", "expected an integer");
         let field = self.field_of_toml_error(&span, &message);
+        let message =
+            if field.as_deref() == Some("hosts") && message.contains("expected a sequence") {
+                format!("{message}; write each host as its own [[hosts]] table")
+            } else {
+                message
+            };
         self.error(span, field, message)
     }
 
