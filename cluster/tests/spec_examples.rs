@@ -125,3 +125,25 @@ fn an_even_master_count_is_accepted_with_a_warning_that_says_why() {
         "4 masters run 4 etcd members, which tolerate 1 failure(s), no more than 3 would; 5 tolerate 2"
     ));
 }
+
+#[test]
+fn an_endpoint_on_one_of_several_masters_is_warned_about() {
+    let text = MINIMAL
+        .replace("cp.example.internal:6443", "10.77.0.11:6443")
+        .replace("masters = 2", "masters = 1")
+        .replace(
+            "mac = \"52-54-00-AB-CD-EF\"",
+            "mac = \"52-54-00-AB-CD-EF\"\nip = \"10.77.0.11\"",
+        );
+    let single = ClusterSpec::parse("m.toml", &text).unwrap();
+    assert_eq!(
+        single.warnings,
+        Vec::<String>::new(),
+        "one master: the endpoint is that master"
+    );
+    let three = ClusterSpec::parse("m.toml", &text.replace("masters = 1", "masters = 3")).unwrap();
+    assert_eq!(
+        three.warnings.last().unwrap(),
+        "m.toml:5:26: field `cluster.control_plane_endpoint`: 10.77.0.11 is the address of hosts[0]: with 3 masters the API is reachable only while that host is up; point it at a load balancer or virtual IP"
+    );
+}

@@ -115,6 +115,7 @@ impl Validator<'_> {
         }
         self.duplicates(&spec, &raw.hosts)?;
         self.master_count(&spec, &c.masters, &raw.hosts)?;
+        self.endpoint_on_a_host(&spec, &c.control_plane_endpoint.span());
         Ok(spec)
     }
 
@@ -442,5 +443,22 @@ impl Validator<'_> {
             ));
         }
         Ok(())
+    }
+
+    /// With several masters, an endpoint that is one host's own address is a single point of
+    /// failure: the API is reachable only while that host is up.
+    fn endpoint_on_a_host(&mut self, spec: &ClusterSpec, span: &Range<usize>) {
+        let Some(IpAddr::V4(ip)) = spec.control_plane_endpoint.host().ip() else {
+            return;
+        };
+        let Some(i) = spec.hosts.iter().position(|h| h.ip == Some(ip)) else {
+            return;
+        };
+        if spec.masters > 1 {
+            self.warn(span.clone(), "cluster.control_plane_endpoint", format!(
+                "{ip} is the address of hosts[{i}]: with {} masters the API is reachable only while that host is up; point it at a load balancer or virtual IP",
+                spec.masters
+            ));
+        }
     }
 }
