@@ -1,0 +1,277 @@
+//! containerd as a real client: a private containerd pulls from the registry through a mirror
+//! `hosts.toml` like the one firstboot writes, by tag and by digest, over TLS with the seed's CA
+//! and over plain HTTP; it also imports a platform-reduced archive.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use registry_seed::oci::media::Platform;
+use registry_seed::oci::{Store, import, reduce_to_platform};
+use support::images::{Built, Family, build, docker_save, tar_dir};
+use support::server::{serve_plain, serve_tls};
+use testkit::{ChildGuard, wait_for};
+
+/// A containerd of its own: root, state and sockets in a temporary directory.
+struct Containerd {
+    _guard: ChildGuard,
+    socket: PathBuf,
+}
+
+impl Containerd {
+    fn start(dir: &Path) -> Containerd {
+        std::fs::create_dir_all(dir).unwrap();
+        let socket = dir.join("c.sock");
+        let config = format!(
+            r#"version = 2
+root = "{root}"
+state = "{state}"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.aufs", "io.containerd.tracing.processor.v1.otlp"]
+[grpc]
+  address = "{socket}"
+[ttrpc]
+  address = "{socket}.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{dir}/opt"
+"#,
+            root = dir.join("root").display(),
+            state = dir.join("state").display(),
+            socket = socket.display(),
+            dir = dir.display(),
+        );
+        let config_path = dir.join("config.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+        let guard = ChildGuard::spawn(
+            "containerd",
+            Command::new("containerd")
+                .arg("--config")
+                .arg(&config_path)
+                .stdout(log.try_clone().unwrap())
+                .stderr(log),
+        );
+        let c = Containerd {
+            _guard: guard,
+            socket,
+        };
+        wait_for("containerd to answer", Duration::from_secs(30), || {
+            c.ctr(&["version"]).status.success().then_some(())
+        });
+        c
+    }
+
+    fn ctr(&self, args: &[&str]) -> Output {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(&self.socket)
+            .args(["--namespace", "test"])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.ctr(args);
+        assert!(
+            out.status.success(),
+            "ctr {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// The digest `ctr images ls` shows for `reference`.
+    fn image_digest(&self, reference: &str) -> Option<String> {
+        let listing = self.ok(&["images", "ls"]);
+        listing.lines().find_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.first() == Some(&reference)).then(|| cols[2].to_string())
+        })
+    }
+}
+
+/// A port nothing listens on: the `server` fallback of the hosts files, so that a pull that does
+/// not go through the mirror fails instead of leaving the machine.
+fn closed_port() -> u16 {
+    testkit::free_tcp_port()
+}
+
+fn fill(dir: &Path, state: &Path) -> (Built, Built) {
+    let store = Store::open(state).unwrap();
+    let multi = build(
+        &dir.join("multi"),
+        Family::Oci,
+        true,
+        "registry.k8s.io/coredns/coredns:v1.11.1",
+    );
+    let docker = build(
+        &dir.join("docker"),
+        Family::Docker,
+        true,
+        "docker.io/library/nginx:1",
+    );
+    docker_save(&dir.join("save.tar"), "busybox:1.36");
+    import(
+        &store,
+        &[dir.join("multi"), dir.join("docker"), dir.join("save.tar")],
+        None,
+    )
+    .unwrap();
+    (multi, docker)
+}
+
+#[test]
+fn containerd_pulls_over_tls_through_a_mirror() {
+    if !testkit::require(&["containerd", "ctr"]) || !testkit::require_root("containerd") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("seed");
+    let (multi, docker) = fill(tmp.path(), &state);
+    let server = serve_tls(&state);
+    let ca = tmp.path().join("seed-ca.crt");
+    std::fs::write(&ca, server.ca_pem.as_ref().unwrap()).unwrap();
+    let hosts = tmp.path().join("certs.d");
+    for registry in ["registry.k8s.io", "docker.io"] {
+        std::fs::create_dir_all(hosts.join(registry)).unwrap();
+        let toml = format!(
+            "server = \"https://127.0.0.1:{}\"\n[host.\"https://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = \"{}\"\n",
+            closed_port(),
+            server.host(),
+            ca.display()
+        );
+        std::fs::write(hosts.join(registry).join("hosts.toml"), toml).unwrap();
+    }
+    let c = Containerd::start(&tmp.path().join("containerd"));
+    let hosts_dir = hosts.to_str().unwrap();
+    let pull = |reference: &str| {
+        c.ok(&[
+            "images",
+            "pull",
+            "--snapshotter",
+            "native",
+            "--hosts-dir",
+            hosts_dir,
+            reference,
+        ]);
+    };
+
+    let by_tag = "registry.k8s.io/coredns/coredns:v1.11.1";
+    pull(by_tag);
+    assert_eq!(c.image_digest(by_tag), Some(multi.top.clone()));
+    let by_digest = format!("registry.k8s.io/coredns/coredns@{}", multi.top);
+    pull(&by_digest);
+    assert_eq!(c.image_digest(&by_digest), Some(multi.top.clone()));
+    // a platform manifest by digest, Docker media types, and a docker save image with
+    // uncompressed layers, all unpacked
+    let amd64 = format!("registry.k8s.io/coredns/coredns@{}", multi.manifests[0].1);
+    pull(&amd64);
+    pull("docker.io/library/nginx:1");
+    assert_eq!(
+        c.image_digest("docker.io/library/nginx:1"),
+        Some(docker.top)
+    );
+    pull("docker.io/library/busybox:1.36");
+}
+
+#[test]
+fn containerd_pulls_over_plain_http_through_default_hosts() {
+    if !testkit::require(&["containerd", "ctr"]) || !testkit::require_root("containerd") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("seed");
+    let (multi, _) = fill(tmp.path(), &state);
+    let server = serve_plain(&state);
+    let hosts = tmp.path().join("certs.d");
+    std::fs::create_dir_all(hosts.join("_default")).unwrap();
+    let toml = format!(
+        "server = \"http://127.0.0.1:{}\"\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+        closed_port(),
+        server.host()
+    );
+    std::fs::write(hosts.join("_default/hosts.toml"), toml).unwrap();
+    let c = Containerd::start(&tmp.path().join("containerd"));
+    let hosts_dir = hosts.to_str().unwrap();
+    let pull = |reference: &str| {
+        c.ok(&[
+            "images",
+            "pull",
+            "--plain-http",
+            "--snapshotter",
+            "native",
+            "--hosts-dir",
+            hosts_dir,
+            reference,
+        ]);
+    };
+    pull("registry.k8s.io/coredns/coredns:v1.11.1");
+    assert_eq!(
+        c.image_digest("registry.k8s.io/coredns/coredns:v1.11.1"),
+        Some(multi.top.clone())
+    );
+    let by_digest = format!("registry.k8s.io/coredns/coredns@{}", multi.top);
+    pull(&by_digest);
+    pull("docker.io/library/busybox:1.36");
+
+    // an image the seed does not have: the seed answers 404 and containerd moves on to the
+    // (closed) server
+    let out = c.ctr(&[
+        "images",
+        "pull",
+        "--plain-http",
+        "--hosts-dir",
+        hosts_dir,
+        "docker.io/library/absent:1",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let seed_said = format!(
+        "response was http.StatusNotFound\" host=\"{}\"",
+        server.host()
+    );
+    assert!(stderr.contains(&seed_said), "{stderr}");
+}
+
+#[test]
+fn containerd_imports_a_platform_reduced_archive() {
+    if !testkit::require(&["containerd", "ctr"]) || !testkit::require_root("containerd") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("multi");
+    let multi = build(
+        &layout,
+        Family::Oci,
+        true,
+        "registry.k8s.io/coredns/coredns:v1.11.1",
+    );
+    let archive = tmp.path().join("multi.tar");
+    tar_dir(&layout, &archive);
+    let reduced = tmp.path().join("amd64.tar");
+    let kept =
+        reduce_to_platform(&archive, &Platform::parse("linux/amd64").unwrap(), &reduced).unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].digest.to_string(), multi.manifests[0].1);
+    let c = Containerd::start(&tmp.path().join("containerd"));
+    c.ok(&[
+        "images",
+        "import",
+        "--snapshotter",
+        "native",
+        reduced.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        c.image_digest("registry.k8s.io/coredns/coredns:v1.11.1"),
+        Some(multi.manifests[0].1.clone())
+    );
+}
