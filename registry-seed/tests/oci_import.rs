@@ -314,7 +314,10 @@ fn bad_cases(dir: &Path) -> Vec<Case> {
     case(
         "not an archive",
         vec![p.clone()],
-        format!("{}: not a tar archive or image layout (", p.display()),
+        format!(
+            "{}: not a tar archive or image layout (its first block is not a tar header)",
+            p.display()
+        ),
     );
     let p = file("empty.tar", b"");
     case(

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::refs::{Digest, RefError, Reference, RepoName};
-use super::store::{Repository, Store};
+use super::store::{Catalog, Repository, Store};
 
 /// Bytes read from disk per chunk of a blob response.
 const CHUNK: usize = 256 * 1024;
@@ -136,15 +136,22 @@ async fn dispatch(
     let head = method == Method::HEAD;
     match route {
         Route::Manifest(name, reference) => {
-            let repo = repository(&store, name)?;
-            manifest(&store, &repo, reference, head).await
+            let (catalog, repo) = repository(&store, name)?;
+            manifest(
+                &store,
+                &catalog,
+                &catalog.repositories[&repo],
+                reference,
+                head,
+            )
+            .await
         }
         Route::Blob(name, digest) => {
-            let repo = repository(&store, name)?;
-            blob(&store, &repo, digest, head, &headers).await
+            let (catalog, repo) = repository(&store, name)?;
+            blob(&store, &catalog.repositories[&repo], digest, head, &headers).await
         }
         Route::Tags(name) => {
-            let repo = repository(&store, name)?;
+            let (catalog, repo) = repository(&store, name)?;
             let n = query
                 .iter()
                 .find(|(k, _)| k == "n")
@@ -153,26 +160,33 @@ async fn dispatch(
                 .iter()
                 .find(|(k, _)| k == "last")
                 .map(|(_, v)| v.clone());
-            Ok(tags(name, &repo, &TagsQuery { n, last }))
+            Ok(tags(
+                name,
+                &catalog.repositories[&repo],
+                &TagsQuery { n, last },
+            ))
         }
     }
 }
 
-fn repository(store: &Store, name: &str) -> Result<Repository, ApiError> {
+/// The current catalog and a repository name known to be in it.
+fn repository(store: &Store, name: &str) -> Result<(Arc<Catalog>, RepoName), ApiError> {
     let repo = RepoName::parse(name)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "NAME_INVALID", e.to_string()))?;
     let catalog = store.catalog().map_err(internal)?;
-    catalog.repositories.get(&repo).cloned().ok_or_else(|| {
-        ApiError::new(
+    if !catalog.repositories.contains_key(&repo) {
+        return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "NAME_UNKNOWN",
             format!("repository {repo} is not known to this registry"),
-        )
-    })
+        ));
+    }
+    Ok((catalog, repo))
 }
 
 async fn manifest(
     store: &Store,
+    catalog: &Catalog,
     repo: &Repository,
     reference: &str,
     head: bool,
@@ -196,7 +210,6 @@ async fn manifest(
         Err(_) => return Err(unknown()),
     };
     let digest = repo.resolve(&reference).ok_or_else(unknown)?;
-    let catalog = store.catalog().map_err(internal)?;
     let info = catalog.manifests.get(&digest).ok_or_else(unknown)?;
     let path = store.blob_path(&digest);
     let bytes = tokio::fs::read(&path).await.map_err(internal)?;

@@ -195,7 +195,10 @@ impl Stager {
     fn entry_error(&self, e: std::io::Error, seen: usize) -> ImportError {
         match e.kind() {
             std::io::ErrorKind::UnexpectedEof => self.read_error(e),
-            _ if seen == 0 => self.not_archive(e),
+            _ if seen == 0 => ImportError::NotAnArchive {
+                file: self.input.clone(),
+                reason: "its first block is not a tar header".to_string(),
+            },
             _ if e.to_string().contains("failed to read entire block") => self.read_error(
                 std::io::Error::new(std::io::ErrorKind::UnexpectedEof, e.to_string()),
             ),
