@@ -8,4 +8,5 @@ pub mod etcd;
 pub mod kubeadm;
 pub mod ntp;
 pub mod pki;
+pub mod plan;
 pub mod spec;
