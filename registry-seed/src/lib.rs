@@ -2,6 +2,7 @@
 //! tests can drive the same code the binary runs.
 
 pub mod generate;
+pub mod members;
 pub mod ntp;
 pub mod oci;
 pub mod serve;

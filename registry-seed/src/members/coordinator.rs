@@ -1,0 +1,195 @@
+//! One cluster's membership coordinator: one change at a time, decided by [`super::plan`] on the
+//! member list etcd reports at that moment.
+
+use super::MembershipError;
+use super::client::EtcdClient;
+use super::plan::{self, AddPlan, Member, MemberId, MemberRef};
+use std::collections::BTreeSet;
+use std::time::Duration;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+/// Timings of membership changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// How long a learner may take to start and catch up before it is removed again.
+    pub learner_timeout: Duration,
+    /// First and longest wait between promotion attempts.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+    /// How long an add or remove waits out etcd's "unhealthy cluster" (a member not connected
+    /// for five seconds, as right after a start or a restart) before giving up.
+    pub busy_timeout: Duration,
+}
+
+impl Default for Policy {
+    /// Ten minutes for a learner: a master installs and starts etcd within its first boot,
+    /// which takes a few minutes; past that it is not coming.
+    fn default() -> Policy {
+        Policy {
+            learner_timeout: Duration::from_secs(600),
+            retry_min: Duration::from_millis(500),
+            retry_max: Duration::from_secs(5),
+            busy_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A learner was added (or found already added) for a joining master.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Added {
+    pub id: MemberId,
+    /// `initial-cluster` for the joining member's config (`initial-cluster-state: existing`).
+    pub initial_cluster: String,
+    /// The member list after the change.
+    pub members: Vec<Member>,
+}
+
+/// Membership of one etcd cluster. Keep one per cluster (in an `Arc`) for the life of the seed:
+/// its lock is what makes changes to that cluster happen one at a time.
+#[derive(Debug)]
+pub struct EtcdMembership {
+    client: EtcdClient,
+    policy: Policy,
+    change: Mutex<()>,
+}
+
+impl EtcdMembership {
+    pub fn new(client: EtcdClient, policy: Policy) -> EtcdMembership {
+        EtcdMembership {
+            client,
+            policy,
+            change: Mutex::new(()),
+        }
+    }
+
+    pub fn client(&self) -> &EtcdClient {
+        &self.client
+    }
+
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// Adds the master `name` at `peer_url` as a learner, unless another learner is still
+    /// joining ([`MembershipError::LearnerPending`]: ask again later). Asking again for the same
+    /// peer URL returns the same learner, so a retried enrollment does not add a second member.
+    pub async fn add_learner(&self, name: &str, peer_url: &str) -> Result<Added, MembershipError> {
+        let _one_at_a_time = self.change.lock().await;
+        let members = self.client.member_list().await?;
+        let (id, members) = match plan::plan_add(&members, peer_url)? {
+            AddPlan::Existing(learner) => (learner.id, members),
+            AddPlan::Add => {
+                let (learner, members) = self
+                    .while_busy(|| self.client.add_learner(peer_url))
+                    .await?;
+                tracing::info!(id = %learner.id, name, peer_url, "etcd learner added");
+                (learner.id, members)
+            }
+        };
+        Ok(Added {
+            id,
+            initial_cluster: plan::initial_cluster(&members, id, name),
+            members,
+        })
+    }
+
+    /// Promotes learner `id` as soon as etcd allows it (it has caught up with the leader),
+    /// retrying with backoff. After [`Policy::learner_timeout`] the learner is removed and
+    /// [`MembershipError::LearnerTimedOut`] returned. A member that already votes is success.
+    pub async fn promote_when_ready(&self, id: MemberId) -> Result<(), MembershipError> {
+        let started = Instant::now();
+        let deadline = started + self.policy.learner_timeout;
+        let mut wait = Duration::ZERO;
+        loop {
+            let attempt = {
+                let _one_at_a_time = self.change.lock().await;
+                self.client.promote(id).await
+            };
+            match attempt {
+                Ok(()) => {
+                    tracing::info!(%id, "etcd learner promoted");
+                    return Ok(());
+                }
+                Err(e) if e.is_not_learner() => return Ok(()),
+                Err(e) if e.is_member_not_found() => {
+                    return Err(MembershipError::NotFound(id.to_string()));
+                }
+                Err(e) if e.is_learner_not_ready() => {
+                    tracing::debug!(%id, "learner not caught up yet")
+                }
+                Err(e @ MembershipError::Unreachable { .. }) => {
+                    tracing::warn!(%id, error = %e, "promoting")
+                }
+                Err(e) => return Err(e),
+            }
+            wait = plan::next_backoff(wait, self.policy.retry_min, self.policy.retry_max);
+            if Instant::now() + wait >= deadline {
+                return Err(self.give_up(id, started.elapsed()).await);
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Removes a learner that never caught up; the error to report either way.
+    async fn give_up(&self, id: MemberId, waited: Duration) -> MembershipError {
+        let _one_at_a_time = self.change.lock().await;
+        let still_learner = match self.client.member_list().await {
+            Ok(members) => members.iter().any(|m| m.id == id && m.is_learner),
+            Err(e) => return e,
+        };
+        if still_learner {
+            if let Err(e) = self.while_busy(|| self.client.remove(id)).await {
+                return e;
+            }
+            tracing::warn!(%id, ?waited, "etcd learner never caught up; removed");
+        }
+        MembershipError::LearnerTimedOut { id, waited }
+    }
+
+    /// Removes a member, unless that would leave fewer healthy voting members than a quorum
+    /// (see [`plan::plan_removal`]). Returns the member removed.
+    pub async fn remove(&self, target: &MemberRef) -> Result<Member, MembershipError> {
+        let _one_at_a_time = self.change.lock().await;
+        let members = self.client.member_list().await?;
+        let healthy = self.healthy_voters(&members).await;
+        let gone = plan::plan_removal(&members, target, &healthy)?.clone();
+        self.while_busy(|| self.client.remove(gone.id)).await?;
+        tracing::info!(id = %gone.id, name = %gone.name, "etcd member removed");
+        Ok(gone)
+    }
+
+    /// Runs `change` again while etcd says the cluster is busy, up to [`Policy::busy_timeout`].
+    async fn while_busy<T, F, Fut>(&self, change: F) -> Result<T, MembershipError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, MembershipError>>,
+    {
+        let deadline = Instant::now() + self.policy.busy_timeout;
+        let mut wait = Duration::ZERO;
+        loop {
+            match change().await {
+                Err(e) if e.is_cluster_busy() && Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "etcd busy; waiting");
+                }
+                done => return done,
+            }
+            wait = plan::next_backoff(wait, self.policy.retry_min, self.policy.retry_max);
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// The voting members whose `/health` says true.
+    pub async fn healthy_voters(&self, members: &[Member]) -> BTreeSet<MemberId> {
+        let mut healthy = BTreeSet::new();
+        for m in members.iter().filter(|m| !m.is_learner) {
+            for url in &m.client_urls {
+                if self.client.healthy(url).await {
+                    healthy.insert(m.id);
+                    break;
+                }
+            }
+        }
+        healthy
+    }
+}
