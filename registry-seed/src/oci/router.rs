@@ -302,7 +302,7 @@ async fn blob(
         RangeAnswer::Unsatisfiable => {
             let mut res = ApiError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
-                "BLOB_UNKNOWN",
+                "RANGE_INVALID",
                 format!("range not satisfiable for a blob of {len} bytes"),
             )
             .into_response();
