@@ -312,6 +312,8 @@ fn tags_and_base(f: &Fixture) {
         body,
         serde_json::json!({"name": "coredns/coredns", "tags": ["v1.11.1"]})
     );
+    let r = f.get("/v2/library/busybox/tags/list?ns=%ZZ&n=x&&=");
+    assert_eq!(r.status(), 200);
     let r = f.get("/v2/library/busybox/tags/list?n=0");
     let body: serde_json::Value = r.json().unwrap();
     assert_eq!(body["tags"], serde_json::json!([]));

@@ -545,3 +545,45 @@ fn name_needs_a_single_image() {
         "--name needs exactly one input holding exactly one image; 2 images were found"
     );
 }
+
+#[test]
+fn docker_save_layers_shared_through_links_and_gzip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let layer = images::layer_tar("shared", b"one layer, two images\n");
+    let diff_id = sha256(&layer);
+    let mut tar = Vec::new();
+    let mut manifest = Vec::new();
+    for (i, cmd) in ["/a", "/b"].iter().enumerate() {
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64", "os": "linux", "config": {"Cmd": [cmd]},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        }))
+        .unwrap();
+        let config_name = format!("{}.json", sha256(&config).trim_start_matches("sha256:"));
+        let layer_name = format!("layer{i}/layer.tar");
+        tar.extend(raw_entry(&config_name, b'0', &config, ""));
+        if i == 0 {
+            tar.extend(raw_entry(&layer_name, b'0', &layer, ""));
+        } else {
+            tar.extend(raw_entry(&layer_name, b'2', b"", "../layer0/layer.tar"));
+        }
+        manifest.push(serde_json::json!({
+            "Config": config_name, "RepoTags": [format!("app:{i}")], "Layers": [layer_name],
+        }));
+    }
+    tar.extend(raw_entry(
+        "manifest.json",
+        b'0',
+        &serde_json::to_vec(&manifest).unwrap(),
+        "",
+    ));
+    tar.extend_from_slice(&[0u8; 1024]);
+    let save = tmp.path().join("save.tar.gz");
+    std::fs::write(&save, images::gzip(&tar)).unwrap();
+    let imported = import(&store, &[save], None).unwrap();
+    let names: Vec<&str> = imported.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["library/app:0", "library/app:1"]);
+    assert_ne!(imported[0].digest, imported[1].digest);
+    assert_blobs_stored(&store, &[diff_id]);
+}

@@ -84,7 +84,7 @@ fn read_entry(
         .iter()
         .map(|l| tree.get(l).ok_or_else(|| missing(l)))
         .collect::<Result<_, _>>()?;
-    check_diff_ids(input, &entry.config, config, &layers)?;
+    check_diff_ids(input, tree, &entry.config, &layers)?;
 
     let descriptor = |media_type: &str, f: &StagedFile| Descriptor {
         media_type: media_type.to_string(),
@@ -156,12 +156,11 @@ fn check_config_name(input: &Path, name: &str, digest: &Digest) -> Result<(), Im
 /// hash to them, one for one.
 fn check_diff_ids(
     input: &Path,
+    tree: &Tree,
     config_name: &str,
-    config: &StagedFile,
     layers: &[&StagedFile],
 ) -> Result<(), ImportError> {
-    let bytes =
-        std::fs::read(&config.path).map_err(|e| ImportError::io("reading", &config.path, e))?;
+    let bytes = read_json_file(input, tree, config_name)?;
     let parsed: ImageConfig = parse_json(input, config_name, &bytes)?;
     let ids = &parsed.rootfs.diff_ids;
     if ids.len() != layers.len() {

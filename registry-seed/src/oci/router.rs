@@ -5,11 +5,10 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::refs::{Digest, RefError, Reference, RepoName};
@@ -117,7 +116,7 @@ pub fn parse_route(rest: &str) -> Option<Route<'_>> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 struct TagsQuery {
     n: Option<usize>,
     last: Option<String>,
@@ -127,7 +126,7 @@ async fn dispatch(
     State(store): State<Arc<Store>>,
     method: Method,
     Path(rest): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_method(&method)?;
@@ -152,14 +151,16 @@ async fn dispatch(
         }
         Route::Tags(name) => {
             let (catalog, repo) = repository(&store, name)?;
-            let n = query
-                .iter()
-                .find(|(k, _)| k == "n")
-                .and_then(|(_, v)| v.parse().ok());
-            let last = query
-                .iter()
-                .find(|(k, _)| k == "last")
-                .map(|(_, v)| v.clone());
+            // `?ns=` (containerd's mirror hint) and anything else unknown is ignored
+            let param = |key: &str| {
+                query.as_deref().unwrap_or("").split('&').find_map(|kv| {
+                    kv.split_once('=')
+                        .filter(|(k, _)| *k == key)
+                        .map(|(_, v)| v.to_string())
+                })
+            };
+            let n = param("n").and_then(|v| v.parse().ok());
+            let last = param("last");
             Ok(tags(
                 name,
                 &catalog.repositories[&repo],
