@@ -1,8 +1,20 @@
 //! The seed server's library: every subcommand of `launcher-seed` lives here so that integration
 //! tests can drive the same code the binary runs.
 
+pub mod boot;
+pub mod client;
+pub mod enroll;
+pub mod fsutil;
 pub mod generate;
+pub mod http;
+pub mod jobs;
 pub mod members;
+pub mod membership;
+pub mod metrics;
 pub mod ntp;
 pub mod oci;
+pub mod seed;
 pub mod serve;
+pub mod store;
+pub mod tls;
+pub mod views;

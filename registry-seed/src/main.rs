@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use registry_seed::{generate, oci, serve};
+use registry_seed::{client, generate, oci, serve};
 
 /// The seed: PXE boot files, enrollment, LAN time, container images and cluster state, from one
 /// process.
@@ -22,14 +22,39 @@ enum Command {
     /// Manage the images the seed's registry serves.
     #[command(subcommand)]
     Images(oci::ImagesCommand),
+    /// Print the SPKI pin (`sha256:<hex>`) of the seed CA that images carry.
+    Pin(client::PinArgs),
+    /// Show every host: role, hostname, MAC, phase, state and time in phase.
+    Status(client::StatusArgs),
+    /// List, approve and remove hosts through a running seed.
+    #[command(subcommand)]
+    Hosts(client::HostsCommand),
+    /// Make one-time join tokens through a running seed.
+    #[command(subcommand)]
+    Tokens(client::TokensCommand),
+    /// Look at admin jobs.
+    #[command(subcommand)]
+    Jobs(client::JobsCommand),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let result = match cli.command {
         Command::Gen(args) => generate::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Images(cmd) => oci::run(cmd),
+        Command::Pin(args) => client::pin(args),
+        Command::Status(args) => client::status(args),
+        Command::Hosts(cmd) => client::hosts(cmd),
+        Command::Tokens(cmd) => client::tokens(cmd),
+        Command::Jobs(cmd) => client::jobs(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,348 @@
+//! The admin CLI: `pin`, `status`, `hosts`, `tokens`, `jobs`, talking to a running seed with its
+//! admin token (or, for `status`, reading the state directory when no seed runs).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use cluster::api::{ApiError, Role};
+
+use crate::fsutil::read_string;
+use crate::seed::{ADDR_FILE, STORE_FILE, read_admin_token};
+use crate::store::records::{HostRecord, JobRecord, JobState};
+use crate::store::{RedbStore, Table, list_json, read_with};
+use crate::tls::{SeedCa, ca_cert_path};
+use crate::views::{JobAccepted, StatusView, TokenRequest, host_view, render_table};
+
+/// Where to find the seed and its credential.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SeedArgs {
+    /// The seed's state directory (holds `admin.token`, `seed-ca.crt` and `serve.addr`).
+    #[arg(long)]
+    pub state_dir: PathBuf,
+    /// The seed's URL; defaults to the address in `<state-dir>/serve.addr`.
+    #[arg(long)]
+    pub seed: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PinArgs {
+    /// The seed's state directory.
+    #[arg(long)]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub seed: SeedArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum HostsCommand {
+    /// List every host the seed knows, pending ones included.
+    Ls {
+        #[command(flatten)]
+        seed: SeedArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let a pending host in; it gets its role at its next enrollment.
+    Approve {
+        id: String,
+        #[command(flatten)]
+        seed: SeedArgs,
+    },
+    /// Remove a host (a master leaves etcd first).
+    Rm {
+        id: String,
+        #[command(flatten)]
+        seed: SeedArgs,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TokensCommand {
+    /// Make a one-time join token and print it.
+    Create {
+        /// How long the token works: `90s`, `30m`, `1h`, `7d`.
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: u64,
+        /// The role the token grants; the seed decides when unset.
+        #[arg(long, value_parser = parse_role)]
+        role: Option<Role>,
+        #[command(flatten)]
+        seed: SeedArgs,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum JobsCommand {
+    /// Show an admin job.
+    Get {
+        id: String,
+        #[command(flatten)]
+        seed: SeedArgs,
+    },
+}
+
+/// `90s`, `30m`, `1h`, `7d` or plain seconds.
+pub fn parse_ttl(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90s, 30m, 1h or 7d"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
+    };
+    Ok(n.saturating_mul(scale))
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    match text {
+        "master" => Ok(Role::Master),
+        "worker" => Ok(Role::Worker),
+        _ => Err(format!("{text:?} is not a role (master or worker)")),
+    }
+}
+
+pub fn pin(args: PinArgs) -> anyhow::Result<()> {
+    let ca = SeedCa::load(&args.state_dir)?;
+    println!("{}", ca.pin());
+    Ok(())
+}
+
+/// A seed's admin API, with the pinned CA and the admin token.
+#[derive(Debug)]
+pub struct AdminClient {
+    base: String,
+    token: String,
+    http: reqwest::blocking::Client,
+}
+
+impl AdminClient {
+    pub fn new(args: &SeedArgs) -> anyhow::Result<AdminClient> {
+        let base = match &args.seed {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => {
+                let addr = read_string(&args.state_dir.join(ADDR_FILE))
+                    .context("finding the seed (no --seed given and no running seed here)")?;
+                local_url(addr.trim())
+            }
+        };
+        let ca = read_string(&ca_cert_path(&args.state_dir))?;
+        let cert = reqwest::Certificate::from_pem(ca.as_bytes()).context("reading the seed CA")?;
+        let http = reqwest::blocking::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(cert)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .context("making the HTTPS client")?;
+        Ok(AdminClient {
+            base,
+            token: read_admin_token(&args.state_dir)?,
+            http,
+        })
+    }
+
+    fn send(
+        &self,
+        request: reqwest::blocking::RequestBuilder,
+    ) -> anyhow::Result<serde_json::Value> {
+        let response = request
+            .bearer_auth(&self.token)
+            .send()
+            .with_context(|| format!("talking to the seed at {}", self.base))?;
+        let status = response.status();
+        let body = response.bytes().context("reading the seed's answer")?;
+        if !status.is_success() {
+            if let Ok(err) = serde_json::from_slice::<ApiError>(&body) {
+                anyhow::bail!("the seed refused: {} ({})", err.message, err.code);
+            }
+            anyhow::bail!("the seed answered {status}");
+        }
+        serde_json::from_slice(&body).context("reading the seed's answer")
+    }
+
+    pub fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        self.send(self.http.get(format!("{}{path}", self.base)))
+    }
+
+    pub fn post(&self, path: &str, body: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+    }
+
+    pub fn delete(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        self.send(self.http.delete(format!("{}{path}", self.base)))
+    }
+
+    pub fn status(&self) -> anyhow::Result<StatusView> {
+        Ok(serde_json::from_value(self.get("/v1/admin/hosts")?)?)
+    }
+
+    /// Polls a job until it ends (at most `timeout`).
+    pub fn wait_job(
+        &self,
+        accepted: serde_json::Value,
+        timeout: Duration,
+    ) -> anyhow::Result<JobRecord> {
+        let accepted: JobAccepted = serde_json::from_value(accepted)?;
+        let started = Instant::now();
+        loop {
+            let job: JobRecord =
+                serde_json::from_value(self.get(&format!("/v1/admin/jobs/{}", accepted.job))?)?;
+            if matches!(job.state, JobState::Succeeded | JobState::Failed) {
+                return Ok(job);
+            }
+            anyhow::ensure!(
+                started.elapsed() < timeout,
+                "job {} did not end within {timeout:?}; see `launcher-seed jobs get {}`",
+                job.id,
+                job.id
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// `https://ADDR`, with an unspecified listen address replaced by loopback.
+fn local_url(addr: &str) -> String {
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(sa) if sa.ip().is_unspecified() => format!("https://127.0.0.1:{}", sa.port()),
+        Ok(sa) => format!("https://{sa}"),
+        Err(_) => format!("https://{addr}"),
+    }
+}
+
+/// Reads the status from the store directly (when no seed runs on this state directory).
+fn status_from_store(state_dir: &Path) -> anyhow::Result<StatusView> {
+    let store = RedbStore::open(&state_dir.join(STORE_FILE))?;
+    let hosts = read_with(&store, |tx| list_json::<HostRecord>(tx, Table::Hosts))?;
+    Ok(StatusView {
+        cluster: String::new(),
+        now_ms: crate::http::now_ms(),
+        hosts: hosts.iter().map(host_view).collect(),
+    })
+}
+
+fn print_status(view: &StatusView, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(view)?);
+    } else {
+        print!("{}", render_table(view));
+    }
+    Ok(())
+}
+
+pub fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let from_seed = AdminClient::new(&args.seed).and_then(|c| c.status());
+    let view = match from_seed {
+        Ok(view) => view,
+        Err(err) if args.seed.seed.is_none() => {
+            tracing::debug!(error = %err, "no running seed; reading the state directory");
+            status_from_store(&args.seed.state_dir)
+                .with_context(|| format!("{err:#}; and reading the state directory"))?
+        }
+        Err(err) => return Err(err),
+    };
+    print_status(&view, args.json)
+}
+
+fn finish(job: JobRecord) -> anyhow::Result<()> {
+    match job.state {
+        JobState::Succeeded => {
+            println!("{}", job.message);
+            Ok(())
+        }
+        _ => anyhow::bail!("job {} failed: {}", job.id, job.message),
+    }
+}
+
+const JOB_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub fn hosts(cmd: HostsCommand) -> anyhow::Result<()> {
+    match cmd {
+        HostsCommand::Ls { seed, json } => print_status(&AdminClient::new(&seed)?.status()?, json),
+        HostsCommand::Approve { id, seed } => {
+            let client = AdminClient::new(&seed)?;
+            let accepted = client.post(
+                &format!("/v1/admin/hosts/{id}/approve"),
+                &serde_json::json!({}),
+            )?;
+            finish(client.wait_job(accepted, JOB_TIMEOUT)?)
+        }
+        HostsCommand::Rm { id, seed } => {
+            let client = AdminClient::new(&seed)?;
+            let accepted = client.delete(&format!("/v1/admin/hosts/{id}"))?;
+            finish(client.wait_job(accepted, JOB_TIMEOUT)?)
+        }
+    }
+}
+
+pub fn tokens(cmd: TokensCommand) -> anyhow::Result<()> {
+    match cmd {
+        TokensCommand::Create { ttl, role, seed } => {
+            let client = AdminClient::new(&seed)?;
+            let body = serde_json::to_value(TokenRequest {
+                ttl_secs: ttl,
+                role,
+            })?;
+            let job = client.wait_job(client.post("/v1/admin/tokens", &body)?, JOB_TIMEOUT)?;
+            anyhow::ensure!(
+                job.state == JobState::Succeeded,
+                "job {} failed: {}",
+                job.id,
+                job.message
+            );
+            let token = job.result["token"]
+                .as_str()
+                .context("the job holds no token")?;
+            println!("{token}");
+            Ok(())
+        }
+    }
+}
+
+pub fn jobs(cmd: JobsCommand) -> anyhow::Result<()> {
+    match cmd {
+        JobsCommand::Get { id, seed } => {
+            let job = AdminClient::new(&seed)?.get(&format!("/v1/admin/jobs/{id}"))?;
+            println!("{}", serde_json::to_string_pretty(&job)?);
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls_parse_with_units_and_bad_ones_are_refused() {
+        assert_eq!(parse_ttl("90s"), Ok(90));
+        assert_eq!(parse_ttl("30m"), Ok(1800));
+        assert_eq!(parse_ttl("1h"), Ok(3600));
+        assert_eq!(parse_ttl("7d"), Ok(604_800));
+        assert_eq!(parse_ttl("120"), Ok(120));
+        assert!(parse_ttl("1w").unwrap_err().contains("unit"));
+        assert!(parse_ttl("h").unwrap_err().contains("not a duration"));
+    }
+
+    #[test]
+    fn an_unspecified_listen_address_is_reached_on_loopback() {
+        assert_eq!(local_url("0.0.0.0:8443"), "https://127.0.0.1:8443");
+        assert_eq!(local_url("10.77.0.1:8443"), "https://10.77.0.1:8443");
+    }
+}

@@ -1,0 +1,297 @@
+//! Unit tests of the enrollment planner.
+
+use super::*;
+use std::collections::BTreeMap;
+
+const NOW: i64 = 1_000_000;
+
+fn facts() -> ClusterFacts {
+    ClusterFacts {
+        name: "demo".into(),
+        masters: 3,
+        inventory: vec![
+            InventoryEntry {
+                index: 0,
+                macs: vec!["52:54:00:00:00:01".into()],
+                product_uuid: None,
+                serial: None,
+                role: Role::Master,
+                role_index: 1,
+                hostname: "demo-m1".into(),
+                ip: Some("10.77.0.11".into()),
+            },
+            InventoryEntry {
+                index: 1,
+                macs: vec![],
+                product_uuid: Some("1111aaaa-0000-0000-0000-000000000002".into()),
+                serial: None,
+                role: Role::Worker,
+                role_index: 1,
+                hostname: "demo-m3".into(),
+                ip: None,
+            },
+        ],
+    }
+}
+
+fn request(mac: &str, token: Option<&str>) -> EnrollRequest {
+    EnrollRequest {
+        identity: HostIdentity {
+            macs: vec![mac.into()],
+            ..HostIdentity::default()
+        },
+        token: token.map(str::to_string),
+        csrs: BTreeMap::new(),
+    }
+}
+
+fn nothing_known() -> Known {
+    Known {
+        matched_ids: vec![],
+        matched: None,
+        token: None,
+        counters: Counters::default(),
+        peer_ip: None,
+    }
+}
+
+fn token(used_by: Option<&str>, expires_ms: i64) -> TokenLookup {
+    TokenLookup::Found(TokenRecord {
+        id: "abcdef".into(),
+        secret_sha256: String::new(),
+        created_ms: 0,
+        expires_ms,
+        role: None,
+        used_by: used_by.map(str::to_string),
+    })
+}
+
+fn enrolled(decision: Decision) -> (HostRecord, Counters) {
+    match decision {
+        Decision::Enrolled {
+            record, counters, ..
+        } => (record, counters),
+        other => panic!("expected enrolled, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_unknown_host_without_token_is_pending_with_a_new_id() {
+    let decision = decide(
+        &facts(),
+        &request("52:54:00:00:00:99", None),
+        &nothing_known(),
+        NOW,
+    );
+    let Decision::Pending { record, counters } = decision else {
+        panic!("expected pending")
+    };
+    assert_eq!(record.id, "h-0001");
+    assert_eq!(record.status, HostStatus::Pending);
+    assert!(record.assignment.is_none());
+    assert_eq!(counters.next_host, 1);
+}
+
+#[test]
+fn an_inventory_host_gets_its_role_ip_and_pattern_name() {
+    let (record, counters) = enrolled(decide(
+        &facts(),
+        &request("52:54:00:00:00:01", None),
+        &nothing_known(),
+        NOW,
+    ));
+    let a = record.assignment.unwrap();
+    assert_eq!(a.role, Role::Master);
+    assert_eq!(a.master_ordinal, Some(1));
+    assert_eq!(a.ip.as_deref(), Some("10.77.0.11"));
+    assert_eq!(a.hostname, "demo-m1");
+    assert_eq!(
+        counters.masters_assigned, 0,
+        "inventory hosts use no seat counter"
+    );
+}
+
+#[test]
+fn pattern_names_skip_names_the_inventory_claims() {
+    let mut known = nothing_known();
+    known.counters.masters_assigned = 1;
+    let mut req = request("52:54:00:00:00:42", Some("abcdef.x"));
+    req.identity.macs.push("52:54:00:00:00:43".into());
+    known.token = Some(token(None, NOW + 1));
+    let (record, _) = enrolled(decide(&facts(), &req, &known, NOW));
+    // demo-m1 and demo-m3 are the inventory's, so the second master from outside is demo-m4,
+    // and it comes after the inventory's one master.
+    assert_eq!(record.hostname(), Some("demo-m4"));
+    assert_eq!(record.assignment.unwrap().master_ordinal, Some(3));
+}
+
+#[test]
+fn hosts_from_outside_take_the_master_seats_the_inventory_leaves() {
+    let mut known = nothing_known();
+    known.token = Some(token(None, NOW + 1));
+    let mut roles = Vec::new();
+    for _ in 0..4 {
+        let (record, counters) = enrolled(decide(
+            &facts(),
+            &request("52:54:00:00:00:42", Some("abcdef.x")),
+            &known,
+            NOW,
+        ));
+        known.counters = counters;
+        roles.push((
+            record.role().unwrap(),
+            record.hostname().unwrap().to_string(),
+        ));
+    }
+    // The inventory holds one of the three masters.
+    assert_eq!(
+        roles,
+        [
+            (Role::Master, "demo-m2".to_string()),
+            (Role::Master, "demo-m4".to_string()),
+            (Role::Worker, "demo-w1".to_string()),
+            (Role::Worker, "demo-w2".to_string()),
+        ]
+    );
+}
+
+#[test]
+fn tokens_are_refused_with_their_own_codes() {
+    let cases: Vec<(Option<TokenLookup>, &str)> = vec![
+        (Some(TokenLookup::NotFound), codes::TOKEN_INVALID),
+        (Some(TokenLookup::WrongSecret), codes::TOKEN_INVALID),
+        (Some(token(Some("h-0042"), NOW + 1)), codes::TOKEN_USED),
+        (Some(token(None, NOW)), codes::TOKEN_EXPIRED),
+    ];
+    for (lookup, code) in cases {
+        let mut known = nothing_known();
+        known.token = lookup.clone();
+        let decision = decide(
+            &facts(),
+            &request("52:54:00:00:00:42", Some("abcdef.x")),
+            &known,
+            NOW,
+        );
+        match decision {
+            Decision::Refused { code: got, .. } => assert_eq!(got, code, "{lookup:?}"),
+            other => panic!("{lookup:?}: expected {code}, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn enrolling_again_gives_the_same_assignment_without_touching_counters() {
+    let (first, counters) = enrolled(decide(
+        &facts(),
+        &request("52:54:00:00:00:01", None),
+        &nothing_known(),
+        NOW,
+    ));
+    let known = Known {
+        matched_ids: vec![first.id.clone()],
+        matched: Some(first.clone()),
+        token: Some(TokenLookup::NotFound),
+        counters,
+        peer_ip: None,
+    };
+    let mut req = request("52:54:00:00:00:01", Some("zzzzzz.bad"));
+    req.identity.product_uuid = Some("2222bbbb-0000-0000-0000-000000000001".into());
+    let (again, counters_again) = enrolled(decide(&facts(), &req, &known, NOW + 5));
+    assert_eq!(again.id, first.id);
+    assert_eq!(again.assignment, first.assignment);
+    assert_eq!(counters_again, counters);
+}
+
+#[test]
+fn an_approved_host_is_let_in_as_auto() {
+    let mut record = match decide(
+        &facts(),
+        &request("52:54:00:00:00:77", None),
+        &nothing_known(),
+        NOW,
+    ) {
+        Decision::Pending { record, .. } => record,
+        other => panic!("{other:?}"),
+    };
+    record.status = HostStatus::Approved;
+    let known = Known {
+        matched_ids: vec![record.id.clone()],
+        matched: Some(record.clone()),
+        token: None,
+        counters: Counters {
+            next_host: 1,
+            ..Counters::default()
+        },
+        peer_ip: Some("10.77.0.99".into()),
+    };
+    let (enrolled, _) = enrolled(decide(
+        &facts(),
+        &request("52:54:00:00:00:77", None),
+        &known,
+        NOW,
+    ));
+    assert_eq!(enrolled.id, record.id);
+    let assignment = enrolled.assignment.unwrap();
+    assert_eq!(assignment.role, Role::Master);
+    assert_eq!(assignment.admission, Admission::Approval);
+    assert_eq!(assignment.ip.as_deref(), Some("10.77.0.99"));
+}
+
+#[test]
+fn bad_identities_and_conflicts_are_refused() {
+    let cases: Vec<(EnrollRequest, Vec<&str>, &str)> = vec![
+        (request("not-a-mac", None), vec![], codes::BAD_REQUEST),
+        (
+            request("00:00:00:00:00:00", None),
+            vec![],
+            codes::BAD_REQUEST,
+        ),
+        (
+            EnrollRequest {
+                identity: HostIdentity {
+                    macs: vec![],
+                    product_uuid: Some("00000000-0000-0000-0000-000000000000".into()),
+                    serial: Some("To be filled by O.E.M.".into()),
+                    boot_mac: None,
+                },
+                token: None,
+                csrs: BTreeMap::new(),
+            },
+            vec![],
+            codes::BAD_REQUEST,
+        ),
+        (
+            request("52:54:00:00:00:42", None),
+            vec!["h-1", "h-2"],
+            codes::IDENTITY_CONFLICT,
+        ),
+    ];
+    for (req, matched, code) in cases {
+        let mut known = nothing_known();
+        known.matched_ids = matched.iter().map(|s| s.to_string()).collect();
+        match decide(&facts(), &req, &known, NOW) {
+            Decision::Refused { code: got, .. } => assert_eq!(got, code, "{req:?}"),
+            other => panic!("{req:?}: expected {code}, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_token_with_a_role_overrides_the_seats() {
+    let mut known = nothing_known();
+    known.counters.masters_assigned = 2;
+    let mut lookup = token(None, NOW + 1);
+    if let TokenLookup::Found(t) = &mut lookup {
+        t.role = Some(Role::Master);
+    }
+    known.token = Some(lookup);
+    let (record, counters) = enrolled(decide(
+        &facts(),
+        &request("52:54:00:00:00:42", Some("abcdef.x")),
+        &known,
+        NOW,
+    ));
+    assert_eq!(record.role(), Some(Role::Master));
+    assert_eq!(record.assignment.unwrap().master_ordinal, Some(4));
+    assert_eq!(counters.masters_assigned, 3);
+}

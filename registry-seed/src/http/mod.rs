@@ -1,0 +1,233 @@
+//! The seed's HTTP API: `fn app(seed) -> Router`, its one error shape and its body limit.
+//!
+//! Host routes (`/v1/enroll`, `/v1/hosts/{id}/progress`) take no credential; admin routes
+//! (`/v1/admin/…`) take only the admin bearer token, so neither kind reaches the other.
+
+mod admin;
+mod hosts;
+
+pub use hosts::{master_seats_now, spawn_promotion, update_host};
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use cluster::api::{self, ApiError, codes};
+use serde::de::DeserializeOwned;
+use tracing::Instrument;
+
+use crate::seed::Seed;
+
+/// Builds the router of every route the seed serves over HTTPS.
+pub fn app(seed: Arc<Seed>) -> Router {
+    let admin = admin::routes(seed.clone());
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/enroll", post(hosts::enroll))
+        .route("/v1/hosts/{id}/progress", post(hosts::progress))
+        .nest("/v1/admin", admin)
+        .merge(crate::boot::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(seed.clone(), observe))
+        .with_state(seed)
+}
+
+/// The routes served without TLS, for machines and tools that cannot pin the seed's CA:
+/// health and network boot. Enrollment and admin routes are never among them.
+pub fn plain_app(seed: Arc<Seed>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(crate::boot::routes())
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(seed.clone(), observe))
+        .with_state(seed)
+}
+
+/// The address a request came from, put in its extensions by the server for each connection.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn metrics(State(seed): State<Arc<Seed>>) -> Response {
+    let extra = seed
+        .ntp_stats
+        .as_ref()
+        .map(|s| s.render_prometheus())
+        .unwrap_or_default();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        seed.metrics.render(&extra),
+    )
+        .into_response()
+}
+
+async fn not_found() -> ApiFailure {
+    ApiFailure::new(codes::NOT_FOUND, "no such route")
+}
+
+async fn method_not_allowed() -> ApiFailure {
+    ApiFailure::new(codes::BAD_REQUEST, "this route does not take that method")
+        .with_status(StatusCode::METHOD_NOT_ALLOWED)
+}
+
+/// A span per request, the latency histogram and the error counter.
+async fn observe(State(seed): State<Arc<Seed>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+    );
+    let response = next.run(request).instrument(span.clone()).await;
+    let took = started.elapsed();
+    seed.metrics.latency(took);
+    if let Some(code) = response.extensions().get::<ErrorCode>() {
+        seed.metrics.error(code.0);
+    }
+    span.in_scope(|| {
+        tracing::debug!(
+            status = response.status().as_u16(),
+            took_ms = took.as_millis() as u64,
+            "answered"
+        );
+    });
+    response
+}
+
+/// The error code of a response, for the metrics.
+#[derive(Debug, Clone, Copy)]
+struct ErrorCode(&'static str);
+
+/// An error answer: `{"code","message"}` with a stable code. Detail goes to the log, never here.
+#[derive(Debug)]
+pub struct ApiFailure {
+    pub code: &'static str,
+    pub message: String,
+    pub status: StatusCode,
+}
+
+impl ApiFailure {
+    pub fn new(code: &'static str, message: impl Into<String>) -> ApiFailure {
+        ApiFailure {
+            code,
+            message: message.into(),
+            status: status_of(code),
+        }
+    }
+
+    pub fn with_status(mut self, status: StatusCode) -> ApiFailure {
+        self.status = status;
+        self
+    }
+
+    /// An internal failure: logged in full, answered without detail.
+    pub fn internal(context: &str, err: &dyn std::fmt::Display) -> ApiFailure {
+        tracing::error!(error = %err, "{context}");
+        ApiFailure::new(
+            codes::INTERNAL,
+            format!("the seed failed {context}; see its log"),
+        )
+    }
+}
+
+/// The HTTP status of each error code.
+pub fn status_of(code: &str) -> StatusCode {
+    match code {
+        codes::BAD_REQUEST | codes::BAD_CSR => StatusCode::BAD_REQUEST,
+        codes::BODY_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+        codes::UNAUTHORIZED | codes::TOKEN_INVALID | codes::TOKEN_EXPIRED => {
+            StatusCode::UNAUTHORIZED
+        }
+        codes::FORBIDDEN => StatusCode::FORBIDDEN,
+        codes::NOT_FOUND => StatusCode::NOT_FOUND,
+        codes::TOKEN_USED | codes::IDENTITY_CONFLICT | codes::NO_CAPACITY => StatusCode::CONFLICT,
+        codes::BUSY => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for ApiFailure {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(code = self.code, message = %self.message, "error answer");
+        } else {
+            tracing::info!(code = self.code, message = %self.message, "refused");
+        }
+        let body = ApiError {
+            code: self.code.to_string(),
+            message: self.message,
+        };
+        let mut response = (self.status, axum::Json(body)).into_response();
+        response.extensions_mut().insert(ErrorCode(self.code));
+        response
+    }
+}
+
+/// A JSON request body, at most [`api::MAX_REQUEST_BYTES`], refused with `body_too_large` or
+/// `bad_request` in the one error shape.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiFailure;
+
+    async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let too_large = || {
+            ApiFailure::new(
+                codes::BODY_TOO_LARGE,
+                format!(
+                    "request bodies are limited to {} bytes",
+                    api::MAX_REQUEST_BYTES
+                ),
+            )
+        };
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > api::MAX_REQUEST_BYTES) {
+            return Err(too_large());
+        }
+        let body: Body = request.into_body();
+        let bytes = axum::body::to_bytes(body, api::MAX_REQUEST_BYTES)
+            .await
+            .map_err(|_| too_large())?;
+        let value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiFailure::new(
+                codes::BAD_REQUEST,
+                format!("the request body is not valid: {e}"),
+            )
+        })?;
+        Ok(JsonBody(value))
+    }
+}
+
+/// The seed's clock, Unix milliseconds.
+pub fn now_ms() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    (now.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Runs blocking store work off the async threads.
+pub async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T, ApiFailure> + Send + 'static,
+) -> Result<T, ApiFailure> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result,
+        Err(err) => Err(ApiFailure::internal(what, &err)),
+    }
+}

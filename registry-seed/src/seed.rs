@@ -1,0 +1,167 @@
+//! The running seed's shared state: the spec, the store, the cluster's CA set, the admin
+//! credential and the metrics, opened from a state directory.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use cluster::api::Role;
+use cluster::pki::CaSet;
+use cluster::spec::ClusterSpec;
+
+use crate::enroll::decide::{ClusterFacts, InventoryEntry};
+use crate::fsutil::{read_string, write_atomic};
+use crate::membership::{Membership, MembershipCache};
+use crate::metrics::Metrics;
+use crate::ntp::NtpStats;
+use crate::store::records::meta;
+use crate::store::{RedbStore, Store, Table, write_with};
+
+pub const STORE_FILE: &str = "state.redb";
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+pub const ADDR_FILE: &str = "serve.addr";
+
+/// Everything request handlers share.
+pub struct Seed {
+    pub spec: ClusterSpec,
+    pub facts: ClusterFacts,
+    pub store: Arc<dyn Store>,
+    pub cas: CaSet,
+    pub admin_token: String,
+    pub metrics: Metrics,
+    pub ntp_stats: Option<Arc<NtpStats>>,
+    /// A fixed etcd membership client; when `None`, one is made for the masters' client URLs
+    /// when first needed (see [`Seed::membership`]).
+    pub membership: Option<Arc<dyn Membership>>,
+    pub membership_cache: MembershipCache,
+    /// One etcd membership change at a time.
+    pub membership_lock: tokio::sync::Mutex<()>,
+    pub state_dir: PathBuf,
+    /// Network boot: what `/ipxe` scripts carry and where the boot files are.
+    pub boot: Option<crate::boot::BootConfig>,
+}
+
+impl std::fmt::Debug for Seed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Seed")
+            .field("cluster", &self.facts.name)
+            .field("state_dir", &self.state_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Seed {
+    /// Opens the seed's state in `state_dir` for the cluster `spec`: the store, the cluster's
+    /// CA set (made once and kept in the store) and the admin credential (made once, 0600).
+    pub fn open(spec: ClusterSpec, state_dir: &Path) -> anyhow::Result<Seed> {
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("creating {}", state_dir.display()))?;
+        let store = RedbStore::open(&state_dir.join(STORE_FILE))?;
+        let cas = load_or_create_cas(&store, &spec)?;
+        let admin_token = load_or_create_admin_token(state_dir)?;
+        Ok(Seed {
+            facts: facts_of(&spec),
+            spec,
+            store: Arc::new(store),
+            cas,
+            admin_token,
+            metrics: Metrics::default(),
+            ntp_stats: None,
+            membership: None,
+            membership_cache: MembershipCache::default(),
+            membership_lock: tokio::sync::Mutex::new(()),
+            state_dir: state_dir.to_path_buf(),
+            boot: None,
+        })
+    }
+}
+
+impl Seed {
+    /// The client that changes etcd membership through the members at `endpoints`.
+    pub fn membership(&self, endpoints: Vec<String>) -> Result<Arc<dyn Membership>, String> {
+        if let Some(fixed) = &self.membership {
+            return Ok(fixed.clone());
+        }
+        if endpoints.is_empty() {
+            return Err("no etcd member is known to talk to".into());
+        }
+        self.membership_cache.get(&self.cas, endpoints)
+    }
+}
+
+/// The planner's view of the spec: its inventory with the roles and names the spec gives.
+pub fn facts_of(spec: &ClusterSpec) -> ClusterFacts {
+    let inventory = spec
+        .plan_inventory()
+        .into_iter()
+        .enumerate()
+        .map(|(index, planned)| InventoryEntry {
+            index,
+            macs: vec![planned.host.mac.to_string()],
+            product_uuid: planned.host.uuid.as_ref().map(|u| u.to_string()),
+            serial: planned.host.serial.as_ref().map(|s| s.to_string()),
+            role: planned.role,
+            role_index: planned.index,
+            hostname: planned.hostname.to_string(),
+            ip: planned.host.ip.map(|ip| ip.to_string()),
+        })
+        .collect();
+    ClusterFacts {
+        name: spec.name.to_string(),
+        masters: spec.masters,
+        inventory,
+    }
+}
+
+fn load_or_create_cas(store: &dyn Store, spec: &ClusterSpec) -> anyhow::Result<CaSet> {
+    let files = write_with(store, |tx| {
+        if let Some(files) = crate::store::get_json(&*tx, Table::Meta, meta::CA_SET)? {
+            return Ok(Ok(files));
+        }
+        let now = time::OffsetDateTime::now_utc();
+        let set = match CaSet::generate(spec.key_algorithm, now) {
+            Ok(set) => set,
+            Err(err) => return Ok(Err(err)),
+        };
+        let files = set.to_files();
+        crate::store::put_json(tx, Table::Meta, meta::CA_SET, &files)?;
+        tracing::info!(cluster = %spec.name, "made the cluster's CA set");
+        Ok(Ok(files))
+    })?
+    .context("making the cluster's CA set")?;
+    CaSet::from_files(&files).context("reading the cluster's CA set from the store")
+}
+
+fn load_or_create_admin_token(state_dir: &Path) -> anyhow::Result<String> {
+    let path = state_dir.join(ADMIN_TOKEN_FILE);
+    if path.exists() {
+        let token = read_string(&path)?.trim().to_string();
+        anyhow::ensure!(token.len() >= 32, "{} is too short", path.display());
+        return Ok(token);
+    }
+    let token = random_secret(32);
+    write_atomic(&path, format!("{token}\n").as_bytes(), 0o600)?;
+    Ok(token)
+}
+
+/// `len` random characters from `[a-z0-9]`.
+pub fn random_secret(len: usize) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::thread_rng();
+    (0..len)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// Reads the admin credential a seed wrote into its state directory.
+pub fn read_admin_token(state_dir: &Path) -> anyhow::Result<String> {
+    Ok(read_string(&state_dir.join(ADMIN_TOKEN_FILE))?
+        .trim()
+        .to_string())
+}
+
+/// Whether a role is a master (for filters).
+pub fn is_master(role: Option<Role>) -> bool {
+    role == Some(Role::Master)
+}

@@ -1,0 +1,145 @@
+//! The records the seed keeps, as stored (JSON values of the [`super::Table`]s).
+
+use cluster::api::{HostIdentity, Phase, PhaseState, Role};
+use serde::{Deserialize, Serialize};
+
+/// Whether a host is let in yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostStatus {
+    /// Seen, not let in: waits for an operator's approval (or a token).
+    Pending,
+    /// Approved by an operator; gets its role at its next enrollment.
+    Approved,
+    /// Has a role and hostname.
+    Enrolled,
+}
+
+/// How a host was let in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum Admission {
+    /// The spec's inventory entry at this index.
+    Inventory { index: usize },
+    /// A one-time join token.
+    Token { token_id: String },
+    /// An operator approved the pending host.
+    Approval,
+}
+
+/// What the seed decided about a host: stable across re-enrollments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub role: Role,
+    pub hostname: String,
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// 1-based order among masters; the first `masters` bootstrap etcd together.
+    #[serde(default)]
+    pub master_ordinal: Option<u32>,
+    pub admission: Admission,
+    pub enrolled_at_ms: i64,
+}
+
+/// The last progress report of a host, with the seed's own clock for "time in phase".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub phase: Phase,
+    pub state: PhaseState,
+    pub message: String,
+    /// The host's clock in its report.
+    pub host_at_unix_ms: i64,
+    /// The seed's clock when the current phase was first reported.
+    pub phase_since_ms: i64,
+    /// The seed's clock at the last report.
+    pub received_ms: i64,
+}
+
+/// etcd membership of a master that joined an existing cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EtcdMembership {
+    /// The member id etcd gave when the seed added the learner (hex).
+    pub member_id: Option<String>,
+    pub learner: bool,
+    pub added_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    pub id: String,
+    pub status: HostStatus,
+    pub identity: HostIdentity,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    #[serde(default)]
+    pub assignment: Option<Assignment>,
+    #[serde(default)]
+    pub progress: Option<Progress>,
+    #[serde(default)]
+    pub etcd: Option<EtcdMembership>,
+}
+
+impl HostRecord {
+    pub fn role(&self) -> Option<Role> {
+        self.assignment.as_ref().map(|a| a.role)
+    }
+    pub fn hostname(&self) -> Option<&str> {
+        self.assignment.as_ref().map(|a| a.hostname.as_str())
+    }
+}
+
+/// A one-time join token. Only the SHA-256 of its secret is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub id: String,
+    pub secret_sha256: String,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    /// The role the token grants; `None` lets the seed decide as for `auto`.
+    #[serde(default)]
+    pub role: Option<Role>,
+    #[serde(default)]
+    pub used_by: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// An admin job: asked for, done by the seed, polled by the operator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: String,
+    pub kind: String,
+    /// The job's argument (a host id, a TTL, …).
+    pub request: serde_json::Value,
+    pub state: JobState,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub result: serde_json::Value,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// Meta keys.
+pub mod meta {
+    pub const COUNTERS: &str = "counters";
+    pub const CA_SET: &str = "ca_set";
+}
+
+/// Monotonic counters, in one record so they change in the same transaction as the decision.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub next_host: u64,
+    pub next_job: u64,
+    /// Masters outside the inventory given their role so far.
+    pub masters_assigned: u32,
+    /// Workers outside the inventory given their role so far.
+    pub workers_assigned: u32,
+}

@@ -1,0 +1,188 @@
+//! What the admin API shows of hosts and jobs, and the status table the CLI prints.
+
+use cluster::api::{Phase, PhaseState, Role};
+use serde::{Deserialize, Serialize};
+
+use crate::store::records::{HostRecord, HostStatus};
+
+/// One host as `launcher-seed status` and `hosts ls` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostView {
+    pub id: String,
+    pub status: HostStatus,
+    pub hostname: Option<String>,
+    pub role: Option<Role>,
+    pub mac: Option<String>,
+    pub ip: Option<String>,
+    pub phase: Option<Phase>,
+    pub state: Option<PhaseState>,
+    /// The seed's clock when the current phase was first reported.
+    pub phase_since_ms: Option<i64>,
+    pub message: String,
+    pub last_seen_ms: i64,
+}
+
+/// `GET /v1/admin/hosts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusView {
+    pub cluster: String,
+    /// The seed's clock, for "time in phase".
+    pub now_ms: i64,
+    pub hosts: Vec<HostView>,
+}
+
+/// The answer to an admin request that starts a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobAccepted {
+    pub job: String,
+}
+
+/// `POST /v1/admin/tokens`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    pub ttl_secs: u64,
+    #[serde(default)]
+    pub role: Option<Role>,
+}
+
+pub fn host_view(record: &HostRecord) -> HostView {
+    let a = record.assignment.as_ref();
+    let p = record.progress.as_ref();
+    HostView {
+        id: record.id.clone(),
+        status: record.status,
+        hostname: a.map(|a| a.hostname.clone()),
+        role: a.map(|a| a.role),
+        mac: record
+            .identity
+            .boot_mac
+            .clone()
+            .or_else(|| record.identity.macs.first().cloned()),
+        ip: a.and_then(|a| a.ip.clone()),
+        phase: p.map(|p| p.phase),
+        state: p.map(|p| p.state),
+        phase_since_ms: p.map(|p| p.phase_since_ms),
+        message: p.map(|p| p.message.clone()).unwrap_or_default(),
+        last_seen_ms: record.last_seen_ms,
+    }
+}
+
+fn status_word(status: HostStatus) -> &'static str {
+    match status {
+        HostStatus::Pending => "pending",
+        HostStatus::Approved => "approved",
+        HostStatus::Enrolled => "enrolled",
+    }
+}
+
+fn state_word(state: PhaseState) -> &'static str {
+    match state {
+        PhaseState::Started => "started",
+        PhaseState::Succeeded => "succeeded",
+        PhaseState::Failed => "failed",
+    }
+}
+
+/// `1h02m`, `3m05s`, `42s`.
+pub fn duration_words(ms: i64) -> String {
+    let secs = ms.max(0) / 1000;
+    match secs {
+        s if s >= 3600 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        s if s >= 60 => format!("{}m{:02}s", s / 60, s % 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// The status table: host id, hostname, role, MAC, phase, state, time in phase, message.
+pub fn render_table(status: &StatusView) -> String {
+    let header = [
+        "HOST", "HOSTNAME", "ROLE", "MAC", "PHASE", "STATE", "IN PHASE", "MESSAGE",
+    ];
+    let rows: Vec<[String; 8]> = status
+        .hosts
+        .iter()
+        .map(|h| {
+            let dash = || "-".to_string();
+            [
+                h.id.clone(),
+                h.hostname.clone().unwrap_or_else(dash),
+                h.role
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|| status_word(h.status).into()),
+                h.mac.clone().unwrap_or_else(dash),
+                h.phase.map(|p| p.as_str().to_string()).unwrap_or_else(dash),
+                h.state
+                    .map(|s| state_word(s).to_string())
+                    .unwrap_or_else(dash),
+                h.phase_since_ms
+                    .map(|since| duration_words(status.now_ms - since))
+                    .unwrap_or_else(dash),
+                h.message.lines().next().unwrap_or("").to_string(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: Vec<&str>, out: &mut String| {
+        let text: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(text.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec(), &mut out);
+    for row in &rows {
+        line(row.iter().map(String::as_str).collect(), &mut out);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_words() {
+        assert_eq!(duration_words(42_000), "42s");
+        assert_eq!(duration_words(185_000), "3m05s");
+        assert_eq!(duration_words(3_720_000), "1h02m");
+        assert_eq!(duration_words(-5), "0s");
+    }
+
+    #[test]
+    fn the_table_has_a_header_and_a_row_per_host() {
+        let status = StatusView {
+            cluster: "demo".into(),
+            now_ms: 70_000,
+            hosts: vec![HostView {
+                id: "h-0001".into(),
+                status: HostStatus::Enrolled,
+                hostname: Some("demo-m1".into()),
+                role: Some(Role::Master),
+                mac: Some("52:54:00:00:00:01".into()),
+                ip: None,
+                phase: Some(Phase::Etcd),
+                state: Some(PhaseState::Started),
+                phase_since_ms: Some(5_000),
+                message: "waiting for peers\nmore".into(),
+                last_seen_ms: 0,
+            }],
+        };
+        let table = render_table(&status);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("HOST    HOSTNAME  ROLE"), "{table}");
+        assert!(
+            lines[1].contains("demo-m1") && lines[1].contains("1m05s"),
+            "{table}"
+        );
+        assert!(lines[1].ends_with("waiting for peers"), "{table}");
+    }
+}

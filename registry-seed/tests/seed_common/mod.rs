@@ -1,0 +1,302 @@
+//! Helpers shared by the seed's integration tests: cluster files, an in-process seed, requests.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use cluster::spec::ClusterSpec;
+use http_body_util::BodyExt;
+use registry_seed::http::PeerAddr;
+use registry_seed::seed::Seed;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+/// One inventory master (the first, with its address), one inventory worker; others come in by
+/// token or approval.
+pub const ONE_MASTER: &str = r#"
+[cluster]
+name = "lab"
+kubernetes_version = "v1.33.4"
+control_plane_endpoint = "10.77.0.11:6443"
+pod_subnet = "10.244.0.0/16"
+service_subnet = "10.96.0.0/12"
+dns_domain = "cluster.local"
+masters = 1
+schedulable_masters = true
+key_algorithm = "ecdsa-p256"
+
+[seed]
+url = "https://127.0.0.1:8443"
+registry = "127.0.0.1:8443"
+
+[[hosts]]
+mac = "52:54:00:00:00:01"
+ip = "10.77.0.11"
+role = "master"
+
+[[hosts]]
+mac = "52:54:00:00:00:04"
+ip = "10.77.0.14"
+role = "worker"
+"#;
+
+/// No inventory: `masters` hosts that come in first become masters.
+pub fn auto_cluster(masters: u32) -> String {
+    format!(
+        r#"
+[cluster]
+name = "auto"
+kubernetes_version = "v1.33.4"
+control_plane_endpoint = "10.77.0.10:6443"
+pod_subnet = "10.244.0.0/16"
+service_subnet = "10.96.0.0/12"
+dns_domain = "cluster.local"
+masters = {masters}
+schedulable_masters = true
+key_algorithm = "ecdsa-p256"
+
+[seed]
+url = "https://127.0.0.1:8443"
+registry = "127.0.0.1:8443"
+"#
+    )
+}
+
+pub fn spec(text: &str) -> ClusterSpec {
+    ClusterSpec::parse("test.toml", text).unwrap().spec
+}
+
+/// A seed over a fresh state directory, and its router. Its etcd client is pointed at a
+/// loopback port where no etcd listens, so that tests never send traffic to the spec's
+/// addresses: etcd is simply unreachable.
+pub fn open(text: &str) -> (tempfile::TempDir, Arc<Seed>, Router) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut seed = Seed::open(spec(text), dir.path()).unwrap();
+    let closed = format!("https://127.0.0.1:{}", testkit::free_tcp_port());
+    let etcd = registry_seed::membership::EtcdApi::new(&seed.cas, vec![closed]).unwrap();
+    seed.membership = Some(Arc::new(etcd));
+    let seed = Arc::new(seed);
+    let app = registry_seed::http::app(seed.clone());
+    (dir, seed, app)
+}
+
+/// An answer: status, JSON body (or `Value::Null`) and raw text.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub json: Value,
+    pub text: String,
+}
+
+impl Answer {
+    pub fn code(&self) -> &str {
+        self.json["code"].as_str().unwrap_or("")
+    }
+}
+
+pub async fn send(app: &Router, request: Request<Body>) -> Answer {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    Answer {
+        status,
+        json: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        text,
+    }
+}
+
+/// A request from `peer` (the address the seed sees), with an optional bearer token.
+pub fn request(
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    bearer: Option<&str>,
+) -> Request<Body> {
+    let mut builder = Request::builder().method(method).uri(path);
+    if let Some(token) = bearer {
+        builder = builder.header("authorization", format!("Bearer {token}"));
+    }
+    let body = match body {
+        Some(v) => {
+            builder = builder.header("content-type", "application/json");
+            Body::from(serde_json::to_vec(v).unwrap())
+        }
+        None => Body::empty(),
+    };
+    let mut request = builder.body(body).unwrap();
+    request
+        .extensions_mut()
+        .insert(PeerAddr("10.77.0.99:40000".parse().unwrap()));
+    request
+}
+
+pub fn enroll_body(mac: &str, token: Option<&str>) -> Value {
+    let mut body = json!({"identity": {"macs": [mac]}});
+    if let Some(token) = token {
+        body["token"] = json!(token);
+    }
+    body
+}
+
+pub async fn enroll(app: &Router, mac: &str, token: Option<&str>) -> Answer {
+    send(
+        app,
+        request("POST", "/v1/enroll", Some(&enroll_body(mac, token)), None),
+    )
+    .await
+}
+
+/// A PEM CSR for a fresh P-256 key asking for `cn`.
+pub fn csr(cn: &str) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["evil.example".to_string()]).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "system:masters");
+    params.serialize_request(&key).unwrap().pem().unwrap()
+}
+
+/// Polls an admin job until it ends; returns the job record.
+pub async fn wait_job(app: &Router, admin: &str, accepted: &Answer) -> Value {
+    let id = accepted.json["job"].as_str().expect("a job id").to_string();
+    for _ in 0..200 {
+        let job = send(
+            app,
+            request("GET", &format!("/v1/admin/jobs/{id}"), None, Some(admin)),
+        )
+        .await;
+        let state = job.json["state"].as_str().unwrap_or("").to_string();
+        if state == "succeeded" || state == "failed" {
+            return job.json;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("job {id} did not end");
+}
+
+/// Makes a join token through the admin API.
+pub async fn make_token(app: &Router, admin: &str, body: Value) -> String {
+    let accepted = send(
+        app,
+        request("POST", "/v1/admin/tokens", Some(&body), Some(admin)),
+    )
+    .await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{accepted:?}");
+    let job = wait_job(app, admin, &accepted).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    job["result"]["token"].as_str().unwrap().to_string()
+}
+
+/// Every file path of an enrolled answer's plan.
+pub fn plan_paths(answer: &Answer) -> Vec<String> {
+    answer.json["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A `launcher-seed serve` process, killed (SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct Server {
+    pub guard: testkit::ChildGuard,
+    pub addr: std::net::SocketAddr,
+    pub ntp_addr: Option<std::net::SocketAddr>,
+    pub state_dir: std::path::PathBuf,
+}
+
+impl Server {
+    /// Starts the seed on `listen` (port 0 allowed) and waits until it serves.
+    pub fn start(cluster: &std::path::Path, state_dir: &std::path::Path, listen: &str) -> Server {
+        Server::start_with(cluster, state_dir, listen, &[])
+    }
+
+    /// Like [`Server::start`], with more `serve` arguments.
+    pub fn start_with(
+        cluster: &std::path::Path,
+        state_dir: &std::path::Path,
+        listen: &str,
+        extra: &[&str],
+    ) -> Server {
+        let addr_file = state_dir.join("serve.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let _ = std::fs::remove_file(state_dir.join("ntp.addr"));
+        std::fs::create_dir_all(state_dir).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(state_dir.join("seed.log"))
+            .unwrap();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_launcher-seed"));
+        cmd.args(["serve", "--cluster"])
+            .arg(cluster)
+            .arg("--state-dir")
+            .arg(state_dir)
+            .args(["--listen", listen, "--ntp-listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(log);
+        let mut guard = testkit::ChildGuard::spawn("launcher-seed", &mut cmd);
+        let addr = testkit::wait_for("the seed to listen", Duration::from_secs(60), || {
+            assert!(
+                guard.running(),
+                "the seed exited; see {}",
+                state_dir.join("seed.log").display()
+            );
+            std::fs::read_to_string(&addr_file)
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        });
+        let ntp_addr = std::fs::read_to_string(state_dir.join("ntp.addr"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        Server {
+            guard,
+            addr,
+            ntp_addr,
+            state_dir: state_dir.to_path_buf(),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// A blocking HTTPS client trusting only the seed's CA.
+    pub fn client(&self) -> reqwest::blocking::Client {
+        let ca = std::fs::read(self.state_dir.join("seed-ca.crt")).unwrap();
+        reqwest::blocking::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap()
+    }
+}
+
+use std::time::Duration;
+
+/// Runs `launcher-seed ARGS` and returns its stdout, failing with its stderr.
+pub fn cli(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_launcher-seed"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "launcher-seed {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

@@ -1,0 +1,509 @@
+//! In-process tests of every route of the seed's API and every error code it answers.
+
+mod seed_common;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use cluster::api::{self, EnrollResponse, codes};
+use registry_seed::store::records::TokenRecord;
+use registry_seed::store::{Table, put_json, write_with};
+use seed_common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn health_and_metrics_answer() {
+    let (_dir, _seed, app) = open(ONE_MASTER);
+    let health = send(&app, request("GET", "/healthz", None, None)).await;
+    assert_eq!(
+        (health.status, health.text.as_str()),
+        (StatusCode::OK, "ok\n")
+    );
+    enroll(&app, "52:54:00:00:00:99", None).await;
+    let metrics = send(&app, request("GET", "/metrics", None, None)).await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    for line in [
+        "launcher_seed_enrollments_total{result=\"pending\"} 1",
+        "launcher_seed_request_duration_seconds_count",
+        "# TYPE launcher_seed_errors_total counter",
+    ] {
+        assert!(
+            metrics.text.contains(line),
+            "{line} missing from\n{}",
+            metrics.text
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_inventory_master_gets_a_sealed_plan_with_the_ca() {
+    let (_dir, _seed, app) = open(ONE_MASTER);
+    let answer = enroll(&app, "52:54:00:00:00:01", None).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let EnrollResponse::Enrolled(plan) = serde_json::from_value(answer.json.clone()).unwrap()
+    else {
+        panic!("not enrolled: {}", answer.text)
+    };
+    assert!(plan.verify());
+    assert_eq!(
+        (plan.hostname.as_str(), plan.role),
+        ("lab-m1", api::Role::Master)
+    );
+    assert!(matches!(plan.install, api::InstallAction::Init { .. }));
+    let etcd = plan.etcd.as_ref().unwrap();
+    assert_eq!(
+        (etcd.initial_cluster_state.as_str(), etcd.learner),
+        ("new", false)
+    );
+    assert!(plan_paths(&answer).contains(&"/etc/kubernetes/pki/ca.key".to_string()));
+}
+
+#[tokio::test]
+async fn enrolling_again_gives_the_same_host_role_and_name() {
+    let (_dir, _seed, app) = open(ONE_MASTER);
+    let first = enroll(&app, "52:54:00:00:00:04", None).await;
+    let again = enroll(&app, "52:54:00:00:00:04", None).await;
+    for key in ["host_id", "hostname", "role", "ip"] {
+        assert_eq!(first.json[key], again.json[key], "{key}");
+    }
+    assert_eq!(first.json["hostname"], "lab-w1");
+}
+
+/// Every error code a host or an operator can meet, each with its status.
+#[tokio::test]
+async fn every_error_code_has_its_status_and_shape() {
+    let (_dir, seed, app) = open(ONE_MASTER);
+    let admin = seed.admin_token.clone();
+    // Fixtures: a used token, an expired one, two enrolled hosts for a conflict.
+    let used = make_token(&app, &admin, json!({"ttl_secs": 600})).await;
+    assert_eq!(
+        enroll(&app, "52:54:00:00:00:51", Some(&used)).await.status,
+        StatusCode::OK
+    );
+    write_with(&*seed.store, |tx| {
+        let record = TokenRecord {
+            id: "expire".into(),
+            secret_sha256: registry_seed::enroll::apply::token_hash("expire.0123456789abcdef"),
+            created_ms: 0,
+            expires_ms: 1,
+            role: None,
+            used_by: None,
+        };
+        put_json(tx, Table::Tokens, "expire", &record)
+    })
+    .unwrap();
+    let master_token = make_token(&app, &admin, json!({"ttl_secs": 600, "role": "master"})).await;
+    let huge = "x".repeat(api::MAX_REQUEST_BYTES + 1);
+    let mut with_csr = enroll_body("52:54:00:00:00:04", None);
+    with_csr["csrs"] = json!({"kubelet-client": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"});
+    let mut unknown_csr = enroll_body("52:54:00:00:00:04", None);
+    unknown_csr["csrs"] = json!({"root-ca": csr("x")});
+    let conflict = json!({"identity": {"macs": ["52:54:00:00:00:01", "52:54:00:00:00:51"]}});
+    assert_eq!(
+        enroll(&app, "52:54:00:00:00:01", None).await.status,
+        StatusCode::OK
+    );
+
+    let progress = json!({"phase": "time", "state": "started", "at_unix_ms": 1});
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Option<serde_json::Value>,
+        Option<&'a str>,
+        StatusCode,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "POST",
+            "/v1/enroll",
+            Some(json!({"identity": {"macs": ["zz"]}})),
+            None,
+            StatusCode::BAD_REQUEST,
+            codes::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/v1/enroll",
+            Some(json!({"identity": {"macs": []}, "extra": 1})),
+            None,
+            StatusCode::BAD_REQUEST,
+            codes::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/v1/enroll",
+            Some(json!({"identity": {"macs": []}})),
+            None,
+            StatusCode::BAD_REQUEST,
+            codes::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/v1/enroll",
+            Some(json!(huge)),
+            None,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            codes::BODY_TOO_LARGE,
+        ),
+        (
+            "POST",
+            "/v1/enroll",
+            Some(enroll_body(
+                "52:54:00:00:00:61",
+                Some("nosuch.0123456789abcdef"),
+            )),
+            None,
+            StatusCode::UNAUTHORIZED,
+            codes::TOKEN_INVALID,
+        ),
+        (
+            "POST",
+            "/v1/enroll",
+            Some(enroll_body(
+                "52:54:00:00:00:61",
+                Some(&format!("{}x", &used)),
+            )),
+            None,
+            StatusCode::UNAUTHORIZED,
+            codes::TOKEN_INVALID,
+        ),
+        (
+            "POST",
+            "/v1/enroll",
+            Some(enroll_body(
+                "52:54:00:00:00:61",
+                Some("expire.0123456789abcdef"),
+            )),
+            None,
+            StatusCode::UNAUTHORIZED,
+            codes::TOKEN_EXPIRED,
+        ),
+        (
+            "POST",
+            "/v1/enroll",
+            Some(enroll_body("52:54:00:00:00:61", Some(&used))),
+            None,
+            StatusCode::CONFLICT,
+            codes::TOKEN_USED,
+        ),
+        (
+            "POST",
+            "/v1/enroll",
+            Some(conflict),
+            None,
+            StatusCode::CONFLICT,
+            codes::IDENTITY_CONFLICT,
+        ),
+        (
+            "POST",
+            "/v1/enroll",
+            Some(with_csr),
+            None,
+            StatusCode::BAD_REQUEST,
+            codes::BAD_CSR,
+        ),
+        (
+            "POST",
+            "/v1/enroll",
+            Some(unknown_csr),
+            None,
+            StatusCode::BAD_REQUEST,
+            codes::BAD_CSR,
+        ),
+        // A second master joins a running etcd; while etcd cannot be reached the seed says busy.
+        (
+            "POST",
+            "/v1/enroll",
+            Some(enroll_body("52:54:00:00:00:71", Some(&master_token))),
+            None,
+            StatusCode::SERVICE_UNAVAILABLE,
+            codes::BUSY,
+        ),
+        (
+            "POST",
+            "/v1/hosts/h-9999/progress",
+            Some(progress.clone()),
+            None,
+            StatusCode::NOT_FOUND,
+            codes::NOT_FOUND,
+        ),
+        (
+            "POST",
+            "/v1/hosts/h-0001/progress",
+            Some(json!({"phase": "warp"})),
+            None,
+            StatusCode::BAD_REQUEST,
+            codes::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/v1/enroll",
+            None,
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+            codes::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/v1/nothing",
+            None,
+            None,
+            StatusCode::NOT_FOUND,
+            codes::NOT_FOUND,
+        ),
+        (
+            "GET",
+            "/v1/admin/hosts",
+            None,
+            None,
+            StatusCode::UNAUTHORIZED,
+            codes::UNAUTHORIZED,
+        ),
+        (
+            "GET",
+            "/v1/admin/hosts",
+            None,
+            Some("not-the-token"),
+            StatusCode::FORBIDDEN,
+            codes::FORBIDDEN,
+        ),
+        (
+            "POST",
+            "/v1/admin/hosts/h-9999/approve",
+            None,
+            Some(admin.as_str()),
+            StatusCode::NOT_FOUND,
+            codes::NOT_FOUND,
+        ),
+        (
+            "DELETE",
+            "/v1/admin/hosts/h-9999",
+            None,
+            Some(admin.as_str()),
+            StatusCode::NOT_FOUND,
+            codes::NOT_FOUND,
+        ),
+        (
+            "GET",
+            "/v1/admin/jobs/j-9999",
+            None,
+            Some(admin.as_str()),
+            StatusCode::NOT_FOUND,
+            codes::NOT_FOUND,
+        ),
+        (
+            "POST",
+            "/v1/admin/tokens",
+            Some(json!({"ttl_secs": 0})),
+            Some(admin.as_str()),
+            StatusCode::BAD_REQUEST,
+            codes::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/v1/admin/tokens",
+            Some(json!({"ttl": 5})),
+            Some(admin.as_str()),
+            StatusCode::BAD_REQUEST,
+            codes::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/v1/admin/clusters",
+            Some(json!({})),
+            Some(admin.as_str()),
+            StatusCode::BAD_REQUEST,
+            codes::BAD_REQUEST,
+        ),
+    ];
+    for (method, path, body, bearer, status, code) in cases {
+        let answer = send(&app, request(method, path, body.as_ref(), bearer)).await;
+        let what = format!(
+            "{method} {path} {}",
+            body.map(|b| b.to_string().chars().take(120).collect::<String>())
+                .unwrap_or_default()
+        );
+        assert_eq!(answer.status, status, "{what}: {}", answer.text);
+        assert_eq!(answer.code(), code, "{what}: {}", answer.text);
+        assert!(
+            !answer.json["message"].as_str().unwrap_or("").is_empty(),
+            "{what}"
+        );
+    }
+    let metrics = send(&app, request("GET", "/metrics", None, None)).await;
+    assert!(
+        metrics
+            .text
+            .contains("launcher_seed_errors_total{code=\"token_used\"} 1"),
+        "{}",
+        metrics.text
+    );
+}
+
+#[tokio::test]
+async fn refused_enrollments_write_nothing() {
+    let (_dir, seed, app) = open(ONE_MASTER);
+    let admin = seed.admin_token.clone();
+    for token in ["nosuch.0123456789abcdef", "no-dot"] {
+        let answer = enroll(&app, "52:54:00:00:00:61", Some(token)).await;
+        assert_eq!(answer.code(), codes::TOKEN_INVALID);
+    }
+    let hosts = send(&app, request("GET", "/v1/admin/hosts", None, Some(&admin))).await;
+    assert_eq!(hosts.json["hosts"], json!([]), "{}", hosts.text);
+}
+
+#[tokio::test]
+async fn progress_is_stored_and_shown_in_the_host_list() {
+    let (_dir, seed, app) = open(ONE_MASTER);
+    let enrolled = enroll(&app, "52:54:00:00:00:04", None).await;
+    let id = enrolled.json["host_id"].as_str().unwrap();
+    let report = json!({"phase": "preload", "state": "failed", "message": "ctr import failed", "at_unix_ms": 5});
+    let answer = send(
+        &app,
+        request(
+            "POST",
+            &format!("/v1/hosts/{id}/progress"),
+            Some(&report),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT, "{}", answer.text);
+    let hosts = send(
+        &app,
+        request("GET", "/v1/admin/hosts", None, Some(&seed.admin_token)),
+    )
+    .await;
+    let host = &hosts.json["hosts"][0];
+    assert_eq!(host["id"], id);
+    assert_eq!(host["hostname"], "lab-w1");
+    assert_eq!(host["phase"], "preload");
+    assert_eq!(host["state"], "failed");
+    assert_eq!(host["message"], "ctr import failed");
+    assert_eq!(host["mac"], "52:54:00:00:00:04");
+}
+
+#[tokio::test]
+async fn a_pending_host_is_let_in_after_approval() {
+    let (_dir, seed, app) = open(ONE_MASTER);
+    let admin = seed.admin_token.clone();
+    let first = enroll(&app, "52:54:00:00:00:77", None).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED);
+    assert_eq!(first.json["status"], "pending");
+    let id = first.json["host_id"].as_str().unwrap().to_string();
+    let again = enroll(&app, "52:54:00:00:00:77", None).await;
+    assert_eq!(
+        again.json["host_id"],
+        id.as_str(),
+        "a pending host keeps its id"
+    );
+    let accepted = send(
+        &app,
+        request(
+            "POST",
+            &format!("/v1/admin/hosts/{id}/approve"),
+            None,
+            Some(&admin),
+        ),
+    )
+    .await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED);
+    let job = wait_job(&app, &admin, &accepted).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let enrolled = enroll(&app, "52:54:00:00:00:77", None).await;
+    assert_eq!(enrolled.status, StatusCode::OK, "{}", enrolled.text);
+    assert_eq!(
+        (
+            enrolled.json["host_id"].as_str(),
+            enrolled.json["role"].as_str()
+        ),
+        (Some(id.as_str()), Some("worker"))
+    );
+    assert_eq!(
+        enrolled.json["ip"], "10.77.0.99",
+        "a host outside the inventory gets its address"
+    );
+}
+
+#[tokio::test]
+async fn removing_a_worker_forgets_it() {
+    let (_dir, seed, app) = open(ONE_MASTER);
+    let admin = seed.admin_token.clone();
+    let token = make_token(&app, &admin, json!({"ttl_secs": 60})).await;
+    let enrolled = enroll(&app, "52:54:00:00:00:81", Some(&token)).await;
+    let id = enrolled.json["host_id"].as_str().unwrap().to_string();
+    let accepted = send(
+        &app,
+        request(
+            "DELETE",
+            &format!("/v1/admin/hosts/{id}"),
+            None,
+            Some(&admin),
+        ),
+    )
+    .await;
+    let job = wait_job(&app, &admin, &accepted).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let hosts = send(&app, request("GET", "/v1/admin/hosts", None, Some(&admin))).await;
+    assert_eq!(hosts.json["hosts"], json!([]));
+    // Gone means unknown again: without a token or approval it is only pending.
+    let back = enroll(&app, "52:54:00:00:00:81", None).await;
+    assert_eq!(back.json["status"], "pending");
+    assert_ne!(back.json["host_id"], id.as_str());
+}
+
+#[tokio::test]
+async fn removing_an_etcd_master_while_etcd_is_unreachable_fails_and_keeps_it() {
+    let (_dir, seed, app) = open(ONE_MASTER);
+    let admin = seed.admin_token.clone();
+    let enrolled = enroll(&app, "52:54:00:00:00:01", None).await;
+    let id = enrolled.json["host_id"].as_str().unwrap().to_string();
+    let report = json!({"phase": "etcd", "state": "succeeded", "at_unix_ms": 5});
+    send(
+        &app,
+        request(
+            "POST",
+            &format!("/v1/hosts/{id}/progress"),
+            Some(&report),
+            None,
+        ),
+    )
+    .await;
+    let accepted = send(
+        &app,
+        request(
+            "DELETE",
+            &format!("/v1/admin/hosts/{id}"),
+            None,
+            Some(&admin),
+        ),
+    )
+    .await;
+    let job = wait_job(&app, &admin, &accepted).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(
+        job["message"]
+            .as_str()
+            .unwrap()
+            .contains("removing etcd member lab-m1"),
+        "{job}"
+    );
+    let hosts = send(&app, request("GET", "/v1/admin/hosts", None, Some(&admin))).await;
+    assert_eq!(hosts.json["hosts"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_body_declared_too_large_is_refused_before_reading() {
+    let (_dir, _seed, app) = open(ONE_MASTER);
+    let request = Request::builder()
+        .method("POST")
+        .uri("/v1/enroll")
+        .header("content-length", (api::MAX_REQUEST_BYTES + 10).to_string())
+        .body(Body::from(vec![b' '; api::MAX_REQUEST_BYTES + 10]))
+        .unwrap();
+    let answer = send(&app, request).await;
+    assert_eq!(
+        (answer.status, answer.code()),
+        (StatusCode::PAYLOAD_TOO_LARGE, codes::BODY_TOO_LARGE)
+    );
+}

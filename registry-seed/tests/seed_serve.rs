@@ -1,0 +1,187 @@
+//! The real `launcher-seed serve` process: HTTPS with its own CA, the pin, curl as a host, and
+//! the admin CLI.
+
+mod seed_common;
+
+use std::process::Command;
+
+use seed_common::*;
+
+fn cluster_file(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("cluster.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn curl(args: &[&str]) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn curl_enrolls_against_the_real_seed_trusting_only_its_ca() {
+    if !testkit::require(&["curl", "openssl"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster_file(dir.path(), ONE_MASTER);
+    let state = dir.path().join("state");
+    let server = Server::start(&cluster, &state, "127.0.0.1:0");
+    let ca = state.join("seed-ca.crt");
+    let ca = ca.to_str().unwrap();
+
+    let (health, _) = curl(&["--cacert", ca, &format!("{}/healthz", server.url())]);
+    assert_eq!(health, "ok\n");
+    // Without the seed's CA, curl refuses the server.
+    let refused = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            &format!("{}/healthz", server.url()),
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+
+    let body = r#"{"identity":{"macs":["52:54:00:00:00:04"]}}"#;
+    let (answer, _) = curl(&[
+        "--cacert",
+        ca,
+        "-H",
+        "content-type: application/json",
+        "--data",
+        body,
+        &format!("{}/v1/enroll", server.url()),
+    ]);
+    let plan: cluster::api::EnrollResponse = serde_json::from_str(&answer).unwrap();
+    let cluster::api::EnrollResponse::Enrolled(plan) = plan else {
+        panic!("not enrolled: {answer}")
+    };
+    assert!(plan.verify());
+    assert_eq!(plan.hostname, "lab-w1");
+
+    // The pin is the SHA-256 of the CA's SubjectPublicKeyInfo, as openssl computes it.
+    let pin = cli(&["pin", "--state-dir", state.to_str().unwrap()]);
+    let openssl = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl x509 -in {ca} -pubkey -noout | openssl pkey -pubin -outform der | sha256sum"
+        ))
+        .output()
+        .unwrap();
+    let digest = String::from_utf8(openssl.stdout).unwrap();
+    assert_eq!(
+        pin.trim(),
+        format!("sha256:{}", digest.split_whitespace().next().unwrap())
+    );
+
+    // The CA is kept across restarts.
+    let before = std::fs::read(state.join("seed-ca.crt")).unwrap();
+    drop(server);
+    let _again = Server::start(&cluster, &state, "127.0.0.1:0");
+    assert_eq!(std::fs::read(state.join("seed-ca.crt")).unwrap(), before);
+    assert_eq!(cli(&["pin", "--state-dir", state.to_str().unwrap()]), pin);
+}
+
+#[test]
+fn the_admin_cli_makes_tokens_approves_lists_and_removes() {
+    if !testkit::require(&["curl"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster_file(dir.path(), ONE_MASTER);
+    let state = dir.path().join("state");
+    let server = Server::start(&cluster, &state, "127.0.0.1:0");
+    let sd = state.to_str().unwrap();
+    let mode = std::fs::metadata(state.join("admin.token")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+
+    let token = cli(&["tokens", "create", "--ttl", "1h", "--state-dir", sd]);
+    let token = token.trim();
+    assert!(token.len() == 23 && token.as_bytes()[6] == b'.', "{token}");
+    let client = server.client();
+    let enroll = |mac: &str, token: Option<&str>| -> serde_json::Value {
+        let mut body = enroll_body(mac, token);
+        if token.is_none() {
+            body.as_object_mut().unwrap().remove("token");
+        }
+        client
+            .post(format!("{}/v1/enroll", server.url()))
+            .json(&body)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    assert_eq!(enroll("52:54:00:00:00:31", Some(token))["role"], "worker");
+    assert_eq!(
+        enroll("52:54:00:00:00:32", Some(token))["code"],
+        "token_used"
+    );
+
+    let pending = enroll("52:54:00:00:00:33", None);
+    let id = pending["host_id"].as_str().unwrap();
+    let approved = cli(&["hosts", "approve", id, "--state-dir", sd]);
+    assert!(approved.contains("approved"), "{approved}");
+    assert_eq!(enroll("52:54:00:00:00:33", None)["host_id"], id);
+
+    let report = serde_json::json!({"phase": "install", "state": "started", "message": "kubeadm join", "at_unix_ms": 1});
+    let status = client
+        .post(format!("{}/v1/hosts/{id}/progress", server.url()))
+        .json(&report)
+        .send()
+        .unwrap();
+    assert_eq!(status.status(), 204);
+
+    let table = cli(&["status", "--state-dir", sd]);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(id))
+        .unwrap_or_else(|| panic!("{table}"));
+    for cell in [
+        "lab-w3",
+        "worker",
+        "52:54:00:00:00:33",
+        "install",
+        "started",
+        "kubeadm join",
+    ] {
+        assert!(row.contains(cell), "{cell} missing from {row}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&cli(&[
+        "status",
+        "--json",
+        "--seed",
+        &server.url(),
+        "--state-dir",
+        sd,
+    ]))
+    .unwrap();
+    assert_eq!(json["hosts"].as_array().unwrap().len(), 2);
+
+    let removed = cli(&["hosts", "rm", id, "--state-dir", sd]);
+    assert!(removed.contains("removed"), "{removed}");
+    let listed = cli(&["hosts", "ls", "--json", "--state-dir", sd]);
+    assert!(!listed.contains(id), "{listed}");
+
+    // With the seed stopped, status reads the state directory.
+    drop(server);
+    let offline = cli(&["status", "--state-dir", sd]);
+    assert!(offline.contains("lab-w2"), "{offline}");
+}
