@@ -342,6 +342,12 @@ pub fn answer(
     Ok(reply.encode())
 }
 
+/// Writes the transmit timestamp into an encoded packet, so a server can read its clock for it
+/// at the last moment before sending.
+pub fn stamp_transmit(packet: &mut [u8; HEADER_LEN], transmit: NtpTimestamp) {
+    packet[40..48].copy_from_slice(&transmit.0.to_be_bytes());
+}
+
 /// A client request (version 4, mode 3) carrying `transmit` (t1), which the caller keeps to
 /// match the reply with [`Sample::from_reply`].
 pub fn request(transmit: NtpTimestamp) -> [u8; HEADER_LEN] {

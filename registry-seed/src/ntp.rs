@@ -107,21 +107,24 @@ pub async fn serve(socket: UdpSocket, stats: Arc<NtpStats>) {
             // A local reference is "set" continuously: the last whole second before this request.
             reference: NtpTimestamp(receive.0 & !0xFFFF_FFFF),
             receive,
-            transmit: now(),
+            transmit: receive,
         };
-        match ntp::answer(&buf[..len], &params, clock) {
-            Ok(reply) => match socket.send_to(&reply, peer).await {
-                Ok(_) => {
-                    stats.answered.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    stats.send_failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(%peer, error = %e, "sending an ntp answer");
-                }
-            },
+        let mut reply = match ntp::answer(&buf[..len], &params, clock) {
+            Ok(reply) => reply,
             Err(reason) => {
                 stats.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%peer, len, %reason, "ntp datagram refused");
+                continue;
+            }
+        };
+        ntp::stamp_transmit(&mut reply, now());
+        match socket.send_to(&reply, peer).await {
+            Ok(_) => {
+                stats.answered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                stats.send_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, error = %e, "sending an ntp answer");
             }
         }
     }

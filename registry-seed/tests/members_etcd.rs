@@ -239,10 +239,21 @@ fn a_fourth_master_joins_as_learner_is_promoted_and_removed() {
     };
     let membership = EtcdMembership::new(client.clone(), policy);
 
-    // Add m4 as a learner; asking again gives the same one; a second joiner must wait.
-    let added = rt
-        .block_on(membership.add_learner(&m4.name, &m4.peer_url()))
-        .unwrap();
+    // m4 and m5 ask at the same moment: the first in line becomes the learner, the second is
+    // told to wait, and asking again for m4 gives the same learner.
+    let m5 = Node::new(5);
+    let (peer4, peer5) = (m4.peer_url(), m5.peer_url());
+    let (first_in_line, second) = rt.block_on(async {
+        tokio::join!(
+            membership.add_learner(&m4.name, &peer4),
+            membership.add_learner(&m5.name, &peer5)
+        )
+    });
+    let added = first_in_line.unwrap();
+    assert!(
+        matches!(second, Err(MembershipError::LearnerPending { id }) if id == added.id),
+        "{second:?}"
+    );
     let expected: Vec<String> = nodes
         .iter()
         .map(|n| format!("{}={}", n.name, n.peer_url()))
@@ -252,12 +263,6 @@ fn a_fourth_master_joins_as_learner_is_promoted_and_removed() {
         .block_on(membership.add_learner(&m4.name, &m4.peer_url()))
         .unwrap();
     assert_eq!(again.id, added.id);
-    let m5 = Node::new(5);
-    let second = rt.block_on(membership.add_learner(&m5.name, &m5.peer_url()));
-    assert!(
-        matches!(second, Err(MembershipError::LearnerPending { id }) if id == added.id),
-        "{second:?}"
-    );
     let listed = member_list(&pki, &three);
     assert_eq!(listed.len(), 4);
     assert_eq!(

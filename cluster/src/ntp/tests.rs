@@ -122,6 +122,15 @@ fn answers_a_client_with_mode_4_in_its_own_version() {
 }
 
 #[test]
+fn transmit_is_stamped_last() {
+    let mut reply = answer(&client_request(4), &ServerParams::local(), clock()).unwrap();
+    stamp_transmit(&mut reply, ts(1_795_000_001 * SEC));
+    let p = Packet::decode(&reply).unwrap();
+    assert_eq!(p.transmit, ts(1_795_000_001 * SEC));
+    assert_eq!(p.receive, clock().receive);
+}
+
+#[test]
 fn answers_requests_with_well_formed_extension_fields_in_48_bytes() {
     for trailer in [field(28), [field(16), field(32)].concat()] {
         let req = with_trailer(&trailer);
