@@ -204,6 +204,33 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A dead endpoint is skipped; no live endpoint is an error; a client certificate from another
+/// CA is refused by etcd.
+fn check_endpoints_and_mutual_tls(rt: &tokio::runtime::Runtime, pki: &Pki, three: &[&Node]) {
+    let dead = format!("https://{}:{}", three[0].ip, testkit::free_tcp_port());
+    let failover = EtcdClient::new(vec![dead.clone(), three[0].client_url()], &pki.tls()).unwrap();
+    assert_eq!(rt.block_on(failover.member_list()).unwrap().len(), 3);
+    let nowhere = EtcdClient::new(vec![dead], &pki.tls()).unwrap();
+    let err = rt.block_on(nowhere.member_list());
+    assert!(
+        matches!(err, Err(MembershipError::Unreachable { .. })),
+        "{err:?}"
+    );
+
+    let other_dir = tempfile::tempdir().unwrap();
+    let stranger = Pki::new(other_dir.path()).tls();
+    let tls = EtcdTls {
+        ca_pem: pki.tls().ca_pem,
+        ..stranger
+    };
+    let refused = EtcdClient::new(vec![three[0].client_url()], &tls).unwrap();
+    let err = rt.block_on(refused.member_list());
+    assert!(
+        matches!(err, Err(MembershipError::Unreachable { .. })),
+        "{err:?}"
+    );
+}
+
 #[test]
 fn a_fourth_master_joins_as_learner_is_promoted_and_removed() {
     if !testkit::require(&["etcd", "etcdctl"]) {
@@ -238,6 +265,7 @@ fn a_fourth_master_joins_as_learner_is_promoted_and_removed() {
         busy_timeout: Duration::from_secs(30),
     };
     let membership = EtcdMembership::new(client.clone(), policy);
+    check_endpoints_and_mutual_tls(&rt, &pki, &three);
 
     // m4 and m5 ask at the same moment: the first in line becomes the learner, the second is
     // told to wait, and asking again for m4 gives the same learner.
@@ -302,6 +330,10 @@ fn a_fourth_master_joins_as_learner_is_promoted_and_removed() {
     let ghost = rt
         .block_on(impatient.add_learner(&m5.name, &m5.peer_url()))
         .unwrap();
+    assert_eq!(
+        rt.block_on(impatient.pending_learners()).unwrap(),
+        [ghost.id]
+    );
     let waited = rt.block_on(impatient.promote_when_ready(ghost.id));
     assert!(
         matches!(waited, Err(MembershipError::LearnerTimedOut { id, .. }) if id == ghost.id),

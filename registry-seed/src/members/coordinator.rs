@@ -131,6 +131,18 @@ impl EtcdMembership {
         }
     }
 
+    /// Learners etcd knows of. A seed that restarts while a learner was joining calls
+    /// [`EtcdMembership::promote_when_ready`] for each again, so every learner is either
+    /// promoted or removed, and never blocks later joins for good.
+    pub async fn pending_learners(&self) -> Result<Vec<MemberId>, MembershipError> {
+        let members = self.client.member_list().await?;
+        Ok(members
+            .iter()
+            .filter(|m| m.is_learner)
+            .map(|m| m.id)
+            .collect())
+    }
+
     /// Removes a learner that never caught up; the error to report either way.
     async fn give_up(&self, id: MemberId, waited: Duration) -> MembershipError {
         let _one_at_a_time = self.change.lock().await;
