@@ -543,3 +543,91 @@ fn a_bad_spec_writes_nothing() {
     );
     assert!(!out_dir.exists());
 }
+
+/// The CA a certificate of the tree chains to, by kubeadm's layout.
+fn issuer_of(path: &Path) -> &'static str {
+    let text = path.to_string_lossy();
+    if text.contains("/pki/etcd/") || text.ends_with("apiserver-etcd-client.crt") {
+        "etcd/ca.crt"
+    } else if text.contains("front-proxy") {
+        "front-proxy-ca.crt"
+    } else {
+        "ca.crt"
+    }
+}
+
+fn check_example(name: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("out");
+    let out = run_gen(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples")
+            .join(name),
+        &root,
+    );
+    assert!(
+        out.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cas = root.join("cluster/pki");
+    let (mut certs, mut confs) = (0, 0);
+    for file in files_under(&root) {
+        let path = root.join(&file);
+        let rel = file.to_string_lossy();
+        let worker = rel.contains("-w");
+        if rel.ends_with(".crt") {
+            openssl_verify(&cas.join(issuer_of(&path)), &path);
+            certs += 1;
+        } else if rel.ends_with(".conf") {
+            let user = kubectl(&path, "{.users[0].name}");
+            let client = path.with_extension("client.crt");
+            let der = kubeconfig_cert(&path);
+            std::fs::write(&client, pem::encode(&pem::Pem::new("CERTIFICATE", der))).unwrap();
+            openssl_verify(&cas.join("ca.crt"), &client);
+            std::fs::remove_file(&client).unwrap();
+            assert!(
+                !worker || user.starts_with("system:node:"),
+                "{rel}: worker holds {user}"
+            );
+            confs += 1;
+        } else if rel.ends_with("kubeadm.yaml") {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../reference/kubeadm-schema/validate.py");
+            let check = Command::new("/usr/bin/python3")
+                .arg(script)
+                .arg(&path)
+                .output()
+                .unwrap();
+            let report = String::from_utf8_lossy(&check.stdout);
+            assert!(
+                check.status.success() && report.contains("OK "),
+                "{rel}: {report}"
+            );
+        } else if rel.ends_with(".key") {
+            assert!(!worker, "{rel}: a worker holds a key file");
+            let check = Command::new("openssl")
+                .args(["pkey", "-noout", "-in"])
+                .arg(&path)
+                .output();
+            assert!(
+                check.unwrap().status.success(),
+                "{rel}: openssl cannot read the key"
+            );
+        }
+    }
+    // Three masters with 3 CAs and 6 certificates each, the CA set; every host's kubeconfigs.
+    assert!(
+        certs >= 3 * 9 + 3 && confs >= 3 * 4 + 2 + 1,
+        "{name}: {certs} certs, {confs} confs"
+    );
+}
+
+#[test]
+fn the_example_trees_pass_openssl_and_kubectl() {
+    if !testkit::require(&["openssl", "kubectl", "/usr/bin/python3"]) {
+        return;
+    }
+    check_example("cluster.toml");
+    check_example("cluster-v1.30.toml");
+}
