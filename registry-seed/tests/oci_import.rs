@@ -6,7 +6,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use registry_seed::oci::refs::{RepoName, Tag};
+use registry_seed::oci::refs::{Reference, RepoName, Tag};
 use registry_seed::oci::{Store, import};
 use support::images::{self, Family, build, docker_save, sha256, tar_dir};
 
@@ -111,6 +111,19 @@ fn created_docker_manifest_describes_the_saved_image() {
         tag_of(&store, "pause", "3.9"),
         Some(imported[0].digest.to_string())
     );
+    let pause = RepoName::parse("pause").unwrap();
+    let (digest, info) = store
+        .resolve(&pause, &Reference::parse("3.9").unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(digest, imported[0].digest);
+    assert_eq!(info.media_type, images::DOCKER_MANIFEST);
+    assert_eq!(info.size, bytes.len() as u64);
+    let by_digest = Reference::Digest(digest.clone());
+    assert!(store.resolve(&pause, &by_digest).unwrap().is_some());
+    // a config is a blob of the repository, not a manifest
+    let config = Reference::parse(&config).unwrap();
+    assert!(store.resolve(&pause, &config).unwrap().is_none());
 }
 
 #[test]

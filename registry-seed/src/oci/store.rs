@@ -148,6 +148,21 @@ impl Store {
         Ok(catalog)
     }
 
+    /// The manifest digest `reference` names in repository `repo`, if the store has it there.
+    pub fn resolve(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<(Digest, ManifestInfo)>, StoreError> {
+        let catalog = self.catalog()?;
+        let found = catalog
+            .repositories
+            .get(repo)
+            .and_then(|r| r.resolve(reference))
+            .and_then(|d| catalog.manifests.get(&d).map(|m| (d, m.clone())));
+        Ok(found)
+    }
+
     /// Reads a stored manifest whole (they are at most 4 MiB).
     pub fn manifest_bytes(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
         let path = self.blob_path(digest);
