@@ -616,11 +616,10 @@ fn check_example(name: &str) {
             );
         }
     }
-    // Three masters with 3 CAs and 6 certificates each, the CA set; every host's kubeconfigs.
-    assert!(
-        certs >= 3 * 9 + 3 && confs >= 3 * 4 + 2 + 1,
-        "{name}: {certs} certs, {confs} confs"
-    );
+    // Both examples have three masters and two workers. Certificates: 3 CAs and 6 leaves per
+    // master, ca.crt per worker, the CA set. Kubeconfigs: 5 on the first master, 4 on the others
+    // (discovery.conf for kubelet.conf, no super-admin.conf), 1 per worker, cluster/admin.conf.
+    assert_eq!((certs, confs), (3 * 9 + 2 + 3, 5 + 2 * 4 + 2 + 1), "{name}");
 }
 
 #[test]
