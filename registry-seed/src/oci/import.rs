@@ -155,7 +155,7 @@ pub fn import(
         read_layout(input, &tree, &into, &mut verified)?;
     }
     let images = name_images(&verified.found, name)?;
-    let imported = images
+    let imported: Vec<Imported> = images
         .iter()
         .map(|i| Imported {
             name: match &i.tag {
@@ -165,6 +165,9 @@ pub fn import(
             digest: i.digest.clone(),
         })
         .collect();
+    for i in &imported {
+        tracing::info!(image = %i.name, digest = %i.digest, "imported");
+    }
     store.commit(Staged {
         dir,
         blobs: verified.blobs,

@@ -121,9 +121,11 @@ impl Store {
         self.root.join("blobs/sha256").join(digest.hex())
     }
 
-    /// A fresh staging directory on the store's filesystem, removed when dropped.
+    /// A fresh staging directory on the store's filesystem, removed when dropped. Staging
+    /// directories a crashed import left behind over a day ago are removed first.
     pub fn staging_dir(&self) -> Result<tempfile::TempDir, StoreError> {
         let tmp = self.root.join("tmp");
+        remove_stale(&tmp, std::time::Duration::from_secs(24 * 3600));
         tempfile::Builder::new()
             .prefix("import-")
             .tempdir_in(&tmp)
@@ -232,6 +234,24 @@ impl Store {
             .map_err(io_err("opening", &path))?;
         nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| io_err("locking", &path)(e.into()))
+    }
+}
+
+/// Best effort: a leftover that cannot be removed only costs space.
+fn remove_stale(tmp: &Path, age: std::time::Duration) {
+    let Ok(entries) = fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|e| e > age));
+        let ours = entry.file_name().to_string_lossy().starts_with("import-");
+        if old && ours {
+            tracing::info!(path = %entry.path().display(), "removing a stale import staging directory");
+            let _ = fs::remove_dir_all(entry.path());
+        }
     }
 }
 
