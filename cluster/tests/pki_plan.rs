@@ -200,8 +200,15 @@ fn the_first_master_gets_everything_kubeadm_init_needs() {
     assert!(matches!(plan.install, InstallAction::Init { .. }));
     let kubeadm = text_of(&plan, "/etc/kubernetes/kubeadm.yaml");
     assert!(kubeadm.contains("kind: InitConfiguration"), "{kubeadm}");
-    for url in ["https://10.77.0.11:2379", "https://10.77.0.12:2379", "https://10.77.0.13:2379"] {
-        assert!(kubeadm.contains(url), "etcd endpoint {url} missing: {kubeadm}");
+    for url in [
+        "https://10.77.0.11:2379",
+        "https://10.77.0.12:2379",
+        "https://10.77.0.13:2379",
+    ] {
+        assert!(
+            kubeadm.contains(url),
+            "etcd endpoint {url} missing: {kubeadm}"
+        );
     }
     let etcd = plan.etcd.as_ref().unwrap();
     assert_eq!(etcd.member_name, "demo-m1");
@@ -227,7 +234,10 @@ fn other_masters_join_without_a_super_admin() {
     // kubeadm join refuses an existing kubelet.conf: the node's credential is the discovery file.
     assert!(!all.contains(&"/etc/kubernetes/kubelet.conf"));
     let discovery = text_of(&plan, "/etc/kubernetes/discovery.conf");
-    assert!(discovery.contains("name: system:node:demo-m2"), "{discovery}");
+    assert!(
+        discovery.contains("name: system:node:demo-m2"),
+        "{discovery}"
+    );
     let kubeadm = text_of(&plan, "/etc/kubernetes/kubeadm.yaml");
     assert!(kubeadm.contains("kind: JoinConfiguration"), "{kubeadm}");
     for path in CA_MATERIAL {
@@ -416,4 +426,42 @@ fn plans_that_cannot_be_made_say_why() {
         plan_host(&input).unwrap_err().to_string(),
         "master demo-m1 has no IP address; etcd and the API server need one"
     );
+}
+
+#[test]
+fn a_master_joining_a_running_etcd_is_a_learner_of_an_existing_cluster() {
+    let fx = Fixture::new("v1.33.4");
+    let hostname: Hostname = "demo-m4".parse().unwrap();
+    let mut members = members();
+    members.push(Member::new("demo-m4", "10.77.0.16".parse().unwrap()));
+    let none = BTreeMap::new();
+    let input = HostInput {
+        spec: &fx.spec,
+        cas: &fx.cas,
+        host_id: "h-4",
+        hostname: &hostname,
+        role: Role::Master,
+        ip: Some("10.77.0.16".parse().unwrap()),
+        first_master: false,
+        etcd: Some(EtcdPlacement {
+            members: members.clone(),
+            state: ClusterState::Existing,
+            learner: true,
+        }),
+        csrs: &none,
+        now: now(),
+    };
+    let plan = plan_host(&input).unwrap();
+    let etcd = plan.etcd.as_ref().unwrap();
+    assert!(etcd.learner);
+    assert_eq!(etcd.initial_cluster_state, "existing");
+    assert_eq!(etcd.config_path, "/etc/etcd/etcd.yaml");
+    assert_eq!(etcd.client_urls.last().unwrap(), "https://10.77.0.16:2379");
+    let yaml = text_of(&plan, "/etc/etcd/etcd.yaml");
+    assert!(yaml.contains("initial-cluster-state: existing"), "{yaml}");
+    assert!(yaml.contains("demo-m4=https://10.77.0.16:2380"), "{yaml}");
+    assert!(matches!(
+        plan.install,
+        InstallAction::JoinControlPlane { .. }
+    ));
 }
