@@ -71,8 +71,6 @@ pub enum PlanError {
     WorkerAsFirstMaster,
     #[error(transparent)]
     Pki(#[from] PkiError),
-    #[error("rendering kubeadm's config: {0}")]
-    Kubeadm(String),
 }
 
 /// Decides a host's sealed plan.
@@ -89,7 +87,7 @@ pub fn plan_host(input: &HostInput<'_>) -> Result<api::Plan, PlanError> {
     files.push(text_file(
         KUBELET_CONFIG_PATH,
         PUBLIC,
-        kubelet_config(input)?,
+        kubeadm::render_kubelet_config(input.spec),
     ));
     Ok(api::Plan {
         host_id: input.host_id.to_owned(),
@@ -233,7 +231,7 @@ fn master_files(
     files.push(text_file(
         KUBEADM_CONFIG_PATH,
         PUBLIC,
-        kubeadm_config(input)?,
+        kubeadm_config(input),
     ));
     etcd_files(input, ip, files)
 }
@@ -385,7 +383,7 @@ fn install_action(input: &HostInput<'_>) -> InstallAction {
 }
 
 /// `kubeadm.yaml`: InitConfiguration for the first master, JoinConfiguration for the others.
-fn kubeadm_config(input: &HostInput<'_>) -> Result<String, PlanError> {
+fn kubeadm_config(input: &HostInput<'_>) -> String {
     let placement = input
         .etcd
         .as_ref()
@@ -396,13 +394,9 @@ fn kubeadm_config(input: &HostInput<'_>) -> Result<String, PlanError> {
         advertise_address: input.ip.expect("checked: a master has an IP"),
         etcd_endpoints: etcd::client_urls(&placement.members),
     };
-    Ok(if input.first_master {
+    if input.first_master {
         kubeadm::render_init(&node)
     } else {
         kubeadm::render_join_control_plane(&node)
-    })
-}
-
-fn kubelet_config(input: &HostInput<'_>) -> Result<String, PlanError> {
-    Ok(kubeadm::render_kubelet_config(input.spec))
+    }
 }
