@@ -1,1 +1,20 @@
-//! The library behind the `firstboot` binary, so that integration tests drive the code the binary runs.
+//! The library behind `launcher-firstboot`, so that integration tests drive the code the binary runs.
+//!
+//! Phases (see [`run`]): identify → time → enroll → materialize → storage → preload → etcd →
+//! install → done, each journaled after it succeeded.
+
+pub mod cli;
+pub mod config;
+pub mod fsutil;
+pub mod identify;
+pub mod journal;
+pub mod keys;
+pub mod materialize;
+pub mod node;
+pub mod os;
+pub mod preload;
+pub mod run;
+pub mod seed;
+pub mod storage;
+pub mod time;
+pub mod tls;

@@ -1,3 +1,15 @@
 //! `launcher-firstboot`: entry point.
 
-fn main() {}
+use clap::Parser;
+
+fn main() {
+    let cli = firstboot::cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    std::process::exit(firstboot::cli::main(cli));
+}

@@ -1,0 +1,182 @@
+//! The command line of `launcher-firstboot`.
+
+use crate::config::{self, Overrides};
+use crate::os::{Os, RealOs, RecordingOs};
+use crate::run::{self, Options, Outcome};
+use anyhow::Context;
+use clap::Parser;
+use cluster::api::Phase;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Exit status of a run stopped on purpose by `--stop-after`.
+pub const EXIT_STOPPED: i32 = 75;
+
+/// Turns this machine into a node of the cluster its seed decides: syncs time with the seed,
+/// enrolls over TLS pinned to the seed's CA, writes the plan it receives, keeps state on the
+/// LAUNCHER-DATA disk, preloads images, starts etcd (masters) and runs kubeadm or the kubelet.
+///
+/// Each phase is journaled in /var/lib/launcher/firstboot.json after it succeeds; a rerun
+/// resumes at the first unfinished phase. Configuration comes from /etc/launcher/firstboot.toml,
+/// then the kernel command line (launcher.seed=, launcher.pin=, launcher.token=, launcher.ntp=,
+/// launcher.wipe=1), then these flags.
+#[derive(Debug, Parser)]
+#[command(name = "launcher-firstboot", version)]
+pub struct Cli {
+    /// Apply everything under this directory instead of / (dry run, tests).
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
+    /// Read the kernel command line from this file instead of <root>/proc/cmdline.
+    #[arg(long, value_name = "FILE")]
+    pub cmdline: Option<PathBuf>,
+    /// Seed base URL (https://HOST:PORT); repeat for several seeds.
+    #[arg(long, value_name = "URL")]
+    pub seed: Vec<String>,
+    /// SHA-256 pin of the seed CA's public key, `sha256:<hex>`.
+    #[arg(long)]
+    pub pin: Option<String>,
+    /// One-time join token.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// The seed's NTP server, HOST[:PORT] (default: the first seed's host, port 123).
+    #[arg(long, value_name = "ADDR")]
+    pub ntp: Option<String>,
+    /// Largest clock skew to the seed allowed after stepping, in milliseconds (default 500).
+    #[arg(long, value_name = "MS")]
+    pub max_skew_ms: Option<u64>,
+    /// How long to keep asking a silent NTP server, in seconds (default 60).
+    #[arg(long, value_name = "SECS")]
+    pub ntp_wait_secs: Option<u64>,
+    /// Give up enrolling after this many seconds (default: keep trying).
+    #[arg(long, value_name = "SECS")]
+    pub enroll_wait_secs: Option<u64>,
+    /// How long to wait for etcd to become healthy, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub etcd_wait_secs: u64,
+    /// Directory of OCI archives to import into containerd.
+    #[arg(long, value_name = "DIR")]
+    pub preload_dir: Option<String>,
+    /// containerd's socket.
+    #[arg(long, value_name = "SOCKET")]
+    pub containerd_address: Option<String>,
+    /// Do not restart containerd before importing images.
+    #[arg(long)]
+    pub no_restart_containerd: bool,
+    /// Format an empty LAUNCHER-DATA partition (like launcher.wipe=1).
+    #[arg(long)]
+    pub wipe: bool,
+    /// Record clock steps, hostname, mounts and commands as JSON lines in DIR/actions.jsonl
+    /// instead of doing them, with a simulated clock (tests and dry runs).
+    #[arg(long, value_name = "DIR")]
+    pub simulate: Option<PathBuf>,
+    /// With --simulate: the simulated clock starts this many seconds off the real one.
+    #[arg(
+        long,
+        value_name = "SECS",
+        allow_hyphen_values = true,
+        default_value_t = 0
+    )]
+    pub sim_clock_offset_secs: i64,
+    /// With --simulate: run this program for real (e.g. ctr); repeatable.
+    #[arg(long, value_name = "PROGRAM")]
+    pub sim_run: Vec<String>,
+    /// Exit (status 75) right after journaling this phase, to test resuming.
+    #[arg(long, value_name = "PHASE", value_parser = parse_phase)]
+    pub stop_after: Option<Phase>,
+}
+
+fn parse_phase(text: &str) -> Result<Phase, String> {
+    Phase::ALL
+        .into_iter()
+        .find(|p| p.as_str() == text)
+        .ok_or_else(|| {
+            let names: Vec<&str> = Phase::ALL.iter().map(|p| p.as_str()).collect();
+            format!("unknown phase {text:?} (phases: {})", names.join(", "))
+        })
+}
+
+fn options(cli: &Cli) -> anyhow::Result<Options> {
+    let flags = Overrides {
+        seed: cli.seed.clone(),
+        ntp: cli.ntp.clone(),
+        pin: cli.pin.clone(),
+        token: cli.token.clone(),
+        max_skew_ms: cli.max_skew_ms,
+        ntp_wait_secs: cli.ntp_wait_secs,
+        preload_dir: cli.preload_dir.clone(),
+        containerd_address: cli.containerd_address.clone(),
+        wipe: cli.wipe,
+    };
+    let config = config::load(&cli.root, cli.cmdline.as_deref(), &flags)?;
+    let cmdline_path = cli
+        .cmdline
+        .clone()
+        .unwrap_or_else(|| cli.root.join("proc/cmdline"));
+    let cmdline = std::fs::read_to_string(&cmdline_path).unwrap_or_default();
+    Ok(Options {
+        root: cli.root.clone(),
+        cmdline,
+        config,
+        stop_after: cli.stop_after,
+        enroll_wait: cli.enroll_wait_secs.map(Duration::from_secs),
+        etcd_wait: Duration::from_secs(cli.etcd_wait_secs),
+        restart_containerd: !cli.no_restart_containerd,
+    })
+}
+
+fn os(cli: &Cli) -> anyhow::Result<Box<dyn Os>> {
+    Ok(match &cli.simulate {
+        Some(dir) => {
+            let real: BTreeSet<String> = cli.sim_run.iter().cloned().collect();
+            Box::new(
+                RecordingOs::persistent(dir, cli.sim_clock_offset_secs, real)
+                    .with_context(|| format!("preparing the simulation in {}", dir.display()))?,
+            )
+        }
+        None => Box::new(RealOs),
+    })
+}
+
+/// Runs and returns the process exit status.
+pub fn main(cli: Cli) -> i32 {
+    let prepared = options(&cli).and_then(|o| Ok((o, os(&cli)?)));
+    let (options, os) = match prepared {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("launcher-firstboot: {e:#}");
+            return 2;
+        }
+    };
+    match run::run(&options, os.as_ref()) {
+        Ok(Outcome::Done) => {
+            eprintln!("launcher-firstboot: every phase done");
+            0
+        }
+        Ok(Outcome::StoppedAfter(phase)) => {
+            eprintln!("launcher-firstboot: stopped after phase {}", phase.as_str());
+            EXIT_STOPPED
+        }
+        Err(f) => {
+            eprintln!("launcher-firstboot: {f}");
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+        assert_eq!(parse_phase("preload"), Ok(Phase::Preload));
+        assert!(
+            parse_phase("boot")
+                .unwrap_err()
+                .starts_with("unknown phase \"boot\"")
+        );
+    }
+}

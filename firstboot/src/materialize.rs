@@ -1,0 +1,341 @@
+//! The materialize phase: every file of the plan, the hostname, and containerd's configuration
+//! sending every registry to the seed.
+
+use crate::config::SeedUrl;
+use crate::fsutil::{self, FsError};
+use crate::keys::{self, KeyError};
+use crate::os::{Os, OsError};
+use cluster::api::{FileSource, Plan};
+use std::path::{Path, PathBuf};
+
+pub const CONTAINERD_CONFIG: &str = "/etc/containerd/config.toml";
+pub const CONTAINERD_HOSTS_DIR: &str = "/etc/containerd/certs.d";
+pub const SEED_CA_PATH: &str = "/etc/launcher/seed-ca.crt";
+
+#[derive(Debug, thiserror::Error)]
+pub enum MaterializeError {
+    #[error("plan file {path}")]
+    Path {
+        path: String,
+        #[source]
+        source: FsError,
+    },
+    #[error("plan file {path} takes the host key {name}")]
+    Key {
+        path: String,
+        name: String,
+        #[source]
+        source: KeyError,
+    },
+    #[error("plan file {path} has mode {mode:o}: only permission bits (at most 0777) are allowed")]
+    Mode { path: String, mode: u32 },
+    #[error(
+        "hostname {0:?} is not a valid Linux hostname (1-63 of a-z, 0-9, '-', not starting or ending with '-')"
+    )]
+    Hostname(String),
+    #[error(transparent)]
+    Write(#[from] FsError),
+    #[error(transparent)]
+    Os(#[from] OsError),
+}
+
+/// Checks a hostname the plan gives before it reaches the kernel and `/etc/hostname`.
+pub fn valid_hostname(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Every file to write: the plan's, then containerd's and the seed CA unless the plan has them.
+pub fn files_to_write(
+    root: &Path,
+    plan: &Plan,
+    extra: Vec<(String, String, u32)>,
+) -> Result<Vec<(PathBuf, Vec<u8>, u32)>, MaterializeError> {
+    let mut out = Vec::new();
+    for file in &plan.files {
+        let dest =
+            fsutil::under_root(root, &file.path).map_err(|source| MaterializeError::Path {
+                path: file.path.clone(),
+                source,
+            })?;
+        if file.mode > 0o777 {
+            return Err(MaterializeError::Mode {
+                path: file.path.clone(),
+                mode: file.mode,
+            });
+        }
+        let bytes = match &file.source {
+            FileSource::Text { text } => text.clone().into_bytes(),
+            FileSource::HostKey { name } => keys::read_key(root, name)
+                .map_err(|source| MaterializeError::Key {
+                    path: file.path.clone(),
+                    name: name.clone(),
+                    source,
+                })?
+                .into_bytes(),
+        };
+        out.push((dest, bytes, file.mode));
+    }
+    for (path, text, mode) in extra {
+        if !plan.files.iter().any(|f| f.path == path) {
+            out.push((fsutil::under_root(root, &path)?, text.into_bytes(), mode));
+        }
+    }
+    Ok(out)
+}
+
+/// The pause image tag kubeadm expects for a Kubernetes version (`v1.33.4` → `3.10`).
+pub fn pause_tag(kubernetes_version: &str) -> &'static str {
+    let minor = kubernetes_version
+        .trim_start_matches('v')
+        .split('.')
+        .nth(1)
+        .and_then(|m| m.parse::<u32>().ok())
+        .unwrap_or(0);
+    match minor {
+        31.. => "3.10",
+        26..=30 => "3.9",
+        _ => "3.8",
+    }
+}
+
+/// The `imageRepository` of the plan's kubeadm configuration, if any file carries one.
+pub fn image_repository(plan: &Plan) -> Option<String> {
+    plan.files.iter().find_map(|f| match &f.source {
+        FileSource::Text { text } => text.lines().find_map(|l| {
+            let v = l.trim().strip_prefix("imageRepository:")?;
+            Some(v.trim().trim_matches('"').to_string()).filter(|v| !v.is_empty())
+        }),
+        FileSource::HostKey { .. } => None,
+    })
+}
+
+/// The sandbox image: the configured one, else `<imageRepository>/pause:<tag>`, else the seed's
+/// registry.
+pub fn pause_image(configured: Option<&str>, plan: &Plan, seed: &SeedUrl) -> String {
+    if let Some(image) = configured {
+        return image.to_string();
+    }
+    let repo = image_repository(plan).unwrap_or_else(|| seed.authority());
+    format!("{repo}/pause:{}", pause_tag(&plan.kubernetes_version))
+}
+
+/// containerd 1.6/1.7 configuration: the CRI's sandbox image, systemd cgroups, and registry
+/// hosts from [`CONTAINERD_HOSTS_DIR`].
+pub fn containerd_config(pause_image: &str) -> String {
+    format!(
+        r#"# Written by launcher-firstboot.
+version = 2
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{pause_image}"
+
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+  SystemdCgroup = true
+
+[plugins."io.containerd.grpc.v1.cri".registry]
+  config_path = "{CONTAINERD_HOSTS_DIR}"
+"#
+    )
+}
+
+/// `_default/hosts.toml`: every registry is pulled from the seed, trusted through its CA.
+pub fn default_hosts_toml(seed: &SeedUrl) -> String {
+    format!(
+        r#"# Written by launcher-firstboot: every registry is served by the seed.
+[host."{seed}"]
+  capabilities = ["pull", "resolve"]
+  ca = "{SEED_CA_PATH}"
+"#
+    )
+}
+
+/// Writes everything, after checking every path and key first so that a bad plan writes nothing.
+pub fn materialize(
+    root: &Path,
+    os: &dyn Os,
+    plan: &Plan,
+    seed: &SeedUrl,
+    seed_ca_pem: &str,
+    configured_pause: Option<&str>,
+) -> Result<usize, MaterializeError> {
+    if !valid_hostname(&plan.hostname) {
+        return Err(MaterializeError::Hostname(plan.hostname.clone()));
+    }
+    let pause = pause_image(configured_pause, plan, seed);
+    let extra = vec![
+        (
+            CONTAINERD_CONFIG.to_string(),
+            containerd_config(&pause),
+            0o644,
+        ),
+        (
+            format!("{CONTAINERD_HOSTS_DIR}/_default/hosts.toml"),
+            default_hosts_toml(seed),
+            0o644,
+        ),
+        (SEED_CA_PATH.to_string(), seed_ca_pem.to_string(), 0o644),
+        (
+            "/etc/hostname".to_string(),
+            format!("{}\n", plan.hostname),
+            0o644,
+        ),
+    ];
+    let files = files_to_write(root, plan, extra)?;
+    for (path, bytes, mode) in &files {
+        fsutil::write_atomic(path, bytes, *mode)?;
+    }
+    os.set_hostname(&plan.hostname)?;
+    Ok(files.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::os::{Action, RecordingOs};
+    use cluster::api::{InstallAction, PlanFile, Role};
+    use std::os::unix::fs::PermissionsExt;
+
+    fn plan(files: Vec<PlanFile>) -> Plan {
+        Plan {
+            host_id: "h-1".into(),
+            cluster: "demo".into(),
+            hostname: "demo-w1".into(),
+            role: Role::Worker,
+            ip: None,
+            kubernetes_version: "v1.33.4".into(),
+            files,
+            etcd: None,
+            install: InstallAction::Worker {
+                kubelet_config_path: "/var/lib/kubelet/config.yaml".into(),
+                kubeconfig_path: "/etc/kubernetes/kubelet.conf".into(),
+            },
+            digest: String::new(),
+        }
+        .seal()
+    }
+
+    fn text(path: &str, mode: u32, text: &str) -> PlanFile {
+        PlanFile {
+            path: path.into(),
+            mode,
+            source: FileSource::Text { text: text.into() },
+        }
+    }
+
+    #[test]
+    fn writes_plan_files_host_keys_and_containerd_config() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        keys::ensure_keys_and_csrs(r).unwrap();
+        let p = plan(vec![
+            text(
+                "/etc/kubernetes/kubeadm.yaml",
+                0o600,
+                "imageRepository: 10.0.0.1:8443/k8s\n",
+            ),
+            PlanFile {
+                path: "/var/lib/kubelet/pki/kubelet-client.key".into(),
+                mode: 0o600,
+                source: FileSource::HostKey {
+                    name: "kubelet-client".into(),
+                },
+            },
+        ]);
+        let seed = SeedUrl::parse("https://10.0.0.1:8443").unwrap();
+        let os = RecordingOs::new(std::time::Duration::ZERO, false);
+        materialize(r, &os, &p, &seed, "CA PEM", None).unwrap();
+
+        let key = r.join("var/lib/kubelet/pki/kubelet-client.key");
+        assert_eq!(
+            std::fs::read_to_string(&key).unwrap(),
+            keys::read_key(r, "kubelet-client").unwrap()
+        );
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let cfg = std::fs::read_to_string(r.join("etc/containerd/config.toml")).unwrap();
+        assert!(
+            cfg.contains(r#"sandbox_image = "10.0.0.1:8443/k8s/pause:3.10""#),
+            "{cfg}"
+        );
+        assert!(cfg.contains(r#"config_path = "/etc/containerd/certs.d""#));
+        assert!(cfg.contains("SystemdCgroup = true"));
+        let hosts =
+            std::fs::read_to_string(r.join("etc/containerd/certs.d/_default/hosts.toml")).unwrap();
+        assert!(
+            hosts.contains(r#"[host."https://10.0.0.1:8443"]"#),
+            "{hosts}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(r.join("etc/launcher/seed-ca.crt")).unwrap(),
+            "CA PEM"
+        );
+        assert_eq!(
+            os.actions(),
+            vec![Action::SetHostname {
+                name: "demo-w1".into()
+            }]
+        );
+        let parsed: toml::Value = toml::from_str(&cfg).unwrap();
+        assert_eq!(parsed["version"].as_integer(), Some(2));
+        toml::from_str::<toml::Value>(&hosts).unwrap();
+    }
+
+    #[test]
+    fn a_bad_plan_writes_nothing() {
+        let cases = vec![
+            (
+                plan(vec![
+                    text("/etc/a", 0o644, "a"),
+                    text("/etc/../../escape", 0o644, "x"),
+                ]),
+                "plan file /etc/../../escape",
+            ),
+            (
+                plan(vec![
+                    text("/etc/a", 0o644, "a"),
+                    text("/etc/b", 0o4755, "x"),
+                ]),
+                "plan file /etc/b has mode 4755",
+            ),
+            (
+                plan(vec![
+                    text("/etc/a", 0o644, "a"),
+                    PlanFile {
+                        path: "/etc/k".into(),
+                        mode: 0o600,
+                        source: FileSource::HostKey { name: "ca".into() },
+                    },
+                ]),
+                "plan file /etc/k takes the host key ca",
+            ),
+        ];
+        let seed = SeedUrl::parse("https://s").unwrap();
+        for (p, want) in cases {
+            let root = tempfile::tempdir().unwrap();
+            let os = RecordingOs::new(std::time::Duration::ZERO, false);
+            let err = materialize(root.path(), &os, &p, &seed, "", None).unwrap_err();
+            assert!(err.to_string().starts_with(want), "{err}");
+            assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0, "{want}");
+            assert!(os.actions().is_empty());
+        }
+    }
+
+    #[test]
+    fn pause_tags_follow_the_kubernetes_version() {
+        assert_eq!(pause_tag("v1.31.0"), "3.10");
+        assert_eq!(pause_tag("v1.30.2"), "3.9");
+        assert_eq!(pause_tag("1.25.0"), "3.8");
+        assert!(!valid_hostname("Demo"));
+        assert!(valid_hostname("demo-m1"));
+    }
+}

@@ -1,0 +1,256 @@
+//! The etcd and install phases: start etcd on masters and wait for its health, then run
+//! `kubeadm init`/`join` on masters or start the kubelet on workers.
+
+use crate::fsutil::{self, FsError};
+use crate::keys;
+use crate::os::{ClientTls, Cmd, Os, OsError};
+use cluster::api::{EtcdInstructions, InstallAction, Plan};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+pub const ETCD_UNIT: &str = "/etc/systemd/system/launcher-etcd.service";
+pub const KUBELET_UNIT: &str = "/etc/systemd/system/kubelet.service";
+const ETCD_PKI: &str = "/etc/kubernetes/pki/etcd";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(
+        "etcd did not become healthy at {url} in {waited_secs} s (last: {last}); check `journalctl -u launcher-etcd` and that the other masters are up"
+    )]
+    EtcdUnhealthy {
+        url: String,
+        waited_secs: u64,
+        last: String,
+    },
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error(transparent)]
+    Os(#[from] OsError),
+}
+
+/// The systemd unit that runs etcd from the plan's config file.
+pub fn etcd_unit(etcd: &EtcdInstructions) -> String {
+    format!(
+        "# Written by launcher-firstboot.
+[Unit]
+Description=etcd member {name} of the Launcher cluster
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=notify
+ExecStart=/usr/bin/etcd --config-file {config}
+Restart=always
+RestartSec=5s
+LimitNOFILE=65536
+
+[Install]
+WantedBy=multi-user.target
+",
+        name = etcd.member_name,
+        config = etcd.config_path,
+    )
+}
+
+/// The systemd unit that runs a worker's kubelet with its seed-signed client certificate.
+pub fn kubelet_unit(config: &str, kubeconfig: &str) -> String {
+    format!(
+        "# Written by launcher-firstboot.
+[Unit]
+Description=kubelet
+After=containerd.service network-online.target
+Wants=containerd.service network-online.target
+
+[Service]
+ExecStart=/usr/bin/kubelet --config {config} --kubeconfig {kubeconfig}
+Restart=always
+RestartSec=5s
+
+[Install]
+WantedBy=multi-user.target
+"
+    )
+}
+
+/// A host path as a command sees it: unchanged on `/`, under the root otherwise (a dry run).
+pub fn host_path(root: &Path, abs: &str) -> Result<String, FsError> {
+    if root == Path::new("/") {
+        return Ok(abs.to_string());
+    }
+    Ok(fsutil::under_root(root, abs)?
+        .to_string_lossy()
+        .into_owned())
+}
+
+/// This member's client URL: the one on the plan's address, else the first.
+pub fn own_client_url(plan: &Plan, etcd: &EtcdInstructions) -> String {
+    let ours = plan
+        .ip
+        .as_ref()
+        .and_then(|ip| etcd.client_urls.iter().find(|u| u.contains(ip.as_str())));
+    ours.or(etcd.client_urls.first())
+        .cloned()
+        .unwrap_or_else(|| "https://127.0.0.1:2379".to_string())
+}
+
+fn start_unit(os: &dyn Os, unit: &str) -> Result<(), OsError> {
+    os.run(&Cmd::new("systemctl", &["daemon-reload"]))?;
+    os.run(&Cmd::new("systemctl", &["enable", "--now", unit]))?;
+    Ok(())
+}
+
+/// Starts etcd (masters only) and waits until its own member answers healthy.
+pub fn etcd(root: &Path, os: &dyn Os, plan: &Plan, wait: Duration) -> Result<bool, NodeError> {
+    let Some(etcd) = &plan.etcd else {
+        return Ok(false);
+    };
+    fsutil::write_atomic(
+        &fsutil::under_root(root, ETCD_UNIT)?,
+        etcd_unit(etcd).as_bytes(),
+        0o644,
+    )?;
+    start_unit(os, "launcher-etcd.service")?;
+    let url = format!(
+        "{}/health",
+        own_client_url(plan, etcd).trim_end_matches('/')
+    );
+    let tls = ClientTls {
+        ca: fsutil::under_root(root, &format!("{ETCD_PKI}/ca.crt"))?,
+        cert: fsutil::under_root(root, &format!("{ETCD_PKI}/healthcheck-client.crt"))?,
+        key: keys::key_path(root, cluster::api::cert_names::ETCD_HEALTHCHECK_CLIENT)
+            .map_err(|e| OsError::Probe(url.clone(), e.to_string()))?,
+    };
+    let start = Instant::now();
+    loop {
+        let last = match os.probe_https(&url, &tls) {
+            Ok(body) if body.contains(r#""health":"true""#) => return Ok(true),
+            Ok(body) => format!("answered {}", body.trim()),
+            Err(e) => e.to_string(),
+        };
+        if start.elapsed() >= wait {
+            return Err(NodeError::EtcdUnhealthy {
+                url,
+                waited_secs: start.elapsed().as_secs(),
+                last,
+            });
+        }
+        tracing::info!("etcd not healthy yet: {last}");
+        os.sleep(Duration::from_secs(2));
+    }
+}
+
+/// Makes the host a node: `kubeadm init`/`join` on masters, the kubelet on workers. After a
+/// reboot, a master whose control plane manifests survived is not initialised again.
+pub fn install(root: &Path, os: &dyn Os, plan: &Plan, rebooted: bool) -> Result<(), NodeError> {
+    let manifests = fsutil::under_root(root, "/etc/kubernetes/manifests/kube-apiserver.yaml")?;
+    if rebooted && plan.role == cluster::api::Role::Master && manifests.exists() {
+        tracing::info!("control plane manifests survived the reboot: not running kubeadm again");
+        return Ok(());
+    }
+    match &plan.install {
+        InstallAction::Init { config_path } => {
+            os.run(&Cmd::new(
+                "kubeadm",
+                &["init", "--config", &host_path(root, config_path)?],
+            ))?;
+        }
+        InstallAction::JoinControlPlane { config_path } => {
+            os.run(&Cmd::new(
+                "kubeadm",
+                &["join", "--config", &host_path(root, config_path)?],
+            ))?;
+        }
+        InstallAction::Worker {
+            kubelet_config_path,
+            kubeconfig_path,
+        } => {
+            let unit = kubelet_unit(kubelet_config_path, kubeconfig_path);
+            fsutil::write_atomic(
+                &fsutil::under_root(root, KUBELET_UNIT)?,
+                unit.as_bytes(),
+                0o644,
+            )?;
+            start_unit(os, "kubelet.service")?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::os::{Action, RecordingOs};
+    use cluster::api::Role;
+
+    fn master() -> Plan {
+        Plan {
+            host_id: "h".into(),
+            cluster: "c".into(),
+            hostname: "c-m2".into(),
+            role: Role::Master,
+            ip: Some("10.0.0.12".into()),
+            kubernetes_version: "v1.33.0".into(),
+            files: vec![],
+            etcd: Some(EtcdInstructions {
+                member_name: "c-m2".into(),
+                initial_cluster_state: "existing".into(),
+                learner: true,
+                config_path: "/etc/etcd/etcd.yaml".into(),
+                client_urls: vec![
+                    "https://10.0.0.11:2379".into(),
+                    "https://10.0.0.12:2379".into(),
+                ],
+            }),
+            install: InstallAction::JoinControlPlane {
+                config_path: "/etc/kubernetes/kubeadm.yaml".into(),
+            },
+            digest: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_master_starts_etcd_waits_on_its_own_member_then_joins() {
+        let root = tempfile::tempdir().unwrap();
+        let os = RecordingOs::new(Duration::ZERO, false);
+        let plan = master();
+        assert!(etcd(root.path(), &os, &plan, Duration::from_secs(1)).unwrap());
+        install(root.path(), &os, &plan, false).unwrap();
+        let unit =
+            std::fs::read_to_string(root.path().join("etc/systemd/system/launcher-etcd.service"))
+                .unwrap();
+        assert!(unit.contains("ExecStart=/usr/bin/etcd --config-file /etc/etcd/etcd.yaml"));
+        let actions = os.actions();
+        assert_eq!(
+            actions[2],
+            Action::Probe {
+                url: "https://10.0.0.12:2379/health".into()
+            }
+        );
+        let Action::Run { cmd } = &actions[3] else {
+            panic!()
+        };
+        let cfg = root.path().join("etc/kubernetes/kubeadm.yaml");
+        assert_eq!(
+            cmd.to_string(),
+            format!("kubeadm join --config {}", cfg.display())
+        );
+    }
+
+    #[test]
+    fn an_unhealthy_etcd_fails_with_what_to_check() {
+        let root = tempfile::tempdir().unwrap();
+        let mut os = RecordingOs::new(Duration::ZERO, false);
+        os.outputs.insert(
+            "https://10.0.0.12:2379/health".into(),
+            r#"{"health":"false"}"#.into(),
+        );
+        let err = etcd(root.path(), &os, &master(), Duration::ZERO)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("etcd did not become healthy at https://10.0.0.12:2379/health"),
+            "{err}"
+        );
+        assert!(err.contains("journalctl -u launcher-etcd"));
+    }
+}

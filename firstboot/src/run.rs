@@ -1,0 +1,264 @@
+//! The phase driver: runs each unfinished phase in order, journals it after it succeeded, and
+//! reports start, end and failure to the seed.
+
+use crate::config::{Config, SeedUrl};
+use crate::journal::{DONE_MARKER, Journal};
+use crate::os::Os;
+use crate::seed::SeedClient;
+use crate::{fsutil, identify, keys, materialize, node, preload, storage, time};
+use cluster::api::{EnrollRequest, Phase, PhaseState, ProgressReport};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything a run needs besides the OS.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub root: PathBuf,
+    /// The kernel command line's text (for the boot interface).
+    pub cmdline: String,
+    pub config: Config,
+    /// Stop right after journaling this phase (to test resuming).
+    pub stop_after: Option<Phase>,
+    /// How long enrollment may wait (None: until enrolled).
+    pub enroll_wait: Option<Duration>,
+    pub etcd_wait: Duration,
+    /// Whether preload restarts containerd on the configuration materialize wrote.
+    pub restart_containerd: bool,
+}
+
+/// How a run ended without failing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    StoppedAfter(Phase),
+}
+
+/// A failed phase: which, what was tried, what went wrong, what to check.
+#[derive(Debug, thiserror::Error)]
+#[error("firstboot phase `{phase}` failed: {message}\n  tried: {tried}\n  check: {check}")]
+pub struct PhaseFailure {
+    pub phase: String,
+    pub tried: String,
+    pub message: String,
+    pub check: String,
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
+/// What each phase tries and what to check when it fails.
+fn describe(phase: Phase, o: &Options) -> (String, String) {
+    let seeds: Vec<&str> = o.config.seeds.iter().map(SeedUrl::as_str).collect();
+    let (tried, check) = match phase {
+        Phase::Identify => ("reading MACs and DMI ids from /sys".into(), "that /sys is mounted".into()),
+        Phase::Time => (
+            format!("sntp against {}", o.config.ntp),
+            "the seed's ntp server and the network path to it (udp)".into(),
+        ),
+        Phase::Enroll => (
+            format!("POST /v1/enroll to {}", seeds.join(", ")),
+            "that the seed runs, that the pin is `launcher-seed pin`'s, and that the host is in the inventory, has a token or is approved".into(),
+        ),
+        Phase::Materialize => (
+            "writing the plan's files and containerd's configuration".into(),
+            "free space and permissions under /etc and /var/lib".into(),
+        ),
+        Phase::Storage => (
+            "mounting the LAUNCHER-DATA disk".into(),
+            "the disk's filesystem (`blkid`), or boot with launcher.wipe=1 to format an empty one".into(),
+        ),
+        Phase::Preload => (
+            format!("ctr images import from {}", o.config.preload_dir),
+            format!("that containerd runs at {} (`journalctl -u containerd`)", o.config.containerd_address),
+        ),
+        Phase::Etcd => (
+            "starting etcd and waiting for its health".into(),
+            "`journalctl -u launcher-etcd` and the other masters".into(),
+        ),
+        Phase::Install => (
+            "kubeadm init/join or starting the kubelet".into(),
+            "the output above and the config files the plan wrote".into(),
+        ),
+        Phase::Done => ("writing the done marker".into(), "free space under /var/lib/launcher".into()),
+    };
+    (tried, check)
+}
+
+fn failure(phase: &str, tried: String, check: String, e: &dyn std::error::Error) -> PhaseFailure {
+    PhaseFailure {
+        phase: phase.to_string(),
+        tried,
+        message: chain(e),
+        check,
+    }
+}
+
+struct Runner<'a> {
+    o: &'a Options,
+    os: &'a dyn Os,
+    client: SeedClient,
+    journal: Journal,
+    rebooted: bool,
+}
+
+impl Runner<'_> {
+    fn report(&self, phase: Phase, state: PhaseState, message: &str) {
+        let (Some(id), Some(seed)) = (&self.journal.host_id, &self.journal.seed) else {
+            return;
+        };
+        let Ok(seed) = SeedUrl::parse(seed) else {
+            return;
+        };
+        let report = ProgressReport {
+            phase,
+            state,
+            message: message.to_string(),
+            at_unix_ms: (self.os.now_unix_nanos() / 1_000_000) as i64,
+        };
+        self.client.report(&seed, id, &report);
+    }
+
+    fn phase(&mut self, phase: Phase) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let root = &self.o.root;
+        let cfg = &self.o.config;
+        match phase {
+            Phase::Identify => {
+                self.journal.identity = Some(identify::identify(root, &self.o.cmdline)?);
+            }
+            Phase::Time => {
+                let rec = time::sync(self.os, &cfg.ntp, cfg.max_skew, cfg.ntp_wait)?;
+                self.journal.time = Some(rec);
+            }
+            Phase::Enroll => self.enroll()?,
+            Phase::Materialize => {
+                let seed = SeedUrl::parse(self.journal.seed.as_deref().unwrap_or_default())?;
+                let ca = self.journal.seed_ca_pem.clone().unwrap_or_default();
+                let plan = self.journal.plan();
+                let n = materialize::materialize(
+                    root,
+                    self.os,
+                    plan,
+                    &seed,
+                    &ca,
+                    cfg.pause_image.as_deref(),
+                )?;
+                tracing::info!("wrote {n} files");
+            }
+            Phase::Storage => {
+                self.journal.data_disk = Some(storage::storage(root, self.os, cfg.wipe)?);
+            }
+            Phase::Preload => {
+                let names = preload::preload(
+                    root,
+                    self.os,
+                    &cfg.preload_dir,
+                    &cfg.containerd_address,
+                    self.o.restart_containerd,
+                )?;
+                self.journal.preloaded = names;
+            }
+            Phase::Etcd => {
+                node::etcd(root, self.os, self.journal.plan(), self.o.etcd_wait)?;
+            }
+            Phase::Install => node::install(root, self.os, self.journal.plan(), self.rebooted)?,
+            Phase::Done => {
+                let marker = fsutil::under_root(root, DONE_MARKER)?;
+                fsutil::write_atomic(&marker, b"done\n", 0o644)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn enroll(&mut self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let csrs = keys::ensure_keys_and_csrs(&self.o.root)?;
+        let req = EnrollRequest {
+            identity: self.journal.identity.clone().unwrap_or_default(),
+            token: self.o.config.token.as_ref().map(|t| t.as_str().to_string()),
+            csrs,
+        };
+        let enrolled = self.client.enroll(
+            self.os,
+            &self.o.config.seeds,
+            &req,
+            self.o.enroll_wait,
+            |id, msg| tracing::info!("pending as {id}: {msg}"),
+        )?;
+        tracing::info!(
+            host_id = %enrolled.plan.host_id,
+            role = %enrolled.plan.role,
+            hostname = %enrolled.plan.hostname,
+            "enrolled"
+        );
+        self.journal.host_id = Some(enrolled.plan.host_id.clone());
+        self.journal.seed = Some(enrolled.seed.to_string());
+        self.journal.seed_ca_pem = Some(enrolled.seed_ca_pem);
+        self.journal.plan = Some(enrolled.plan);
+        Ok(())
+    }
+}
+
+/// Runs every unfinished phase. The data disk, when there is one, is attached before the
+/// journal is read, so that a rebooted host resumes from the journal on its disk.
+pub fn run(o: &Options, os: &dyn Os) -> Result<Outcome, PhaseFailure> {
+    let early = |e: &dyn std::error::Error, what: &str| {
+        failure("start", what.to_string(), "the message above".into(), e)
+    };
+    storage::attach(&o.root, os).map_err(|e| early(&e, "attaching the LAUNCHER-DATA disk"))?;
+    let mut journal =
+        crate::journal::Journal::load(&o.root).map_err(|e| early(&e, "reading the journal"))?;
+    let boot_id = std::fs::read_to_string(o.root.join("proc/sys/kernel/random/boot_id"))
+        .ok()
+        .map(|s| s.trim().to_string());
+    let rebooted = journal.new_boot(boot_id);
+    if rebooted {
+        tracing::info!("the host rebooted: redoing time, materialize, etcd and install");
+    }
+    let client = SeedClient::new(o.config.pin).map_err(|e| early(&e, "making the https client"))?;
+    let mut runner = Runner {
+        o,
+        os,
+        client,
+        journal,
+        rebooted,
+    };
+    for phase in Phase::ALL {
+        if runner.journal.is_done(phase) {
+            tracing::debug!("phase {} already done", phase.as_str());
+            continue;
+        }
+        let span = tracing::info_span!("phase", name = phase.as_str());
+        let _guard = span.enter();
+        tracing::info!("starting");
+        runner.report(phase, PhaseState::Started, "");
+        if let Err(e) = runner.phase(phase) {
+            let (tried, check) = describe(phase, o);
+            let f = failure(phase.as_str(), tried, check, e.as_ref());
+            runner.report(phase, PhaseState::Failed, &f.message);
+            return Err(f);
+        }
+        runner.journal.mark_done(phase);
+        runner.journal.save(&o.root).map_err(|e| {
+            let (tried, _) = describe(phase, o);
+            failure(
+                phase.as_str(),
+                tried,
+                "free space under /var/lib/launcher".into(),
+                &e,
+            )
+        })?;
+        runner.report(phase, PhaseState::Succeeded, "");
+        tracing::info!("done");
+        if o.stop_after == Some(phase) {
+            return Ok(Outcome::StoppedAfter(phase));
+        }
+    }
+    Ok(Outcome::Done)
+}

@@ -1,0 +1,214 @@
+//! The storage phase: a disk labelled `LAUNCHER-DATA` keeps etcd's, containerd's, kubelet's and
+//! firstboot's own state across reboots of a host that runs from RAM.
+//!
+//! A formatted disk (filesystem label `LAUNCHER-DATA`) is mounted and the state directories are
+//! bind-mounted onto it; this also happens before the journal is read, so a rebooted host
+//! resumes from the journal on its disk. A partition named `LAUNCHER-DATA` without a filesystem
+//! is formatted only when `launcher.wipe=1` says so. A formatted disk is never reformatted.
+
+use crate::fsutil::{self, FsError};
+use crate::os::{Cmd, Os, OsError};
+use std::path::{Path, PathBuf};
+
+pub const DATA_LABEL: &str = "LAUNCHER-DATA";
+/// Where the data disk is mounted.
+pub const DATA_MOUNT: &str = "/var/lib/launcher-data";
+/// State directories kept on the data disk, each bind-mounted from `<DATA_MOUNT>/<name>`.
+pub const STATE_DIRS: [(&str, &str); 4] = [
+    ("launcher", "/var/lib/launcher"),
+    ("etcd", "/var/lib/etcd"),
+    ("containerd", "/var/lib/containerd"),
+    ("kubelet", "/var/lib/kubelet"),
+];
+/// Marker that the disk is attached in this boot (`/run` is empty after a reboot).
+const ATTACHED_MARKER: &str = "/run/launcher/data-attached";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("copying {from} onto the data disk at {to}")]
+    Copy {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error(transparent)]
+    Os(#[from] OsError),
+}
+
+/// What the machine has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disk {
+    /// A filesystem labelled `LAUNCHER-DATA`, by its device path.
+    Formatted(PathBuf),
+    /// A partition named `LAUNCHER-DATA` with no filesystem yet.
+    Unformatted(PathBuf),
+    None,
+}
+
+pub fn find(root: &Path) -> Disk {
+    let by_label = root.join("dev/disk/by-label").join(DATA_LABEL);
+    let by_partlabel = root.join("dev/disk/by-partlabel").join(DATA_LABEL);
+    if by_label.exists() {
+        Disk::Formatted(by_label)
+    } else if by_partlabel.exists() {
+        Disk::Unformatted(by_partlabel)
+    } else {
+        Disk::None
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let dest = to.join(entry.file_name());
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &dest)?;
+            std::fs::set_permissions(&dest, entry.metadata()?.permissions())?;
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), &dest)?;
+        }
+    }
+    Ok(())
+}
+
+fn is_empty_dir(dir: &Path) -> bool {
+    std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none())
+}
+
+/// Mounts a formatted data disk and binds the state directories onto it, once per boot.
+/// Returns whether the host's state lives on a data disk.
+pub fn attach(root: &Path, os: &dyn Os) -> Result<bool, StorageError> {
+    let marker = fsutil::under_root(root, ATTACHED_MARKER)?;
+    if marker.exists() {
+        return Ok(true);
+    }
+    let Disk::Formatted(device) = find(root) else {
+        return Ok(false);
+    };
+    attach_device(root, os, &device)
+}
+
+fn attach_device(root: &Path, os: &dyn Os, device: &Path) -> Result<bool, StorageError> {
+    let marker = fsutil::under_root(root, ATTACHED_MARKER)?;
+    let mount_point = fsutil::under_root(root, DATA_MOUNT)?;
+    std::fs::create_dir_all(&mount_point).map_err(|source| FsError::Io {
+        what: "making directory",
+        path: mount_point.clone(),
+        source,
+    })?;
+    os.mount(
+        &device.to_string_lossy(),
+        &mount_point.to_string_lossy(),
+        None,
+        false,
+    )?;
+    for (name, dir) in STATE_DIRS {
+        let on_disk = mount_point.join(name);
+        let in_ram = fsutil::under_root(root, dir)?;
+        std::fs::create_dir_all(&in_ram).map_err(|source| FsError::Io {
+            what: "making directory",
+            path: in_ram.clone(),
+            source,
+        })?;
+        // First use of the disk: carry over what this boot wrote so far.
+        if is_empty_dir(&on_disk) {
+            copy_tree(&in_ram, &on_disk).map_err(|source| StorageError::Copy {
+                from: in_ram.clone(),
+                to: on_disk.clone(),
+                source,
+            })?;
+        }
+        os.mount(
+            &on_disk.to_string_lossy(),
+            &in_ram.to_string_lossy(),
+            None,
+            true,
+        )?;
+    }
+    fsutil::write_atomic(&marker, b"", 0o644)?;
+    Ok(true)
+}
+
+/// The phase: attach a formatted disk, format an empty one only if `wipe`, else run from RAM.
+pub fn storage(root: &Path, os: &dyn Os, wipe: bool) -> Result<bool, StorageError> {
+    match find(root) {
+        Disk::Unformatted(device) if wipe => {
+            let dev = device.to_string_lossy();
+            os.run(&Cmd::new(
+                "mkfs.ext4",
+                &["-F", "-q", "-L", DATA_LABEL, &dev],
+            ))?;
+            attach_device(root, os, &device)
+        }
+        Disk::Unformatted(device) => {
+            tracing::warn!(
+                "{} has no filesystem; boot with launcher.wipe=1 to format it. Running from RAM",
+                device.display()
+            );
+            Ok(false)
+        }
+        Disk::Formatted(_) => attach(root, os),
+        Disk::None => {
+            tracing::info!("no {DATA_LABEL} disk: state lives in RAM until the next boot");
+            Ok(false)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::os::{Action, RecordingOs};
+
+    #[test]
+    fn a_formatted_disk_is_mounted_and_state_dirs_bound_once() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("dev/disk/by-label")).unwrap();
+        std::fs::write(r.join("dev/disk/by-label/LAUNCHER-DATA"), "").unwrap();
+        std::fs::create_dir_all(r.join("var/lib/launcher/keys")).unwrap();
+        std::fs::write(r.join("var/lib/launcher/firstboot.json"), "{}").unwrap();
+        let os = RecordingOs::new(std::time::Duration::ZERO, false);
+        assert!(storage(r, &os, false).unwrap());
+        let actions = os.actions();
+        assert_eq!(actions.len(), 5);
+        assert!(matches!(&actions[0], Action::Mount { bind: false, .. }));
+        assert!(
+            matches!(&actions[1], Action::Mount { bind: true, target, .. } if target.ends_with("var/lib/launcher"))
+        );
+        assert_eq!(
+            std::fs::read_to_string(r.join("var/lib/launcher-data/launcher/firstboot.json"))
+                .unwrap(),
+            "{}"
+        );
+        assert!(attach(r, &os).unwrap());
+        assert_eq!(os.actions().len(), 5, "attached once per boot");
+    }
+
+    #[test]
+    fn an_empty_partition_is_formatted_only_with_wipe() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("dev/disk/by-partlabel")).unwrap();
+        std::fs::write(r.join("dev/disk/by-partlabel/LAUNCHER-DATA"), "").unwrap();
+        let os = RecordingOs::new(std::time::Duration::ZERO, false);
+        assert!(!storage(r, &os, false).unwrap());
+        assert!(os.actions().is_empty());
+        assert!(storage(r, &os, true).unwrap());
+        let first = os.actions()[0].clone();
+        assert!(matches!(first, Action::Run { cmd } if cmd.program == "mkfs.ext4"));
+    }
+
+    #[test]
+    fn no_disk_means_ram() {
+        let root = tempfile::tempdir().unwrap();
+        let os = RecordingOs::new(std::time::Duration::ZERO, false);
+        assert!(!storage(root.path(), &os, true).unwrap());
+        assert!(os.actions().is_empty());
+    }
+}

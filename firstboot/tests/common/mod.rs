@@ -1,0 +1,251 @@
+//! Helpers for firstboot's integration tests: a host tree in a tempdir and runs of the binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const FIRSTBOOT: &str = env!("CARGO_BIN_EXE_launcher-firstboot");
+/// A pin no seed has.
+pub const OTHER_PIN: &str =
+    "sha256:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+/// Ten years, in seconds.
+pub const DECADE_SECS: i64 = 10 * 365 * 86_400;
+
+/// A host tree: sysfs with two NICs and DMI ids, an empty kernel command line.
+pub struct Host {
+    pub dir: tempfile::TempDir,
+}
+
+impl Host {
+    pub fn new(mac_last: u8) -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        let h = Host { dir };
+        h.put("sys/class/net/lo/address", "00:00:00:00:00:00\n");
+        h.put(
+            "sys/class/net/eth0/address",
+            &format!("52:54:00:00:00:{mac_last:02x}\n"),
+        );
+        h.put(
+            "sys/class/dmi/id/product_uuid",
+            &format!("00000000-0000-4000-8000-0000000000{mac_last:02x}\n"),
+        );
+        h.put(
+            "sys/class/dmi/id/product_serial",
+            &format!("SN-{mac_last}\n"),
+        );
+        h.put("proc/cmdline", "quiet\n");
+        h
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel.trim_start_matches('/'))
+    }
+
+    pub fn put(&self, rel: &str, text: &str) {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    pub fn sim_dir(&self) -> PathBuf {
+        self.path("sim")
+    }
+
+    /// Runs firstboot on this tree, simulated (clock offset, actions recorded), with `args`.
+    pub fn run(&self, clock_offset_secs: i64, args: &[&str]) -> Output {
+        let mut cmd = Command::new(FIRSTBOOT);
+        cmd.arg("--root")
+            .arg(self.root())
+            .arg("--simulate")
+            .arg(self.sim_dir())
+            .arg(format!("--sim-clock-offset-secs={clock_offset_secs}"))
+            .args(args)
+            .env("RUST_LOG", "info");
+        cmd.output().unwrap()
+    }
+
+    pub fn journal(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.path("var/lib/launcher/firstboot.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    pub fn done_phases(&self) -> Vec<String> {
+        self.journal()["done"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect()
+    }
+
+    pub fn actions(&self) -> Vec<firstboot::os::Action> {
+        firstboot::os::read_actions(&self.sim_dir())
+    }
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Every file under `dir`, relative, sorted.
+pub fn tree(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.push(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// A chronyd serving time on 127.0.0.1:`port` without touching the machine's clock.
+pub fn start_chrony(dir: &Path, port: u16) -> testkit::ChildGuard {
+    let conf = dir.join("chrony.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {port}\nallow 127.0.0.0/8\nlocal stratum 8\ncmdport 0\npidfile {}\ndriftfile {}\n",
+            dir.join("chronyd.pid").display(),
+            dir.join("chrony.drift").display()
+        ),
+    )
+    .unwrap();
+    let chronyd = testkit::which("chronyd").unwrap();
+    testkit::ChildGuard::spawn(
+        "chronyd",
+        Command::new(chronyd)
+            .arg("-x")
+            .arg("-d")
+            .arg("-f")
+            .arg(&conf),
+    )
+}
+
+/// A cluster with one master (MAC …:01) and one worker (MAC …:04) on Kubernetes v1.33.
+pub const CLUSTER: &str = r#"[cluster]
+name = "fbtest"
+kubernetes_version = "v1.33.4"
+control_plane_endpoint = "10.77.0.11:6443"
+pod_subnet = "10.244.0.0/16"
+service_subnet = "10.96.0.0/12"
+dns_domain = "cluster.local"
+masters = 1
+key_algorithm = "ecdsa-p256"
+
+[seed]
+url = "https://127.0.0.1:8443"
+registry = "127.0.0.1:8443"
+
+[[hosts]]
+mac = "52:54:00:00:00:01"
+ip = "10.77.0.11"
+role = "master"
+
+[[hosts]]
+mac = "52:54:00:00:00:04"
+ip = "10.77.0.14"
+role = "worker"
+"#;
+
+/// A real `launcher-seed serve` on loopback ports, with its NTP server.
+pub struct Seed {
+    pub dir: tempfile::TempDir,
+    pub guard: testkit::ChildGuard,
+    pub url: String,
+    pub ntp: String,
+    pub pin: String,
+}
+
+impl Seed {
+    pub fn start() -> Seed {
+        let bin = testkit::workspace_bin("launcher-seed");
+        let dir = tempfile::tempdir().unwrap();
+        let spec = dir.path().join("cluster.toml");
+        std::fs::write(&spec, CLUSTER).unwrap();
+        let state = dir.path().join("state");
+        let log = std::fs::File::create(dir.path().join("seed.log")).unwrap();
+        let guard = testkit::ChildGuard::spawn(
+            "launcher-seed",
+            Command::new(&bin)
+                .arg("serve")
+                .arg("--cluster")
+                .arg(&spec)
+                .arg("--state-dir")
+                .arg(&state)
+                .args(["--listen", "127.0.0.1:0", "--ntp-listen", "127.0.0.1:0"])
+                .stdout(log.try_clone().unwrap())
+                .stderr(log),
+        );
+        let read = |name: &str| {
+            let path = state.join(name);
+            testkit::wait_for(name, std::time::Duration::from_secs(60), || {
+                std::fs::read_to_string(&path)
+                    .ok()
+                    .filter(|s| !s.trim().is_empty())
+            })
+            .trim()
+            .to_string()
+        };
+        let ntp = read("ntp.addr");
+        let url = format!("https://{}", read("serve.addr"));
+        let out = Command::new(&bin)
+            .arg("pin")
+            .arg("--state-dir")
+            .arg(&state)
+            .output()
+            .unwrap();
+        let pin = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(pin.starts_with("sha256:"), "launcher-seed pin said {pin:?}");
+        Seed {
+            dir,
+            guard,
+            url,
+            ntp,
+            pin,
+        }
+    }
+
+    /// Firstboot's flags pointing at this seed.
+    pub fn args(&self) -> Vec<String> {
+        [
+            "--seed",
+            &self.url,
+            "--pin",
+            &self.pin,
+            "--ntp",
+            &self.ntp,
+            "--enroll-wait-secs",
+            "60",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("seed.log")).unwrap_or_default()
+    }
+}
+
+/// Runs firstboot against `seed` with extra flags.
+pub fn run_with_seed(host: &Host, seed: &Seed, offset: i64, extra: &[&str]) -> Output {
+    let mut args = seed.args();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    host.run(offset, &refs)
+}

@@ -1,0 +1,184 @@
+//! Enrollment against a real `launcher-seed serve`: a master and a worker end with the trees
+//! their roles call for; a wrong pin and a tampered or truncated plan are refused.
+
+mod common;
+
+use common::{DECADE_SECS, Host, OTHER_PIN, Seed, run_with_seed, stderr};
+use firstboot::os::Action;
+
+fn commands(host: &Host) -> Vec<String> {
+    host.actions()
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Run { cmd } => Some(cmd.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_master_and_a_worker_get_what_their_roles_need() {
+    if !testkit::require(&["etcd"]) {
+        return;
+    }
+    let seed = Seed::start();
+    let master = Host::new(1);
+    let worker = Host::new(4);
+    // The master's clock is a decade behind: it must enroll after the time phase steps it.
+    let out = run_with_seed(&master, &seed, -DECADE_SECS, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\nseed:\n{}",
+        stderr(&out),
+        seed.log()
+    );
+    let out = run_with_seed(&worker, &seed, 0, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\nseed:\n{}",
+        stderr(&out),
+        seed.log()
+    );
+
+    let m = master.journal();
+    assert_eq!(m["plan"]["role"], "master");
+    assert_eq!(m["time"]["stepped"], true);
+    for f in [
+        "etc/kubernetes/pki/ca.key",
+        "etc/kubernetes/pki/ca.crt",
+        "etc/kubernetes/admin.conf",
+    ] {
+        assert!(master.path(f).is_file(), "master lacks {f}");
+    }
+    assert!(
+        master
+            .path("etc/systemd/system/launcher-etcd.service")
+            .is_file()
+    );
+    assert!(
+        commands(&master)
+            .iter()
+            .any(|c| c.starts_with("kubeadm init --config "))
+    );
+
+    let w = worker.journal();
+    assert_eq!(w["plan"]["role"], "worker");
+    for f in [
+        "etc/kubernetes/pki/ca.key",
+        "etc/kubernetes/admin.conf",
+        "etc/kubernetes/super-admin.conf",
+        "etc/kubernetes/pki/sa.key",
+    ] {
+        assert!(!worker.path(f).exists(), "worker has {f}");
+    }
+    assert!(
+        !worker
+            .path("etc/systemd/system/launcher-etcd.service")
+            .exists()
+    );
+    assert!(worker.path("etc/systemd/system/kubelet.service").is_file());
+    assert!(!commands(&worker).iter().any(|c| c.starts_with("kubeadm")));
+
+    for host in [&master, &worker] {
+        let plan: cluster::api::Plan =
+            serde_json::from_value(host.journal()["plan"].clone()).unwrap();
+        assert!(plan.verify());
+        // Every plan file is on disk with its mode, and nothing else under /etc/kubernetes.
+        let mut want: Vec<String> = plan
+            .files
+            .iter()
+            .map(|f| f.path.trim_start_matches('/').to_string())
+            .filter(|p| p.starts_with("etc/kubernetes/"))
+            .collect();
+        want.sort();
+        let got: Vec<String> = common::tree(&host.path("etc/kubernetes"))
+            .into_iter()
+            .map(|p| format!("etc/kubernetes/{p}"))
+            .collect();
+        assert_eq!(got, want, "{}", plan.role);
+        for f in &plan.files {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(host.path(&f.path))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777;
+            assert_eq!(mode, f.mode, "{}", f.path);
+        }
+        let containerd = std::fs::read_to_string(host.path("etc/containerd/config.toml")).unwrap();
+        assert!(containerd.contains("config_path = \"/etc/containerd/certs.d\""));
+        let hosts =
+            std::fs::read_to_string(host.path("etc/containerd/certs.d/_default/hosts.toml"))
+                .unwrap();
+        assert!(
+            hosts.contains(&format!("[host.\"{}\"]", seed.url)),
+            "{hosts}"
+        );
+        let ca = std::fs::read_to_string(host.path("etc/launcher/seed-ca.crt")).unwrap();
+        assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(host.path("var/lib/launcher/firstboot.done").is_file());
+        assert!(host.actions().contains(&Action::SetHostname {
+            name: plan.hostname.clone()
+        }));
+    }
+}
+
+#[test]
+fn a_wrong_pin_is_refused_and_nothing_is_written() {
+    let seed = Seed::start();
+    let host = Host::new(4);
+    let mut args = seed.args();
+    let at = args.iter().position(|a| a == "--pin").unwrap();
+    args[at + 1] = OTHER_PIN.to_string();
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = host.run(0, &refs);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("firstboot phase `enroll` failed: the seed at {} did not present a certificate with the pinned key {OTHER_PIN}", seed.url)),
+        "{err}"
+    );
+    assert!(
+        err.contains(&seed.pin),
+        "the message names the pin the seed has: {err}"
+    );
+    assert_eq!(host.done_phases(), vec!["identify", "time"]);
+    assert!(!host.path("etc").exists());
+}
+
+#[test]
+fn a_tampered_or_truncated_journaled_plan_is_refused_and_nothing_is_written() {
+    let seed = Seed::start();
+    type Damage = fn(&str) -> String;
+    let cases: [(&str, Damage, &str); 2] = [
+        (
+            "tampered",
+            |t| t.replace("fbtest-", "evil-"),
+            "does not match its digest (tampered or truncated)",
+        ),
+        (
+            "truncated",
+            |t| t[..t.len() * 2 / 3].to_string(),
+            "is not valid (truncated or edited)",
+        ),
+    ];
+    for (name, damage, want) in cases {
+        let host = Host::new(4);
+        let out = run_with_seed(&host, &seed, 0, &["--stop-after", "enroll"]);
+        assert_eq!(out.status.code(), Some(75), "{name}: {}", stderr(&out));
+        let path = host.path("var/lib/launcher/firstboot.json");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("fbtest-"),
+            "the plan names the cluster's hosts"
+        );
+        std::fs::write(&path, damage(&text)).unwrap();
+        let out = run_with_seed(&host, &seed, 0, &[]);
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", stderr(&out));
+        assert!(stderr(&out).contains(want), "{name}: {}", stderr(&out));
+        assert!(!host.path("etc").exists(), "{name}: files were written");
+        assert!(host.actions().is_empty(), "{name}: {:?}", host.actions());
+    }
+}

@@ -1,0 +1,78 @@
+//! Resuming: firstboot stopped right after each phase in turn finishes on the rerun, and every
+//! phase and every action happens once.
+
+mod common;
+
+use common::{Host, Seed, run_with_seed, stderr};
+use firstboot::os::Action;
+
+const PHASES: [&str; 9] = [
+    "identify",
+    "time",
+    "enroll",
+    "materialize",
+    "storage",
+    "preload",
+    "etcd",
+    "install",
+    "done",
+];
+
+#[test]
+fn a_run_stopped_after_any_phase_resumes_and_does_each_phase_once() {
+    let seed = Seed::start();
+    for stop in &PHASES[..8] {
+        let host = Host::new(1);
+        // A data disk and an image archive, so that storage and preload act.
+        host.put("dev/disk/by-label/LAUNCHER-DATA", "");
+        host.put("usr/share/launcher/images/a.tar", "");
+        let out = run_with_seed(&host, &seed, -3600, &["--stop-after", stop]);
+        assert_eq!(
+            out.status.code(),
+            Some(75),
+            "stop after {stop}: {}",
+            stderr(&out)
+        );
+        let done = host.done_phases();
+        assert_eq!(done.last().map(String::as_str), Some(*stop));
+
+        let out = run_with_seed(&host, &seed, -3600, &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "rerun after {stop}: {}\nseed:\n{}",
+            stderr(&out),
+            seed.log()
+        );
+        assert_eq!(host.done_phases(), PHASES, "after {stop}");
+
+        let actions = host.actions();
+        let count = |pred: &dyn Fn(&Action) -> bool| actions.iter().filter(|a| pred(a)).count();
+        let ran = |prefix: &str| {
+            count(&|a| matches!(a, Action::Run { cmd } if cmd.to_string().starts_with(prefix)))
+        };
+        assert_eq!(
+            count(&|a| matches!(a, Action::StepClock { .. })),
+            1,
+            "after {stop}: {actions:?}"
+        );
+        assert_eq!(
+            count(&|a| matches!(a, Action::SetHostname { .. })),
+            1,
+            "after {stop}"
+        );
+        assert_eq!(
+            count(&|a| matches!(a, Action::Mount { bind: false, .. })),
+            1,
+            "after {stop}"
+        );
+        assert_eq!(ran("systemctl restart containerd"), 1, "after {stop}");
+        assert_eq!(ran("ctr "), 1, "after {stop}");
+        assert_eq!(
+            ran("systemctl enable --now launcher-etcd.service"),
+            1,
+            "after {stop}"
+        );
+        assert_eq!(ran("kubeadm init"), 1, "after {stop}: {actions:?}");
+    }
+}

@@ -1,0 +1,129 @@
+//! `kubeadm-standin`: a stand-in for Kubernetes' kubeadm that checks and records its config.
+
+use anyhow::{Context, bail};
+use standins::kubeadm::{self, Verb};
+use standins::{RECORD_DIR, Root};
+
+const HELP: &str = "kubeadm-standin: a STAND-IN for Kubernetes' kubeadm, not kubeadm itself.
+
+It checks the config it is given and records it; it starts no control plane.
+
+usage:
+  kubeadm-standin init --config FILE   check an InitConfiguration/ClusterConfiguration file
+  kubeadm-standin join --config FILE   check a JoinConfiguration file
+  kubeadm-standin version [-o short]   print the stand-in's version
+
+Checks: every document parses; kubeadm documents are kubeadm.k8s.io/v1beta3 for Kubernetes
+1.22-1.30 and v1beta4 for 1.31 and later (a join is checked against LAUNCHER_STANDIN_KUBERNETES_VERSION
+or /etc/launcher/kubernetes-version when present); each matches kubeadm's JSON schema; every file
+the config refers to exists (CA, shared control-plane certificates, external etcd certificates,
+discovery kubeconfig). Anything else is refused.
+
+Records: /var/lib/launcher/standin/kubeadm-<init|join>.yaml (the config) and .json (argv, checks).
+Writes what later steps read: /var/lib/kubelet/config.yaml (from a KubeletConfiguration
+document) and /var/lib/kubelet/kubeadm-flags.env.
+LAUNCHER_STANDIN_ROOT places every path under another directory.";
+
+fn parse(args: &[String]) -> anyhow::Result<Option<(Verb, String)>> {
+    match args {
+        [] => bail!("no command given\n\n{HELP}"),
+        [h] if h == "-h" || h == "--help" || h == "help" => {
+            println!("{HELP}");
+            Ok(None)
+        }
+        [v, rest @ ..] if v == "version" => {
+            match rest {
+                [] => println!(
+                    "kubeadm-standin version {} (stand-in for Kubernetes' kubeadm)",
+                    env!("CARGO_PKG_VERSION")
+                ),
+                [o, s] if o == "-o" && s == "short" => {
+                    println!("v{}-standin", env!("CARGO_PKG_VERSION"))
+                }
+                other => bail!("kubeadm-standin version: unsupported arguments {other:?}"),
+            }
+            Ok(None)
+        }
+        [verb, rest @ ..] => {
+            let verb = match verb.as_str() {
+                "init" => Verb::Init,
+                "join" => Verb::Join,
+                other => bail!(
+                    "kubeadm-standin does not stand in for `kubeadm {other}` (only init, join, version)"
+                ),
+            };
+            let config = match rest {
+                [flag, file] if flag == "--config" => file.clone(),
+                [one] if one.starts_with("--config=") => one["--config=".len()..].to_string(),
+                other => bail!(
+                    "kubeadm-standin {}: only `--config FILE` is accepted, got {other:?}",
+                    verb.as_str()
+                ),
+            };
+            Ok(Some((verb, config)))
+        }
+    }
+}
+
+fn join_version(root: &Root) -> Option<String> {
+    std::env::var("LAUNCHER_STANDIN_KUBERNETES_VERSION")
+        .ok()
+        .or_else(|| standins::read(root, "/etc/launcher/kubernetes-version").ok())
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+fn kubelet_outputs(root: &Root, docs: &[standins::docs::Doc]) -> anyhow::Result<()> {
+    if let Some(doc) = docs.iter().find(|d| d.kind == "KubeletConfiguration") {
+        let yaml = serde_yaml::to_string(&doc.value).context("rendering the kubelet config")?;
+        standins::write(root, "/var/lib/kubelet/config.yaml", yaml.as_bytes())?;
+    }
+    let endpoint = docs
+        .iter()
+        .filter(|d| d.kind == "InitConfiguration" || d.kind == "JoinConfiguration")
+        .find_map(|d| standins::docs::str_at(&d.value, "nodeRegistration/criSocket"))
+        .unwrap_or("unix:///run/containerd/containerd.sock");
+    let env = format!("KUBELET_KUBEADM_ARGS=\"--container-runtime-endpoint={endpoint}\"\n");
+    standins::write(root, "/var/lib/kubelet/kubeadm-flags.env", env.as_bytes())
+}
+
+fn run(args: &[String]) -> anyhow::Result<()> {
+    let Some((verb, config)) = parse(args)? else {
+        return Ok(());
+    };
+    let root = Root::from_env();
+    let text = standins::read(&root, &config)?;
+    let version = join_version(&root);
+    let (checked, docs) = kubeadm::check(&root, &config, &text, verb, version.as_deref())
+        .map_err(|e| anyhow::anyhow!("refused: {e}"))?;
+    let name = format!("{RECORD_DIR}/kubeadm-{}", verb.as_str());
+    standins::write(&root, &format!("{name}.yaml"), text.as_bytes())?;
+    let record = serde_json::json!({
+        "standin_for": "kubeadm",
+        "argv": std::env::args().collect::<Vec<_>>(),
+        "config": config,
+        "checked": checked,
+    });
+    standins::write(
+        &root,
+        &format!("{name}.json"),
+        serde_json::to_vec_pretty(&record)?.as_slice(),
+    )?;
+    kubelet_outputs(&root, &docs)?;
+    println!(
+        "kubeadm-standin {}: {} accepted ({} documents, {} files present); stand-in only, no control plane was started",
+        verb.as_str(),
+        checked.api_version,
+        checked.kinds.len(),
+        checked.files.len()
+    );
+    Ok(())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Err(e) = run(&args) {
+        eprintln!("kubeadm-standin: {e:#}");
+        std::process::exit(1);
+    }
+}

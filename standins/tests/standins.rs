@@ -1,0 +1,386 @@
+//! The stand-in binaries against good and bad configs: exact refusals, nothing recorded for a
+//! refused config, and what an accepted one leaves behind.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const KUBEADM: &str = env!("CARGO_BIN_EXE_kubeadm-standin");
+const KUBELET: &str = env!("CARGO_BIN_EXE_kubelet-standin");
+
+const INIT_V1BETA4: &str = r#"apiVersion: kubeadm.k8s.io/v1beta4
+kind: InitConfiguration
+localAPIEndpoint:
+  advertiseAddress: 10.77.0.11
+  bindPort: 6443
+nodeRegistration:
+  name: demo-m1
+  criSocket: unix:///run/containerd/containerd.sock
+---
+apiVersion: kubeadm.k8s.io/v1beta4
+kind: ClusterConfiguration
+kubernetesVersion: v1.33.4
+controlPlaneEndpoint: 10.77.0.11:6443
+imageRepository: 10.77.0.1:8443/k8s
+etcd:
+  external:
+    endpoints: ["https://10.77.0.11:2379"]
+    caFile: /etc/kubernetes/pki/etcd/ca.crt
+    certFile: /etc/kubernetes/pki/apiserver-etcd-client.crt
+    keyFile: /etc/kubernetes/pki/apiserver-etcd-client.key
+---
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+cgroupDriver: systemd
+"#;
+
+const JOIN_V1BETA3: &str = r#"apiVersion: kubeadm.k8s.io/v1beta3
+kind: JoinConfiguration
+discovery:
+  file:
+    kubeConfigPath: /etc/kubernetes/discovery.conf
+controlPlane:
+  localAPIEndpoint:
+    advertiseAddress: 10.77.0.12
+"#;
+
+const PKI: [&str; 10] = [
+    "etc/kubernetes/pki/ca.crt",
+    "etc/kubernetes/pki/ca.key",
+    "etc/kubernetes/pki/sa.key",
+    "etc/kubernetes/pki/sa.pub",
+    "etc/kubernetes/pki/front-proxy-ca.crt",
+    "etc/kubernetes/pki/front-proxy-ca.key",
+    "etc/kubernetes/pki/etcd/ca.crt",
+    "etc/kubernetes/pki/apiserver-etcd-client.crt",
+    "etc/kubernetes/pki/apiserver-etcd-client.key",
+    "etc/kubernetes/discovery.conf",
+];
+
+fn root_with_pki() -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    for f in PKI {
+        let p = root.path().join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, "x").unwrap();
+    }
+    root
+}
+
+fn run(bin: &str, root: &Path, args: &[&str]) -> Output {
+    Command::new(bin)
+        .args(args)
+        .env("LAUNCHER_STANDIN_ROOT", root)
+        .env_remove("LAUNCHER_STANDIN_KUBERNETES_VERSION")
+        .output()
+        .unwrap()
+}
+
+fn put(root: &Path, rel: &str, text: &str) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+#[test]
+fn a_good_init_config_is_accepted_and_recorded() {
+    let root = root_with_pki();
+    put(root.path(), "etc/kubernetes/kubeadm.yaml", INIT_V1BETA4);
+    let out = run(
+        KUBEADM,
+        root.path(),
+        &["init", "--config", "/etc/kubernetes/kubeadm.yaml"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("stand-in only"), "{stdout}");
+    let rec = root.path().join("var/lib/launcher/standin");
+    assert_eq!(
+        std::fs::read_to_string(rec.join("kubeadm-init.yaml")).unwrap(),
+        INIT_V1BETA4
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(rec.join("kubeadm-init.json")).unwrap()).unwrap();
+    assert_eq!(json["checked"]["api_version"], "kubeadm.k8s.io/v1beta4");
+    assert_eq!(json["checked"]["kubernetes_version"], "v1.33.4");
+    assert_eq!(json["checked"]["files"].as_array().unwrap().len(), 5);
+    let kubelet = std::fs::read_to_string(root.path().join("var/lib/kubelet/config.yaml")).unwrap();
+    assert!(kubelet.contains("cgroupDriver: systemd"));
+}
+
+#[test]
+fn a_good_control_plane_join_is_accepted() {
+    let root = root_with_pki();
+    put(root.path(), "etc/kubernetes/join.yaml", JOIN_V1BETA3);
+    let out = run(
+        KUBEADM,
+        root.path(),
+        &["join", "--config=/etc/kubernetes/join.yaml"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn bad_kubeadm_configs_are_refused_with_exact_errors() {
+    let f = "/etc/kubernetes/kubeadm.yaml";
+    let cases: Vec<(&str, String, &str, Option<&str>)> = vec![
+        (
+            "v1beta3 for 1.33",
+            INIT_V1BETA4.replace("kubeadm.k8s.io/v1beta4", "kubeadm.k8s.io/v1beta3"),
+            "kubeadm-standin: refused: /etc/kubernetes/kubeadm.yaml: kubernetesVersion v1.33.4 needs kubeadm.k8s.io/v1beta4, the file has kubeadm.k8s.io/v1beta3",
+            None,
+        ),
+        (
+            "v1beta4 for 1.30",
+            INIT_V1BETA4.replace("v1.33.4", "v1.30.2"),
+            "kubeadm-standin: refused: /etc/kubernetes/kubeadm.yaml: kubernetesVersion v1.30.2 needs kubeadm.k8s.io/v1beta3, the file has kubeadm.k8s.io/v1beta4",
+            None,
+        ),
+        (
+            "unpinned version",
+            INIT_V1BETA4.replace("kubernetesVersion: v1.33.4\n", ""),
+            "kubeadm-standin: refused: /etc/kubernetes/kubeadm.yaml: no ClusterConfiguration.kubernetesVersion: an unpinned kubeadm would fetch the version from the internet",
+            None,
+        ),
+        (
+            "unknown field",
+            INIT_V1BETA4.replace("  bindPort: 6443\n", "  bindPort: 6443\n  bindAddress: x\n"),
+            "kubeadm-standin: refused: /etc/kubernetes/kubeadm.yaml: document 1 (kubeadm.k8s.io/v1beta4 InitConfiguration) does not match kubeadm's schema:\n  /localAPIEndpoint: Additional properties are not allowed ('bindAddress' was unexpected)",
+            None,
+        ),
+        (
+            "number where a string belongs",
+            INIT_V1BETA4.replace("name: demo-m1", "name: 7"),
+            "kubeadm-standin: refused: /etc/kubernetes/kubeadm.yaml: document 1 (kubeadm.k8s.io/v1beta4 InitConfiguration) does not match kubeadm's schema:\n  /nodeRegistration/name: 7 is not of type \"string\"",
+            None,
+        ),
+        (
+            "missing etcd client key",
+            INIT_V1BETA4.to_string(),
+            "kubeadm-standin: refused: /etc/kubernetes/kubeadm.yaml: etcd.external.keyFile names /etc/kubernetes/pki/apiserver-etcd-client.key, which does not exist",
+            Some("etc/kubernetes/pki/apiserver-etcd-client.key"),
+        ),
+        (
+            "missing CA key",
+            INIT_V1BETA4.to_string(),
+            "kubeadm-standin: refused: /etc/kubernetes/kubeadm.yaml: certificatesDir (CA key) names /etc/kubernetes/pki/ca.key, which does not exist",
+            Some("etc/kubernetes/pki/ca.key"),
+        ),
+        (
+            "join kind for init",
+            JOIN_V1BETA3.to_string(),
+            "kubeadm-standin: refused: /etc/kubernetes/kubeadm.yaml: document 1: kubeadm init does not take a JoinConfiguration (it takes InitConfiguration, ClusterConfiguration)",
+            None,
+        ),
+        (
+            "foreign document",
+            format!("{INIT_V1BETA4}---\napiVersion: v1\nkind: ConfigMap\n"),
+            "kubeadm-standin: refused: /etc/kubernetes/kubeadm.yaml: document 4: v1 ConfigMap is not a kubeadm config (kubeadm.k8s.io/v1beta3 or v1beta4) nor a kubelet/kube-proxy config",
+            None,
+        ),
+        (
+            "not yaml",
+            "apiVersion: [\n".to_string(),
+            "kubeadm-standin: refused: /etc/kubernetes/kubeadm.yaml: document 1: not valid YAML",
+            None,
+        ),
+    ];
+    for (name, text, want, remove) in cases {
+        let root = root_with_pki();
+        put(root.path(), "etc/kubernetes/kubeadm.yaml", &text);
+        if let Some(r) = remove {
+            std::fs::remove_file(root.path().join(r)).unwrap();
+        }
+        let out = run(KUBEADM, root.path(), &["init", "--config", f]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert!(
+            stderr.starts_with(want),
+            "{name}:\n want {want:?}\n got  {stderr:?}"
+        );
+        assert!(
+            !root.path().join("var/lib/launcher/standin").exists(),
+            "{name}: recorded"
+        );
+        assert!(
+            !root.path().join("var/lib/kubelet").exists(),
+            "{name}: wrote outputs"
+        );
+    }
+}
+
+#[test]
+fn a_join_is_checked_against_the_known_kubernetes_version_and_its_files() {
+    let root = root_with_pki();
+    put(root.path(), "etc/kubernetes/join.yaml", JOIN_V1BETA3);
+    put(root.path(), "etc/launcher/kubernetes-version", "v1.33.4\n");
+    let out = run(
+        KUBEADM,
+        root.path(),
+        &["join", "--config", "/etc/kubernetes/join.yaml"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "kubeadm-standin: refused: /etc/kubernetes/join.yaml: kubernetesVersion v1.33.4 needs kubeadm.k8s.io/v1beta4, the file has kubeadm.k8s.io/v1beta3"
+    );
+    std::fs::remove_file(root.path().join("etc/launcher/kubernetes-version")).unwrap();
+    std::fs::remove_file(root.path().join("etc/kubernetes/pki/sa.pub")).unwrap();
+    let out = run(
+        KUBEADM,
+        root.path(),
+        &["join", "--config", "/etc/kubernetes/join.yaml"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "kubeadm-standin: refused: /etc/kubernetes/join.yaml: controlPlane (shared certificates) names /etc/kubernetes/pki/sa.pub, which does not exist"
+    );
+}
+
+#[test]
+fn other_commands_and_flags_are_refused_and_help_says_stand_in() {
+    let root = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["reset"],
+            "kubeadm-standin: kubeadm-standin does not stand in for `kubeadm reset` (only init, join, version)",
+        ),
+        (
+            &["init"],
+            "kubeadm-standin: kubeadm-standin init: only `--config FILE` is accepted, got []",
+        ),
+        (
+            &["init", "--config", "/a", "--skip-phases", "x"],
+            "kubeadm-standin: kubeadm-standin init: only `--config FILE` is accepted, got [\"--config\", \"/a\", \"--skip-phases\", \"x\"]",
+        ),
+        (
+            &["init", "--config", "/nope.yaml"],
+            "kubeadm-standin: reading ",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = run(KUBEADM, root.path(), args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(stderr.starts_with(want), "{args:?}: {stderr}");
+    }
+    let help = run(KUBEADM, root.path(), &["--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("STAND-IN for Kubernetes' kubeadm"));
+    let help = run(KUBELET, root.path(), &["--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("STAND-IN for Kubernetes' kubelet"));
+}
+
+const KUBELET_CONFIG: &str = "apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+authentication:
+  x509:
+    clientCAFile: /etc/kubernetes/pki/ca.crt
+";
+
+const KUBECONFIG: &str = "apiVersion: v1
+kind: Config
+current-context: node
+contexts:
+- name: node
+  context: {cluster: demo, user: node}
+clusters:
+- name: demo
+  cluster:
+    server: https://10.77.0.11:6443
+    certificate-authority: /etc/kubernetes/pki/ca.crt
+users:
+- name: node
+  user:
+    client-certificate: /var/lib/kubelet/pki/kubelet-client.crt
+    client-key: /var/lib/kubelet/pki/kubelet-client.key
+";
+
+#[test]
+fn the_kubelet_checks_its_config_and_kubeconfig() {
+    let root = root_with_pki();
+    let r = root.path();
+    put(r, "var/lib/kubelet/config.yaml", KUBELET_CONFIG);
+    put(r, "etc/kubernetes/kubelet.conf", KUBECONFIG);
+    put(r, "var/lib/kubelet/pki/kubelet-client.crt", "x");
+    let args = [
+        "--config",
+        "/var/lib/kubelet/config.yaml",
+        "--kubeconfig=/etc/kubernetes/kubelet.conf",
+        "--exit-after-checks",
+    ];
+    let out = run(KUBELET, r, &args);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "kubelet-standin: refused: /etc/kubernetes/kubelet.conf: client-key names /var/lib/kubelet/pki/kubelet-client.key, which does not exist"
+    );
+    assert!(!r.join("var/lib/launcher/standin/kubelet.json").exists());
+    put(r, "var/lib/kubelet/pki/kubelet-client.key", "x");
+    let out = run(KUBELET, r, &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(r.join("var/lib/launcher/standin/kubelet.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json["server"], "https://10.77.0.11:6443");
+
+    put(
+        r,
+        "var/lib/kubelet/config.yaml",
+        &KUBELET_CONFIG.replace("v1beta1", "v1"),
+    );
+    let out = run(KUBELET, r, &args);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "kubelet-standin: refused: /var/lib/kubelet/config.yaml: kubelet.config.k8s.io/v1 KubeletConfiguration is not a kubelet.config.k8s.io/v1beta1 KubeletConfiguration"
+    );
+    let out = run(
+        KUBELET,
+        r,
+        &["--config", "/a", "--kubeconfig", "/b", "--v=2"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "kubelet-standin: kubelet-standin does not accept \"--v\" (see --help)"
+    );
+}
+
+#[test]
+fn the_kubelet_stays_running_like_a_daemon() {
+    let root = root_with_pki();
+    let r = root.path();
+    put(r, "var/lib/kubelet/config.yaml", KUBELET_CONFIG);
+    put(r, "etc/kubernetes/kubelet.conf", KUBECONFIG);
+    put(r, "var/lib/kubelet/pki/kubelet-client.crt", "x");
+    put(r, "var/lib/kubelet/pki/kubelet-client.key", "x");
+    let mut child = Command::new(KUBELET)
+        .args([
+            "--config",
+            "/var/lib/kubelet/config.yaml",
+            "--kubeconfig",
+            "/etc/kubernetes/kubelet.conf",
+        ])
+        .env("LAUNCHER_STANDIN_ROOT", r)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let recorded = r.join("var/lib/launcher/standin/kubelet.json");
+    let start = std::time::Instant::now();
+    while !recorded.exists() && start.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(recorded.exists());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(child.try_wait().unwrap().is_none(), "the stand-in exited");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
