@@ -113,6 +113,9 @@ struct ConfigFile<'a> {
     client_transport_security: Transport,
     peer_transport_security: Transport,
     snapshot_count: u32,
+    /// The JSON gateway the seed changes membership through; etcd turns it off when started
+    /// with a config file unless asked.
+    enable_grpc_gateway: bool,
     logger: &'static str,
     log_outputs: [&'static str; 1],
 }
@@ -153,6 +156,7 @@ impl MemberConfig {
                 trusted_ca_file: CA_FILE,
             },
             snapshot_count: 10000,
+            enable_grpc_gateway: true,
             logger: "zap",
             log_outputs: ["stderr"],
         };
