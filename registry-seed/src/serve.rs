@@ -25,6 +25,8 @@ use crate::tls::{SeedCa, server_config, server_names};
 pub const NTP_ADDR_FILE: &str = "ntp.addr";
 /// File in the state directory holding the plain HTTP server's bound address.
 pub const HTTP_ADDR_FILE: &str = "http.addr";
+/// How long a client may take to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -251,7 +253,12 @@ where
         request
     });
     let service = hyper_util::service::TowerToHyperService::new(service);
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // A client that never finishes its headers does not hold a connection forever.
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
     if let Err(err) = builder.serve_connection(io, service).await {
         tracing::debug!(%peer, error = %err, "connection ended with an error");
     }

@@ -73,6 +73,38 @@ fn curl_enrolls_against_the_real_seed_trusting_only_its_ca() {
     assert!(plan.verify());
     assert_eq!(plan.hostname, "lab-w1");
 
+    // The real NTP server answers an SNTP client packet, and /metrics counts it.
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut packet = [0u8; 48];
+    packet[0] = 0x23; // LI 0, version 4, mode 3 (client)
+    packet[40..48].copy_from_slice(&[0xeb, 0, 0, 0, 0, 0, 0, 1]); // transmit timestamp
+    socket.send_to(&packet, server.ntp_addr.unwrap()).unwrap();
+    let mut answer = [0u8; 64];
+    let (n, _) = socket.recv_from(&mut answer).unwrap();
+    assert_eq!((n, answer[0] & 0x7), (48, 4), "a mode 4 answer");
+    let (metrics, _) = curl(&["--cacert", ca, &format!("{}/metrics", server.url())]);
+    for line in [
+        "launcher_seed_ntp_requests_total{result=\"answered\"} 1",
+        "launcher_seed_enrollments_total{result=\"enrolled\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
+
+    // The image registry is served on the same listener.
+    let (code, _) = curl(&[
+        "--cacert",
+        ca,
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("{}/v2/", server.url()),
+    ]);
+    assert_eq!(code, "200");
+
     // The pin is the SHA-256 of the CA's SubjectPublicKeyInfo, as openssl computes it.
     let pin = cli(&["pin", "--state-dir", state.to_str().unwrap()]);
     let openssl = Command::new("sh")
