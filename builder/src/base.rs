@@ -1,0 +1,104 @@
+//! The base rootfs: a pinned tarball, or an `mmdebstrap` result cached under the hash of what it
+//! was made from.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+use crate::definition::Mmdebstrap;
+use crate::tools::{ToolError, run};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BaseError {
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The text the cache key hashes: every input of the mmdebstrap run, one per line.
+pub fn cache_inputs(m: &Mmdebstrap, epoch: u64, mmdebstrap_version: &str) -> String {
+    let list = |v: &[String]| v.join(",");
+    format!(
+        "launcher-base v1\nmmdebstrap={}\nsuite={}\nvariant={}\nmirror={}\npackages={}\ndpkg_options={}\nsource_date_epoch={epoch}\n",
+        mmdebstrap_version.trim(),
+        m.suite.as_str(),
+        m.variant.as_str(),
+        m.mirror.as_str(),
+        list(
+            &m.packages
+                .iter()
+                .map(|p| p.as_str().to_string())
+                .collect::<Vec<_>>()
+        ),
+        list(
+            &m.dpkg_options
+                .iter()
+                .map(|p| p.as_str().to_string())
+                .collect::<Vec<_>>()
+        ),
+    )
+}
+
+pub fn cache_key(inputs: &str) -> String {
+    hex::encode(Sha256::digest(inputs.as_bytes()))
+}
+
+/// The mmdebstrap command that makes `out`.
+pub fn command(m: &Mmdebstrap, epoch: u64, out: &Path) -> Command {
+    let mut cmd = Command::new("mmdebstrap");
+    cmd.env("SOURCE_DATE_EPOCH", epoch.to_string())
+        .arg("--quiet")
+        .arg(format!("--variant={}", m.variant.as_str()));
+    if !m.packages.is_empty() {
+        let list: Vec<&str> = m.packages.iter().map(|p| p.as_str()).collect();
+        cmd.arg(format!("--include={}", list.join(",")));
+    }
+    for opt in &m.dpkg_options {
+        cmd.arg(format!("--dpkgopt={}", opt.as_str()));
+    }
+    cmd.arg(m.suite.as_str()).arg(out).arg(m.mirror.as_str());
+    cmd
+}
+
+/// Returns the cached base for `m`, running mmdebstrap first when it is not cached yet.
+/// The second value says whether it was already cached.
+pub fn ensure(m: &Mmdebstrap, epoch: u64, cache: &Path) -> Result<(PathBuf, bool), BaseError> {
+    let version =
+        String::from_utf8_lossy(&run(Command::new("mmdebstrap").arg("--version"))?).into_owned();
+    let inputs = cache_inputs(m, epoch, &version);
+    let key = cache_key(&inputs);
+    let path = cache.join(format!("base-{key}.tar"));
+    if path.is_file() {
+        return Ok((path, true));
+    }
+    fs::create_dir_all(cache).map_err(|source| BaseError::Io {
+        what: "creating cache",
+        path: cache.into(),
+        source,
+    })?;
+    let tmp = cache.join(format!(".tmp-base-{key}-{}.tar", std::process::id()));
+    let result = run(&mut command(m, epoch, &tmp));
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(e.into());
+    }
+    let inputs_file = cache.join(format!("base-{key}.inputs"));
+    fs::write(&inputs_file, &inputs).map_err(|source| BaseError::Io {
+        what: "writing",
+        path: inputs_file,
+        source,
+    })?;
+    fs::rename(&tmp, &path).map_err(|source| BaseError::Io {
+        what: "renaming",
+        path: tmp.clone(),
+        source,
+    })?;
+    Ok((path, false))
+}

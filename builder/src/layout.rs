@@ -1,0 +1,315 @@
+//! The image's layout as a value: every file, directory and link the builder adds to the base
+//! rootfs, with its owner and mode, decided from the definition without touching a disk.
+
+use std::path::PathBuf;
+
+use crate::definition::{Definition, ImagePath, Mode};
+
+/// Where a file's bytes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    Bytes(Vec<u8>),
+    /// A file on the build machine, copied as is.
+    File(PathBuf),
+    Dir,
+    Symlink(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub path: ImagePath,
+    pub content: Content,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Inputs found on the build machine (checked by the time the layout is made).
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub firstboot_binary: PathBuf,
+    pub firstboot_unit: String,
+    pub kubeadm: PathBuf,
+    pub kubelet: PathBuf,
+    pub kubectl: PathBuf,
+    /// `(file name, archive reduced to the target platform)`.
+    pub images: Vec<(String, PathBuf)>,
+    pub overlay: Vec<OverlayItem>,
+}
+
+/// One thing found in the overlay directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayItem {
+    /// Path relative to the overlay directory, `/`-separated.
+    pub rel: String,
+    pub kind: OverlayKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OverlayKind {
+    File(PathBuf),
+    Dir,
+    Symlink(String),
+}
+
+/// Where preloaded container images go; firstboot imports every archive found there.
+pub const IMAGES_DIR: &str = "/usr/share/launcher/images";
+/// Where firstboot's configuration goes.
+pub const FIRSTBOOT_CONFIG: &str = "/etc/launcher/firstboot.toml";
+pub const FIRSTBOOT_UNIT: &str = "/etc/systemd/system/launcher-firstboot.service";
+
+fn p(path: &str) -> ImagePath {
+    ImagePath::parse(path).unwrap_or_else(|e| panic!("built-in path {path}: {e}"))
+}
+
+fn file(path: &str, bytes: impl Into<Vec<u8>>, mode: u32) -> Entry {
+    Entry {
+        path: p(path),
+        content: Content::Bytes(bytes.into()),
+        mode,
+        uid: 0,
+        gid: 0,
+    }
+}
+
+fn copy(path: &str, from: &std::path::Path, mode: u32) -> Entry {
+    Entry {
+        path: p(path),
+        content: Content::File(from.to_path_buf()),
+        mode,
+        uid: 0,
+        gid: 0,
+    }
+}
+
+fn link(path: &str, target: &str) -> Entry {
+    Entry {
+        path: p(path),
+        content: Content::Symlink(target.to_string()),
+        mode: 0o777,
+        uid: 0,
+        gid: 0,
+    }
+}
+
+/// Everything added to the base, in the order it is applied (later entries win).
+pub fn layout(def: &Definition, inputs: &Resolved) -> Vec<Entry> {
+    let mut out = Vec::new();
+    out.extend(firstboot_entries(def, inputs));
+    out.extend(bundle_entries(def, inputs));
+    for (name, archive) in &inputs.images {
+        out.push(copy(&format!("{IMAGES_DIR}/{name}"), archive, 0o644));
+    }
+    out.extend(node_entries());
+    out.extend(chrony_entries(def));
+    if let Some(overlay) = &def.overlay {
+        out.extend(overlay_entries(overlay, &inputs.overlay));
+    }
+    out
+}
+
+fn firstboot_entries(def: &Definition, inputs: &Resolved) -> Vec<Entry> {
+    let unit = &inputs.firstboot_unit;
+    let exec = exec_path(unit).unwrap_or_else(|| "/usr/local/bin/launcher-firstboot".into());
+    let wanted_by = wanted_by(unit).unwrap_or_else(|| "multi-user.target".into());
+    vec![
+        copy(&exec, &inputs.firstboot_binary, 0o755),
+        file(FIRSTBOOT_UNIT, unit.as_bytes(), 0o644),
+        link(
+            &format!("/etc/systemd/system/{wanted_by}.wants/launcher-firstboot.service"),
+            FIRSTBOOT_UNIT,
+        ),
+        file(FIRSTBOOT_CONFIG, firstboot_config(def), 0o644),
+        // systemd makes a fresh machine id on each machine's first boot.
+        file("/etc/machine-id", "uninitialized\n", 0o444),
+    ]
+}
+
+/// `/etc/launcher/firstboot.toml`; each value can be overridden from the kernel command line.
+pub fn firstboot_config(def: &Definition) -> String {
+    let fb = &def.firstboot;
+    format!(
+        "# Written by launcher-build for image {name}.\n\
+         seed_url = \"{url}\"\nntp = \"{ntp}\"\nca_pin = \"{pin}\"\n\
+         images_dir = \"{IMAGES_DIR}\"\nkubernetes_version = \"{version}\"\n",
+        name = def.name.as_str(),
+        url = fb.seed_url.as_str(),
+        ntp = fb.ntp.as_str(),
+        pin = fb.ca_pin.as_str(),
+        version = def.bundle.version.as_str(),
+    )
+}
+
+fn bundle_entries(def: &Definition, inputs: &Resolved) -> Vec<Entry> {
+    let standins = matches!(
+        def.bundle.source,
+        crate::definition::BundleSource::Standins { .. }
+    );
+    let record = format!(
+        "version = \"{}\"\nstandins = {standins}\n",
+        def.bundle.version.as_str()
+    );
+    vec![
+        copy("/usr/bin/kubeadm", &inputs.kubeadm, 0o755),
+        copy("/usr/bin/kubelet", &inputs.kubelet, 0o755),
+        copy("/usr/bin/kubectl", &inputs.kubectl, 0o755),
+        file("/usr/share/launcher/kubernetes.toml", record, 0o644),
+        file(
+            "/usr/lib/systemd/system/kubelet.service",
+            KUBELET_UNIT,
+            0o644,
+        ),
+        file(
+            "/usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf",
+            KUBELET_DROPIN,
+            0o644,
+        ),
+    ]
+}
+
+const KUBELET_UNIT: &str = "[Unit]\nDescription=kubelet: The Kubernetes Node Agent\n\
+Wants=network-online.target\nAfter=network-online.target containerd.service\n\n\
+[Service]\nExecStart=/usr/bin/kubelet\nRestart=always\nRestartSec=10\n\n\
+[Install]\nWantedBy=multi-user.target\n";
+
+const KUBELET_DROPIN: &str = "[Service]\n\
+Environment=\"KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf\"\n\
+Environment=\"KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml\"\n\
+EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env\n\
+EnvironmentFile=-/etc/default/kubelet\n\
+ExecStart=\n\
+ExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS\n";
+
+/// What kubeadm's preflight checks ask of a node.
+fn node_entries() -> Vec<Entry> {
+    vec![
+        file(
+            "/etc/modules-load.d/launcher.conf",
+            "overlay\nbr_netfilter\n",
+            0o644,
+        ),
+        file(
+            "/etc/sysctl.d/90-launcher.conf",
+            "net.ipv4.ip_forward = 1\nnet.bridge.bridge-nf-call-iptables = 1\n\
+             net.bridge.bridge-nf-call-ip6tables = 1\n",
+            0o644,
+        ),
+        // Swap off: no swap unit can be reached.
+        link("/etc/systemd/system/swap.target", "/dev/null"),
+        file("/etc/containerd/config.toml", CONTAINERD_CONFIG, 0o644),
+        file(
+            "/etc/systemd/network/80-launcher-dhcp.network",
+            NETWORK,
+            0o644,
+        ),
+        link(
+            "/etc/systemd/system/multi-user.target.wants/systemd-networkd.service",
+            "/lib/systemd/system/systemd-networkd.service",
+        ),
+        link(
+            "/etc/systemd/system/sockets.target.wants/systemd-networkd.socket",
+            "/lib/systemd/system/systemd-networkd.socket",
+        ),
+        file(
+            "/etc/systemd/system/systemd-networkd-wait-online.service.d/launcher.conf",
+            "[Service]\nExecStart=\nExecStart=/lib/systemd/systemd-networkd-wait-online --any --timeout=30\n",
+            0o644,
+        ),
+    ]
+}
+
+const CONTAINERD_CONFIG: &str = "# Written by launcher-build: kubeadm's systemd cgroup driver.\n\
+version = 2\n\n\
+[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"registry.k8s.io/pause:3.9\"\n\n\
+[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\n\
+[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\n  SystemdCgroup = true\n\n\
+[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"/etc/containerd/certs.d\"\n";
+
+const NETWORK: &str = "[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n";
+
+/// chrony follows the seed only, and starts after firstboot has stepped the clock.
+fn chrony_entries(def: &Definition) -> Vec<Entry> {
+    vec![
+        file(
+            "/etc/chrony/chrony.conf",
+            "# Written by launcher-build: follow the seed (launcher-firstboot may rewrite the source).\n\
+             sourcedir /etc/chrony/sources.d\ndriftfile /var/lib/chrony/chrony.drift\n\
+             makestep 1 3\nrtcsync\n",
+            0o644,
+        ),
+        file(
+            "/etc/chrony/sources.d/launcher-seed.sources",
+            format!("server {} iburst\n", def.firstboot.ntp.as_str()),
+            0o644,
+        ),
+        file(
+            "/etc/systemd/system/chrony.service.d/launcher.conf",
+            "[Unit]\nAfter=launcher-firstboot.service\n",
+            0o644,
+        ),
+    ]
+}
+
+fn overlay_entries(overlay: &crate::definition::Overlay, items: &[OverlayItem]) -> Vec<Entry> {
+    items
+        .iter()
+        .map(|item| {
+            let path = p(&format!("/{}", item.rel));
+            let over = overlay.entries.iter().find(|e| e.path == path);
+            let (content, default_mode) = match &item.kind {
+                OverlayKind::File(src) => (Content::File(src.clone()), overlay.file_mode),
+                OverlayKind::Dir => (Content::Dir, overlay.dir_mode),
+                OverlayKind::Symlink(t) => (Content::Symlink(t.clone()), Mode(0o777)),
+            };
+            Entry {
+                path,
+                content,
+                mode: over.and_then(|e| e.mode).unwrap_or(default_mode).0,
+                uid: over.and_then(|e| e.uid).unwrap_or(overlay.uid),
+                gid: over.and_then(|e| e.gid).unwrap_or(overlay.gid),
+            }
+        })
+        .collect()
+}
+
+/// The program of a unit's first `ExecStart=` line, without systemd's prefix characters.
+pub fn exec_path(unit: &str) -> Option<String> {
+    let value = unit
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ExecStart="))?;
+    let program = value
+        .trim_start_matches(['-', '@', '!', '+', ':'])
+        .split_whitespace()
+        .next()?;
+    ImagePath::parse(program)
+        .ok()
+        .map(|p| p.as_str().to_string())
+}
+
+/// The target of a unit's `WantedBy=` line.
+pub fn wanted_by(unit: &str) -> Option<String> {
+    let value = unit
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("WantedBy="))?;
+    let target = value.split_whitespace().next()?;
+    target
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+        .then(|| target.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_parsing() {
+        let unit = "[Service]\nExecStart=-/usr/bin/launcher-firstboot run\n[Install]\nWantedBy=basic.target\n";
+        assert_eq!(
+            exec_path(unit).as_deref(),
+            Some("/usr/bin/launcher-firstboot")
+        );
+        assert_eq!(wanted_by(unit).as_deref(), Some("basic.target"));
+        assert_eq!(exec_path("[Service]\nExecStart=relative\n"), None);
+    }
+}
