@@ -165,3 +165,63 @@ pub fn read_admin_token(state_dir: &Path) -> anyhow::Result<String> {
 pub fn is_master(role: Option<Role>) -> bool {
     role == Some(Role::Master)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::enroll::decide::default_hostname;
+
+    const SPEC: &str = r#"
+[cluster]
+name = "demo"
+kubernetes_version = "v1.33.4"
+control_plane_endpoint = "10.77.0.10:6443"
+pod_subnet = "10.244.0.0/16"
+service_subnet = "10.96.0.0/12"
+dns_domain = "cluster.local"
+masters = 3
+schedulable_masters = true
+key_algorithm = "ecdsa-p256"
+
+[seed]
+url = "https://10.77.0.1:8443"
+registry = "10.77.0.1:8443"
+
+[[hosts]]
+mac = "52:54:00:00:00:01"
+ip = "10.77.0.11"
+
+[[hosts]]
+mac = "52:54:00:00:00:02"
+role = "worker"
+hostname = "db-1"
+"#;
+
+    #[test]
+    fn the_planner_sees_the_inventory_as_the_spec_plans_it() {
+        let spec = ClusterSpec::parse("demo.toml", SPEC).unwrap().spec;
+        let facts = facts_of(&spec);
+        let seen: Vec<(Role, u32, &str, Option<&str>)> = facts
+            .inventory
+            .iter()
+            .map(|e| (e.role, e.role_index, e.hostname.as_str(), e.ip.as_deref()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (Role::Master, 1, "demo-m1", Some("10.77.0.11")),
+                (Role::Worker, 1, "db-1", None),
+            ]
+        );
+        assert_eq!(facts.inventory[0].macs, ["52:54:00:00:00:01"]);
+        // Generated names follow the spec's pattern and skip the names the inventory uses.
+        assert_eq!(
+            default_hostname(&facts, Role::Master, 1),
+            spec.default_hostname(Role::Master, 2).to_string()
+        );
+        assert_eq!(
+            default_hostname(&facts, Role::Worker, 1),
+            spec.default_hostname(Role::Worker, 1).to_string()
+        );
+    }
+}
