@@ -15,9 +15,9 @@ use crate::manifest::{self, FileRecord, Manifest};
 use crate::progress::Progress;
 use crate::{base, oci, stage, tools};
 
-/// The builder's copy of firstboot's unit, used when the definition names none.
+/// Firstboot's own unit, used when the definition names none.
 pub const DEFAULT_FIRSTBOOT_UNIT: &str =
-    include_str!("../../images/units/launcher-firstboot.service");
+    include_str!("../../firstboot/dist/launcher-firstboot.service");
 /// Used when neither the environment nor the definition sets SOURCE_DATE_EPOCH (2024-01-01).
 pub const DEFAULT_EPOCH: u64 = 1_704_067_200;
 

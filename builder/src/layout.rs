@@ -56,7 +56,7 @@ pub enum OverlayKind {
 pub const IMAGES_DIR: &str = "/usr/share/launcher/images";
 /// Where firstboot's configuration goes.
 pub const FIRSTBOOT_CONFIG: &str = "/etc/launcher/firstboot.toml";
-pub const FIRSTBOOT_UNIT: &str = "/etc/systemd/system/launcher-firstboot.service";
+pub const FIRSTBOOT_UNIT: &str = "/usr/lib/systemd/system/launcher-firstboot.service";
 
 fn p(path: &str) -> ImagePath {
     ImagePath::parse(path).unwrap_or_else(|e| panic!("built-in path {path}: {e}"))
@@ -125,19 +125,29 @@ fn firstboot_entries(def: &Definition, inputs: &Resolved) -> Vec<Entry> {
     ]
 }
 
-/// `/etc/launcher/firstboot.toml`; each value can be overridden from the kernel command line.
+/// `/etc/launcher/firstboot.toml` in firstboot's format; the kernel command line words
+/// `launcher.seed=`, `launcher.pin=` and `launcher.ntp=` override it at boot.
 pub fn firstboot_config(def: &Definition) -> String {
     let fb = &def.firstboot;
     format!(
-        "# Written by launcher-build for image {name}.\n\
-         seed_url = \"{url}\"\nntp = \"{ntp}\"\nca_pin = \"{pin}\"\n\
-         images_dir = \"{IMAGES_DIR}\"\nkubernetes_version = \"{version}\"\n",
+        "# Written by launcher-build for image {name} (Kubernetes {version}).\n\
+         seed = [\"{url}\"]\npin = \"{pin}\"\nntp = \"{ntp}\"\npreload_dir = \"{IMAGES_DIR}\"\n",
         name = def.name.as_str(),
         url = fb.seed_url.as_str(),
         ntp = fb.ntp.as_str(),
         pin = fb.ca_pin.as_str(),
         version = def.bundle.version.as_str(),
     )
+}
+
+/// chrony's `server` line for an NTP address written `host` or `host:port`.
+pub fn chrony_server(ntp: &str) -> String {
+    match ntp.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') && port.chars().all(|c| c.is_ascii_digit()) => {
+            format!("server {host} port {port} iburst\n")
+        }
+        _ => format!("server {ntp} iburst\n"),
+    }
 }
 
 fn bundle_entries(def: &Definition, inputs: &Resolved) -> Vec<Entry> {
@@ -239,7 +249,7 @@ fn chrony_entries(def: &Definition) -> Vec<Entry> {
         ),
         file(
             "/etc/chrony/sources.d/launcher-seed.sources",
-            format!("server {} iburst\n", def.firstboot.ntp.as_str()),
+            chrony_server(def.firstboot.ntp.as_str()),
             0o644,
         ),
         file(
@@ -311,5 +321,10 @@ mod tests {
         );
         assert_eq!(wanted_by(unit).as_deref(), Some("basic.target"));
         assert_eq!(exec_path("[Service]\nExecStart=relative\n"), None);
+        assert_eq!(
+            chrony_server("10.0.0.1:1123"),
+            "server 10.0.0.1 port 1123 iburst\n"
+        );
+        assert_eq!(chrony_server("seed.lan"), "server seed.lan iburst\n");
     }
 }
