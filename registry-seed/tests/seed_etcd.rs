@@ -1,6 +1,7 @@
 //! The seed and a real etcd: three masters enroll and bootstrap etcd from their plans; a fourth
 //! enrolls, the seed adds it as a learner, it joins with its plan's config and is promoted; the
-//! remove-master job takes it out again. Quorum is never lost.
+//! remove-master job takes it out again. Quorum is never lost, and a seed killed between adding
+//! the learner and promoting it promotes it after its restart.
 //!
 //! Hosts are loopback addresses (127.0.0.41–44): each client enrolls from its own address, which
 //! the seed takes as the host's IP, so etcd's fixed ports do not collide.
@@ -179,20 +180,23 @@ fn a_fourth_master_joins_as_a_learner_is_promoted_and_removed() {
     std::fs::write(&cluster, &text).unwrap();
     let state = dir.path().join("state");
     prepare(&state, &text);
-    let server = Server::start(&cluster, &state, "127.0.0.1:0");
+    let mut server = Server::start(&cluster, &state, "127.0.0.1:0");
     let roots: Vec<PathBuf> = (1..=4).map(|i| dir.path().join(format!("m{i}"))).collect();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&server, &roots)));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run(&mut server, &cluster, &roots)
+    }));
     if let Err(panic) = result {
         dump_logs(&roots, &state);
         std::panic::resume_unwind(panic);
     }
 }
 
-fn run(server: &Server, roots: &[PathBuf]) {
+fn run(server: &mut Server, cluster: &Path, roots: &[PathBuf]) {
     // The three bootstrap masters enroll together: each waits until all are known.
+    let shared: &Server = server;
     let plans: Vec<Plan> = std::thread::scope(|s| {
         let handles: Vec<_> = (1..=3)
-            .map(|i| s.spawn(move || enroll_master(server, i)))
+            .map(|i| s.spawn(move || enroll_master(shared, i)))
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
@@ -229,6 +233,9 @@ fn run(server: &Server, roots: &[PathBuf]) {
         listed.contains(&(String::new(), true)),
         "a learner not yet started: {listed:?}"
     );
+    // The seed is killed after adding the learner; the restarted seed still promotes it.
+    server.guard.kill();
+    *server = Server::start(cluster, &server.state_dir.clone(), "127.0.0.1:0");
     etcds.push(start_etcd(&roots[3], &fourth));
     let voting = testkit::wait_for("four voting members", Duration::from_secs(120), || {
         assert!(
