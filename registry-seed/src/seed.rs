@@ -57,6 +57,7 @@ impl Seed {
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("creating {}", state_dir.display()))?;
         let store = RedbStore::open(&state_dir.join(STORE_FILE))?;
+        claim_for_cluster(&store, &spec, state_dir)?;
         let cas = load_or_create_cas(&store, &spec)?;
         let admin_token = load_or_create_admin_token(state_dir)?;
         Ok(Seed {
@@ -111,6 +112,32 @@ pub fn facts_of(spec: &ClusterSpec) -> ClusterFacts {
         masters: spec.masters,
         inventory,
     }
+}
+
+/// Records which cluster a state directory belongs to, and refuses another one: its CAs,
+/// hosts and tokens are that cluster's.
+fn claim_for_cluster(
+    store: &dyn Store,
+    spec: &ClusterSpec,
+    state_dir: &Path,
+) -> anyhow::Result<()> {
+    let name = spec.name.to_string();
+    let owner = write_with(store, |tx| {
+        match crate::store::get_json::<String>(&*tx, Table::Meta, meta::CLUSTER)? {
+            Some(owner) => Ok(owner),
+            None => {
+                crate::store::put_json(tx, Table::Meta, meta::CLUSTER, &name)?;
+                Ok(name.clone())
+            }
+        }
+    })?;
+    anyhow::ensure!(
+        owner == name,
+        "the state directory {} belongs to cluster {owner:?}, not {name:?}; give each cluster \
+         its own state directory",
+        state_dir.display()
+    );
+    Ok(())
 }
 
 fn load_or_create_cas(store: &dyn Store, spec: &ClusterSpec) -> anyhow::Result<CaSet> {
@@ -196,6 +223,28 @@ mac = "52:54:00:00:00:02"
 role = "worker"
 hostname = "db-1"
 "#;
+
+    #[test]
+    fn a_state_directory_serves_one_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = ClusterSpec::parse("demo.toml", SPEC).unwrap().spec;
+        let first = Seed::open(spec.clone(), dir.path()).unwrap();
+        let ca = first.cas.ca.cert_pem().to_owned();
+        let token = first.admin_token.clone();
+        drop(first);
+        let again = Seed::open(spec, dir.path()).unwrap();
+        assert_eq!(again.cas.ca.cert_pem(), ca, "the CA set is kept");
+        assert_eq!(again.admin_token, token, "the admin token is kept");
+        drop(again);
+        let other = ClusterSpec::parse("other.toml", &SPEC.replace("\"demo\"", "\"other\""))
+            .unwrap()
+            .spec;
+        let err = Seed::open(other, dir.path()).unwrap_err();
+        assert!(
+            err.to_string().contains("belongs to cluster \"demo\""),
+            "{err}"
+        );
+    }
 
     #[test]
     fn the_planner_sees_the_inventory_as_the_spec_plans_it() {

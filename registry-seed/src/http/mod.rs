@@ -1,7 +1,19 @@
 //! The seed's HTTP API: `fn app(seed) -> Router`, its one error shape and its body limit.
 //!
-//! Host routes (`/v1/enroll`, `/v1/hosts/{id}/progress`) take no credential; admin routes
-//! (`/v1/admin/…`) take only the admin bearer token, so neither kind reaches the other.
+//! Routes (HTTPS):
+//! - `GET /healthz`, `GET /metrics` (Prometheus text).
+//! - `POST /v1/enroll` (`EnrollRequest` → 200 `Enrolled` plan, or 202 `Pending`), and
+//!   `POST /v1/hosts/{id}/progress` (`ProgressReport` → 204): host routes, no credential.
+//! - `/v1/admin/…` with `Authorization: Bearer <state-dir>/admin.token`: `GET hosts` (the
+//!   status view), `GET jobs/{id}`; `POST hosts/{id}/approve`, `DELETE hosts/{id}`,
+//!   `POST tokens {"ttl_secs", "role"?}` answer 202 `{"job": id}` at once. `POST clusters` is
+//!   refused: a seed serves the one cluster of its `--cluster` file.
+//! - `GET /boot.ipxe`, `GET /ipxe?mac=&uuid=&serial=`, `GET /boot/{vmlinuz,initrd.img}` (also
+//!   on the plain HTTP listener, see [`plain_app`]), and `/v2/` (the image registry, mounted by
+//!   `serve`).
+//!
+//! Host routes take no credential; admin routes take only the admin bearer token, so neither
+//! kind reaches the other. Every error is `{"code","message"}` with a code of `api::codes`.
 
 mod admin;
 mod hosts;

@@ -131,6 +131,8 @@ pub struct JobRecord {
 pub mod meta {
     pub const COUNTERS: &str = "counters";
     pub const CA_SET: &str = "ca_set";
+    /// The name of the cluster the state belongs to.
+    pub const CLUSTER: &str = "cluster";
 }
 
 /// Monotonic counters, in one record so they change in the same transaction as the decision.
