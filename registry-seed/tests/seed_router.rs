@@ -330,6 +330,21 @@ async fn every_error_code_has_its_status_and_shape() {
             "{what}"
         );
     }
+    // A full waiting room: an unknown host is refused rather than recorded.
+    write_with(&*seed.store, |tx| {
+        let mut counters = registry_seed::enroll::apply::counters(&*tx)?;
+        counters.waiting = registry_seed::enroll::decide::MAX_WAITING;
+        put_json(tx, Table::Meta, "counters", &counters)
+    })
+    .unwrap();
+    let full = enroll(&app, "52:54:00:00:00:91", None).await;
+    assert_eq!(
+        (full.status, full.code()),
+        (StatusCode::CONFLICT, codes::NO_CAPACITY),
+        "{}",
+        full.text
+    );
+
     let metrics = send(&app, request("GET", "/metrics", None, None)).await;
     assert!(
         metrics

@@ -5,7 +5,7 @@ use cluster::api::EnrollRequest;
 use sha2::{Digest, Sha256};
 
 use super::decide::{ClusterFacts, Decision, Known, TokenLookup, decide, identity_keys};
-use crate::store::records::{Counters, HostRecord, TokenRecord, meta};
+use crate::store::records::{Counters, HostRecord, HostStatus, TokenRecord, meta};
 use crate::store::{ReadTxn, Store, StoreError, Table, Txn, get_json, put_json, write_with};
 
 /// Decides an enrollment and commits it; a refusal writes nothing.
@@ -138,5 +138,10 @@ pub fn forget_host(tx: &mut dyn Txn, id: &str) -> Result<Option<HostRecord>, Sto
         tx.delete(Table::Hostnames, hostname)?;
     }
     tx.delete(Table::Hosts, id)?;
+    if record.status != HostStatus::Enrolled {
+        let mut counters = counters(&*tx)?;
+        counters.waiting = counters.waiting.saturating_sub(1);
+        put_json(tx, Table::Meta, meta::COUNTERS, &counters)?;
+    }
     Ok(Some(record))
 }

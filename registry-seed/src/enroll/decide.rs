@@ -86,6 +86,10 @@ fn refuse(code: &'static str, message: impl Into<String>) -> Decision {
     }
 }
 
+/// Most hosts waiting for approval at once: beyond this, unknown hosts are refused
+/// (`no_capacity`) rather than fill the store.
+pub const MAX_WAITING: u32 = 4096;
+
 /// Normalized identity keys: `mac:…`, `uuid:…`, `serial:…`. Values that firmware uses as
 /// placeholders (an all-zero UUID, an empty or "To be filled" serial) identify nothing.
 pub fn identity_keys(identity: &HostIdentity) -> Result<Vec<String>, String> {
@@ -233,9 +237,22 @@ pub fn decide(
         Err((code, message)) => return refuse(code, message),
     };
     let Some((admission, choice, use_token)) = admitted else {
-        record.status = HostStatus::Pending;
+        if known.matched.is_none() {
+            if counters.waiting >= MAX_WAITING {
+                return refuse(
+                    codes::NO_CAPACITY,
+                    format!(
+                        "{MAX_WAITING} hosts already wait for approval; approve or remove some"
+                    ),
+                );
+            }
+            counters.waiting += 1;
+        }
         return Decision::Pending { record, counters };
     };
+    if known.matched.is_some() {
+        counters.waiting = counters.waiting.saturating_sub(1);
+    }
     let entry = entries.first().copied();
     let mut assignment = assign(facts, entry, choice, admission, &mut counters, now_ms);
     if assignment.ip.is_none() {

@@ -295,3 +295,37 @@ fn a_token_with_a_role_overrides_the_seats() {
     assert_eq!(record.assignment.unwrap().master_ordinal, Some(4));
     assert_eq!(counters.masters_assigned, 3);
 }
+
+#[test]
+fn waiting_hosts_are_counted_and_capped() {
+    let Decision::Pending { record, counters } = decide(
+        &facts(),
+        &request("52:54:00:00:00:99", None),
+        &nothing_known(),
+        NOW,
+    ) else {
+        panic!("expected pending")
+    };
+    assert_eq!(counters.waiting, 1);
+    // A full waiting room refuses new hosts, not the ones already in it.
+    let mut full = nothing_known();
+    full.counters.waiting = MAX_WAITING;
+    let refused = decide(&facts(), &request("52:54:00:00:00:98", None), &full, NOW);
+    assert!(matches!(refused, Decision::Refused { code, .. } if code == codes::NO_CAPACITY));
+    let mut known = full.clone();
+    known.matched_ids = vec![record.id.clone()];
+    known.matched = Some(record);
+    assert!(matches!(
+        decide(&facts(), &request("52:54:00:00:00:99", None), &known, NOW),
+        Decision::Pending { .. }
+    ));
+    // Let in, it leaves the waiting room.
+    known.token = Some(token(None, NOW + 1));
+    let (_, counters) = enrolled(decide(
+        &facts(),
+        &request("52:54:00:00:00:99", Some("abcdef.x")),
+        &known,
+        NOW,
+    ));
+    assert_eq!(counters.waiting, MAX_WAITING - 1);
+}

@@ -144,4 +144,7 @@ pub struct Counters {
     pub masters_assigned: u32,
     /// Workers outside the inventory given their role so far.
     pub workers_assigned: u32,
+    /// Hosts recorded but not let in yet (pending or approved).
+    #[serde(default)]
+    pub waiting: u32,
 }
