@@ -83,6 +83,7 @@ impl Ids {
 /// Builds a UKI at `out` from the stub and the given parts.
 pub fn make_uki(
     work: &Path,
+    epoch: u64,
     osrel: &[u8],
     cmdline: &str,
     kernel: &Path,
@@ -122,7 +123,38 @@ pub fn make_uki(
         next += size;
     }
     run(cmd.arg(EFI_STUB).arg(out))?;
+    // objcopy stamps the PE header with the current time; make it the build's epoch.
+    let mut image = fs::read(out).map_err(io_err("reading", out))?;
+    set_pe_timestamp(&mut image, epoch as u32).ok_or_else(|| BootError::Stub(out.to_path_buf()))?;
+    fs::write(out, &image).map_err(io_err("writing", out))?;
     Ok(())
+}
+
+/// Sets a PE image's COFF `TimeDateStamp` and recomputes its optional-header checksum.
+pub fn set_pe_timestamp(image: &mut [u8], stamp: u32) -> Option<()> {
+    let pe = u32::from_le_bytes(image.get(0x3c..0x40)?.try_into().ok()?) as usize;
+    if image.get(pe..pe + 4)? != b"PE\0\0" {
+        return None;
+    }
+    image
+        .get_mut(pe + 8..pe + 12)?
+        .copy_from_slice(&stamp.to_le_bytes());
+    let sum_at = pe + 24 + 64;
+    image.get_mut(sum_at..sum_at + 4)?.copy_from_slice(&[0; 4]);
+    let mut sum: u64 = 0;
+    for (i, chunk) in image.chunks(2).enumerate() {
+        if i * 2 >= sum_at && i * 2 < sum_at + 4 {
+            continue;
+        }
+        let word = u16::from_le_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]) as u64;
+        sum += word;
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let sum = ((sum & 0xffff) + (sum >> 16)) as u32 + image.len() as u32;
+    image
+        .get_mut(sum_at..sum_at + 4)?
+        .copy_from_slice(&sum.to_le_bytes());
+    Some(())
 }
 
 /// The first free address after the stub's sections (`objdump -h`: size and VMA columns).
@@ -414,6 +446,25 @@ mod tests {
     fn stub_end_reads_objdump_sections() {
         let h = "Idx Name Size VMA LMA File off Algn\n  0 .text 00001000 0000000000401000 0000000000401000 00000400 2**4\n                  CONTENTS\n  1 .data 00000200 0000000000403000 0000000000403000 00001400 2**4\n";
         assert_eq!(stub_end(h), Some(0x403200));
+    }
+
+    #[test]
+    fn pe_timestamp_is_set_and_checksum_matches_the_stub() {
+        let Ok(stub) = fs::read(EFI_STUB) else { return };
+        let pe = u32::from_le_bytes(stub[0x3c..0x40].try_into().unwrap()) as usize;
+        let stamp = u32::from_le_bytes(stub[pe + 8..pe + 12].try_into().unwrap());
+        let mut copy = stub.clone();
+        set_pe_timestamp(&mut copy, stamp).unwrap();
+        let sum = |b: &[u8]| u32::from_le_bytes(b[pe + 88..pe + 92].try_into().unwrap());
+        if sum(&stub) != 0 {
+            assert_eq!(
+                sum(&copy),
+                sum(&stub),
+                "recomputed checksum differs from the linker's"
+            );
+        }
+        set_pe_timestamp(&mut copy, 1_704_067_200).unwrap();
+        assert_eq!(&copy[pe + 8..pe + 12], &1_704_067_200u32.to_le_bytes());
     }
 
     #[test]

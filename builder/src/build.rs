@@ -133,7 +133,22 @@ struct Checked {
 
 pub fn build(opts: &Options) -> Result<Report, BuildError> {
     let mut progress = Progress::new(opts.quiet);
-    let checked = progress.step("check definition and inputs", || check(opts))?;
+    let (def, epoch, resolved, mut inputs) =
+        progress.step("check definition and inputs", || check(opts))?;
+    let step = match def.base {
+        Base::Tarball { .. } => "check base tarball",
+        Base::Mmdebstrap(_) => "base rootfs (mmdebstrap, cached by its inputs)",
+    };
+    let (base, base_was_cached) =
+        progress.step(step, || base_rootfs(&def, epoch, opts, &mut inputs))?;
+    let checked = Checked {
+        def,
+        epoch,
+        base,
+        base_was_cached,
+        resolved,
+        inputs,
+    };
     let tmp = TempDir::create(&opts.out)?;
     let outputs = make(opts, &checked, &tmp.path, &mut progress)?;
     progress.step("move outputs into place", || tmp.commit(&outputs))?;
@@ -144,7 +159,8 @@ pub fn build(opts: &Options) -> Result<Report, BuildError> {
     })
 }
 
-fn check(opts: &Options) -> Result<Checked, BuildError> {
+/// The definition, tools, timestamp and every pinned input except the base.
+fn check(opts: &Options) -> Result<(Definition, u64, Resolved, Vec<FileRecord>), BuildError> {
     let def = definition::load(&opts.definition)?;
     let f = opts.formats;
     tools::require(&tools::needed(
@@ -161,29 +177,32 @@ fn check(opts: &Options) -> Result<Checked, BuildError> {
         Err(_) => def.source_date_epoch.unwrap_or(DEFAULT_EPOCH),
     };
     let mut inputs = vec![];
-    let (base, base_was_cached) = match &def.base {
+    let resolved = resolve(&def, opts, &mut inputs)?;
+    Ok((def, epoch, resolved, inputs))
+}
+
+/// The base tarball, pinned or made by mmdebstrap, with every entry checked.
+fn base_rootfs(
+    def: &Definition,
+    epoch: u64,
+    opts: &Options,
+    inputs: &mut Vec<FileRecord>,
+) -> Result<(PathBuf, bool), BuildError> {
+    let (base, cached) = match &def.base {
         Base::Tarball { path, sha256 } => {
-            inputs.push(pinned("base", path, sha256)?);
+            inputs.insert(0, pinned("base", path, sha256)?);
             (path.clone(), true)
         }
-        Base::Mmdebstrap(m) => base::ensure(m, epoch, &opts.cache)?,
+        Base::Mmdebstrap(m) => {
+            let (base, cached) = base::ensure(m, epoch, &opts.cache)?;
+            let rec = manifest::record("base", &base, &base.display().to_string())
+                .map_err(io_err("hashing", &base))?;
+            inputs.insert(0, rec);
+            (base, cached)
+        }
     };
-    if matches!(def.base, Base::Mmdebstrap(_)) {
-        inputs.push(
-            manifest::record("base", &base, &base.display().to_string())
-                .map_err(io_err("hashing", &base))?,
-        );
-    }
     stage::check_tarball(&base)?;
-    let resolved = resolve(&def, opts, &mut inputs)?;
-    Ok(Checked {
-        def,
-        epoch,
-        base,
-        base_was_cached,
-        resolved,
-        inputs,
-    })
+    Ok((base, cached))
 }
 
 /// Checks `path` against its pin and returns its record.
@@ -420,7 +439,15 @@ fn make(
         let uki = work.join("disk.efi");
         let esp = work.join("disk-esp.img");
         progress.step("make disk UKI and ESP", || -> Result<u64, BuildError> {
-            boot::make_uki(&work, &osrel, &cmdline["disk"], &kernel, &initrd, &uki)?;
+            boot::make_uki(
+                &work,
+                c.epoch,
+                &osrel,
+                &cmdline["disk"],
+                &kernel,
+                &initrd,
+                &uki,
+            )?;
             Ok(boot::make_esp(&uki, &esp, &ids, c.epoch)?)
         })?;
         progress.step("assemble disk.raw (GPT)", || {
@@ -435,6 +462,7 @@ fn make(
         progress.step("make live UKI and ESP", || -> Result<u64, BuildError> {
             boot::make_uki(
                 &work,
+                c.epoch,
                 &osrel,
                 &cmdline["live"],
                 &out.join("vmlinuz"),
