@@ -533,6 +533,14 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_parses() {
+        let text = include_str!("../dist/firstboot.toml.example");
+        let cfg = file(text).unwrap();
+        assert_eq!(cfg.ntp, "10.77.0.1:123");
+        assert_eq!(cfg.ntp_wait, Duration::from_secs(60));
+    }
+
+    #[test]
     fn seed_urls_split_into_host_and_authority() {
         let u = SeedUrl::parse("https://[fd00::1]:8443/").unwrap();
         assert_eq!(u.authority(), "[fd00::1]:8443");

@@ -93,13 +93,14 @@ pub fn preload(
     address: &str,
     restart: bool,
 ) -> Result<Vec<String>, PreloadError> {
+    // containerd reads the configuration materialize wrote only when it starts.
+    if restart {
+        os.run(&Cmd::new("systemctl", &["restart", "containerd.service"]))?;
+    }
     let found = archives(&fsutil::under_root(root, dir)?)?;
     if found.is_empty() {
         tracing::info!("no image archives in {dir}: nothing to preload");
         return Ok(Vec::new());
-    }
-    if restart {
-        os.run(&Cmd::new("systemctl", &["restart", "containerd.service"]))?;
     }
     let mut names = Vec::new();
     for archive in &found {

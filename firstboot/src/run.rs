@@ -117,10 +117,19 @@ impl Runner<'_> {
         let Ok(seed) = SeedUrl::parse(seed) else {
             return;
         };
+        // The seed keeps messages up to 4 KiB; the start of a failure says the most.
+        let mut message = message.to_string();
+        if message.len() > 4000 {
+            let mut end = 4000;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+        }
         let report = ProgressReport {
             phase,
             state,
-            message: message.to_string(),
+            message,
             at_unix_ms: (self.os.now_unix_nanos() / 1_000_000) as i64,
         };
         self.client.report(&seed, id, &report);

@@ -62,6 +62,13 @@ fn a_master_and_a_worker_get_what_their_roles_need() {
             .iter()
             .any(|c| c.starts_with("kubeadm init --config "))
     );
+    // The kubeadm stand-in accepts the config the seed rendered, with the files firstboot wrote.
+    let standin = std::process::Command::new(testkit::workspace_bin("kubeadm-standin"))
+        .args(["init", "--config", "/etc/kubernetes/kubeadm.yaml"])
+        .env("LAUNCHER_STANDIN_ROOT", master.root())
+        .output()
+        .unwrap();
+    assert!(standin.status.success(), "{}", stderr(&standin));
 
     let w = worker.journal();
     assert_eq!(w["plan"]["role"], "worker");
@@ -80,6 +87,22 @@ fn a_master_and_a_worker_get_what_their_roles_need() {
     );
     assert!(worker.path("etc/systemd/system/kubelet.service").is_file());
     assert!(!commands(&worker).iter().any(|c| c.starts_with("kubeadm")));
+
+    // The seed saw every phase through to `done`.
+    let status = std::process::Command::new(testkit::workspace_bin("launcher-seed"))
+        .arg("status")
+        .arg("--state-dir")
+        .arg(seed.dir.path().join("state"))
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&status.stdout);
+    for name in ["fbtest-m1", "fbtest-w1"] {
+        let row = table
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("{name} not in:\n{table}"));
+        assert!(row.contains(" done ") && row.contains("succeeded"), "{row}");
+    }
 
     for host in [&master, &worker] {
         let plan: cluster::api::Plan =
