@@ -1,0 +1,129 @@
+//! `launcher-bench-enroll`: enrolls many simulated hosts against one running seed and prints
+//! hosts/s and latency percentiles as JSON; `spec` writes a cluster file whose inventory lets
+//! those hosts in.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bench::enroll::{CsrSet, EnrollLoad, host_mac, pregenerate, run, tls_connector};
+use clap::{Parser, Subcommand};
+
+/// Enrollment load: each simulated host has its own P-256 keys and CSRs (made before timing
+/// starts) and opens its own TLS connection (no session resumption) to POST /v1/enroll.
+#[derive(Debug, Parser)]
+#[command(name = "launcher-bench-enroll", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write a cluster file: one master that never enrolls and HOSTS inventory workers whose MACs
+    /// are the simulated hosts'.
+    Spec {
+        #[arg(long)]
+        hosts: usize,
+        /// The seed's HTTPS address, written as the spec's seed URL.
+        #[arg(long)]
+        seed: SocketAddr,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Enroll the simulated hosts.
+    Run {
+        /// The seed's HTTPS address (loopback only).
+        #[arg(long)]
+        seed: SocketAddr,
+        /// The seed CA certificate (`<state-dir>/seed-ca.crt`).
+        #[arg(long)]
+        ca: PathBuf,
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        hosts: u32,
+        /// Connections open at once.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
+        concurrency: u16,
+        /// Seconds after which no new host starts (at most 600).
+        #[arg(long, default_value_t = 180, value_parser = clap::value_parser!(u64).range(1..=600))]
+        time_limit: u64,
+        /// Which CSRs each host sends.
+        #[arg(long, value_enum, default_value_t = CsrSet::All)]
+        csrs: CsrSet,
+        /// Threads of the load generator (it shares the machine with the seed).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+        threads: u16,
+    },
+}
+
+/// The cluster file for `hosts` simulated workers.
+fn spec_text(hosts: usize, seed: SocketAddr) -> String {
+    let mut text = format!(
+        r#"[cluster]
+name = "bench"
+kubernetes_version = "v1.33.4"
+control_plane_endpoint = "10.77.0.11:6443"
+pod_subnet = "10.244.0.0/16"
+service_subnet = "10.96.0.0/12"
+dns_domain = "cluster.local"
+masters = 1
+schedulable_masters = true
+key_algorithm = "ecdsa-p256"
+
+[seed]
+url = "https://{seed}"
+registry = "{seed}"
+
+[[hosts]]
+mac = "52:54:00:00:00:01"
+ip = "10.77.0.11"
+role = "master"
+"#
+    );
+    for i in 0..hosts {
+        text.push_str(&format!(
+            "\n[[hosts]]\nmac = \"{}\"\nrole = \"worker\"\n",
+            host_mac(i)
+        ));
+    }
+    text
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Spec { hosts, seed, out } => std::fs::write(&out, spec_text(hosts, seed))
+            .with_context(|| format!("writing {}", out.display())),
+        Command::Run {
+            seed,
+            ca,
+            hosts,
+            concurrency,
+            time_limit,
+            csrs,
+            threads,
+        } => {
+            anyhow::ensure!(seed.ip().is_loopback(), "{seed} is not a loopback address");
+            let ca_pem = std::fs::read(&ca).with_context(|| format!("reading {}", ca.display()))?;
+            let connector = tls_connector(&ca_pem)?;
+            let made = Instant::now();
+            let bodies = pregenerate(hosts as usize, csrs, usize::from(threads))?;
+            let pregen_secs = made.elapsed().as_secs_f64();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(usize::from(threads))
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let load = EnrollLoad {
+                seed,
+                concurrency: usize::from(concurrency),
+                time_limit: Duration::from_secs(time_limit),
+            };
+            let result = runtime.block_on(run(&load, connector, bodies));
+            let mut json = serde_json::to_value(&result)?;
+            json["csr_pregeneration_secs"] = serde_json::json!(pregen_secs);
+            println!("{json}");
+            Ok(())
+        }
+    }
+}
