@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 pub const CONTAINERD_CONFIG: &str = "/etc/containerd/config.toml";
 pub const CONTAINERD_HOSTS_DIR: &str = "/etc/containerd/certs.d";
 pub const SEED_CA_PATH: &str = "/etc/launcher/seed-ca.crt";
+/// The plan's Kubernetes version, for tools that need it without parsing kubeadm's config.
+pub const KUBERNETES_VERSION_PATH: &str = "/etc/launcher/kubernetes-version";
 
 #[derive(Debug, thiserror::Error)]
 pub enum MaterializeError {
@@ -187,6 +189,12 @@ pub fn materialize(
             format!("{}\n", plan.hostname),
             0o644,
         ),
+        // The kubeadm stand-in checks a join's API version against it.
+        (
+            KUBERNETES_VERSION_PATH.to_string(),
+            format!("{}\n", plan.kubernetes_version),
+            0o644,
+        ),
     ];
     let files = files_to_write(root, plan, extra)?;
     for (path, bytes, mode) in &files {
@@ -278,6 +286,10 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(r.join("etc/launcher/seed-ca.crt")).unwrap(),
             "CA PEM"
+        );
+        assert_eq!(
+            std::fs::read_to_string(r.join("etc/launcher/kubernetes-version")).unwrap(),
+            "v1.33.4\n"
         );
         assert_eq!(
             os.actions(),
