@@ -1,0 +1,157 @@
+//! `launcher-lab`: power on a cluster of VMs that PXE-boot from a seed, and watch them join.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use lab::plan::{LabOptions, LabPlan};
+use lab::runner::{self, Outcome, UpSettings};
+
+/// A lab cluster on this machine: a network namespace with a bridge, a seed serving DHCP
+/// (dnsmasq), iPXE scripts, boot files, time and enrollment, and one qemu VM per host that
+/// boots from the network with a wrong clock and a blank LAUNCHER-DATA disk. Needs root.
+#[derive(Debug, Parser)]
+#[command(name = "launcher-lab", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Start the lab and watch every host until it is done (exit 0) or fails (exit 1).
+    Up(UpArgs),
+    /// Stop everything `up` started in the run directory and delete its namespace.
+    Down {
+        /// The run directory `up` used.
+        #[arg(long, default_value = "lab-run")]
+        run_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct UpArgs {
+    /// Control-plane VMs (each runs an etcd member).
+    #[arg(long, default_value_t = 3)]
+    masters: u32,
+    /// Worker VMs.
+    #[arg(long, default_value_t = 1)]
+    workers: u32,
+    /// Directory holding the image's vmlinuz and initrd.img; built with launcher-build from
+    /// --definition when they are missing.
+    #[arg(long, default_value = "out")]
+    image: PathBuf,
+    /// The image definition used when the image must be built.
+    #[arg(long, default_value = "images/debian-bookworm.toml")]
+    definition: PathBuf,
+    /// Where the cluster file, the seed's state, disks, console logs and the lab's state go.
+    #[arg(long, default_value = "lab-run")]
+    run_dir: PathBuf,
+    /// Give up when the hosts are not all done after this many seconds.
+    #[arg(long, default_value_t = 1200)]
+    timeout: u64,
+    /// Memory of each VM, MiB.
+    #[arg(long, default_value_t = 1536)]
+    memory: u32,
+    /// Leave everything running after a failure or Ctrl-C (to look at it); `down` stops it.
+    #[arg(long)]
+    keep: bool,
+    /// Stop the lab after the summary even when it came up.
+    #[arg(long)]
+    then_down: bool,
+}
+
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
+}
+
+/// Sets the flag on Ctrl-C or SIGTERM.
+fn watch_signals(flag: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            flag.store(true, Ordering::SeqCst);
+        });
+    });
+}
+
+fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let run_dir = absolute(&args.run_dir)?;
+    let image_dir = absolute(&args.image)?;
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    runner::ensure_image(&image_dir, &args.definition)?;
+    let plan = LabPlan::new(LabOptions {
+        masters: args.masters,
+        workers: args.workers,
+        run_dir,
+        image_dir,
+        seed_bin: runner::sibling_bin("launcher-seed"),
+        memory_mib: args.memory,
+        disk_mib: 1024,
+    })?;
+    let flag = Arc::new(AtomicBool::new(false));
+    watch_signals(flag.clone());
+    let settings = UpSettings {
+        timeout: Duration::from_secs(args.timeout),
+        keep: args.keep,
+        then_down: args.then_down,
+    };
+    match runner::up(plan, &settings, flag)? {
+        Outcome::Ready => Ok(ExitCode::SUCCESS),
+        Outcome::Failed(why) => {
+            eprintln!("launcher-lab: failed: {why}");
+            Ok(ExitCode::FAILURE)
+        }
+        Outcome::Interrupted => Ok(ExitCode::from(130)),
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match Cli::parse().command {
+        Cmd::Up(args) => up(args),
+        Cmd::Down { run_dir } => absolute(&run_dir)
+            .and_then(|dir| runner::down(&dir))
+            .map(|()| ExitCode::SUCCESS),
+    };
+    result.unwrap_or_else(|err| {
+        eprintln!("launcher-lab: {err:#}");
+        ExitCode::FAILURE
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

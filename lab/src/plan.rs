@@ -1,0 +1,537 @@
+//! The lab as a value: addresses, MACs, UUIDs, wrong clocks, the cluster file and every command
+//! line, decided from the options alone so that it can be read and tested without a machine.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use cluster::api::Role;
+use sha2::{Digest, Sha256};
+
+/// The seed's address on the lab bridge (and the bridge's own address).
+pub const SEED_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+/// The lab network's prefix length.
+pub const PREFIX: u8 = 24;
+/// The bridge inside the namespace.
+pub const BRIDGE: &str = "br0";
+/// The seed's HTTPS API (the cluster file's `seed.url`).
+pub const HTTPS_PORT: u16 = 8443;
+/// Plain HTTP for iPXE: qemu's iPXE ROM does not trust the seed's CA.
+pub const HTTP_PORT: u16 = 8080;
+/// The seed's NTP server.
+pub const NTP_PORT: u16 = 123;
+/// The control-plane endpoint the cluster file names (an address no VM has).
+pub const CONTROL_PLANE_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
+/// Most VMs a lab has: MACs end in the two decimal digits of the VM's number.
+pub const MAX_VMS: u32 = 99;
+/// Past and future years (none past 2035, where NTP's era 0 ends) the VMs' clocks start in.
+const WRONG_YEARS: [u32; 8] = [2001, 2034, 2012, 2030, 2005, 2028, 2018, 2032];
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error("a lab needs at least one master (etcd and the control plane run there)")]
+    NoMaster,
+    #[error("a lab has at most {MAX_VMS} VMs; {0} were asked for")]
+    TooMany(u32),
+    #[error("{what} must be an absolute path, not {path}")]
+    Relative { what: &'static str, path: PathBuf },
+}
+
+/// What `launcher-lab up` was asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabOptions {
+    pub masters: u32,
+    pub workers: u32,
+    /// Holds the cluster file, the seed's state, disks, console logs and the lab's state file.
+    pub run_dir: PathBuf,
+    /// Holds the image's `vmlinuz` and `initrd.img`.
+    pub image_dir: PathBuf,
+    /// The `launcher-seed` binary.
+    pub seed_bin: PathBuf,
+    /// Memory of each VM.
+    pub memory_mib: u32,
+    /// Size of each VM's `LAUNCHER-DATA` disk.
+    pub disk_mib: u32,
+}
+
+/// One VM of the lab.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vm {
+    /// 1-based; masters first.
+    pub number: u32,
+    pub role: Role,
+    /// `m1`, `w1`, … for messages.
+    pub label: String,
+    /// `52:54:00:77:00:NN`.
+    pub mac: String,
+    /// `10.77.0.1NN`.
+    pub ip: Ipv4Addr,
+    /// DMI product UUID.
+    pub uuid: String,
+    /// DMI product serial.
+    pub serial: String,
+    /// The tap device inside the namespace.
+    pub tap: String,
+    /// The guest's wrong clock at power-on (`-rtc base=`).
+    pub rtc_base: String,
+    pub console: PathBuf,
+    pub disk: PathBuf,
+}
+
+/// Everything `up` does, decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabPlan {
+    pub options: LabOptions,
+    pub namespace: String,
+    pub vms: Vec<Vm>,
+}
+
+/// The network namespace of a run directory: `launcher-lab-<8 hex of sha256(path)>`.
+pub fn namespace_for(run_dir: &Path) -> String {
+    let digest = Sha256::digest(run_dir.as_os_str().as_encoded_bytes());
+    format!("launcher-lab-{}", &hex::encode(digest)[..8])
+}
+
+/// A different wrong date for each VM, years away from today in either direction.
+pub fn wrong_clock(number: u32) -> String {
+    let i = number.saturating_sub(1);
+    let year = WRONG_YEARS[(i % 8) as usize];
+    let month = 1 + (i / 8) % 12;
+    let day = 1 + i % 28;
+    let hour = i % 24;
+    format!("{year}-{month:02}-{day:02}T{hour:02}:00:00")
+}
+
+fn vm(options: &LabOptions, number: u32, role: Role, role_index: u32) -> Vm {
+    let letter = if role == Role::Master { 'm' } else { 'w' };
+    Vm {
+        number,
+        role,
+        label: format!("{letter}{role_index}"),
+        mac: format!("52:54:00:77:00:{number:02}"),
+        ip: Ipv4Addr::new(10, 77, 0, 100 + number as u8),
+        uuid: format!("6c61622d-0000-4000-8000-{number:012}"),
+        serial: format!("LAB-{number:04}"),
+        tap: format!("tap{number}"),
+        rtc_base: wrong_clock(number),
+        console: options.run_dir.join(format!("vm-{number}.console")),
+        disk: options.run_dir.join(format!("vm-{number}.data.raw")),
+    }
+}
+
+impl LabPlan {
+    pub fn new(options: LabOptions) -> Result<LabPlan, PlanError> {
+        if options.masters == 0 {
+            return Err(PlanError::NoMaster);
+        }
+        let total = options.masters.saturating_add(options.workers);
+        if total > MAX_VMS {
+            return Err(PlanError::TooMany(total));
+        }
+        for (what, path) in [
+            ("the run directory", &options.run_dir),
+            ("the image directory", &options.image_dir),
+        ] {
+            if !path.is_absolute() {
+                return Err(PlanError::Relative {
+                    what,
+                    path: path.clone(),
+                });
+            }
+        }
+        let masters = (1..=options.masters).map(|i| vm(&options, i, Role::Master, i));
+        let workers =
+            (1..=options.workers).map(|i| vm(&options, options.masters + i, Role::Worker, i));
+        let vms = masters.chain(workers).collect();
+        Ok(LabPlan {
+            namespace: namespace_for(&options.run_dir),
+            vms,
+            options,
+        })
+    }
+
+    pub fn run_dir(&self) -> &Path {
+        &self.options.run_dir
+    }
+
+    pub fn cluster_file(&self) -> PathBuf {
+        self.run_dir().join("cluster.toml")
+    }
+
+    /// The seed's state directory.
+    pub fn seed_dir(&self) -> PathBuf {
+        self.run_dir().join("seed")
+    }
+
+    /// Where the etcd client certificate for the summary is kept.
+    pub fn etcd_client_dir(&self) -> PathBuf {
+        self.run_dir().join("etcd-client")
+    }
+
+    pub fn seed_url(&self) -> String {
+        format!("https://{SEED_IP}:{HTTPS_PORT}")
+    }
+
+    /// What iPXE clients are told to fetch.
+    pub fn boot_url(&self) -> String {
+        format!("http://{SEED_IP}:{HTTP_PORT}/boot.ipxe")
+    }
+
+    pub fn masters(&self) -> impl Iterator<Item = &Vm> {
+        self.vms.iter().filter(|v| v.role == Role::Master)
+    }
+
+    /// `https://IP:2379` of every master.
+    pub fn etcd_endpoints(&self) -> Vec<String> {
+        self.masters()
+            .map(|m| format!("https://{}:{}", m.ip, cluster::etcd::CLIENT_PORT))
+            .collect()
+    }
+
+    /// The cluster file the seed serves: one inventory entry per VM, by MAC, with its address.
+    pub fn cluster_toml(&self) -> String {
+        let mut text = format!(
+            "# Written by launcher-lab for the VMs of {run}.\n\n\
+             [cluster]\nname = \"lab\"\nkubernetes_version = \"v1.33.4\"\n\
+             control_plane_endpoint = \"{CONTROL_PLANE_IP}:6443\"\n\
+             pod_subnet = \"10.244.0.0/16\"\nservice_subnet = \"10.96.0.0/12\"\n\
+             dns_domain = \"cluster.local\"\nmasters = {masters}\nschedulable_masters = true\n\
+             key_algorithm = \"ecdsa-p256\"\n\n\
+             [seed]\nurl = \"{url}\"\nregistry = \"{SEED_IP}:{HTTPS_PORT}\"\n",
+            run = self.run_dir().display(),
+            masters = self.options.masters,
+            url = self.seed_url(),
+        );
+        for vm in &self.vms {
+            text.push_str(&format!(
+                "\n[[hosts]]\nmac = \"{}\"\nip = \"{}\"\nrole = \"{}\"\n",
+                vm.mac, vm.ip, vm.role
+            ));
+        }
+        text
+    }
+
+    /// `ip` invocations that make the namespace, its bridge and one tap per VM.
+    pub fn network_commands(&self) -> Vec<Vec<String>> {
+        let ns = &self.namespace;
+        let mut cmds = vec![
+            words(&["netns", "add", ns]),
+            words(&["-n", ns, "link", "set", "lo", "up"]),
+            words(&["-n", ns, "link", "add", BRIDGE, "type", "bridge"]),
+            words(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{SEED_IP}/{PREFIX}"),
+                "dev",
+                BRIDGE,
+            ]),
+            words(&["-n", ns, "link", "set", BRIDGE, "up"]),
+        ];
+        for vm in &self.vms {
+            cmds.push(words(&[
+                "-n", ns, "tuntap", "add", "dev", &vm.tap, "mode", "tap",
+            ]));
+            cmds.push(words(&["-n", ns, "link", "set", &vm.tap, "master", BRIDGE]));
+            cmds.push(words(&["-n", ns, "link", "set", &vm.tap, "up"]));
+        }
+        cmds
+    }
+
+    /// `launcher-seed serve` arguments (run inside the namespace).
+    pub fn seed_args(&self) -> Vec<String> {
+        let mut args = words(&["serve", "--cluster"]);
+        args.push(self.cluster_file().display().to_string());
+        args.push("--state-dir".into());
+        args.push(self.seed_dir().display().to_string());
+        args.extend([
+            format!("--listen={SEED_IP}:{HTTPS_PORT}"),
+            format!("--ntp-listen={SEED_IP}:{NTP_PORT}"),
+            format!("--http-listen={SEED_IP}:{HTTP_PORT}"),
+            format!("--boot-dir={}", self.options.image_dir.display()),
+            "--kernel-arg=console=ttyS0,115200".into(),
+            // The data disk comes with an empty partition; firstboot formats it when told.
+            "--kernel-arg=launcher.wipe=1".into(),
+        ]);
+        args
+    }
+
+    /// `dnsmasq` arguments: DHCP only, a fixed address per VM, iPXE sent to the seed.
+    pub fn dnsmasq_args(&self) -> Vec<String> {
+        let mut args = words(&[
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--port=0",
+            "--log-facility=-",
+            "--user=root",
+            "--group=root",
+            "--bind-interfaces",
+        ]);
+        args.push(format!("--interface={BRIDGE}"));
+        args.push(format!(
+            "--dhcp-leasefile={}",
+            self.run_dir().join("dnsmasq.leases").display()
+        ));
+        args.push("--dhcp-range=10.77.0.200,10.77.0.250,255.255.255.0,12h".into());
+        for vm in &self.vms {
+            args.push(format!("--dhcp-host={},{}", vm.mac, vm.ip));
+        }
+        args.push("--dhcp-match=set:ipxe,175".into());
+        args.push(format!("--dhcp-boot=tag:ipxe,{}", self.boot_url()));
+        args
+    }
+
+    /// `qemu-system-x86_64` arguments for one VM: network boot, its data disk, its clock.
+    pub fn qemu_args(&self, vm: &Vm) -> Vec<String> {
+        let mut args = words(&["-name", &format!("lab-{}", vm.label)]);
+        args.extend(words(&["-accel", "tcg", "-smp", "1", "-m"]));
+        args.push(self.options.memory_mib.to_string());
+        args.extend(words(&[
+            "-display", "none", "-monitor", "none", "-boot", "n",
+        ]));
+        args.push("-serial".into());
+        args.push(format!("file:{}", vm.console.display()));
+        args.push("-netdev".into());
+        args.push(format!(
+            "tap,id=n0,ifname={},script=no,downscript=no",
+            vm.tap
+        ));
+        args.push("-device".into());
+        args.push(format!("virtio-net-pci,netdev=n0,mac={}", vm.mac));
+        args.extend(words(&["-device", "virtio-rng-pci", "-uuid", &vm.uuid]));
+        args.push("-smbios".into());
+        args.push(format!("type=1,serial={}", vm.serial));
+        args.push("-drive".into());
+        args.push(format!("file={},format=raw,if=virtio", vm.disk.display()));
+        args.push("-rtc".into());
+        args.push(format!("base={}", vm.rtc_base));
+        args
+    }
+
+    /// The `sfdisk` script of a data disk: GPT, one Linux partition named `LAUNCHER-DATA`.
+    pub fn disk_layout() -> &'static str {
+        "label: gpt\ntype=0FC63DAF-8483-4772-8E79-3D47DE7D7284, name=\"LAUNCHER-DATA\"\n"
+    }
+}
+
+fn words(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_string()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(masters: u32, workers: u32) -> LabOptions {
+        LabOptions {
+            masters,
+            workers,
+            run_dir: "/tmp/lab-run".into(),
+            image_dir: "/work/out".into(),
+            seed_bin: "/usr/bin/launcher-seed".into(),
+            memory_mib: 1536,
+            disk_mib: 1024,
+        }
+    }
+
+    #[test]
+    fn vms_get_addresses_macs_and_names_by_number_masters_first() {
+        let plan = LabPlan::new(options(3, 1)).unwrap();
+        let got: Vec<(&str, &str, String, Role)> = plan
+            .vms
+            .iter()
+            .map(|v| (v.label.as_str(), v.mac.as_str(), v.ip.to_string(), v.role))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "m1",
+                    "52:54:00:77:00:01",
+                    "10.77.0.101".into(),
+                    Role::Master
+                ),
+                (
+                    "m2",
+                    "52:54:00:77:00:02",
+                    "10.77.0.102".into(),
+                    Role::Master
+                ),
+                (
+                    "m3",
+                    "52:54:00:77:00:03",
+                    "10.77.0.103".into(),
+                    Role::Master
+                ),
+                (
+                    "w1",
+                    "52:54:00:77:00:04",
+                    "10.77.0.104".into(),
+                    Role::Worker
+                ),
+            ]
+        );
+        assert_eq!(plan.vms[3].tap, "tap4");
+        assert_eq!(
+            plan.vms[3].console,
+            PathBuf::from("/tmp/lab-run/vm-4.console")
+        );
+        assert_eq!(
+            plan.etcd_endpoints(),
+            [
+                "https://10.77.0.101:2379",
+                "https://10.77.0.102:2379",
+                "https://10.77.0.103:2379"
+            ]
+        );
+    }
+
+    #[test]
+    fn every_vm_gets_its_own_wrong_clock_years_away() {
+        let plan = LabPlan::new(options(40, 40)).unwrap();
+        let mut clocks: Vec<&str> = plan.vms.iter().map(|v| v.rtc_base.as_str()).collect();
+        assert_eq!(clocks[0], "2001-01-01T00:00:00");
+        assert_eq!(clocks[1], "2034-01-02T01:00:00");
+        for clock in &clocks {
+            let year: u32 = clock[..4].parse().unwrap();
+            assert!(
+                (2001..=2035).contains(&year) && !(2025..=2027).contains(&year),
+                "{clock}"
+            );
+        }
+        clocks.sort_unstable();
+        clocks.dedup();
+        assert_eq!(clocks.len(), 80);
+    }
+
+    #[test]
+    fn bad_options_are_refused() {
+        let cases = [
+            (options(0, 2), PlanError::NoMaster),
+            (options(50, 50), PlanError::TooMany(100)),
+            (
+                LabOptions {
+                    run_dir: "run".into(),
+                    ..options(1, 0)
+                },
+                PlanError::Relative {
+                    what: "the run directory",
+                    path: "run".into(),
+                },
+            ),
+        ];
+        for (opts, want) in cases {
+            assert_eq!(LabPlan::new(opts).unwrap_err(), want);
+        }
+        assert_eq!(
+            PlanError::NoMaster.to_string(),
+            "a lab needs at least one master (etcd and the control plane run there)"
+        );
+    }
+
+    #[test]
+    fn the_namespace_follows_the_run_directory() {
+        let a = namespace_for(Path::new("/tmp/a"));
+        assert!(a.starts_with("launcher-lab-") && a.len() == 21, "{a}");
+        assert_eq!(a, namespace_for(Path::new("/tmp/a")));
+        assert_ne!(a, namespace_for(Path::new("/tmp/b")));
+    }
+
+    #[test]
+    fn the_cluster_file_parses_and_lists_every_vm_with_its_role() {
+        let plan = LabPlan::new(options(3, 1)).unwrap();
+        let parsed = cluster::spec::ClusterSpec::parse("cluster.toml", &plan.cluster_toml())
+            .unwrap_or_else(|e| panic!("{e}\n{}", plan.cluster_toml()));
+        assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
+        let spec = parsed.spec;
+        assert_eq!(spec.masters, 3);
+        assert_eq!(spec.seed.url.to_string(), "https://10.77.0.1:8443");
+        let planned: Vec<(String, Role, String)> = spec
+            .plan_inventory()
+            .iter()
+            .map(|p| {
+                (
+                    p.host.mac.to_string(),
+                    p.role,
+                    p.host.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(planned.len(), 4);
+        assert_eq!(
+            planned[0],
+            (
+                "52:54:00:77:00:01".into(),
+                Role::Master,
+                "10.77.0.101".into()
+            )
+        );
+        assert_eq!(
+            planned[3],
+            (
+                "52:54:00:77:00:04".into(),
+                Role::Worker,
+                "10.77.0.104".into()
+            )
+        );
+    }
+
+    #[test]
+    fn dnsmasq_pins_each_mac_to_its_address_and_sends_ipxe_to_the_seed() {
+        let plan = LabPlan::new(options(1, 1)).unwrap();
+        let args = plan.dnsmasq_args();
+        for want in [
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--interface=br0",
+            "--bind-interfaces",
+            "--port=0",
+            "--dhcp-host=52:54:00:77:00:01,10.77.0.101",
+            "--dhcp-host=52:54:00:77:00:02,10.77.0.102",
+            "--dhcp-match=set:ipxe,175",
+            "--dhcp-boot=tag:ipxe,http://10.77.0.1:8080/boot.ipxe",
+            "--dhcp-leasefile=/tmp/lab-run/dnsmasq.leases",
+        ] {
+            assert!(
+                args.iter().any(|a| a == want),
+                "{want} missing from {args:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn qemu_boots_from_the_network_with_its_disk_mac_uuid_and_clock() {
+        let plan = LabPlan::new(options(1, 1)).unwrap();
+        let args = plan.qemu_args(&plan.vms[1]).join(" ");
+        assert_eq!(
+            args,
+            "-name lab-w1 -accel tcg -smp 1 -m 1536 -display none -monitor none -boot n \
+             -serial file:/tmp/lab-run/vm-2.console \
+             -netdev tap,id=n0,ifname=tap2,script=no,downscript=no \
+             -device virtio-net-pci,netdev=n0,mac=52:54:00:77:00:02 -device virtio-rng-pci \
+             -uuid 6c61622d-0000-4000-8000-000000000002 -smbios type=1,serial=LAB-0002 \
+             -drive file=/tmp/lab-run/vm-2.data.raw,format=raw,if=virtio \
+             -rtc base=2034-01-02T01:00:00"
+        );
+    }
+
+    #[test]
+    fn the_seed_serves_boot_files_over_http_and_the_api_and_ntp_on_the_bridge() {
+        let plan = LabPlan::new(options(1, 0)).unwrap();
+        assert_eq!(
+            plan.seed_args().join(" "),
+            "serve --cluster /tmp/lab-run/cluster.toml --state-dir /tmp/lab-run/seed \
+             --listen=10.77.0.1:8443 --ntp-listen=10.77.0.1:123 --http-listen=10.77.0.1:8080 \
+             --boot-dir=/work/out --kernel-arg=console=ttyS0,115200 --kernel-arg=launcher.wipe=1"
+        );
+        let net: Vec<String> = plan
+            .network_commands()
+            .iter()
+            .map(|c| c.join(" "))
+            .collect();
+        let ns = &plan.namespace;
+        assert_eq!(net[0], format!("netns add {ns}"));
+        assert!(net.contains(&format!("-n {ns} addr add 10.77.0.1/24 dev br0")));
+        assert!(net.contains(&format!("-n {ns} link set tap1 master br0")));
+    }
+}
