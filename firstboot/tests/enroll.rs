@@ -18,9 +18,6 @@ fn commands(host: &Host) -> Vec<String> {
 
 #[test]
 fn a_master_and_a_worker_get_what_their_roles_need() {
-    if !testkit::require(&["etcd"]) {
-        return;
-    }
     let seed = Seed::start();
     let master = Host::new(1);
     let worker = Host::new(4);
