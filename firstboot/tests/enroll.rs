@@ -84,6 +84,19 @@ fn a_master_and_a_worker_get_what_their_roles_need() {
     );
     assert!(worker.path("etc/systemd/system/kubelet.service").is_file());
     assert!(!commands(&worker).iter().any(|c| c.starts_with("kubeadm")));
+    // The kubelet stand-in accepts the worker's config and kubeconfig as the unit passes them.
+    let unit = std::fs::read_to_string(worker.path("etc/systemd/system/kubelet.service")).unwrap();
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart=/usr/bin/kubelet "))
+        .unwrap();
+    let standin = std::process::Command::new(testkit::workspace_bin("kubelet-standin"))
+        .args(exec.split_whitespace())
+        .arg("--exit-after-checks")
+        .env("LAUNCHER_STANDIN_ROOT", worker.root())
+        .output()
+        .unwrap();
+    assert!(standin.status.success(), "{}", stderr(&standin));
 
     // The seed saw every phase through to `done`.
     let status = std::process::Command::new(testkit::workspace_bin("launcher-seed"))

@@ -80,13 +80,20 @@ pub fn check_kubeconfig(
     text: &str,
     files: &mut Vec<String>,
 ) -> Result<String, String> {
-    let docs = docs::parse(file, text)?;
-    let cfg = &docs[0].value;
-    if docs[0].api_version != "v1" || docs[0].kind != "Config" {
-        return Err(format!(
-            "{file}: {} {} is not a v1 Config (kubeconfig)",
-            docs[0].api_version, docs[0].kind
-        ));
+    // Like client-go, accept a kubeconfig without apiVersion or kind; refuse a wrong one.
+    let yaml: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| format!("{file}: not valid YAML: {e}"))?;
+    let cfg = serde_json::to_value(&yaml).map_err(|e| format!("{file}: {e}"))?;
+    let cfg = &cfg;
+    if !cfg.is_object() {
+        return Err(format!("{file}: not a mapping"));
+    }
+    for (field, want) in [("apiVersion", "v1"), ("kind", "Config")] {
+        if let Some(got) = str_at(cfg, field).filter(|g| *g != want) {
+            return Err(format!(
+                "{file}: {field} {got} is not {want} (a kubeconfig)"
+            ));
+        }
     }
     let current =
         str_at(cfg, "current-context").ok_or_else(|| format!("{file}: no current-context"))?;

@@ -343,6 +343,24 @@ fn the_kubelet_checks_its_config_and_kubeconfig() {
         String::from_utf8_lossy(&out.stderr).trim(),
         "kubelet-standin: refused: /var/lib/kubelet/config.yaml: kubelet.config.k8s.io/v1 KubeletConfiguration is not a kubelet.config.k8s.io/v1beta1 KubeletConfiguration"
     );
+    put(r, "var/lib/kubelet/config.yaml", KUBELET_CONFIG);
+    put(
+        r,
+        "etc/kubernetes/kubelet.conf",
+        &KUBECONFIG.replace("kind: Config", "kind: Pod"),
+    );
+    let out = run(KUBELET, r, &args);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "kubelet-standin: refused: /etc/kubernetes/kubelet.conf: kind Pod is not Config (a kubeconfig)"
+    );
+    // client-go takes a kubeconfig without apiVersion and kind; so does the stand-in.
+    put(
+        r,
+        "etc/kubernetes/kubelet.conf",
+        &KUBECONFIG.replace("apiVersion: v1\nkind: Config\n", ""),
+    );
+    assert!(run(KUBELET, r, &args).status.success());
     let out = run(
         KUBELET,
         r,
