@@ -193,6 +193,9 @@ fn boot(what: &str, args: &[String]) {
         "-no-reboot",
         "-net",
         "none",
+        // A DMI product UUID, so that firstboot can identify the host without a NIC.
+        "-uuid",
+        "6c4f0b2e-4d8a-4a53-9a55-6c61756e6368",
     ])
     .args(args)
     .stdin(Stdio::null())
