@@ -512,13 +512,29 @@ fn summary(plan: &LabPlan, status: Option<&StatusView>) -> Outcome {
     }
 }
 
-/// `42.1 s behind` or `1.3 years ahead of` for an NTP offset in ms (positive: the host is behind).
+/// `42.1 s behind`, `213.0 days ahead of` or `7.1 years behind` for an NTP offset in ms
+/// (positive: the host is behind).
 fn seconds(ms: i64) -> String {
+    const DAY: f64 = 86_400.0;
     let secs = ms.unsigned_abs() as f64 / 1000.0;
     let dir = if ms < 0 { "ahead of" } else { "behind" };
-    if secs > 86_400.0 * 365.0 {
-        format!("{:.1} years {dir}", secs / (86_400.0 * 365.25))
+    if secs >= DAY * 365.0 {
+        format!("{:.1} years {dir}", secs / (DAY * 365.25))
+    } else if secs >= DAY {
+        format!("{:.1} days {dir}", secs / DAY)
     } else {
         format!("{secs:.1} s {dir}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_read_in_a_unit_that_fits() {
+        assert_eq!(seconds(1_500), "1.5 s behind");
+        assert_eq!(seconds(-18_390_666_319), "212.9 days ahead of");
+        assert_eq!(seconds(224_000_000_000), "7.1 years behind");
     }
 }
