@@ -50,11 +50,13 @@ fn one_master_and_one_worker_boot_by_pxe_and_reach_done() {
     }
     let image = image_dir();
     if !image.join("vmlinuz").is_file() || !image.join("initrd.img").is_file() {
-        eprintln!(
-            "SKIPPED: no node image in {} (make it with `launcher-build images/debian-bookworm.toml \
-             --out out/` or point LAUNCHER_LAB_IMAGE at one)",
+        let reason = format!(
+            "no node image in {} (make it with `launcher-build images/debian-bookworm.toml \
+             --out out/` or point LAUNCHER_LAB_IMAGE at one; ci/test bakes one)",
             image.display()
         );
+        assert!(!testkit::under_ci(), "{reason}");
+        eprintln!("SKIPPED: {reason}");
         return;
     }
     let _ = testkit::workspace_bin("launcher-seed");
