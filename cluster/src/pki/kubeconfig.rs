@@ -90,6 +90,7 @@ pub struct Kubeconfig {
 #[derive(Serialize)]
 #[serde(rename_all = "kebab-case")]
 struct File<'a> {
+    #[serde(rename = "apiVersion")]
     api_version: &'static str,
     kind: &'static str,
     clusters: [Named<ClusterEntry<'a>>; 1],
@@ -227,6 +228,8 @@ mod tests {
         })
         .render();
         let value: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(value["apiVersion"], "v1");
+        assert_eq!(value["kind"], "Config");
         assert_eq!(value["current-context"], "system:node:demo-w1@demo");
         assert_eq!(
             value["clusters"][0]["cluster"]["server"],
