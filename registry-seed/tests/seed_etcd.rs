@@ -1,7 +1,8 @@
 //! The seed and a real etcd: three masters enroll and bootstrap etcd from their plans; a fourth
 //! enrolls, the seed adds it as a learner, it joins with its plan's config and is promoted; the
 //! remove-master job takes it out again. Quorum is never lost, and a seed killed between adding
-//! the learner and promoting it promotes it after its restart.
+//! the learner and promoting it promotes it after its restart. Raising `cluster.masters` once
+//! etcd runs does not make a later master wait to bootstrap with the running ones.
 //!
 //! Hosts are loopback addresses (127.0.0.41–44): each client enrolls from its own address, which
 //! the seed takes as the host's IP, so etcd's fixed ports do not collide.
@@ -220,6 +221,13 @@ fn run(server: &mut Server, cluster: &Path, roots: &[PathBuf]) {
     testkit::wait_for("three healthy members", Duration::from_secs(60), || {
         healthy(root, &three).then_some(())
     });
+
+    // The operator raises cluster.masters to 4 and restarts the seed: the three that started
+    // etcd stay its first members, so the fourth still joins as a learner rather than waiting
+    // to bootstrap a second cluster with them.
+    std::fs::write(cluster, auto_cluster(4)).unwrap();
+    server.guard.kill();
+    *server = Server::start(cluster, &server.state_dir.clone(), "127.0.0.1:0");
 
     // The fourth: added as a learner by the seed before it starts, then promoted.
     let fourth = enroll_master(server, 4);

@@ -119,6 +119,8 @@ pub fn placement(
 #[derive(Debug)]
 pub struct PlanContext<'a> {
     pub spec: &'a ClusterSpec,
+    /// How many masters start etcd together (see [`crate::seed::Seed::etcd_cohort`]).
+    pub bootstrap: u32,
     pub facts: &'a ClusterFacts,
     pub cas: &'a CaSet,
     /// Every enrolled master record.
@@ -154,7 +156,7 @@ pub fn build(
     let etcd = match (a.role, a.master_ordinal) {
         (Role::Master, Some(ordinal)) => {
             let seats = master_seats(ctx.facts, ctx.masters);
-            match placement(ctx.spec.masters, ordinal, &seats) {
+            match placement(ctx.bootstrap, ordinal, &seats) {
                 Ok(placement) => Some(placement),
                 Err(why) => return Ok(PlanOutcome::Waiting(why)),
             }

@@ -14,7 +14,7 @@ use crate::enroll::apply;
 use crate::enroll::decide::Decision;
 use crate::enroll::plan::{BuildError, MasterSeat, PlanContext, PlanOutcome, build, master_seats};
 use crate::seed::{Seed, is_master};
-use crate::store::records::{EtcdMembership, HostRecord, Progress};
+use crate::store::records::{EtcdMembership, HostRecord, Progress, meta};
 use crate::store::{Table, get_json, list_json, put_json, read_with, write_with};
 
 /// How long a pending host waits before asking again.
@@ -67,7 +67,13 @@ async fn enroll_inner(
         }
         Decision::Enrolled { record, .. } => record,
     };
-    if needs_learner_add(seed, &record) {
+    let seed2 = seed.clone();
+    let host = record.clone();
+    if blocking("reading etcd's first members", move || {
+        needs_learner_add(&seed2, &host)
+    })
+    .await?
+    {
         record = add_learner(seed, record).await?;
     }
     let seed2 = seed.clone();
@@ -97,36 +103,76 @@ fn plan_for(
     record: &HostRecord,
     request: &EnrollRequest,
 ) -> Result<PlanOutcome, ApiFailure> {
-    let masters = if is_master(record.role()) {
-        read_with(&*seed.store, |tx| list_json::<HostRecord>(tx, Table::Hosts))
-            .map_err(|e| ApiFailure::internal("reading the masters", &e))?
-            .into_iter()
-            .filter(|h| is_master(h.role()))
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let master = is_master(record.role());
+    let (bootstrap, masters) = read_with(&*seed.store, |tx| {
+        let cohort = etcd_cohort(tx)?;
+        let masters = if master {
+            list_json::<HostRecord>(tx, Table::Hosts)?
+                .into_iter()
+                .filter(|h| is_master(h.role()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok((cohort, masters))
+    })
+    .map_err(|e| ApiFailure::internal("reading the masters", &e))?;
     let ctx = PlanContext {
         spec: &seed.spec,
+        bootstrap: bootstrap.unwrap_or(seed.spec.masters),
         facts: &seed.facts,
         cas: &seed.cas,
         masters: &masters,
         now: time::OffsetDateTime::now_utc(),
     };
-    build(&ctx, record, &request.csrs).map_err(|err| match &err {
+    let outcome = build(&ctx, record, &request.csrs).map_err(|err| match &err {
         BuildError::Plan(cluster::plan::PlanError::UnknownCsr { .. })
         | BuildError::Plan(cluster::plan::PlanError::Pki(cluster::pki::PkiError::BadCsr {
             ..
         })) => ApiFailure::new(codes::BAD_CSR, err.to_string()),
         _ => ApiFailure::internal("making the plan", &err),
+    })?;
+    let starts_etcd = matches!(&outcome, PlanOutcome::Ready(_))
+        && record
+            .assignment
+            .as_ref()
+            .and_then(|a| a.master_ordinal)
+            .is_some_and(|o| o <= ctx.bootstrap);
+    if starts_etcd && bootstrap.is_none() {
+        record_cohort(seed, ctx.bootstrap)
+            .map_err(|e| ApiFailure::internal("recording etcd's first members", &e))?;
+    }
+    Ok(outcome)
+}
+
+/// How many masters started etcd together, once the first of them got its plan.
+fn etcd_cohort(
+    tx: &(impl crate::store::ReadTxn + ?Sized),
+) -> Result<Option<u32>, crate::store::StoreError> {
+    get_json::<u32>(tx, Table::Meta, meta::ETCD_COHORT)
+}
+
+/// Records the cohort unless another enrollment did first (they all record the same number).
+fn record_cohort(seed: &Seed, cohort: u32) -> Result<(), crate::store::StoreError> {
+    write_with(&*seed.store, |tx| {
+        if get_json::<u32>(&*tx, Table::Meta, meta::ETCD_COHORT)?.is_none() {
+            put_json(tx, Table::Meta, meta::ETCD_COHORT, &cohort)?;
+        }
+        Ok(())
     })
 }
 
-/// A master beyond the bootstrap ones joins a running etcd: it must be added as a learner
-/// before it starts.
-fn needs_learner_add(seed: &Seed, record: &HostRecord) -> bool {
+/// A master beyond the ones that started etcd joins a running etcd: it must be added as a
+/// learner before it starts. Before etcd started, the cohort is `cluster.masters`.
+fn needs_learner_add(seed: &Seed, record: &HostRecord) -> Result<bool, ApiFailure> {
     let ordinal = record.assignment.as_ref().and_then(|a| a.master_ordinal);
-    ordinal.is_some_and(|o| o > seed.spec.masters) && record.etcd.is_none()
+    if record.etcd.is_some() || ordinal.is_none() {
+        return Ok(false);
+    }
+    let cohort = read_with(&*seed.store, |tx| etcd_cohort(tx))
+        .map_err(|e| ApiFailure::internal("reading etcd's first members", &e))?
+        .unwrap_or(seed.spec.masters);
+    Ok(ordinal.is_some_and(|o| o > cohort))
 }
 
 async fn add_learner(seed: &Arc<Seed>, record: HostRecord) -> Result<HostRecord, ApiFailure> {

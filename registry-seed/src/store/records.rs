@@ -133,6 +133,9 @@ pub mod meta {
     pub const CA_SET: &str = "ca_set";
     /// The name of the cluster the state belongs to.
     pub const CLUSTER: &str = "cluster";
+    /// How many masters started etcd together, recorded when the first of them got its plan.
+    /// Masters enrolled after that join as learners even if `cluster.masters` was raised since.
+    pub const ETCD_COHORT: &str = "etcd_cohort";
 }
 
 /// Monotonic counters, in one record so they change in the same transaction as the decision.
