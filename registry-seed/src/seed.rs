@@ -107,11 +107,7 @@ pub fn facts_of(spec: &ClusterSpec) -> ClusterFacts {
             ip: planned.host.ip.map(|ip| ip.to_string()),
         })
         .collect();
-    ClusterFacts {
-        name: spec.name.to_string(),
-        masters: spec.masters,
-        inventory,
-    }
+    ClusterFacts::new(spec.name.to_string(), spec.masters, inventory)
 }
 
 /// Records which cluster a state directory belongs to, and refuses another one: its CAs,

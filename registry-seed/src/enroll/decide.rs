@@ -2,6 +2,8 @@
 //! No I/O: the caller gathers [`Known`] inside a store transaction and applies the [`Decision`]
 //! in that same transaction.
 
+use std::collections::HashMap;
+
 use cluster::api::{EnrollRequest, HostIdentity, Role, codes};
 
 use crate::store::records::{Admission, Assignment, Counters, HostRecord, HostStatus, TokenRecord};
@@ -28,12 +30,75 @@ pub struct ClusterFacts {
     /// How many masters bootstrap etcd together (and how many masters the cluster aims for).
     pub masters: u32,
     pub inventory: Vec<InventoryEntry>,
+    /// Lookups over the inventory, made once: an enrollment costs the same with ten hosts in
+    /// the spec or ten thousand.
+    index: InventoryIndex,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct InventoryIndex {
+    /// Identity key → positions in the inventory.
+    by_key: HashMap<String, Vec<usize>>,
+    masters: u32,
+    workers: u32,
+    /// Numbers `n` of inventory hostnames `<cluster>-m<n>` / `<cluster>-w<n>`, sorted.
+    taken_master_numbers: Vec<u32>,
+    taken_worker_numbers: Vec<u32>,
 }
 
 impl ClusterFacts {
-    fn inventory_count(&self, role: Role) -> u32 {
-        self.inventory.iter().filter(|e| e.role == role).count() as u32
+    pub fn new(name: String, masters: u32, inventory: Vec<InventoryEntry>) -> ClusterFacts {
+        let mut index = InventoryIndex::default();
+        for (i, entry) in inventory.iter().enumerate() {
+            for key in entry_keys(entry) {
+                index.by_key.entry(key).or_default().push(i);
+            }
+            match entry.role {
+                Role::Master => index.masters += 1,
+                Role::Worker => index.workers += 1,
+            }
+            for (letter, taken) in [
+                ('m', &mut index.taken_master_numbers),
+                ('w', &mut index.taken_worker_numbers),
+            ] {
+                if let Some(n) = generated_number(&name, letter, &entry.hostname) {
+                    taken.push(n);
+                }
+            }
+        }
+        for taken in [
+            &mut index.taken_master_numbers,
+            &mut index.taken_worker_numbers,
+        ] {
+            taken.sort_unstable();
+            taken.dedup();
+        }
+        ClusterFacts {
+            name,
+            masters,
+            inventory,
+            index,
+        }
     }
+
+    fn inventory_count(&self, role: Role) -> u32 {
+        match role {
+            Role::Master => self.index.masters,
+            Role::Worker => self.index.workers,
+        }
+    }
+}
+
+/// `n` when `hostname` is `<cluster>-<letter><n>` (`n` ≥ 1, as generated names are written).
+fn generated_number(cluster: &str, letter: char, hostname: &str) -> Option<u32> {
+    let digits = hostname
+        .strip_prefix(cluster)?
+        .strip_prefix('-')?
+        .strip_prefix(letter)?;
+    if digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().filter(|n| *n >= 1)
 }
 
 /// The state of a presented token, looked up by the caller.
@@ -157,11 +222,15 @@ fn meaningful_serial(serial: &str) -> bool {
 
 /// The inventory entries that match an identity (by any key).
 fn inventory_matches<'a>(facts: &'a ClusterFacts, keys: &[String]) -> Vec<&'a InventoryEntry> {
-    facts
-        .inventory
+    let mut positions: Vec<usize> = keys
         .iter()
-        .filter(|entry| entry_keys(entry).iter().any(|k| keys.contains(k)))
-        .collect()
+        .filter_map(|k| facts.index.by_key.get(k))
+        .flatten()
+        .copied()
+        .collect();
+    positions.sort_unstable();
+    positions.dedup();
+    positions.iter().map(|i| &facts.inventory[*i]).collect()
 }
 
 /// An inventory entry's identity keys, normalized like a host's.
@@ -362,21 +431,20 @@ fn assign(
 /// The `nth` generated name of the role (`<cluster>-m<n>`, `<cluster>-w<n>`, as
 /// `ClusterSpec::default_hostname`) that no inventory host uses.
 pub fn default_hostname(facts: &ClusterFacts, role: Role, nth: u32) -> String {
-    let letter = match role {
-        Role::Master => 'm',
-        Role::Worker => 'w',
+    let (letter, taken) = match role {
+        Role::Master => ('m', &facts.index.taken_master_numbers),
+        Role::Worker => ('w', &facts.index.taken_worker_numbers),
     };
-    let mut seen = 0;
-    for n in 1.. {
-        let name = format!("{}-{letter}{n}", facts.name);
-        if !facts.inventory.iter().any(|e| e.hostname == name) {
-            seen += 1;
-            if seen == nth {
-                return name;
-            }
+    // The nth number the inventory leaves free: step over each taken one at or below it.
+    let mut n = nth.max(1);
+    for t in taken {
+        if *t <= n {
+            n += 1;
+        } else {
+            break;
         }
     }
-    unreachable!("the name sequence is unbounded")
+    format!("{}-{letter}{n}", facts.name)
 }
 
 /// The union of what was known of a host and what it reports now.

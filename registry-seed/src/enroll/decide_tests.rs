@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 const NOW: i64 = 1_000_000;
 
 fn facts() -> ClusterFacts {
-    ClusterFacts {
-        name: "demo".into(),
-        masters: 3,
-        inventory: vec![
+    ClusterFacts::new(
+        "demo".into(),
+        3,
+        vec![
             InventoryEntry {
                 index: 0,
                 macs: vec!["52:54:00:00:00:01".into()],
@@ -31,7 +31,7 @@ fn facts() -> ClusterFacts {
                 ip: None,
             },
         ],
-    }
+    )
 }
 
 fn request(mac: &str, token: Option<&str>) -> EnrollRequest {
@@ -328,4 +328,59 @@ fn waiting_hosts_are_counted_and_capped() {
         NOW,
     ));
     assert_eq!(counters.waiting, MAX_WAITING - 1);
+}
+
+/// The names an inventory leaves free, as the plain definition says: count the generated names
+/// no inventory host uses.
+fn nth_free_name(facts: &ClusterFacts, letter: char, nth: u32) -> String {
+    (1..)
+        .map(|n| format!("{}-{letter}{n}", facts.name))
+        .filter(|name| !facts.inventory.iter().any(|e| &e.hostname == name))
+        .nth(nth as usize - 1)
+        .unwrap()
+}
+
+#[test]
+fn generated_names_skip_every_inventory_name_at_any_fleet_size() {
+    let entry = |i: usize, hostname: &str| InventoryEntry {
+        index: i,
+        macs: vec![format!("52:54:00:00:{:02x}:{:02x}", i / 256, i % 256)],
+        product_uuid: None,
+        serial: None,
+        role: Role::Worker,
+        role_index: i as u32 + 1,
+        hostname: hostname.into(),
+        ip: None,
+    };
+    let names = [
+        "demo-w1", "demo-w2", "demo-w4", "demo-w04", "demo-w9", "demo-m2", "demo-w", "x-w3",
+        "demo-w0", "demo-w10",
+    ];
+    let facts = ClusterFacts::new(
+        "demo".into(),
+        3,
+        names.iter().enumerate().map(|(i, n)| entry(i, n)).collect(),
+    );
+    for nth in 1..=12 {
+        assert_eq!(
+            default_hostname(&facts, Role::Worker, nth),
+            nth_free_name(&facts, 'w', nth),
+            "worker {nth}"
+        );
+        assert_eq!(
+            default_hostname(&facts, Role::Master, nth),
+            nth_free_name(&facts, 'm', nth),
+            "master {nth}"
+        );
+    }
+    assert_eq!(default_hostname(&facts, Role::Worker, 1), "demo-w3");
+    // Every inventory entry is found by its MAC among thousands.
+    let big = ClusterFacts::new(
+        "big".into(),
+        3,
+        (0..5000).map(|i| entry(i, &format!("node-{i}"))).collect(),
+    );
+    let keys = vec!["mac:52:54:00:00:13:87".to_string()];
+    let found: Vec<usize> = inventory_matches(&big, &keys).iter().map(|e| e.index).collect();
+    assert_eq!(found, [0x1387]);
 }
