@@ -60,6 +60,8 @@ pub fn find(root: &Path) -> Disk {
     }
 }
 
+/// Copies `from` into `to`, every file and directory synced: the copy must survive a power cut
+/// right after the phase that made it.
 fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
@@ -71,9 +73,30 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
             std::fs::set_permissions(&dest, entry.metadata()?.permissions())?;
         } else if kind.is_file() {
             std::fs::copy(entry.path(), &dest)?;
+            std::fs::File::open(&dest)?.sync_all()?;
         }
     }
-    Ok(())
+    std::fs::File::open(to)?.sync_all()
+}
+
+/// Carries `in_ram` over to `on_disk` whole or not at all: copied beside it, then renamed into
+/// place, so that a power cut mid-copy leaves no half-filled directory that a later boot would
+/// take as complete.
+fn carry_over(in_ram: &Path, on_disk: &Path) -> std::io::Result<()> {
+    let partial = on_disk.with_extension("partial");
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial)?;
+    }
+    copy_tree(in_ram, &partial)?;
+    std::fs::set_permissions(&partial, std::fs::metadata(in_ram)?.permissions())?;
+    if on_disk.exists() {
+        std::fs::remove_dir(on_disk)?;
+    }
+    std::fs::rename(&partial, on_disk)?;
+    match on_disk.parent() {
+        Some(parent) => std::fs::File::open(parent)?.sync_all(),
+        None => Ok(()),
+    }
 }
 
 fn is_empty_dir(dir: &Path) -> bool {
@@ -117,7 +140,7 @@ fn attach_device(root: &Path, os: &dyn Os, device: &Path) -> Result<bool, Storag
         })?;
         // First use of the disk: carry over what this boot wrote so far.
         if is_empty_dir(&on_disk) {
-            copy_tree(&in_ram, &on_disk).map_err(|source| StorageError::Copy {
+            carry_over(&in_ram, &on_disk).map_err(|source| StorageError::Copy {
                 from: in_ram.clone(),
                 to: on_disk.clone(),
                 source,
@@ -188,6 +211,35 @@ mod tests {
         );
         assert!(attach(r, &os).unwrap());
         assert_eq!(os.actions().len(), 5, "attached once per boot");
+    }
+
+    #[test]
+    fn a_copy_cut_short_by_a_power_loss_is_redone_whole() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("dev/disk/by-label")).unwrap();
+        std::fs::write(r.join("dev/disk/by-label/LAUNCHER-DATA"), "").unwrap();
+        std::fs::create_dir_all(r.join("var/lib/launcher/keys")).unwrap();
+        std::fs::write(r.join("var/lib/launcher/keys/kubelet-client.key"), "KEY").unwrap();
+        // The last boot died copying: a partial tree beside an empty directory.
+        let data = r.join("var/lib/launcher-data");
+        std::fs::create_dir_all(data.join("launcher.partial/keys")).unwrap();
+        std::fs::write(data.join("launcher.partial/keys/kubelet-client.key"), "").unwrap();
+        std::fs::create_dir_all(data.join("launcher")).unwrap();
+        let os = RecordingOs::new(std::time::Duration::ZERO, false);
+        assert!(storage(r, &os, false).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(data.join("launcher/keys/kubelet-client.key")).unwrap(),
+            "KEY"
+        );
+        assert!(!data.join("launcher.partial").exists());
+        let mode = std::fs::metadata(data.join("launcher/keys")).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            std::os::unix::fs::PermissionsExt::mode(
+                &std::fs::metadata(r.join("var/lib/launcher/keys")).unwrap().permissions()
+            ) & 0o777
+        );
     }
 
     #[test]
