@@ -93,10 +93,45 @@ pub fn own_client_url(plan: &Plan, etcd: &EtcdInstructions) -> String {
         .unwrap_or_else(|| "https://127.0.0.1:2379".to_string())
 }
 
+/// Lines of a failed unit's log carried in the error (and so in the progress report).
+const UNIT_LOG_LINES: &str = "15";
+
+/// Enables and starts `unit`; when it fails to start, the error carries the last lines of its
+/// log, since the host's journal is out of reach of whoever reads the report.
 fn start_unit(os: &dyn Os, unit: &str) -> Result<(), OsError> {
     os.run(&Cmd::new("systemctl", &["daemon-reload"]))?;
-    os.run(&Cmd::new("systemctl", &["enable", "--now", unit]))?;
-    Ok(())
+    match os.run(&Cmd::new("systemctl", &["enable", "--now", unit])) {
+        Err(OsError::Failed {
+            cmd,
+            status,
+            stderr,
+        }) => {
+            let log = os
+                .run(&Cmd::new(
+                    "journalctl",
+                    &[
+                        "--unit",
+                        unit,
+                        "--lines",
+                        UNIT_LOG_LINES,
+                        "--no-pager",
+                        "--output",
+                        "cat",
+                    ],
+                ))
+                .unwrap_or_else(|e| format!("(its log could not be read: {e})"));
+            Err(OsError::Failed {
+                cmd,
+                status,
+                stderr: format!(
+                    "{}\nlast lines of {unit}'s log:\n{}",
+                    stderr.trim_end(),
+                    log.trim_end()
+                ),
+            })
+        }
+        other => other.map(|_| ()),
+    }
 }
 
 /// Starts etcd (masters only) and waits until its own member answers healthy.
@@ -252,5 +287,36 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("journalctl -u launcher-etcd"));
+    }
+
+    #[test]
+    fn an_etcd_that_will_not_start_reports_the_end_of_its_log() {
+        let root = tempfile::tempdir().unwrap();
+        let mut os = RecordingOs::new(Duration::ZERO, false);
+        os.failures.insert(
+            "systemctl enable --now launcher-etcd.service".into(),
+            "Job for launcher-etcd.service failed.".into(),
+        );
+        os.outputs.insert(
+            "journalctl".into(),
+            "member 3a5e has already been bootstrapped\n".into(),
+        );
+        let err = etcd(root.path(), &os, &master(), Duration::ZERO)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "`systemctl enable --now launcher-etcd.service` exited with exit status: 1: \
+             Job for launcher-etcd.service failed.\n\
+             last lines of launcher-etcd.service's log:\n\
+             member 3a5e has already been bootstrapped"
+        );
+        let Action::Run { cmd } = os.actions().last().cloned().unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            cmd.to_string(),
+            "journalctl --unit launcher-etcd.service --lines 15 --no-pager --output cat"
+        );
     }
 }

@@ -223,6 +223,8 @@ pub struct RecordingOs {
     run_for_real: BTreeSet<String>,
     /// Canned stdout for recorded commands, by program name.
     pub outputs: std::collections::BTreeMap<String, String>,
+    /// Command lines (as displayed) that fail, with their stderr.
+    pub failures: std::collections::BTreeMap<String, String>,
     /// Whether sleeps really sleep (a run of the binary) or return at once (unit tests).
     real_sleep: bool,
 }
@@ -327,6 +329,13 @@ impl Os for RecordingOs {
 
     fn run(&self, cmd: &Cmd) -> Result<String, OsError> {
         self.record(Action::Run { cmd: cmd.clone() })?;
+        if let Some(stderr) = self.failures.get(&cmd.to_string()) {
+            return Err(OsError::Failed {
+                cmd: cmd.to_string(),
+                status: "exit status: 1".into(),
+                stderr: stderr.clone(),
+            });
+        }
         if self.run_for_real.contains(&cmd.program) {
             return run_command(cmd);
         }
