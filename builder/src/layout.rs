@@ -206,6 +206,9 @@ fn node_entries() -> Vec<Entry> {
         ),
         // Swap off: no swap unit can be reached.
         link("/etc/systemd/system/swap.target", "/dev/null"),
+        // The distribution's etcd unit stays off: firstboot runs the cluster's member on masters
+        // as launcher-etcd, with the configuration the seed planned.
+        link("/etc/systemd/system/etcd.service", "/dev/null"),
         file("/etc/containerd/config.toml", CONTAINERD_CONFIG, 0o644),
         file(
             "/etc/systemd/network/80-launcher-dhcp.network",
