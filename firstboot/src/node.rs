@@ -22,11 +22,22 @@ pub enum NodeError {
         waited_secs: u64,
         last: String,
     },
+    #[error(
+        "{unit} did not keep running after it started ({state}); last lines of its log:\n{log}"
+    )]
+    NotRunning {
+        unit: String,
+        state: String,
+        log: String,
+    },
     #[error(transparent)]
     Fs(#[from] FsError),
     #[error(transparent)]
     Os(#[from] OsError),
 }
+
+/// How long a started daemon must run without a restart before the host counts as done.
+const SETTLE: Duration = Duration::from_secs(5);
 
 /// The systemd unit that runs etcd from the plan's config file.
 pub fn etcd_unit(etcd: &EtcdInstructions) -> String {
@@ -96,6 +107,56 @@ pub fn own_client_url(plan: &Plan, etcd: &EtcdInstructions) -> String {
 /// Lines of a failed unit's log carried in the error (and so in the progress report).
 const UNIT_LOG_LINES: &str = "15";
 
+fn unit_log(os: &dyn Os, unit: &str) -> String {
+    os.run(&Cmd::new(
+        "journalctl",
+        &[
+            "--unit",
+            unit,
+            "--lines",
+            UNIT_LOG_LINES,
+            "--no-pager",
+            "--output",
+            "cat",
+        ],
+    ))
+    .map(|log| log.trim_end().to_string())
+    .unwrap_or_else(|e| format!("(its log could not be read: {e})"))
+}
+
+/// `ActiveState` and `NRestarts` of `unit`, `unknown` where systemd did not say.
+fn unit_state(os: &dyn Os, unit: &str) -> Result<(String, String), OsError> {
+    let shown = os.run(&Cmd::new(
+        "systemctl",
+        &["show", unit, "--property", "ActiveState,NRestarts"],
+    ))?;
+    let value = |key: &str| {
+        shown
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or("unknown")
+            .to_string()
+    };
+    Ok((value("ActiveState"), value("NRestarts")))
+}
+
+/// Once started, `unit` must stay active through [`SETTLE`] without systemd restarting it: a
+/// daemon that crash-loops under `Restart=always` would otherwise look started. (Restarts
+/// before ours do not count: the image's kubelet, like kubeadm's, loops until it has a config.)
+fn check_running(os: &dyn Os, unit: &str) -> Result<(), NodeError> {
+    let (_, before) = unit_state(os, unit)?;
+    os.sleep(SETTLE);
+    let (state, after) = unit_state(os, unit)?;
+    if state == "active" && after == before && after != "unknown" {
+        return Ok(());
+    }
+    Err(NodeError::NotRunning {
+        unit: unit.to_string(),
+        state: format!("state {state}, restarts {before} then {after}"),
+        log: unit_log(os, unit),
+    })
+}
+
 /// Enables and starts `unit`; when it fails to start, the error carries the last lines of its
 /// log, since the host's journal is out of reach of whoever reads the report.
 fn start_unit(os: &dyn Os, unit: &str) -> Result<(), OsError> {
@@ -106,20 +167,7 @@ fn start_unit(os: &dyn Os, unit: &str) -> Result<(), OsError> {
             status,
             stderr,
         }) => {
-            let log = os
-                .run(&Cmd::new(
-                    "journalctl",
-                    &[
-                        "--unit",
-                        unit,
-                        "--lines",
-                        UNIT_LOG_LINES,
-                        "--no-pager",
-                        "--output",
-                        "cat",
-                    ],
-                ))
-                .unwrap_or_else(|e| format!("(its log could not be read: {e})"));
+            let log = unit_log(os, unit);
             Err(OsError::Failed {
                 cmd,
                 status,
@@ -206,6 +254,10 @@ pub fn install(root: &Path, os: &dyn Os, plan: &Plan, rebooted: bool) -> Result<
                 0o644,
             )?;
             start_unit(os, "kubelet.service")?;
+            // Enabled in the image as kubeadm's packaging does, the kubelet may have been
+            // looping on a missing config since boot: start it afresh on the one just written.
+            os.run(&Cmd::new("systemctl", &["restart", "kubelet.service"]))?;
+            check_running(os, "kubelet.service")?;
         }
     }
     Ok(())
@@ -318,5 +370,68 @@ mod tests {
             cmd.to_string(),
             "journalctl --unit launcher-etcd.service --lines 15 --no-pager --output cat"
         );
+    }
+
+    fn worker() -> Plan {
+        Plan {
+            role: Role::Worker,
+            etcd: None,
+            install: InstallAction::Worker {
+                kubelet_config_path: "/var/lib/kubelet/config.yaml".into(),
+                kubeconfig_path: "/etc/kubernetes/kubelet.conf".into(),
+            },
+            ..master()
+        }
+    }
+
+    #[test]
+    fn a_worker_is_done_only_once_its_kubelet_keeps_running() {
+        let root = tempfile::tempdir().unwrap();
+        let mut os = RecordingOs::new(Duration::ZERO, false);
+        os.outputs.insert(
+            "systemctl".into(),
+            "ActiveState=active\nNRestarts=0\n".into(),
+        );
+        install(root.path(), &os, &worker(), false).unwrap();
+        assert!(
+            root.path()
+                .join("etc/systemd/system/kubelet.service")
+                .is_file()
+        );
+
+        // Restarts before firstboot started it do not count.
+        os.outputs.insert(
+            "systemctl".into(),
+            "ActiveState=active\nNRestarts=7\n".into(),
+        );
+        install(root.path(), &os, &worker(), false).unwrap();
+
+        let cases = [
+            (
+                "ActiveState=activating\nNRestarts=2\n",
+                "state activating, restarts 2 then 2",
+            ),
+            (
+                "ActiveState=failed\nNRestarts=0\n",
+                "state failed, restarts 0 then 0",
+            ),
+            ("", "state unknown, restarts unknown then unknown"),
+        ];
+        for (shown, state) in cases {
+            let mut os = RecordingOs::new(Duration::ZERO, false);
+            os.outputs.insert("systemctl".into(), shown.into());
+            os.outputs
+                .insert("journalctl".into(), "refused: bad kubeconfig\n".into());
+            let err = install(root.path(), &os, &worker(), false)
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                err,
+                format!(
+                    "kubelet.service did not keep running after it started ({state}); \
+                     last lines of its log:\nrefused: bad kubeconfig"
+                )
+            );
+        }
     }
 }

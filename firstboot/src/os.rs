@@ -261,6 +261,12 @@ impl RecordingOs {
             dir: Some(dir.to_path_buf()),
             run_for_real,
             real_sleep: true,
+            // The simulated systemd keeps every unit it starts running.
+            outputs: [(
+                "systemctl".to_string(),
+                "ActiveState=active\nNRestarts=0\n".to_string(),
+            )]
+            .into(),
             ..Default::default()
         };
         os.save_offset(offset)?;
