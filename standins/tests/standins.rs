@@ -332,6 +332,30 @@ fn the_kubelet_checks_its_config_and_kubeconfig() {
     )
     .unwrap();
     assert_eq!(json["server"], "https://10.77.0.11:6443");
+    assert_eq!(json["bootstrap_kubeconfig"], serde_json::Value::Null);
+
+    // As kubeadm's kubelet drop-in starts it (10-kubeadm.conf with kubeadm-flags.env).
+    let drop_in = [
+        "--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf",
+        "--kubeconfig=/etc/kubernetes/kubelet.conf",
+        "--config=/var/lib/kubelet/config.yaml",
+        "--container-runtime-endpoint=unix:///run/containerd/containerd.sock",
+        "--exit-after-checks",
+    ];
+    let out = run(KUBELET, r, &drop_in);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(r.join("var/lib/launcher/standin/kubelet.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        json["bootstrap_kubeconfig"],
+        "/etc/kubernetes/bootstrap-kubelet.conf"
+    );
 
     put(
         r,

@@ -10,11 +10,14 @@ with --exit-after-checks). It runs no pods.
 
 usage:
   kubelet-standin --config FILE --kubeconfig FILE [--exit-after-checks]
-                  [--container-runtime-endpoint X] [--node-ip X] [--hostname-override X]
+                  [--bootstrap-kubeconfig FILE] [--container-runtime-endpoint X]
+                  [--node-ip X] [--hostname-override X]
 
 Checks: --config is one kubelet.config.k8s.io/v1beta1 KubeletConfiguration whose client CA and
 TLS files exist; --kubeconfig is a v1 Config whose current context has an https server, a CA and
-a client certificate and key (inline or existing files). Any other flag is refused.
+a client certificate and key (inline or existing files). --bootstrap-kubeconfig (which kubeadm's
+kubelet drop-in always passes) is recorded; like the kubelet, it is not read while --kubeconfig
+exists, and the stand-in needs --kubeconfig. Any other flag is refused.
 Records: /var/lib/launcher/standin/kubelet.json (argv, checks) and kubelet-config.yaml.
 LAUNCHER_STANDIN_ROOT places every path under another directory.";
 
@@ -22,6 +25,7 @@ LAUNCHER_STANDIN_ROOT places every path under another directory.";
 struct Flags {
     config: Option<String>,
     kubeconfig: Option<String>,
+    bootstrap_kubeconfig: Option<String>,
     exit: bool,
 }
 
@@ -42,6 +46,12 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Flags>> {
             "--exit-after-checks" => f.exit = true,
             "--config" => f.config = value(),
             "--kubeconfig" => f.kubeconfig = value(),
+            "--bootstrap-kubeconfig" => {
+                f.bootstrap_kubeconfig = value();
+                if f.bootstrap_kubeconfig.is_none() {
+                    bail!("{name} needs a value");
+                }
+            }
             "--container-runtime-endpoint" | "--node-ip" | "--hostname-override" => {
                 if value().is_none() {
                     bail!("{name} needs a value");
@@ -79,6 +89,7 @@ fn run(args: &[String]) -> anyhow::Result<bool> {
         "argv": std::env::args().collect::<Vec<_>>(),
         "config": config,
         "kubeconfig": kubeconfig,
+        "bootstrap_kubeconfig": flags.bootstrap_kubeconfig,
         "server": server,
         "files": files,
     });
