@@ -32,6 +32,33 @@ enum Cmd {
         #[arg(long, default_value = "lab-run")]
         run_dir: PathBuf,
     },
+    /// Power a VM of a running lab off (the plug pulled: no shutdown, its disk kept) or on (it
+    /// boots from the network again; a spare master is first added to the cluster file).
+    Power {
+        #[arg(value_enum)]
+        state: PowerState,
+        /// The VM: `m1`, `w2`, … as `up` lists them.
+        vm: String,
+        /// The run directory `up` used.
+        #[arg(long, default_value = "lab-run")]
+        run_dir: PathBuf,
+    },
+    /// Watch a running lab until every powered-on host is done (again, after a power-on) and
+    /// etcd has every powered-on master, healthy (exit 0), or something fails (exit 1).
+    Wait {
+        /// The run directory `up` used.
+        #[arg(long, default_value = "lab-run")]
+        run_dir: PathBuf,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 900)]
+        timeout: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PowerState {
+    On,
+    Off,
 }
 
 #[derive(Debug, clap::Args)]
@@ -39,6 +66,10 @@ struct UpArgs {
     /// Control-plane VMs (each runs an etcd member).
     #[arg(long, default_value_t = 3)]
     masters: u32,
+    /// More masters, given a MAC, address and disk but left powered off and out of the cluster
+    /// file; `launcher-lab power on mN` adds one to the running cluster later.
+    #[arg(long, default_value_t = 0)]
+    spare_masters: u32,
     /// Worker VMs.
     #[arg(long, default_value_t = 1)]
     workers: u32,
@@ -101,6 +132,7 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     runner::ensure_image(&image_dir, &args.definition)?;
     let plan = LabPlan::new(LabOptions {
         masters: args.masters,
+        spare_masters: args.spare_masters,
         workers: args.workers,
         run_dir,
         image_dir,
@@ -115,14 +147,29 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         keep: args.keep,
         then_down: args.then_down,
     };
-    match runner::up(plan, &settings, flag)? {
-        Outcome::Ready => Ok(ExitCode::SUCCESS),
+    Ok(exit(runner::up(plan, &settings, flag)?))
+}
+
+fn exit(outcome: Outcome) -> ExitCode {
+    match outcome {
+        Outcome::Ready => ExitCode::SUCCESS,
         Outcome::Failed(why) => {
             eprintln!("launcher-lab: failed: {why}");
-            Ok(ExitCode::FAILURE)
+            ExitCode::FAILURE
         }
-        Outcome::Interrupted => Ok(ExitCode::from(130)),
+        Outcome::Interrupted => ExitCode::from(130),
     }
+}
+
+fn wait(run_dir: &Path, timeout: u64) -> anyhow::Result<ExitCode> {
+    let flag = Arc::new(AtomicBool::new(false));
+    watch_signals(flag.clone());
+    let settings = UpSettings {
+        timeout: Duration::from_secs(timeout),
+        keep: true,
+        then_down: false,
+    };
+    Ok(exit(runner::wait(&absolute(run_dir)?, &settings, &flag)?))
 }
 
 fn main() -> ExitCode {
@@ -138,6 +185,13 @@ fn main() -> ExitCode {
         Cmd::Down { run_dir } => absolute(&run_dir)
             .and_then(|dir| runner::down(&dir))
             .map(|()| ExitCode::SUCCESS),
+        Cmd::Power { state, vm, run_dir } => absolute(&run_dir)
+            .and_then(|dir| match state {
+                PowerState::On => runner::power_on(&dir, &vm),
+                PowerState::Off => runner::power_off(&dir, &vm),
+            })
+            .map(|()| ExitCode::SUCCESS),
+        Cmd::Wait { run_dir, timeout } => wait(&run_dir, timeout),
     };
     result.unwrap_or_else(|err| {
         eprintln!("launcher-lab: {err:#}");

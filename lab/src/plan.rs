@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use cluster::api::Role;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// The seed's address on the lab bridge (and the bridge's own address).
@@ -37,9 +38,14 @@ pub enum PlanError {
 }
 
 /// What `launcher-lab up` was asked for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LabOptions {
+    /// Masters powered on by `up`; the cluster file's `masters` (they bootstrap etcd together).
     pub masters: u32,
+    /// Masters listed in the inventory but left powered off by `up`: powering one on later adds
+    /// it to the running cluster (an etcd learner, then promoted).
+    #[serde(default)]
+    pub spare_masters: u32,
     pub workers: u32,
     /// Holds the cluster file, the seed's state, disks, console logs and the lab's state file.
     pub run_dir: PathBuf,
@@ -73,6 +79,8 @@ pub struct Vm {
     pub tap: String,
     /// The guest's wrong clock at power-on (`-rtc base=`).
     pub rtc_base: String,
+    /// Listed in the inventory but not powered on by `up`.
+    pub spare: bool,
     pub console: PathBuf,
     pub disk: PathBuf,
 }
@@ -113,6 +121,7 @@ fn vm(options: &LabOptions, number: u32, role: Role, role_index: u32) -> Vm {
         serial: format!("LAB-{number:04}"),
         tap: format!("tap{number}"),
         rtc_base: wrong_clock(number),
+        spare: false,
         console: options.run_dir.join(format!("vm-{number}.console")),
         disk: options.run_dir.join(format!("vm-{number}.data.raw")),
     }
@@ -123,7 +132,10 @@ impl LabPlan {
         if options.masters == 0 {
             return Err(PlanError::NoMaster);
         }
-        let total = options.masters.saturating_add(options.workers);
+        let total = options
+            .masters
+            .saturating_add(options.spare_masters)
+            .saturating_add(options.workers);
         if total > MAX_VMS {
             return Err(PlanError::TooMany(total));
         }
@@ -138,9 +150,12 @@ impl LabPlan {
                 });
             }
         }
-        let masters = (1..=options.masters).map(|i| vm(&options, i, Role::Master, i));
-        let workers =
-            (1..=options.workers).map(|i| vm(&options, options.masters + i, Role::Worker, i));
+        let all_masters = options.masters + options.spare_masters;
+        let masters = (1..=all_masters).map(|i| Vm {
+            spare: i > options.masters,
+            ..vm(&options, i, Role::Master, i)
+        });
+        let workers = (1..=options.workers).map(|i| vm(&options, all_masters + i, Role::Worker, i));
         let vms = masters.chain(workers).collect();
         Ok(LabPlan {
             namespace: namespace_for(&options.run_dir),
@@ -180,15 +195,26 @@ impl LabPlan {
         self.vms.iter().filter(|v| v.role == Role::Master)
     }
 
-    /// `https://IP:2379` of every master.
+    /// The VM labelled `label` (`m1`, `w2`, …).
+    pub fn vm(&self, label: &str) -> Option<&Vm> {
+        self.vms.iter().find(|v| v.label == label)
+    }
+
+    /// `https://IP:2379` of every master `up` powers on.
     pub fn etcd_endpoints(&self) -> Vec<String> {
-        self.masters()
-            .map(|m| format!("https://{}:{}", m.ip, cluster::etcd::CLIENT_PORT))
-            .collect()
+        etcd_endpoints(self.masters().filter(|m| !m.spare))
     }
 
     /// The cluster file the seed serves: one inventory entry per VM, by MAC, with its address.
-    pub fn cluster_toml(&self) -> String {
+    /// Spare masters are left out until they are `added` (powered on for the first time); each
+    /// one added raises `masters`, as an operator adding a master to the inventory would.
+    pub fn cluster_toml(&self, added: &[String]) -> String {
+        let listed: Vec<&Vm> = self
+            .vms
+            .iter()
+            .filter(|vm| !vm.spare || added.contains(&vm.label))
+            .collect();
+        let masters = listed.iter().filter(|vm| vm.role == Role::Master).count();
         let mut text = format!(
             "# Written by launcher-lab for the VMs of {run}.\n\n\
              [cluster]\nname = \"lab\"\nkubernetes_version = \"v1.33.4\"\n\
@@ -198,10 +224,9 @@ impl LabPlan {
              key_algorithm = \"ecdsa-p256\"\n\n\
              [seed]\nurl = \"{url}\"\nregistry = \"{SEED_IP}:{HTTPS_PORT}\"\n",
             run = self.run_dir().display(),
-            masters = self.options.masters,
             url = self.seed_url(),
         );
-        for vm in &self.vms {
+        for vm in listed {
             text.push_str(&format!(
                 "\n[[hosts]]\nmac = \"{}\"\nip = \"{}\"\nrole = \"{}\"\n",
                 vm.mac, vm.ip, vm.role
@@ -314,6 +339,13 @@ impl LabPlan {
     }
 }
 
+/// `https://IP:2379` of each of `masters`.
+pub fn etcd_endpoints<'a>(masters: impl Iterator<Item = &'a Vm>) -> Vec<String> {
+    masters
+        .map(|m| format!("https://{}:{}", m.ip, cluster::etcd::CLIENT_PORT))
+        .collect()
+}
+
 fn words(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_string()).collect()
 }
@@ -325,6 +357,7 @@ mod tests {
     fn options(masters: u32, workers: u32) -> LabOptions {
         LabOptions {
             masters,
+            spare_masters: 0,
             workers,
             run_dir: "/tmp/lab-run".into(),
             image_dir: "/work/out".into(),
@@ -440,8 +473,8 @@ mod tests {
     #[test]
     fn the_cluster_file_parses_and_lists_every_vm_with_its_role() {
         let plan = LabPlan::new(options(3, 1)).unwrap();
-        let parsed = cluster::spec::ClusterSpec::parse("cluster.toml", &plan.cluster_toml())
-            .unwrap_or_else(|e| panic!("{e}\n{}", plan.cluster_toml()));
+        let parsed = cluster::spec::ClusterSpec::parse("cluster.toml", &plan.cluster_toml(&[]))
+            .unwrap_or_else(|e| panic!("{e}\n{}", plan.cluster_toml(&[])));
         assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
         let spec = parsed.spec;
         assert_eq!(spec.masters, 3);
@@ -473,6 +506,57 @@ mod tests {
                 Role::Worker,
                 "10.77.0.104".into()
             )
+        );
+    }
+
+    #[test]
+    fn a_spare_master_joins_the_cluster_file_only_once_added() {
+        let plan = LabPlan::new(LabOptions {
+            spare_masters: 1,
+            ..options(3, 1)
+        })
+        .unwrap();
+        let labels: Vec<(&str, bool, u32)> = plan
+            .vms
+            .iter()
+            .map(|v| (v.label.as_str(), v.spare, v.number))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                ("m1", false, 1),
+                ("m2", false, 2),
+                ("m3", false, 3),
+                ("m4", true, 4),
+                ("w1", false, 5)
+            ]
+        );
+        assert_eq!(plan.etcd_endpoints().len(), 3);
+        let masters_and_macs = |text: &str| {
+            let spec = cluster::spec::ClusterSpec::parse("cluster.toml", text)
+                .unwrap_or_else(|e| panic!("{e}\n{text}"))
+                .spec;
+            let macs: Vec<String> = spec.hosts.iter().map(|h| h.mac.to_string()).collect();
+            (spec.masters, macs)
+        };
+        let (masters, macs) = masters_and_macs(&plan.cluster_toml(&[]));
+        assert_eq!(masters, 3);
+        assert!(!macs.contains(&"52:54:00:77:00:04".to_string()), "{macs:?}");
+        assert_eq!(macs.len(), 4);
+        let (masters, macs) = masters_and_macs(&plan.cluster_toml(&["m4".into()]));
+        assert_eq!(masters, 4);
+        assert!(macs.contains(&"52:54:00:77:00:04".to_string()), "{macs:?}");
+        // Every VM, spare or not, has its tap and its DHCP entry from the start.
+        assert_eq!(
+            plan.network_commands()
+                .iter()
+                .filter(|c| c.contains(&"tuntap".to_string()))
+                .count(),
+            5
+        );
+        assert!(
+            plan.dnsmasq_args()
+                .contains(&"--dhcp-host=52:54:00:77:00:04,10.77.0.104".to_string())
         );
     }
 

@@ -15,7 +15,7 @@ use registry_seed::views::StatusView;
 
 use crate::etcd::{self, EtcdReport};
 use crate::plan::{LabPlan, Vm};
-use crate::state::{LabState, Started, stop};
+use crate::state::{LabState, Started, runs, stop};
 use crate::watch::{self, Boot, Row};
 
 /// How often the seed's status is read.
@@ -113,16 +113,50 @@ fn make_disk(vm: &Vm, size_mib: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A running lab: what `up` started so far, kept in the state file as it grows.
+/// A running lab: what was started, kept in the state file as it changes.
 struct Lab {
     plan: LabPlan,
     state: LabState,
-    children: Vec<Child>,
+    /// This process's own children, by their name in the state (`wait` and `power` on a lab
+    /// started by another process have none and go by pid).
+    children: Vec<(String, Child)>,
+}
+
+/// The state's name for a VM's qemu.
+fn vm_process(vm: &Vm) -> String {
+    format!("vm {}", vm.label)
+}
+
+fn now_ms() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
 }
 
 impl Lab {
+    /// The lab `up` left running in `run_dir`.
+    fn from_state(run_dir: &Path) -> anyhow::Result<Lab> {
+        let state = LabState::load(run_dir)?.with_context(|| {
+            format!(
+                "no lab in {}; start one with `launcher-lab up --run-dir {}`",
+                run_dir.display(),
+                run_dir.display()
+            )
+        })?;
+        let options = state.options.clone().with_context(|| {
+            format!(
+                "the lab state in {} does not say how the lab was made; `launcher-lab down` and `up` it again",
+                run_dir.display()
+            )
+        })?;
+        Ok(Lab {
+            plan: LabPlan::new(options)?,
+            state,
+            children: Vec::new(),
+        })
+    }
+
     /// Starts `program args…` inside the namespace in its own process group (so a Ctrl-C at the
-    /// terminal reaches only `up`, which then stops it), output to `log`.
+    /// terminal reaches only `up`, which then stops it), output to `log`. A process of the same
+    /// name that ended is replaced in the state.
     fn spawn(
         &mut self,
         name: &str,
@@ -131,7 +165,11 @@ impl Lab {
         log: &Path,
     ) -> anyhow::Result<()> {
         use std::os::unix::process::CommandExt;
-        let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening {}", log.display()))?;
         let err = out.try_clone().context("duplicating a log file handle")?;
         let child = Command::new("ip")
             .args(["netns", "exec", &self.plan.namespace])
@@ -148,12 +186,50 @@ impl Lab {
             .and_then(|n| n.to_str())
             .unwrap_or_default()
             .to_string();
+        self.forget(name);
         self.state.processes.push(Started {
             name: name.to_string(),
             pid: child.id(),
             program: program_name,
+            started_ms: now_ms(),
         });
-        self.children.push(child);
+        self.children.push((name.to_string(), child));
+        self.state.save(self.plan.run_dir())
+    }
+
+    /// Drops `name` from the state (reaping it if it is our child).
+    fn forget(&mut self, name: &str) {
+        self.state.processes.retain(|p| p.name != name);
+        self.children.retain_mut(|(n, child)| {
+            if n == name {
+                let _ = child.try_wait();
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    fn process(&self, name: &str) -> Option<&Started> {
+        self.state.processes.iter().find(|p| p.name == name)
+    }
+
+    fn alive(&mut self, name: &str) -> bool {
+        if let Some((_, child)) = self.children.iter_mut().find(|(n, _)| n == name) {
+            return matches!(child.try_wait(), Ok(None));
+        }
+        self.process(name).is_some_and(|p| runs(p.pid, &p.program))
+    }
+
+    /// Stops `name` (SIGTERM, then SIGKILL after the grace time) and drops it from the state.
+    fn stop_process(&mut self, name: &str) -> anyhow::Result<()> {
+        if let Some(process) = self.process(name).cloned() {
+            stop(&process, GRACE);
+        }
+        if let Some((_, child)) = self.children.iter_mut().find(|(n, _)| n == name) {
+            let _ = child.wait();
+        }
+        self.forget(name);
         self.state.save(self.plan.run_dir())
     }
 
@@ -175,7 +251,7 @@ impl Lab {
         self.spawn("seed", &plan.options.seed_bin, &plan.seed_args(), &log)?;
         let started = Instant::now();
         while !(seed_dir.join("serve.addr").exists() && seed_dir.join("http.addr").exists()) {
-            if !self.alive(0) || started.elapsed() > Duration::from_secs(60) {
+            if !self.alive("seed") || started.elapsed() > Duration::from_secs(60) {
                 bail!("the seed did not start; see {}", log.display());
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -189,39 +265,61 @@ impl Lab {
         self.spawn("dnsmasq", Path::new("/usr/sbin/dnsmasq"), &args, &log)?;
         std::thread::sleep(Duration::from_millis(500));
         anyhow::ensure!(
-            self.alive(1),
+            self.alive("dnsmasq"),
             "dnsmasq did not start; see {}",
             log.display()
         );
         Ok(())
     }
 
-    fn vms(&mut self) -> anyhow::Result<()> {
+    /// Powers `vm` on: its qemu with its disk, a fresh console log (the last one is kept as
+    /// `….console.prev`).
+    fn power_on(&mut self, vm: &Vm) -> anyhow::Result<()> {
         let qemu = crate::which("qemu-system-x86_64")
             .context("qemu-system-x86_64 is not installed (ci/deps)")?;
+        if !vm.disk.exists() {
+            make_disk(vm, self.plan.options.disk_mib)?;
+        }
+        if vm.console.exists() {
+            let _ = std::fs::rename(&vm.console, vm.console.with_extension("console.prev"));
+        }
+        let log = self
+            .plan
+            .run_dir()
+            .join(format!("vm-{}.qemu.log", vm.number));
+        let args = self.plan.qemu_args(vm);
+        self.spawn(&vm_process(vm), &qemu, &args, &log)
+    }
+
+    /// Every VM gets its blank disk; all but the spare masters are powered on.
+    fn vms(&mut self) -> anyhow::Result<()> {
         for vm in self.plan.vms.clone() {
             make_disk(&vm, self.plan.options.disk_mib)?;
-            let log = self
-                .plan
-                .run_dir()
-                .join(format!("vm-{}.qemu.log", vm.number));
-            let args = self.plan.qemu_args(&vm);
-            self.spawn(&format!("vm {}", vm.label), &qemu, &args, &log)?;
+            if !vm.spare {
+                self.power_on(&vm)?;
+            }
         }
         Ok(())
     }
 
-    fn alive(&mut self, index: usize) -> bool {
-        matches!(
-            self.children.get_mut(index).map(Child::try_wait),
-            Some(Ok(None))
-        )
+    /// The VMs powered on now, in plan order, with when each was powered on.
+    fn powered(&self) -> Vec<(Vm, i64)> {
+        self.plan
+            .vms
+            .iter()
+            .filter_map(|vm| {
+                self.process(&vm_process(vm))
+                    .map(|p| (vm.clone(), p.started_ms))
+            })
+            .collect()
     }
 
     /// Stops every process (reaping our own children) and deletes the namespace.
     fn teardown(&mut self) {
-        for (process, child) in self.state.processes.iter().zip(&mut self.children).rev() {
+        for process in self.state.processes.iter().rev() {
             stop(process, GRACE);
+        }
+        for (_, child) in &mut self.children {
             let _ = child.wait();
         }
         remove_namespace(&self.state.namespace);
@@ -268,12 +366,14 @@ pub fn up(
         plan.namespace,
         plan.namespace
     );
-    std::fs::write(plan.cluster_file(), plan.cluster_toml())
+    std::fs::write(plan.cluster_file(), plan.cluster_toml(&[]))
         .with_context(|| format!("writing {}", plan.cluster_file().display()))?;
     let mut lab = Lab {
         state: LabState {
             namespace: plan.namespace.clone(),
             processes: Vec::new(),
+            options: Some(plan.options.clone()),
+            added: Vec::new(),
         },
         plan,
         children: Vec::new(),
@@ -321,7 +421,89 @@ pub fn down(run_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn read_status(plan: &LabPlan) -> Option<StatusView> {
+/// Powers on VM `label` of the lab in `run_dir` (again, or for the first time for a spare
+/// master: it is listed in the cluster file, `masters` raised, and the seed restarted to read it).
+pub fn power_on(run_dir: &Path, label: &str) -> anyhow::Result<()> {
+    let mut lab = Lab::from_state(run_dir)?;
+    let labels: Vec<&str> = lab.plan.vms.iter().map(|v| v.label.as_str()).collect();
+    let vm = lab
+        .plan
+        .vm(label)
+        .cloned()
+        .with_context(|| format!("this lab has no VM {label}; it has {}", labels.join(", ")))?;
+    anyhow::ensure!(
+        !lab.alive(&vm_process(&vm)),
+        "{label} is powered on already"
+    );
+    if vm.spare && !lab.state.added.contains(&vm.label) {
+        lab.state.added.push(vm.label.clone());
+        let text = lab.plan.cluster_toml(&lab.state.added);
+        let file = lab.plan.cluster_file();
+        fsutil_write(&file, &text)?;
+        println!(
+            "launcher-lab: {label} is a spare master: listed in {} and the seed restarted to read it",
+            file.display()
+        );
+        lab.stop_process("seed")?;
+        lab.seed()?;
+    }
+    lab.power_on(&vm)?;
+    println!(
+        "launcher-lab: {label} powered on (console {}); `launcher-lab wait --run-dir {}` watches it",
+        vm.console.display(),
+        run_dir.display()
+    );
+    Ok(())
+}
+
+/// Pulls the plug on VM `label`: its qemu is killed, with no shutdown; its disk stays.
+pub fn power_off(run_dir: &Path, label: &str) -> anyhow::Result<()> {
+    let mut lab = Lab::from_state(run_dir)?;
+    let name = format!("vm {label}");
+    let process = lab
+        .process(&name)
+        .cloned()
+        .with_context(|| format!("{label} is not powered on in this lab"))?;
+    if runs(process.pid, &process.program) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(process.pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let started = Instant::now();
+        while runs(process.pid, &process.program) && started.elapsed() < GRACE {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    lab.forget(&name);
+    lab.state.save(run_dir)?;
+    println!(
+        "launcher-lab: {label} powered off (qemu {} killed); its disk is kept",
+        process.pid
+    );
+    Ok(())
+}
+
+/// Watches the lab in `run_dir` until every powered-on host is done after its latest power-on
+/// and etcd has every powered-on master, healthy.
+pub fn wait(
+    run_dir: &Path,
+    settings: &UpSettings,
+    stop_flag: &AtomicBool,
+) -> anyhow::Result<Outcome> {
+    let mut lab = Lab::from_state(run_dir)?;
+    Ok(watch_until_ready(&mut lab, settings, stop_flag))
+}
+
+/// Replaces `path` with `text` (a new file renamed over it).
+fn fsutil_write(path: &Path, text: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The seed's view of every host, as `launcher-seed status --json` prints it; `None` while the
+/// seed does not answer.
+pub fn read_status(plan: &LabPlan) -> Option<StatusView> {
     let output = Command::new("ip")
         .args(["netns", "exec", &plan.namespace])
         .arg(&plan.options.seed_bin)
@@ -376,8 +558,13 @@ impl Printer {
     }
 }
 
+/// How often `up` and `wait` start a seed that exited, as its service manager would.
+const SEED_RESTARTS: u32 = 5;
+
 fn watch_until_ready(lab: &mut Lab, settings: &UpSettings, stop_flag: &AtomicBool) -> Outcome {
     let plan = lab.plan.clone();
+    let powered = lab.powered();
+    let vms: Vec<Vm> = powered.iter().map(|(vm, _)| vm.clone()).collect();
     let started = Instant::now();
     let mut printer = Printer {
         tty: std::io::stdout().is_terminal(),
@@ -387,15 +574,21 @@ fn watch_until_ready(lab: &mut Lab, settings: &UpSettings, stop_flag: &AtomicBoo
     };
     println!(
         "launcher-lab: {} VMs booting in namespace {} (seed {}, logs in {})",
-        plan.vms.len(),
+        vms.len(),
         plan.namespace,
         plan.seed_url(),
         plan.run_dir().display()
     );
-    let mut stage_since: Vec<(Boot, Instant)> = vec![(Boot::PoweredOn, started); plan.vms.len()];
+    let watched = LabPlan {
+        vms: vms.clone(),
+        ..plan.clone()
+    };
+    let mut stage_since: Vec<(Boot, Instant)> = vec![(Boot::PoweredOn, started); vms.len()];
+    let mut seed_restarts = 0;
+    let mut etcd_waiting: Option<Vec<String>> = None;
     loop {
         let status = read_status(&plan);
-        for (vm, (stage, since)) in plan.vms.iter().zip(&mut stage_since) {
+        for (vm, (stage, since)) in vms.iter().zip(&mut stage_since) {
             let now = watch::boot_stage(&console(vm));
             if now != *stage {
                 *stage = now;
@@ -406,41 +599,66 @@ fn watch_until_ready(lab: &mut Lab, settings: &UpSettings, stop_flag: &AtomicBoo
             .iter()
             .map(|(s, since)| (*s, since.elapsed().as_millis() as i64))
             .collect();
-        let rows = watch::rows(&plan, status.as_ref(), &stages);
+        let rows = watch::rows(&watched, status.as_ref(), &stages);
         printer.show(&rows);
         let done = status.as_ref().is_some_and(|s| {
-            plan.vms
-                .iter()
-                .all(|vm| watch::host_for(s, vm).is_some_and(watch::is_done))
+            powered.iter().all(|(vm, powered_on_ms)| {
+                watch::host_for(s, vm).is_some_and(|h| {
+                    watch::is_done(h) && h.phase_since_ms.is_some_and(|t| t >= *powered_on_ms)
+                })
+            })
         });
         if done {
-            println!(
-                "launcher-lab: every host is done after {}s",
-                started.elapsed().as_secs()
-            );
-            return summary(&plan, status.as_ref());
-        }
-        for (i, vm) in plan.vms.iter().enumerate() {
-            // Children: 0 seed, 1 dnsmasq, then one VM each.
-            if !lab.alive(i + 2) {
-                return Outcome::Failed(failure(&plan, vm, &rows[i], "its qemu exited"));
+            // A master that joined later is done before the seed promotes its learner: wait
+            // for etcd too, up to the same deadline.
+            let etcd = etcd_now(&plan, &vms);
+            if etcd.1.is_empty() || started.elapsed() > settings.timeout {
+                println!(
+                    "launcher-lab: every host is done after {}s",
+                    started.elapsed().as_secs()
+                );
+                return summary(&vms, status.as_ref(), etcd);
+            }
+            if etcd_waiting.as_ref() != Some(&etcd.1) {
+                println!(
+                    "launcher-lab: every host is done; waiting for etcd: {}",
+                    etcd.1.join("; ")
+                );
+                etcd_waiting = Some(etcd.1);
             }
         }
-        if !lab.alive(0) {
-            return Outcome::Failed(format!(
-                "the seed exited; see {}",
-                plan.run_dir().join("seed.log").display()
-            ));
+        for (i, vm) in vms.iter().enumerate() {
+            if !lab.alive(&vm_process(vm)) {
+                return Outcome::Failed(failure(vm, &rows[i], "its qemu exited"));
+            }
+        }
+        if !lab.alive("seed") {
+            let log = plan.run_dir().join("seed.log");
+            if seed_restarts >= SEED_RESTARTS {
+                return Outcome::Failed(format!(
+                    "the seed exited {} times; see {}",
+                    seed_restarts + 1,
+                    log.display()
+                ));
+            }
+            seed_restarts += 1;
+            println!(
+                "launcher-lab: the seed exited; starting it again on its state directory \
+                 (restart {seed_restarts} of at most {SEED_RESTARTS}; log {})",
+                log.display()
+            );
+            if let Err(err) = lab.seed() {
+                return Outcome::Failed(format!("restarting the seed: {err:#}"));
+            }
         }
         if started.elapsed() > settings.timeout {
-            let (i, vm) = plan
-                .vms
+            let (i, vm) = vms
                 .iter()
                 .enumerate()
                 .find(|(i, _)| rows[*i].phase != "done")
-                .unwrap_or((0, &plan.vms[0]));
+                .unwrap_or((0, &vms[0]));
             let why = format!("not done after {}s", settings.timeout.as_secs());
-            return Outcome::Failed(failure(&plan, vm, &rows[i], &why));
+            return Outcome::Failed(failure(vm, &rows[i], &why));
         }
         let wait = Instant::now();
         while wait.elapsed() < POLL {
@@ -453,8 +671,7 @@ fn watch_until_ready(lab: &mut Lab, settings: &UpSettings, stop_flag: &AtomicBoo
     }
 }
 
-fn failure(plan: &LabPlan, vm: &Vm, row: &Row, why: &str) -> String {
-    let _ = plan;
+fn failure(vm: &Vm, row: &Row, why: &str) -> String {
     format!(
         "{} ({} {}) {why}: phase {} {}{}; console log {}",
         vm.label,
@@ -471,9 +688,28 @@ fn failure(plan: &LabPlan, vm: &Vm, row: &Row, why: &str) -> String {
     )
 }
 
-fn summary(plan: &LabPlan, status: Option<&StatusView>) -> Outcome {
+/// etcd as the watched masters see it, and what is not yet as the lab wants it.
+fn etcd_now(plan: &LabPlan, vms: &[Vm]) -> (Option<EtcdReport>, Vec<String>) {
+    let masters = vms
+        .iter()
+        .filter(|vm| vm.role == cluster::api::Role::Master);
+    let endpoints = crate::plan::etcd_endpoints(masters.clone());
+    match etcd::check(&plan.namespace, &endpoints, &plan.etcd_client_dir()) {
+        Ok(report) => {
+            let problems = report.problems(masters.count());
+            (Some(report), problems)
+        }
+        Err(err) => (None, vec![format!("reading etcd's members: {err:#}")]),
+    }
+}
+
+fn summary(
+    vms: &[Vm],
+    status: Option<&StatusView>,
+    etcd: (Option<EtcdReport>, Vec<String>),
+) -> Outcome {
     println!("\nhosts:");
-    for vm in &plan.vms {
+    for vm in vms {
         let host = status.and_then(|s| watch::host_for(s, vm));
         let hostname = host
             .and_then(|h| h.hostname.clone())
@@ -491,24 +727,16 @@ fn summary(plan: &LabPlan, status: Option<&StatusView>) -> Outcome {
             vm.label, vm.role, hostname, vm.ip, vm.rtc_base
         );
     }
-    let report: anyhow::Result<EtcdReport> = etcd::check(
-        &plan.namespace,
-        &plan.etcd_endpoints(),
-        &plan.etcd_client_dir(),
-    );
-    match report {
-        Ok(report) => {
-            println!("\netcd members (etcdctl in the lab's namespace):");
-            print!("{}", report.render());
-            let problems = report.problems(plan.masters().count());
-            if problems.is_empty() {
-                println!("\nlauncher-lab: the cluster is up: every host done, etcd healthy");
-                Outcome::Ready
-            } else {
-                Outcome::Failed(problems.join("; "))
-            }
-        }
-        Err(err) => Outcome::Failed(format!("reading etcd's members: {err:#}")),
+    let (report, problems) = etcd;
+    if let Some(report) = report {
+        println!("\netcd members (etcdctl in the lab's namespace):");
+        print!("{}", report.render());
+    }
+    if problems.is_empty() {
+        println!("\nlauncher-lab: the cluster is up: every host done, etcd healthy");
+        Outcome::Ready
+    } else {
+        Outcome::Failed(problems.join("; "))
     }
 }
 
@@ -530,6 +758,64 @@ fn seconds(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn power_refuses_what_the_lab_does_not_have_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path();
+        let err = |r: anyhow::Result<()>| format!("{:#}", r.unwrap_err());
+        let no_lab = format!(
+            "no lab in {0}; start one with `launcher-lab up --run-dir {0}`",
+            run.display()
+        );
+        assert_eq!(err(power_on(run, "m1")), no_lab);
+        assert_eq!(err(power_off(run, "m1")), no_lab);
+        let state = LabState {
+            namespace: "launcher-lab-00000000".into(),
+            processes: vec![Started {
+                name: "vm m1".into(),
+                pid: u32::MAX,
+                program: "qemu-system-x86_64".into(),
+                started_ms: 0,
+            }],
+            options: Some(crate::plan::LabOptions {
+                masters: 1,
+                spare_masters: 1,
+                workers: 1,
+                run_dir: run.to_path_buf(),
+                image_dir: "/nonexistent".into(),
+                seed_bin: "/nonexistent/launcher-seed".into(),
+                memory_mib: 1536,
+                disk_mib: 1024,
+            }),
+            added: Vec::new(),
+        };
+        state.save(run).unwrap();
+        let cases = [
+            (
+                power_on(run, "m9"),
+                "this lab has no VM m9; it has m1, m2, w1",
+            ),
+            (power_off(run, "w1"), "w1 is not powered on in this lab"),
+            (power_off(run, "m7"), "m7 is not powered on in this lab"),
+        ];
+        for (result, want) in cases {
+            assert_eq!(err(result), want);
+        }
+        assert_eq!(LabState::load(run).unwrap(), Some(state.clone()));
+        let old = LabState {
+            options: None,
+            ..state
+        };
+        old.save(run).unwrap();
+        assert_eq!(
+            err(power_on(run, "m1")),
+            format!(
+                "the lab state in {} does not say how the lab was made; `launcher-lab down` and `up` it again",
+                run.display()
+            )
+        );
+    }
 
     #[test]
     fn offsets_read_in_a_unit_that_fits() {

@@ -9,6 +9,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
+use crate::plan::LabOptions;
+
 /// File name of the state file in the run directory.
 pub const STATE_FILE: &str = "lab-state.json";
 
@@ -20,12 +22,22 @@ pub struct Started {
     pub pid: u32,
     /// The program's file name, checked against `/proc/<pid>/exe` before a signal is sent.
     pub program: String,
+    /// When it was started (Unix milliseconds): a VM's host counts as done only for a `done`
+    /// reported after its latest power-on.
+    #[serde(default)]
+    pub started_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct LabState {
     pub namespace: String,
     pub processes: Vec<Started>,
+    /// What `up` was asked for, so that `power` and `wait` rebuild the same plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<LabOptions>,
+    /// Spare masters powered on since `up`, in order; the cluster file lists them from then on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub added: Vec<String>,
 }
 
 pub fn state_path(run_dir: &Path) -> PathBuf {
@@ -114,7 +126,10 @@ mod tests {
                 name: "seed".into(),
                 pid: 42,
                 program: "launcher-seed".into(),
+                started_ms: 1_700_000_000_000,
             }],
+            options: None,
+            added: vec!["m4".into()],
         };
         state.save(dir.path()).unwrap();
         assert_eq!(LabState::load(dir.path()).unwrap(), Some(state));
@@ -135,6 +150,7 @@ mod tests {
             name: "sleeper".into(),
             pid: child.id(),
             program: "sleep".into(),
+            started_ms: 0,
         };
         stop(&process, Duration::from_secs(5));
         child.wait().unwrap();

@@ -232,6 +232,7 @@ mod tests {
     fn plan() -> LabPlan {
         LabPlan::new(LabOptions {
             masters: 1,
+            spare_masters: 0,
             workers: 1,
             run_dir: "/tmp/r".into(),
             image_dir: "/tmp/i".into(),
