@@ -1,69 +1,36 @@
-//! End to end: one master and one worker power on with blank disks and wrong clocks, PXE-boot
-//! from the seed in a lab namespace, and both reach `done` with a healthy etcd; `down` then
-//! stops every process and removes the namespace.
+//! End to end: one master and one worker power on with blank disks and wrong clocks (the
+//! master's in 2001), PXE-boot from the seed in a lab namespace, and both reach `done` with a
+//! healthy etcd; `down` then stops every process and removes the namespace. Their data disks,
+//! read from outside afterwards, show what each host was given: the worker holds no CA key, and
+//! the kubeadm stand-in on the master checked a v1beta4 config naming the external etcd and the
+//! seed's registry, and the kubelet stand-in on the worker its seed-signed kubeconfig.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use serde::Deserialize;
+
 use std::process::Command;
 
+use common::{DataDisk, LAB, journal_plan, namespaces, plan_file, print_logs, text};
 use lab::plan::namespace_for;
 use lab::state::{LabState, runs};
 
-fn image_dir() -> PathBuf {
-    std::env::var_os("LAUNCHER_LAB_IMAGE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| testkit::workspace_root().join("out"))
-}
-
-fn print_logs(run: &Path) {
-    let mut names: Vec<PathBuf> = std::fs::read_dir(run)
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    names.sort();
-    for path in names {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
-        if name.ends_with(".console") || name.ends_with(".log") {
-            let text =
-                String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
-            let tail: Vec<&str> = text.lines().rev().take(80).collect();
-            eprintln!("===== {} (last 80 lines) =====", path.display());
-            for line in tail.iter().rev() {
-                eprintln!("{line}");
-            }
-        }
-    }
-}
-
-fn namespaces() -> String {
-    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+/// CA keys kubeadm's tree holds on a master and never on a worker.
+const CA_KEYS: [&str; 4] = [
+    "/etc/kubernetes/pki/ca.key",
+    "/etc/kubernetes/pki/etcd/ca.key",
+    "/etc/kubernetes/pki/front-proxy-ca.key",
+    "/etc/kubernetes/pki/sa.key",
+];
 
 #[test]
 fn one_master_and_one_worker_boot_by_pxe_and_reach_done() {
-    if !testkit::require_root("network namespaces, taps and qemu")
-        || !testkit::require(&["qemu-system-x86_64", "dnsmasq", "ip", "etcdctl", "sfdisk"])
-    {
+    let Some(image) = common::image_or_skip() else {
         return;
-    }
-    let image = image_dir();
-    if !image.join("vmlinuz").is_file() || !image.join("initrd.img").is_file() {
-        let reason = format!(
-            "no node image in {} (make it with `launcher-build images/debian-bookworm.toml \
-             --out out/` or point LAUNCHER_LAB_IMAGE at one; ci/test bakes one)",
-            image.display()
-        );
-        assert!(!testkit::under_ci(), "{reason}");
-        eprintln!("SKIPPED: {reason}");
-        return;
-    }
-    let _ = testkit::workspace_bin("launcher-seed");
+    };
     let run_holder = tempfile::tempdir().unwrap();
     let run = run_holder.path().to_path_buf();
-    let lab = env!("CARGO_BIN_EXE_launcher-lab");
-    let output = Command::new(lab)
+    let output = Command::new(LAB)
         .args([
             "up",
             "--masters",
@@ -79,40 +46,46 @@ fn one_master_and_one_worker_boot_by_pxe_and_reach_done() {
         .arg(&run)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    if !output.status.success() {
+    let stdout = text(&output.stdout);
+    let stderr = text(&output.stderr);
+    let state = LabState::load(&run).unwrap();
+    let checked = std::panic::catch_unwind(|| {
+        assert!(
+            output.status.success(),
+            "launcher-lab up failed\n{stdout}\n{stderr}"
+        );
+        assert!(stdout.contains("every host is done"), "{stdout}");
+        assert!(stdout.contains("m1 (master"), "{stdout}");
+        assert!(stdout.contains("w1 (worker"), "{stdout}");
+        assert!(stdout.contains("done succeeded"), "{stdout}");
+        assert!(stdout.contains(" voting   healthy "), "{stdout}");
+        assert!(stdout.contains("the cluster is up"), "{stdout}");
+        let state = state.as_ref().expect("a running lab has a state file");
+        assert_eq!(state.namespace, namespace_for(&run));
+        assert_eq!(state.processes.len(), 4, "{state:?}");
+        assert!(namespaces().contains(&state.namespace));
+        // m1 powered on in 2001 (systemd advances a clock that old to its own epoch, still
+        // months behind) and stepped its clock from the seed before enrolling.
+        let m1 = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with("m1 "))
+            .unwrap_or_default();
+        assert!(
+            m1.contains("rtc 2001-01-01T00:00:00")
+                && m1.contains("behind the seed, then")
+                && m1.contains(" ms off"),
+            "{stdout}"
+        );
+    });
+    if checked.is_err() {
         print_logs(&run);
+        let _ = common::lab(&run, &["down"]);
+        std::panic::resume_unwind(checked.unwrap_err());
     }
-    assert!(
-        output.status.success(),
-        "launcher-lab up failed\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains("every host is done"), "{stdout}");
-    assert!(stdout.contains("m1 (master"), "{stdout}");
-    assert!(stdout.contains("w1 (worker"), "{stdout}");
-    assert!(stdout.contains("done succeeded"), "{stdout}");
-    assert!(stdout.contains(" voting   healthy "), "{stdout}");
-    assert!(stdout.contains("the cluster is up"), "{stdout}");
+    let state = state.unwrap();
 
-    let state = LabState::load(&run)
-        .unwrap()
-        .expect("a running lab has a state file");
-    assert_eq!(state.namespace, namespace_for(&run));
-    assert_eq!(state.processes.len(), 4, "{state:?}");
-    assert!(namespaces().contains(&state.namespace));
-
-    let down = Command::new(lab)
-        .arg("down")
-        .arg("--run-dir")
-        .arg(&run)
-        .output()
-        .unwrap();
-    assert!(
-        down.status.success(),
-        "{}",
-        String::from_utf8_lossy(&down.stderr)
-    );
+    let down = common::lab(&run, &["down"]);
+    assert!(down.status.success(), "{}", text(&down.stderr));
     for p in &state.processes {
         assert!(
             !runs(p.pid, &p.program),
@@ -123,4 +96,67 @@ fn one_master_and_one_worker_boot_by_pxe_and_reach_done() {
     }
     assert!(!namespaces().contains(&state.namespace));
     assert_eq!(LabState::load(&run).unwrap(), None);
+
+    let master = DataDisk::open(&run.join("vm-1.data.raw"));
+    let worker = DataDisk::open(&run.join("vm-2.data.raw"));
+    let (master_plan, worker_plan) = (journal_plan(&master), journal_plan(&worker));
+    assert_eq!(master_plan["role"], "master", "{master_plan}");
+    assert_eq!(worker_plan["role"], "worker", "{worker_plan}");
+
+    // The worker's tree has no CA key: not in its plan, and not a byte of the cluster CA's key
+    // anywhere on its disk, where the master's disk has it.
+    for key in CA_KEYS {
+        assert!(
+            plan_file(&master_plan, key).is_some(),
+            "the master lacks {key}"
+        );
+        assert_eq!(plan_file(&worker_plan, key), None, "the worker got {key}");
+    }
+    let ca_key = plan_file(&master_plan, CA_KEYS[0]).unwrap();
+    let key_line = ca_key
+        .lines()
+        .find(|l| !l.starts_with("-----") && l.len() >= 40)
+        .expect("a PEM body line");
+    assert!(master.holds_bytes(key_line));
+    assert!(
+        !worker.holds_bytes(key_line),
+        "the CA key is on the worker's disk"
+    );
+
+    // The kubeadm stand-in on the master checked and recorded a v1beta4 config naming the
+    // external etcd and the seed's registry.
+    let record = master
+        .read("launcher/standin/kubeadm-init.json")
+        .expect("the stand-in recorded kubeadm init");
+    let record: serde_json::Value = serde_json::from_str(&record).unwrap();
+    assert_eq!(record["standin_for"], "kubeadm");
+    assert_eq!(
+        record["checked"]["api_version"], "kubeadm.k8s.io/v1beta4",
+        "{record}"
+    );
+    let config = master
+        .read("launcher/standin/kubeadm-init.yaml")
+        .expect("the stand-in kept the config it was given");
+    let cluster_config = serde_yaml::Deserializer::from_str(&config)
+        .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+        .find(|d| d["kind"] == "ClusterConfiguration")
+        .expect("a ClusterConfiguration");
+    assert_eq!(cluster_config["apiVersion"], "kubeadm.k8s.io/v1beta4");
+    assert_eq!(cluster_config["imageRepository"], "10.77.0.1:8443");
+    let endpoints: Vec<&str> = cluster_config["etcd"]["external"]["endpoints"]
+        .as_sequence()
+        .expect("external etcd endpoints")
+        .iter()
+        .filter_map(|e| e.as_str())
+        .collect();
+    assert_eq!(endpoints, ["https://10.77.0.101:2379"]);
+    // The worker runs no kubeadm: the kubelet stand-in checked its seed-signed kubeconfig,
+    // which points at the control-plane endpoint.
+    assert_eq!(worker.read("launcher/standin/kubeadm-join.json"), None);
+    let kubelet = worker
+        .read("launcher/standin/kubelet.json")
+        .expect("the kubelet stand-in recorded its start on the worker");
+    let kubelet: serde_json::Value = serde_json::from_str(&kubelet).unwrap();
+    assert_eq!(kubelet["standin_for"], "kubelet");
+    assert_eq!(kubelet["server"], "https://10.77.0.10:6443", "{kubelet}");
 }

@@ -1,0 +1,175 @@
+//! What the lab's VM tests share: the image to boot, the lab binary, logs on failure, and a look
+//! at a VM's `LAUNCHER-DATA` disk from outside.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const LAB: &str = env!("CARGO_BIN_EXE_launcher-lab");
+
+/// The node image, or `None` (with the reason printed; a failure under CI) when there is none
+/// or the machine cannot run VMs.
+pub fn image_or_skip() -> Option<PathBuf> {
+    if !testkit::require_root("network namespaces, taps and qemu")
+        || !testkit::require(&[
+            "qemu-system-x86_64",
+            "dnsmasq",
+            "ip",
+            "etcdctl",
+            "sfdisk",
+            "debugfs",
+            "e2fsck",
+        ])
+    {
+        return None;
+    }
+    let image = std::env::var_os("LAUNCHER_LAB_IMAGE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| testkit::workspace_root().join("out"));
+    if !image.join("vmlinuz").is_file() || !image.join("initrd.img").is_file() {
+        let reason = format!(
+            "no node image in {} (make it with `launcher-build images/debian-bookworm.toml \
+             --out out/` or point LAUNCHER_LAB_IMAGE at one; ci/test bakes one)",
+            image.display()
+        );
+        assert!(!testkit::under_ci(), "{reason}");
+        eprintln!("SKIPPED: {reason}");
+        return None;
+    }
+    let _ = testkit::workspace_bin("launcher-seed");
+    Some(image)
+}
+
+/// Runs `launcher-lab ARGS… --run-dir RUN`.
+pub fn lab(run: &Path, args: &[&str]) -> Output {
+    Command::new(LAB)
+        .args(args)
+        .arg("--run-dir")
+        .arg(run)
+        .output()
+        .unwrap()
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The last lines of every log and console in the run directory, for a failed test.
+pub fn print_logs(run: &Path) {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(run)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    names.sort();
+    for path in names {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.ends_with(".console") || name.ends_with(".console.prev") || name.ends_with(".log") {
+            let text = text(&std::fs::read(&path).unwrap_or_default());
+            let tail: Vec<&str> = text.lines().rev().take(80).collect();
+            eprintln!("===== {} (last 80 lines) =====", path.display());
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+pub fn namespaces() -> String {
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    text(&out.stdout)
+}
+
+/// A copy of a VM's `LAUNCHER-DATA` filesystem with its journal replayed (the VM was not shut
+/// down cleanly), read with e2fsprogs rather than mounted.
+pub struct DataDisk {
+    _dir: tempfile::TempDir,
+    pub fs: PathBuf,
+}
+
+impl DataDisk {
+    pub fn open(disk: &Path) -> DataDisk {
+        let layout = Command::new("sfdisk")
+            .arg("--json")
+            .arg(disk)
+            .output()
+            .unwrap();
+        assert!(layout.status.success(), "{}", text(&layout.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&layout.stdout).unwrap();
+        let part = &json["partitiontable"]["partitions"][0];
+        assert_eq!(part["name"], "LAUNCHER-DATA", "{json}");
+        let (start, size) = (
+            part["start"].as_u64().unwrap(),
+            part["size"].as_u64().unwrap(),
+        );
+        assert_eq!(start % 2048, 0, "the partition starts on a MiB boundary");
+        let dir = tempfile::tempdir().unwrap();
+        let fs = dir.path().join("data.ext4");
+        let dd = Command::new("dd")
+            .arg(format!("if={}", disk.display()))
+            .arg(format!("of={}", fs.display()))
+            .args(["bs=1M", "conv=sparse", "status=none"])
+            .arg(format!("skip={}", start / 2048))
+            .arg(format!("count={}", size.div_ceil(2048)))
+            .output()
+            .unwrap();
+        assert!(dd.status.success(), "{}", text(&dd.stderr));
+        let fsck = Command::new("e2fsck")
+            .args(["-y", "-E", "journal_only"])
+            .arg(&fs)
+            .output()
+            .unwrap();
+        assert!(
+            matches!(fsck.status.code(), Some(0 | 1)),
+            "e2fsck: {}{}",
+            text(&fsck.stdout),
+            text(&fsck.stderr)
+        );
+        DataDisk { _dir: dir, fs }
+    }
+
+    /// A file of the data disk (`launcher/…` is the host's `/var/lib/launcher/…`).
+    pub fn read(&self, path: &str) -> Option<String> {
+        let out = self.fs.with_extension("out");
+        let _ = std::fs::remove_file(&out);
+        let status = Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("dump -p /{path} {}", out.display()))
+            .arg(&self.fs)
+            .output()
+            .unwrap();
+        assert!(status.status.success(), "{}", text(&status.stderr));
+        std::fs::read(&out).ok().map(|b| text(&b))
+    }
+
+    /// Whether `needle` occurs anywhere in the filesystem's bytes, files or free space.
+    pub fn holds_bytes(&self, needle: &str) -> bool {
+        let grep = Command::new("grep")
+            .args(["-q", "-a", "-F", "--", needle])
+            .arg(&self.fs)
+            .status()
+            .unwrap();
+        assert!(matches!(grep.code(), Some(0 | 1)), "grep failed");
+        grep.code() == Some(0)
+    }
+}
+
+/// The plan firstboot keeps in its journal on the data disk.
+pub fn journal_plan(disk: &DataDisk) -> serde_json::Value {
+    let journal = disk
+        .read("launcher/firstboot.json")
+        .expect("the data disk holds firstboot's journal");
+    let journal: serde_json::Value = serde_json::from_str(&journal).unwrap();
+    journal["plan"].clone()
+}
+
+/// The text of the plan file at `path`, if the plan has it.
+pub fn plan_file(plan: &serde_json::Value, path: &str) -> Option<String> {
+    plan["files"]
+        .as_array()?
+        .iter()
+        .find(|f| f["path"] == path)
+        .and_then(|f| f["source"]["text"].as_str().map(str::to_string))
+}

@@ -1,0 +1,269 @@
+//! End to end with three masters and a spare, in one lab (each step needs the one before):
+//! 1. three masters PXE-boot with wrong clocks and form a 3-member etcd over the bridge, while the
+//!    seed is killed with SIGKILL in the middle of the rollout (`up` starts it again);
+//! 2. one master loses power: etcd keeps quorum; powered on again, it resumes from its
+//!    `LAUNCHER-DATA` disk as the same host, without enrolling anew;
+//! 3. the spare is added as a fourth master (an etcd learner, then promoted) and the
+//!    remove-master job takes the first master out, with quorum kept throughout.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use cluster::api::Phase;
+use common::{LAB, lab, print_logs, text};
+use lab::etcd::{self, EtcdReport};
+use lab::plan::LabPlan;
+use lab::state::LabState;
+use registry_seed::views::StatusView;
+
+/// How often the quorum watcher asks, and at most how many times.
+const QUORUM_POLL: Duration = Duration::from_secs(2);
+const QUORUM_POLLS: u32 = 1200;
+
+fn endpoint(n: u8) -> String {
+    format!("https://10.77.0.{}:2379", 100 + n)
+}
+
+fn etcd_report(plan: &LabPlan, masters: &[u8]) -> EtcdReport {
+    let endpoints: Vec<String> = masters.iter().map(|n| endpoint(*n)).collect();
+    etcd::check(&plan.namespace, &endpoints, &plan.etcd_client_dir())
+        .unwrap_or_else(|e| panic!("etcdctl against {endpoints:?}: {e:#}"))
+}
+
+/// (name, learner) of every member, sorted.
+fn members(report: &EtcdReport) -> Vec<(String, bool)> {
+    let mut out: Vec<(String, bool)> = report
+        .members
+        .iter()
+        .map(|m| (m.name.clone(), m.is_learner))
+        .collect();
+    out.sort();
+    out
+}
+
+fn voting(names: &[&str]) -> Vec<(String, bool)> {
+    names.iter().map(|n| (n.to_string(), false)).collect()
+}
+
+/// Host id by MAC, of every host the seed knows.
+fn hosts(status: &StatusView) -> BTreeMap<String, String> {
+    status
+        .hosts
+        .iter()
+        .map(|h| (h.mac.clone().unwrap_or_default(), h.id.clone()))
+        .collect()
+}
+
+fn status(plan: &LabPlan) -> StatusView {
+    testkit::wait_for("the seed's status", Duration::from_secs(60), || {
+        lab::runner::read_status(plan)
+    })
+}
+
+fn mac(n: u8) -> String {
+    format!("52:54:00:77:00:{n:02}")
+}
+
+fn succeed(run: &Path, args: &[&str]) -> String {
+    let out = lab(run, args);
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "launcher-lab {}: {stdout}\n{}",
+        args.join(" "),
+        text(&out.stderr)
+    );
+    stdout
+}
+
+/// Asks etcd through `endpoint` for a linearizable read (which needs a quorum) until stopped,
+/// and returns every failure with when it happened.
+fn watch_quorum(
+    plan: LabPlan,
+    endpoint: String,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let mut failures = Vec::new();
+        for _ in 0..QUORUM_POLLS {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            match etcd::check(
+                &plan.namespace,
+                std::slice::from_ref(&endpoint),
+                &plan.etcd_client_dir(),
+            ) {
+                Ok(r) if r.health.iter().all(|h| h.health) && !r.health.is_empty() => {}
+                Ok(r) => failures.push(format!("{:?}: {:?}", started.elapsed(), r.health)),
+                Err(e) => failures.push(format!("{:?}: {e:#}", started.elapsed())),
+            }
+            std::thread::sleep(QUORUM_POLL);
+        }
+        failures
+    })
+}
+
+#[test]
+fn three_masters_ride_out_a_seed_kill_a_power_cut_and_a_master_swap() {
+    let Some(image) = common::image_or_skip() else {
+        return;
+    };
+    let holder = tempfile::tempdir().unwrap();
+    let run = holder.path().to_path_buf();
+    let result = std::panic::catch_unwind(|| scenario(&image, &run));
+    if result.is_err() {
+        print_logs(&run);
+    }
+    let down = lab(&run, &["down"]);
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+    assert!(down.status.success(), "{}", text(&down.stderr));
+}
+
+fn scenario(image: &Path, run: &Path) {
+    // 1. Up, with the seed killed once a host is past enrollment and before all are done.
+    let up_out = run.join("up.out");
+    let mut up = testkit::ChildGuard::spawn(
+        "launcher-lab up",
+        Command::new(LAB)
+            .args([
+                "up",
+                "--masters",
+                "3",
+                "--spare-masters",
+                "1",
+                "--workers",
+                "0",
+            ])
+            .args(["--timeout", "1800", "--image"])
+            .arg(image)
+            .arg("--run-dir")
+            .arg(run)
+            .stdout(std::fs::File::create(&up_out).unwrap())
+            .stderr(std::fs::File::create(run.join("up.err")).unwrap()),
+    );
+    let state = testkit::wait_for("the lab's state", Duration::from_secs(120), || {
+        LabState::load(run)
+            .ok()
+            .flatten()
+            .filter(|s| s.processes.iter().any(|p| p.name == "vm m3"))
+    });
+    let plan = LabPlan::new(state.options.clone().expect("up records its options")).unwrap();
+    let enroll = Phase::ALL.iter().position(|p| *p == Phase::Enroll).unwrap();
+    let past_enroll = |s: &StatusView| {
+        s.hosts.iter().any(|h| {
+            h.phase
+                .is_some_and(|p| Phase::ALL.iter().position(|q| *q == p).unwrap() > enroll)
+        })
+    };
+    let at_kill = testkit::wait_for("a host past enrollment", Duration::from_secs(1200), || {
+        lab::runner::read_status(&plan).filter(|s| past_enroll(s))
+    });
+    assert!(
+        at_kill.hosts.len() < 3 || !at_kill.hosts.iter().all(|h| h.phase == Some(Phase::Done)),
+        "every host was done before the seed could be killed: {at_kill:?}"
+    );
+    let seed = state.processes.iter().find(|p| p.name == "seed").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(seed.pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let up_status = testkit::wait_for("launcher-lab up to end", Duration::from_secs(1900), || {
+        up.child.try_wait().unwrap()
+    });
+    let stdout = std::fs::read_to_string(&up_out).unwrap();
+    assert!(
+        up_status.success(),
+        "launcher-lab up failed\n{stdout}\n{}",
+        std::fs::read_to_string(run.join("up.err")).unwrap_or_default()
+    );
+    assert!(
+        stdout.contains("launcher-lab: the seed exited; starting it again"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("the cluster is up"), "{stdout}");
+    assert_eq!(stdout.matches(" voting   healthy ").count(), 3, "{stdout}");
+    let ids = hosts(&status(&plan));
+    assert_eq!(ids.len(), 3, "one host each, none enrolled twice: {ids:?}");
+    let three = voting(&["lab-m1", "lab-m2", "lab-m3"]);
+    assert_eq!(members(&etcd_report(&plan, &[1, 2, 3])), three);
+
+    // 2. m3 loses power: the other two keep quorum and still list it.
+    let off = succeed(run, &["power", "off", "m3"]);
+    assert!(off.contains("m3 powered off"), "{off}");
+    let two = etcd_report(&plan, &[1, 2]);
+    assert!(two.health.iter().all(|h| h.health), "{two:?}");
+    assert_eq!(members(&two), three);
+    // Powered on again it boots from the network, finds its disk and resumes as itself.
+    succeed(run, &["power", "on", "m3"]);
+    let waited = succeed(run, &["wait", "--timeout", "900"]);
+    assert!(waited.contains("every host is done"), "{waited}");
+    assert_eq!(waited.matches(" voting   healthy ").count(), 3, "{waited}");
+    assert_eq!(hosts(&status(&plan)), ids, "m3 came back as the same host");
+    let enrolled = |file: &str| {
+        let console =
+            lab::watch::strip_ansi(&std::fs::read_to_string(run.join(file)).unwrap_or_default());
+        let rebooted = console.contains("the host rebooted: redoing");
+        let enrolled = console
+            .lines()
+            .any(|l| l.contains("enrolled") && l.contains("host_id"));
+        (rebooted, enrolled)
+    };
+    assert_eq!(
+        enrolled("vm-3.console.prev"),
+        (false, true),
+        "its first boot"
+    );
+    assert_eq!(
+        enrolled("vm-3.console"),
+        (true, false),
+        "after the power cut"
+    );
+
+    // 3. The spare joins as a fourth master, and the first one is removed; m2 answers a
+    //    quorum read all along.
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = watch_quorum(plan.clone(), endpoint(2), stop.clone());
+    let on = succeed(run, &["power", "on", "m4"]);
+    assert!(on.contains("m4 is a spare master"), "{on}");
+    let waited = succeed(run, &["wait", "--timeout", "1200"]);
+    assert_eq!(waited.matches(" voting   healthy ").count(), 4, "{waited}");
+    assert_eq!(
+        members(&etcd_report(&plan, &[1, 2, 3, 4])),
+        voting(&["lab-m1", "lab-m2", "lab-m3", "lab-m4"])
+    );
+    let after_add = hosts(&status(&plan));
+    assert_eq!(after_add.len(), 4, "{after_add:?}");
+    let m1 = &ids[&mac(1)];
+    let removed = Command::new("ip")
+        .args(["netns", "exec", &plan.namespace])
+        .arg(&plan.options.seed_bin)
+        .args(["hosts", "rm", m1, "--state-dir"])
+        .arg(plan.seed_dir())
+        .output()
+        .unwrap();
+    assert!(
+        removed.status.success(),
+        "{}{}",
+        text(&removed.stdout),
+        text(&removed.stderr)
+    );
+    let left = etcd_report(&plan, &[2, 3, 4]);
+    assert_eq!(members(&left), voting(&["lab-m2", "lab-m3", "lab-m4"]));
+    assert!(left.health.iter().all(|h| h.health), "{left:?}");
+    assert!(!hosts(&status(&plan)).values().any(|id| id == m1));
+    stop.store(true, Ordering::SeqCst);
+    let failures = watcher.join().unwrap();
+    assert!(failures.is_empty(), "quorum reads failed: {failures:#?}");
+    succeed(run, &["power", "off", "m1"]);
+}
