@@ -233,11 +233,15 @@ mod tests {
             "KEY"
         );
         assert!(!data.join("launcher.partial").exists());
-        let mode = std::fs::metadata(data.join("launcher/keys")).unwrap().permissions();
+        let mode = std::fs::metadata(data.join("launcher/keys"))
+            .unwrap()
+            .permissions();
         assert_eq!(
             std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
             std::os::unix::fs::PermissionsExt::mode(
-                &std::fs::metadata(r.join("var/lib/launcher/keys")).unwrap().permissions()
+                &std::fs::metadata(r.join("var/lib/launcher/keys"))
+                    .unwrap()
+                    .permissions()
             ) & 0o777
         );
     }

@@ -77,10 +77,10 @@ fn one_master_and_one_worker_boot_by_pxe_and_reach_done() {
             "{stdout}"
         );
     });
-    if checked.is_err() {
+    if let Err(panic) = checked {
         print_logs(&run);
         let _ = common::lab(&run, &["down"]);
-        std::panic::resume_unwind(checked.unwrap_err());
+        std::panic::resume_unwind(panic);
     }
     let state = state.unwrap();
 

@@ -381,6 +381,9 @@ fn generated_names_skip_every_inventory_name_at_any_fleet_size() {
         (0..5000).map(|i| entry(i, &format!("node-{i}"))).collect(),
     );
     let keys = vec!["mac:52:54:00:00:13:87".to_string()];
-    let found: Vec<usize> = inventory_matches(&big, &keys).iter().map(|e| e.index).collect();
+    let found: Vec<usize> = inventory_matches(&big, &keys)
+        .iter()
+        .map(|e| e.index)
+        .collect();
     assert_eq!(found, [0x1387]);
 }
