@@ -13,6 +13,7 @@ pub mod membership;
 pub mod metrics;
 pub mod ntp;
 pub mod oci;
+pub mod range;
 pub mod seed;
 pub mod serve;
 pub mod store;

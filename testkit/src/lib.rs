@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+pub mod fixtures;
+
 /// Whether we run under CI, where a missing tool is a failure rather than a skip.
 pub fn under_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")

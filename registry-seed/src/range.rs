@@ -1,0 +1,189 @@
+//! Files served with HTTP `Range`: the one responder behind boot files and registry blobs.
+//!
+//! It answers a single byte range with 206, anything it does not serve partially (no header,
+//! several ranges, bad syntax) with the whole file, and leaves the shape of a 416 to the caller
+//! (boot files and the registry answer errors differently).
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+/// The read size of a streamed body: large enough that a multi-GiB initrd is few syscalls.
+const CHUNK: usize = 256 * 1024;
+
+/// What a `Range` header asks of a file of `len` bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RangeAnswer {
+    /// No range, or one this server ignores (several ranges, bad syntax): the whole file.
+    Full,
+    /// Bytes `start..=end`.
+    Partial(u64, u64),
+    Unsatisfiable,
+}
+
+pub fn parse_range(header: &str, len: u64) -> RangeAnswer {
+    let Some(spec) = header.trim().strip_prefix("bytes=") else {
+        return RangeAnswer::Full;
+    };
+    if spec.contains(',') {
+        return RangeAnswer::Full;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeAnswer::Full;
+    };
+    let num = |s: &str| s.trim().parse::<u64>().ok();
+    match (a.trim().is_empty(), num(a), num(b)) {
+        (true, _, Some(0)) => RangeAnswer::Unsatisfiable,
+        (true, _, Some(suffix)) if len > 0 => {
+            RangeAnswer::Partial(len.saturating_sub(suffix), len - 1)
+        }
+        (true, _, _) => RangeAnswer::Unsatisfiable,
+        (false, Some(start), _) if start >= len => RangeAnswer::Unsatisfiable,
+        (false, Some(start), None) if b.trim().is_empty() => RangeAnswer::Partial(start, len - 1),
+        (false, Some(start), Some(end)) if end >= start => {
+            RangeAnswer::Partial(start, end.min(len - 1))
+        }
+        _ => RangeAnswer::Full,
+    }
+}
+
+/// Why a file could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum RangeError {
+    /// The caller answers 416 in its own shape, with [`RangeError::content_range`].
+    #[error("range not satisfiable for a file of {len} bytes")]
+    Unsatisfiable { len: u64 },
+    #[error("reading the file")]
+    Io(#[from] std::io::Error),
+}
+
+impl RangeError {
+    /// The `Content-Range` a 416 carries: `bytes */LEN`.
+    pub fn content_range(len: u64) -> HeaderValue {
+        HeaderValue::from_str(&format!("bytes */{len}")).expect("ASCII")
+    }
+}
+
+/// Answers `headers`' range of `file` (200 or 206, `Content-Length`, `Accept-Ranges`,
+/// `Content-Range`, `application/octet-stream`); `head` sends the headers alone.
+pub async fn respond(
+    mut file: tokio::fs::File,
+    headers: &HeaderMap,
+    head: bool,
+) -> Result<Response, RangeError> {
+    let len = file.metadata().await?.len();
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map_or(RangeAnswer::Full, |r| parse_range(r, len));
+    let (status, start, count) = match range {
+        RangeAnswer::Full => (StatusCode::OK, 0, len),
+        RangeAnswer::Partial(s, e) => (StatusCode::PARTIAL_CONTENT, s, e - s + 1),
+        RangeAnswer::Unsatisfiable => return Err(RangeError::Unsatisfiable { len }),
+    };
+    let body = if head {
+        Body::empty()
+    } else {
+        file.seek(std::io::SeekFrom::Start(start)).await?;
+        Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+            file.take(count),
+            CHUNK,
+        ))
+    };
+    let mut res = Response::new(body);
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if status == StatusCode::PARTIAL_CONTENT {
+        let end = start + count - 1;
+        let v = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")).expect("ASCII");
+        h.insert(header::CONTENT_RANGE, v);
+    }
+    Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        use RangeAnswer::*;
+        let cases = [
+            ("bytes=0-0", Partial(0, 0)),
+            ("bytes=3-5", Partial(3, 5)),
+            ("bytes=9-", Partial(9, 9)),
+            ("bytes=5-100", Partial(5, 9)),
+            ("bytes=-3", Partial(7, 9)),
+            ("bytes=-30", Partial(0, 9)),
+            ("bytes=10-", Unsatisfiable),
+            ("bytes=10-20", Unsatisfiable),
+            ("bytes=-0", Unsatisfiable),
+            ("bytes=5-3", Full),
+            ("bytes=0-1,3-4", Full),
+            ("items=0-1", Full),
+            ("bytes=x-1", Full),
+        ];
+        for (header, want) in cases {
+            assert_eq!(parse_range(header, 10), want, "{header}");
+        }
+        assert_eq!(parse_range("bytes=0-", 0), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-1", 0), Unsatisfiable);
+    }
+
+    async fn answer(
+        range: Option<&str>,
+        head: bool,
+    ) -> Result<(StatusCode, HeaderMap, Vec<u8>), RangeError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let mut headers = HeaderMap::new();
+        if let Some(r) = range {
+            headers.insert(header::RANGE, HeaderValue::from_str(r).unwrap());
+        }
+        let res = respond(tokio::fs::File::open(&path).await.unwrap(), &headers, head).await?;
+        let (parts, body) = res.into_parts();
+        let bytes = http_body_util::BodyExt::collect(body)
+            .await
+            .unwrap()
+            .to_bytes();
+        Ok((parts.status, parts.headers, bytes.to_vec()))
+    }
+
+    #[tokio::test]
+    async fn responses_carry_the_range_they_answer() {
+        let (status, h, body) = answer(None, false).await.unwrap();
+        assert_eq!(
+            (status, body.as_slice()),
+            (StatusCode::OK, &b"0123456789"[..])
+        );
+        assert_eq!(h[header::CONTENT_LENGTH], "10");
+        assert_eq!(h[header::ACCEPT_RANGES], "bytes");
+        assert!(h.get(header::CONTENT_RANGE).is_none());
+
+        let (status, h, body) = answer(Some("bytes=2-4"), false).await.unwrap();
+        assert_eq!(
+            (status, body.as_slice()),
+            (StatusCode::PARTIAL_CONTENT, &b"234"[..])
+        );
+        assert_eq!(h[header::CONTENT_RANGE], "bytes 2-4/10");
+        assert_eq!(h[header::CONTENT_LENGTH], "3");
+
+        let (status, h, body) = answer(Some("bytes=-2"), true).await.unwrap();
+        assert_eq!((status, body.len()), (StatusCode::PARTIAL_CONTENT, 0));
+        assert_eq!(h[header::CONTENT_LENGTH], "2");
+
+        match answer(Some("bytes=10-"), false).await {
+            Err(RangeError::Unsatisfiable { len: 10 }) => {}
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(RangeError::content_range(10), "bytes */10");
+    }
+}
