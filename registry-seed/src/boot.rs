@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::enroll::decide::{entry_keys, identity_keys};
 use crate::http::{ApiFailure, blocking};
-use crate::oci::router::{RangeAnswer, parse_range};
+use crate::range::{RangeAnswer, parse_range};
 use crate::seed::Seed;
 use crate::store::{Table, read_with};
 

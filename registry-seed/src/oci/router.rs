@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::refs::{Digest, RefError, Reference, RepoName};
 use super::store::{Catalog, Repository, Store};
+use ::oci::refs::{Digest, RefError, Reference, RepoName};
 
 /// Bytes read from disk per chunk of a blob response.
 const CHUNK: usize = 256 * 1024;

@@ -4,15 +4,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-use super::media;
-use super::refs::{Digest, Reference, RepoName, Tag};
+pub use ::oci::ManifestInfo;
+use ::oci::media;
+use ::oci::refs::{Digest, Reference, RepoName, Tag};
 
 const CATALOG: &str = "catalog.json";
 
@@ -38,13 +38,6 @@ pub enum StoreError {
 pub(crate) fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
     let path = path.to_path_buf();
     move |source| StoreError::Io { what, path, source }
-}
-
-/// What the store knows about a manifest besides its bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ManifestInfo {
-    pub media_type: String,
-    pub size: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,7 +201,7 @@ impl Store {
                 fs::rename(path, &dest).map_err(io_err("moving a blob to", &dest))?;
             }
         }
-        sync_dir(&blobs_dir)?;
+        durable::sync_dir(&blobs_dir).map_err(durable_err)?;
         let _lock = self.lock()?;
         let path = self.root.join(CATALOG);
         let mut catalog = read_catalog(&path)?;
@@ -221,7 +214,7 @@ impl Store {
             }
         }
         let json = serde_json::to_vec_pretty(&catalog).expect("catalog serializes");
-        write_atomic(&path, &json)
+        durable::write_atomic(&path, &json, 0o600).map_err(durable_err)
     }
 
     fn lock(&self) -> Result<nix::fcntl::Flock<File>, StoreError> {
@@ -266,23 +259,10 @@ fn read_catalog(path: &Path) -> Result<Catalog, StoreError> {
     }
 }
 
-/// Writes `bytes` to `path` through a temp file in the same directory: fsync, rename, fsync dir.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let dir = path.parent().expect("a file path has a parent");
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(dir).map_err(io_err("creating a file in", dir))?;
-    tmp.write_all(bytes)
-        .map_err(io_err("writing", tmp.path()))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(io_err("syncing", tmp.path()))?;
-    tmp.persist(path)
-        .map_err(|e| io_err("renaming a temp file to", path)(e.error))?;
-    sync_dir(dir)
-}
-
-pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("syncing", dir))
+fn durable_err(e: durable::Error) -> StoreError {
+    StoreError::Io {
+        what: e.what,
+        path: e.path,
+        source: e.source,
+    }
 }

@@ -8,15 +8,15 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::import::ImportError;
-use super::media::{self, ConfigPlatform, Descriptor, Kind, Platform};
-use super::refs::Digest;
-use super::source::{self, Tree};
+use crate::error::ReadError;
+use crate::media::{self, ConfigPlatform, Descriptor, Kind, Platform};
+use crate::refs::Digest;
+use crate::source::{self, Tree};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlatformError {
     #[error(transparent)]
-    Read(#[from] ImportError),
+    Read(#[from] ReadError),
     #[error("{}: not an OCI layout (no index.json and oci-layout)", .0.display())]
     NotOciLayout(PathBuf),
     #[error("{}: no manifest for {platform} (found: {found})", file.display())]
@@ -162,7 +162,7 @@ fn collect_blobs(
     let bytes = load(&manifest.digest)?;
     let kids =
         media::children(&manifest.digest, &manifest.media_type, &bytes).map_err(|source| {
-            ImportError::Manifest {
+            ReadError::Manifest {
                 file: file.to_path_buf(),
                 source,
             }
@@ -172,6 +172,14 @@ fn collect_blobs(
             file: file.to_path_buf(),
             digest: d.digest.clone(),
         })?;
+        if f.size != d.size {
+            return Err(PlatformError::Read(ReadError::SizeMismatch {
+                file: file.to_path_buf(),
+                digest: d.digest.clone(),
+                expected: d.size,
+                actual: f.size,
+            }));
+        }
         out.insert(d.digest.clone(), f.path.clone());
     }
     Ok(())
