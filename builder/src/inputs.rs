@@ -161,3 +161,73 @@ pub fn record(role: &str, path: &Path) -> Result<FileRecord, InputError> {
     manifest::record(role, path, &path.display().to_string())
         .map_err(io_err(format!("reading {role}"), path))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::definition::BundleSums;
+
+    fn pin(bytes: &[u8]) -> Sha256Hex {
+        use sha2::Digest as _;
+        Sha256Hex::parse(&hex::encode(sha2::Sha256::digest(bytes))).unwrap()
+    }
+
+    #[test]
+    fn bundles_are_pinned_recorded_or_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        for name in ["kubeadm", "kubelet", "kubectl"] {
+            fs::write(dir.join(name), name).unwrap();
+        }
+        let sums = BundleSums {
+            kubeadm: pin(b"kubeadm"),
+            kubelet: pin(b"kubelet"),
+            kubectl: pin(b"kubectl"),
+        };
+        let mut inputs = vec![];
+        let source = BundleSource::Dir {
+            dir: dir.to_path_buf(),
+            sums: sums.clone(),
+        };
+        let files = bundle(&source, dir, &mut inputs).unwrap();
+        assert_eq!(files[2], dir.join("kubectl"));
+        let roles: Vec<&str> = inputs.iter().map(|r| r.role.as_str()).collect();
+        assert_eq!(roles, ["kubeadm", "kubelet", "kubectl"]);
+
+        let bad = BundleSource::Dir {
+            dir: dir.to_path_buf(),
+            sums: BundleSums {
+                kubelet: pin(b"other"),
+                ..sums.clone()
+            },
+        };
+        let err = bundle(&bad, dir, &mut vec![]).unwrap_err().to_string();
+        let want = format!(
+            "kubelet {}: sha256 is {}, the definition pins {}",
+            dir.join("kubelet").display(),
+            pin(b"kubelet"),
+            pin(b"other")
+        );
+        assert_eq!(err, want);
+
+        let standins = BundleSource::Standins {
+            kubectl: dir.join("kubectl"),
+            kubectl_sha256: None,
+        };
+        let err = bundle(&standins, dir, &mut vec![]).unwrap_err().to_string();
+        let want = format!(
+            "{} is missing: build the workspace first (cargo build --workspace)",
+            dir.join("kubeadm-standin").display()
+        );
+        assert_eq!(err, want);
+
+        let tarball = BundleSource::Tarball {
+            path: dir.join("b.tar"),
+            sums,
+        };
+        let err = bundle(&tarball, dir, &mut vec![]).unwrap_err().to_string();
+        assert!(
+            err.ends_with("tarball bundles are not supported yet; unpack it and use bundle.dir")
+        );
+    }
+}
