@@ -6,6 +6,7 @@
 //! was started, by pid and start time ([`procs`]), so that `down` stops exactly that.
 
 pub mod etcd;
+pub mod host;
 pub mod plan;
 pub mod procs;
 mod progress;
