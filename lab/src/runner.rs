@@ -1,6 +1,6 @@
-//! The thin part that applies a [`LabPlan`]: namespace, seed, dnsmasq and VMs up (then
-//! [`progress`](crate::progress) watches them); a VM powered off and on; everything that was
-//! started stopped again by pid and start time, and by namespace.
+//! The thin part that applies a [`LabPlan`]: namespace, seed, dnsmasq and VMs up (then `progress`
+//! watches them); a VM powered off and on; everything that was started stopped again by pid and
+//! start time, and by namespace.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
