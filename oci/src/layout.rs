@@ -49,11 +49,13 @@ fn walk_image(
         if !reachable.insert(d.digest.clone()) {
             continue;
         }
-        let blob = tree.blob(&d.digest).ok_or_else(|| ReadError::MissingBlob {
-            file: input.to_path_buf(),
-            digest: d.digest.clone(),
-            parent: parent.clone(),
-        })?;
+        let blob = tree
+            .blob(input, &d.digest)?
+            .ok_or_else(|| ReadError::MissingBlob {
+                file: input.to_path_buf(),
+                digest: d.digest.clone(),
+                parent: parent.clone(),
+            })?;
         check_size(input, &d, blob.size)?;
         out.blobs.insert(d.digest.clone(), blob.path.clone());
         if media::manifest_kind(&d.media_type).is_none() {

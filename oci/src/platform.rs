@@ -57,7 +57,7 @@ pub fn reduce_to_platform(
     let scratch = tempfile::tempdir().map_err(io("creating a temporary directory for", input))?;
     let tree = source::stage(input, scratch.path())?;
     let load = |d: &Digest| -> Result<Vec<u8>, PlatformError> {
-        let f = tree.blob(d).ok_or_else(|| PlatformError::Missing {
+        let f = tree.blob(input, d)?.ok_or_else(|| PlatformError::Missing {
             file: input.to_path_buf(),
             digest: d.clone(),
         })?;
@@ -168,10 +168,12 @@ fn collect_blobs(
             }
         })?;
     for d in std::iter::once(manifest).chain(&kids) {
-        let f = tree.blob(&d.digest).ok_or_else(|| PlatformError::Missing {
-            file: file.to_path_buf(),
-            digest: d.digest.clone(),
-        })?;
+        let f = tree
+            .blob(file, &d.digest)?
+            .ok_or_else(|| PlatformError::Missing {
+                file: file.to_path_buf(),
+                digest: d.digest.clone(),
+            })?;
         if f.size != d.size {
             return Err(PlatformError::Read(ReadError::SizeMismatch {
                 file: file.to_path_buf(),

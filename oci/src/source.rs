@@ -40,9 +40,22 @@ impl Tree {
         None
     }
 
-    /// The blob with `digest` (`blobs/sha256/<hex>`).
-    pub fn blob(&self, digest: &Digest) -> Option<&StagedFile> {
-        self.get(&format!("blobs/sha256/{}", digest.hex()))
+    /// The blob with `digest` (`blobs/sha256/<hex>` of `input`), if present. However it is
+    /// reached, its content must hash to `digest`: a link to other bytes (of the same size, say)
+    /// is refused, or it would be stored and served under a digest it does not have.
+    pub fn blob(&self, input: &Path, digest: &Digest) -> Result<Option<&StagedFile>, ReadError> {
+        let name = format!("blobs/sha256/{}", digest.hex());
+        let Some(file) = self.get(&name) else {
+            return Ok(None);
+        };
+        if file.digest != *digest {
+            return Err(ReadError::DigestMismatch {
+                file: input.to_path_buf(),
+                entry: name,
+                actual: file.digest.clone(),
+            });
+        }
+        Ok(Some(file))
     }
 }
 
@@ -304,5 +317,58 @@ mod tests {
         );
         assert!(link_target("a/layer.tar", "../../x").is_err());
         assert!(link_target("a/layer.tar", "/x").is_err());
+    }
+
+    /// A tar holding `blobs/sha256/<hex of "good">` as a file, `other` with different bytes of
+    /// the same size, and `blobs/sha256/<hex of "evil">` as a link of `kind` to `other`.
+    fn linked_tar(dir: &Path, kind: tar::EntryType) -> PathBuf {
+        let path = dir.join(format!("{kind:?}.tar"));
+        let mut b = tar::Builder::new(File::create(&path).unwrap());
+        let good = Digest::of(b"good");
+        for (name, bytes) in [
+            (format!("blobs/sha256/{}", good.hex()), b"good"),
+            ("other".into(), b"odd!"),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(4);
+            h.set_mode(0o644);
+            b.append_data(&mut h, name, &bytes[..]).unwrap();
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(0);
+        let linked = format!("blobs/sha256/{}", Digest::of(b"evil").hex());
+        let target = if kind == tar::EntryType::Symlink {
+            "../../other"
+        } else {
+            "other"
+        };
+        b.append_link(&mut h, linked, target).unwrap();
+        b.finish().unwrap();
+        path
+    }
+
+    #[test]
+    fn a_blob_reached_through_a_link_must_hash_to_its_digest() {
+        let tmp = tempfile::tempdir().unwrap();
+        for kind in [tar::EntryType::Symlink, tar::EntryType::Link] {
+            let input = linked_tar(tmp.path(), kind);
+            let into = tmp.path().join(format!("{kind:?}"));
+            std::fs::create_dir(&into).unwrap();
+            let tree = stage(&input, &into).unwrap();
+            let good = Digest::of(b"good");
+            assert_eq!(tree.blob(&input, &good).unwrap().unwrap().digest, good);
+            let absent = Digest::of(b"absent");
+            assert!(tree.blob(&input, &absent).unwrap().is_none());
+            let evil = Digest::of(b"evil");
+            let err = tree.blob(&input, &evil).unwrap_err().to_string();
+            let want = format!(
+                "{}: blobs/sha256/{} does not match its digest: its content hashes to {}",
+                input.display(),
+                evil.hex(),
+                Digest::of(b"odd!")
+            );
+            assert_eq!(err, want, "{kind:?}");
+        }
     }
 }
