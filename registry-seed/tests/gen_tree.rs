@@ -205,8 +205,9 @@ fn strs(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
-const LEAF: &[&str] = &["digitalSignature", "keyEncipherment"];
-const CA: &[&str] = &["digitalSignature", "keyEncipherment", "keyCertSign"];
+// The spec's keys are ECDSA, for which RFC 8813 forbids keyEncipherment.
+const LEAF: &[&str] = &["digitalSignature"];
+const CA: &[&str] = &["digitalSignature", "keyCertSign"];
 
 fn leaf(cn: &str, o: Option<&str>, eku: &[&'static str], sans: &[&str]) -> Facts {
     Facts {

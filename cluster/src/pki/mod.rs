@@ -5,6 +5,7 @@
 
 mod ca;
 mod cert;
+mod der;
 mod key;
 mod kubeconfig;
 mod profile;
