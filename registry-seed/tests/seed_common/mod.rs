@@ -73,11 +73,10 @@ pub fn spec(text: &str) -> ClusterSpec {
 /// addresses: etcd is simply unreachable.
 pub fn open(text: &str) -> (tempfile::TempDir, Arc<Seed>, Router) {
     let dir = tempfile::tempdir().unwrap();
-    let mut seed = Seed::open(spec(text), dir.path()).unwrap();
+    let seed = Seed::open(spec(text), dir.path()).unwrap();
     let closed = format!("https://127.0.0.1:{}", testkit::free_tcp_port());
     let etcd = registry_seed::membership::EtcdApi::new(&seed.cas, vec![closed]).unwrap();
-    seed.membership = Some(Arc::new(etcd));
-    let seed = Arc::new(seed);
+    let seed = Arc::new(seed.with_membership(Arc::new(etcd)));
     let app = registry_seed::http::app(seed.clone());
     (dir, seed, app)
 }
