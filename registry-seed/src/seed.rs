@@ -193,36 +193,28 @@ mod tests {
     use crate::enroll::decide::default_hostname;
     use cluster::api::Role;
 
-    const SPEC: &str = r#"
-[cluster]
-name = "demo"
-kubernetes_version = "v1.33.4"
-control_plane_endpoint = "10.77.0.10:6443"
-pod_subnet = "10.244.0.0/16"
-service_subnet = "10.96.0.0/12"
-dns_domain = "cluster.local"
-masters = 3
-schedulable_masters = true
-key_algorithm = "ecdsa-p256"
+    use testkit::fixtures::{ClusterFile, Host, host};
 
-[seed]
-url = "https://10.77.0.1:8443"
-registry = "10.77.0.1:8443"
-
-[[hosts]]
-mac = "52:54:00:00:00:01"
-ip = "10.77.0.11"
-
-[[hosts]]
-mac = "52:54:00:00:00:02"
-role = "worker"
-hostname = "db-1"
-"#;
+    /// An inventory master with an address, and a worker named by the operator without one.
+    fn spec_text() -> String {
+        let worker = Host {
+            ip: None,
+            hostname: Some("db-1".into()),
+            ..host(2, Some("worker"))
+        };
+        ClusterFile {
+            schedulable_masters: true,
+            seed: "10.77.0.1:8443".into(),
+            hosts: vec![host(1, None), worker],
+            ..ClusterFile::demo()
+        }
+        .render()
+    }
 
     #[test]
     fn a_state_directory_serves_one_cluster() {
         let dir = tempfile::tempdir().unwrap();
-        let spec = ClusterSpec::parse("demo.toml", SPEC).unwrap().spec;
+        let spec = ClusterSpec::parse("demo.toml", &spec_text()).unwrap().spec;
         let first = Seed::open(spec.clone(), dir.path()).unwrap();
         let ca = first.cas.ca.cert_pem().to_owned();
         let token = first.admin_token.clone();
@@ -231,7 +223,7 @@ hostname = "db-1"
         assert_eq!(again.cas.ca.cert_pem(), ca, "the CA set is kept");
         assert_eq!(again.admin_token, token, "the admin token is kept");
         drop(again);
-        let other = ClusterSpec::parse("other.toml", &SPEC.replace("\"demo\"", "\"other\""))
+        let other = ClusterSpec::parse("other.toml", &spec_text().replace("\"demo\"", "\"other\""))
             .unwrap()
             .spec;
         let err = Seed::open(other, dir.path()).unwrap_err();
@@ -243,7 +235,7 @@ hostname = "db-1"
 
     #[test]
     fn the_planner_sees_the_inventory_as_the_spec_plans_it() {
-        let spec = ClusterSpec::parse("demo.toml", SPEC).unwrap().spec;
+        let spec = ClusterSpec::parse("demo.toml", &spec_text()).unwrap().spec;
         let facts = facts_of(&spec);
         let seen: Vec<(Role, u32, &str, Option<&str>)> = facts
             .inventory

@@ -2,7 +2,7 @@
 //! the host's retry against the restarted seed adds the learner once, records it, gets its
 //! learner plan, and the learner is promoted.
 
-mod seed_common;
+mod support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,8 +14,8 @@ use registry_seed::membership::{BoxFuture, MemberId, Membership, MembershipError
 use registry_seed::seed::Seed;
 use registry_seed::store::records::HostRecord;
 use registry_seed::store::{Table, list_json, read_with};
-use seed_common::*;
 use serde_json::json;
+use support::seed::*;
 
 const JOINING: &str = "52:54:00:00:00:71";
 
@@ -73,7 +73,7 @@ fn masters(seed: &Seed) -> Vec<HostRecord> {
 async fn a_seed_killed_before_the_learner_step_adds_the_learner_on_the_retry() {
     let dir = tempfile::tempdir().unwrap();
     let open = |etcd: Arc<FakeEtcd>| {
-        let seed = Seed::open(spec(ONE_MASTER), dir.path()).unwrap();
+        let seed = Seed::open(spec(&one_master()), dir.path()).unwrap();
         let seed = Arc::new(seed.with_membership(etcd));
         (seed.clone(), registry_seed::http::app(seed))
     };
