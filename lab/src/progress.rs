@@ -11,9 +11,29 @@ use registry_seed::views::StatusView;
 use crate::etcd;
 use crate::plan::{LabPlan, Vm};
 use crate::ready::{self, EtcdAnswer, Readiness};
-use crate::runner::{Lab, Outcome, UpSettings, vm_process};
+use crate::running::{Lab, vm_process};
 use crate::seed_api;
 use crate::watch::{self, Boot, Row};
+
+/// How `up` ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Every host `done` and etcd healthy.
+    Ready,
+    /// What failed, with where to look.
+    Failed(String),
+    Interrupted,
+}
+
+/// What `up` is told besides the plan.
+#[derive(Debug, Clone)]
+pub struct UpSettings {
+    pub timeout: Duration,
+    /// Leave everything running after a failure or an interrupt.
+    pub keep: bool,
+    /// Stop everything after the summary even when the lab came up.
+    pub then_down: bool,
+}
 
 /// How often the seed's status is read.
 const POLL: Duration = Duration::from_secs(3);
