@@ -127,9 +127,10 @@ pub fn run_with(cli: &Cli, os: &dyn Os, out: &mut dyn Write) -> i32 {
     };
     let (status, line) = match run::run(&options, os) {
         Ok(Outcome::Done) => (0, "every phase done".to_string()),
-        Ok(Outcome::StoppedAfter(phase)) => {
-            (EXIT_STOPPED, format!("stopped after phase {}", phase.as_str()))
-        }
+        Ok(Outcome::StoppedAfter(phase)) => (
+            EXIT_STOPPED,
+            format!("stopped after phase {}", phase.as_str()),
+        ),
         Err(f) => (1, f.to_string()),
     };
     let _ = writeln!(out, "launcher-firstboot: {line}");

@@ -124,9 +124,7 @@ fn apply_cmdline(l: &mut FirstbootFile, cmdline: &str) -> Result<(), ConfigError
                     "1" | "yes" | "true" => true,
                     "0" | "no" | "false" => false,
                     _ => {
-                        return Err(
-                            src.error("expected launcher.wipe=1 or launcher.wipe=0".into())
-                        );
+                        return Err(src.error("expected launcher.wipe=1 or launcher.wipe=0".into()));
                     }
                 }
             }
@@ -166,11 +164,11 @@ fn finish(l: FirstbootFile) -> Result<Config, ConfigError> {
         ntp,
         pin: l.pin.ok_or(ConfigError::NoPin)?,
         token: l.token,
-        max_skew: Duration::from_millis(
-            l.max_skew_ms.unwrap_or(file::DEFAULT_MAX_SKEW_MS).into(),
-        ),
+        max_skew: Duration::from_millis(l.max_skew_ms.unwrap_or(file::DEFAULT_MAX_SKEW_MS).into()),
         ntp_wait: Duration::from_secs(
-            l.ntp_wait_secs.unwrap_or(file::DEFAULT_NTP_WAIT_SECS).into(),
+            l.ntp_wait_secs
+                .unwrap_or(file::DEFAULT_NTP_WAIT_SECS)
+                .into(),
         ),
         preload_dir: l
             .preload_dir

@@ -336,8 +336,8 @@ mod tests {
             let root = tempfile::tempdir().unwrap();
             let os = RecordingOs::new(std::time::Duration::ZERO, false);
             materialize(root.path(), &os, &plan_for(version, vec![]), &seed, "").unwrap();
-            let cfg = std::fs::read_to_string(root.path().join("etc/containerd/config.toml"))
-                .unwrap();
+            let cfg =
+                std::fs::read_to_string(root.path().join("etc/containerd/config.toml")).unwrap();
             let want = format!(r#"sandbox_image = "10.0.0.1:8443/pause:{tag}""#);
             assert!(cfg.contains(&want), "{version}: {cfg}");
         }

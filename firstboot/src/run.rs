@@ -2,12 +2,12 @@
 //! reports start, end and failure to the seed.
 
 use crate::config::Config;
-use cluster::spec::SeedUrl;
 use crate::journal::{DONE_MARKER, Journal};
 use crate::os::Os;
 use crate::seed::SeedClient;
 use crate::{fsutil, identify, keys, materialize, node, preload, storage, time};
 use cluster::api::{EnrollRequest, Phase, PhaseState, ProgressReport};
+use cluster::spec::SeedUrl;
 use std::path::PathBuf;
 use std::time::Duration;
 

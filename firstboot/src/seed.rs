@@ -1,10 +1,10 @@
 //! Talking to the seed over pinned TLS: enrollment (with polite retries) and progress reports.
 
-use cluster::pki::CaPin;
-use cluster::spec::SeedUrl;
 use crate::os::Os;
 use crate::tls::{self, PinOutcome, PinVerifier};
 use cluster::api::{self, ApiError, EnrollRequest, EnrollResponse, Plan, ProgressReport};
+use cluster::pki::CaPin;
+use cluster::spec::SeedUrl;
 use rand::Rng;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -167,7 +167,10 @@ mod tests {
             .self_signed(&key)
             .unwrap();
         use sha2::{Digest, Sha256};
-        let want = format!("sha256:{}", hex::encode(Sha256::digest(key.public_key_der())));
+        let want = format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest(key.public_key_der()))
+        );
         assert_eq!(spki_pin(cert.der()).map(|p| p.to_string()), Some(want));
         assert!(cert_pem(cert.der()).starts_with("-----BEGIN CERTIFICATE-----\nMII"));
     }

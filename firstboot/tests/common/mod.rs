@@ -65,7 +65,9 @@ impl Host {
     /// Like [`Host::run`], but the programs in `real` (e.g. `ctr`) run for real.
     pub fn run_with_real(&self, clock_offset_secs: i64, real: &[&str], args: &[&str]) -> Run {
         let root = self.root().display().to_string();
-        let argv = ["launcher-firstboot", "--root", &root].into_iter().chain(args.iter().copied());
+        let argv = ["launcher-firstboot", "--root", &root]
+            .into_iter()
+            .chain(args.iter().copied());
         let cli = firstboot::cli::Cli::try_parse_from(argv).unwrap();
         let real: BTreeSet<String> = real.iter().map(|p| p.to_string()).collect();
         let os = firstboot::os::RecordingOs::persistent(&self.sim_dir(), clock_offset_secs, real)
