@@ -467,7 +467,7 @@ fn write_manifest(
         source_date_epoch: c.epoch,
         platform: "linux/amd64",
         kubernetes: manifest::Kubernetes {
-            version: c.def.bundle.version.as_str().to_string(),
+            version: c.def.bundle.version.to_string(),
             standins: matches!(c.def.bundle.source, BundleSource::Standins { .. }),
         },
         components: manifest::package_versions(&status),
