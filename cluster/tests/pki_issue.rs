@@ -79,6 +79,24 @@ fn validity_is_backdated_five_minutes() {
 }
 
 #[test]
+fn a_short_lived_certificate_ends_when_asked() {
+    let set = CaSet::generate(KeyAlgorithm::EcdsaP256, now()).unwrap();
+    let issued = set
+        .etcd_ca
+        .issue_for(
+            &CertProfile::etcd_healthcheck_client(Convention::Since129),
+            SubjectKey::Fresh(KeyAlgorithm::EcdsaP256),
+            now(),
+            time::Duration::hours(24),
+        )
+        .unwrap();
+    let leaf = parse(&issued.cert_der);
+    let start = now().unix_timestamp();
+    assert_eq!(leaf.validity().not_before.timestamp(), start - 300);
+    assert_eq!(leaf.validity().not_after.timestamp(), start + 86400);
+}
+
+#[test]
 fn bad_csrs_are_refused_with_a_reason() {
     let good = csr_for(&KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap());
     let p384 = csr_for(&KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap());

@@ -106,6 +106,7 @@ pub(crate) fn random_serial() -> SerialNumber {
 fn leaf_params(
     profile: &CertProfile,
     now: time::OffsetDateTime,
+    validity: time::Duration,
 ) -> Result<CertificateParams, PkiError> {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -144,7 +145,7 @@ fn leaf_params(
     params.use_authority_key_identifier_extension = true;
     params.serial_number = Some(random_serial());
     params.not_before = now - BACKDATE;
-    params.not_after = now + CERT_VALIDITY;
+    params.not_after = now + validity;
     Ok(params)
 }
 
@@ -157,7 +158,19 @@ impl Ca {
         subject: SubjectKey<'_>,
         now: time::OffsetDateTime,
     ) -> Result<Issued, PkiError> {
-        let mut params = leaf_params(profile, now)?;
+        self.issue_for(profile, subject, now, CERT_VALIDITY)
+    }
+
+    /// Like [`Ca::issue`], valid for `validity` from `now`: for short-lived credentials handed
+    /// out on request rather than planned.
+    pub fn issue_for(
+        &self,
+        profile: &CertProfile,
+        subject: SubjectKey<'_>,
+        now: time::OffsetDateTime,
+        validity: time::Duration,
+    ) -> Result<Issued, PkiError> {
+        let mut params = leaf_params(profile, now, validity)?;
         let signing = |e: rcgen::Error| PkiError::Signing {
             name: profile.name.clone(),
             reason: e.to_string(),
