@@ -1,5 +1,5 @@
-//! The admin CLI: `pin`, `status`, `hosts`, `tokens`, `jobs`, talking to a running seed with its
-//! admin token (or, for `status`, reading the state directory when no seed runs).
+//! The admin CLI: `pin`, `status`, `hosts`, `tokens`, `jobs`, `etcd-client`, talking to a running
+//! seed with its admin token (or, for `status`, reading the state directory when no seed runs).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -11,7 +11,10 @@ use crate::seed::{ADDR_FILE, STORE_FILE, read_admin_token};
 use crate::store::records::{HostRecord, JobRecord, JobState};
 use crate::store::{RedbStore, Table, list_json, read_with};
 use crate::tls::{SeedCa, ca_cert_path};
-use crate::views::{JobAccepted, StatusView, TokenRequest, host_view, render_table};
+use crate::views::{
+    EtcdClientRequest, EtcdClientView, JobAccepted, StatusView, TokenRequest, host_view,
+    render_table,
+};
 
 /// Where to find the seed and its credential.
 #[derive(Debug, Clone, clap::Args)]
@@ -86,6 +89,55 @@ pub enum JobsCommand {
         #[command(flatten)]
         seed: SeedArgs,
     },
+}
+
+/// `launcher-seed etcd-client`.
+#[derive(Debug, clap::Args)]
+pub struct EtcdClientArgs {
+    #[command(flatten)]
+    pub seed: SeedArgs,
+    /// The directory to write the credential into (made, mode 0700).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// How long the certificate is valid: `90s`, `30m`, `1h`, `7d` (at most 7d).
+    #[arg(long, default_value = "24h", value_parser = parse_ttl)]
+    pub ttl: u64,
+    /// Who holds the credential, named in the certificate's subject.
+    #[arg(long, default_value = "admin")]
+    pub holder: String,
+}
+
+/// The files of an etcd client credential in a directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdClientFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl EtcdClientFiles {
+    pub fn in_dir(dir: &Path) -> EtcdClientFiles {
+        EtcdClientFiles {
+            ca: dir.join("ca.crt"),
+            cert: dir.join("client.crt"),
+            key: dir.join("client.key"),
+        }
+    }
+
+    /// Writes `credential` into `dir` (made 0700): the key 0600, the certificates 0644, each
+    /// file whole or not at all.
+    pub fn write(dir: &Path, credential: &EtcdClientView) -> anyhow::Result<EtcdClientFiles> {
+        durable::private_dir(dir)?;
+        let files = EtcdClientFiles::in_dir(dir);
+        for (path, text, mode) in [
+            (&files.key, &credential.key_pem, 0o600),
+            (&files.cert, &credential.cert_pem, 0o644),
+            (&files.ca, &credential.ca_pem, 0o644),
+        ] {
+            durable::write_atomic(path, text.as_bytes(), mode)?;
+        }
+        Ok(files)
+    }
 }
 
 /// `90s`, `30m`, `1h`, `7d` or plain seconds.
@@ -193,6 +245,12 @@ impl AdminClient {
 
     pub fn status(&self) -> anyhow::Result<StatusView> {
         Ok(serde_json::from_value(self.get("/v1/admin/hosts")?)?)
+    }
+
+    /// A fresh etcd client credential (`POST /v1/admin/etcd-client`).
+    pub fn etcd_client(&self, request: &EtcdClientRequest) -> anyhow::Result<EtcdClientView> {
+        let answer = self.post("/v1/admin/etcd-client", &serde_json::to_value(request)?)?;
+        serde_json::from_value(answer).context("reading the seed's etcd client credential")
     }
 
     /// Polls a job until it ends (at most `timeout`).
@@ -326,6 +384,28 @@ pub fn jobs(cmd: JobsCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+pub fn etcd_client(args: EtcdClientArgs) -> anyhow::Result<()> {
+    let request = EtcdClientRequest {
+        ttl_secs: Some(args.ttl),
+        holder: Some(args.holder),
+    };
+    let credential = AdminClient::new(&args.seed)?.etcd_client(&request)?;
+    let files = EtcdClientFiles::write(&args.out, &credential)?;
+    let until = time::OffsetDateTime::from_unix_timestamp(credential.not_after_ms / 1000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{} ms after the epoch", credential.not_after_ms));
+    println!(
+        "{} (CN {}), valid until {until}",
+        files.cert.display(),
+        credential.common_name,
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -35,6 +35,14 @@ enum Command {
     /// Look at admin jobs.
     #[command(subcommand)]
     Jobs(client::JobsCommand),
+    /// Get a short-lived etcd client certificate from a running seed, for etcdctl.
+    ///
+    /// The seed answers with the cluster's etcd CA and a client certificate and key it makes
+    /// for this answer alone and never stores. They are written into --out (made 0700) as
+    /// ca.crt, client.crt (0644) and client.key (0600), for `etcdctl --cacert OUT/ca.crt
+    /// --cert OUT/client.crt --key OUT/client.key`. The certificate is for client
+    /// authentication only and expires after --ttl (at most 7d); ask again for a new one.
+    EtcdClient(client::EtcdClientArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -55,6 +63,7 @@ fn main() -> std::process::ExitCode {
         Command::Hosts(cmd) => client::hosts(cmd),
         Command::Tokens(cmd) => client::tokens(cmd),
         Command::Jobs(cmd) => client::jobs(cmd),
+        Command::EtcdClient(args) => client::etcd_client(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

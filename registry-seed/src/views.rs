@@ -1,4 +1,5 @@
-//! What the admin API shows of hosts and jobs, and the status table the CLI prints.
+//! What the admin API shows of hosts and jobs, the etcd client credential it hands out, and the
+//! status table the CLI prints.
 
 use cluster::api::{Phase, PhaseState, Role};
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,41 @@ pub struct TokenRequest {
     pub ttl_secs: u64,
     #[serde(default)]
     pub role: Option<Role>,
+}
+
+/// `POST /v1/admin/etcd-client`: both fields may be left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdClientRequest {
+    /// How long the certificate is valid; a day when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_secs: Option<u64>,
+    /// Who will hold the credential, named in its subject: `admin` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
+}
+
+/// An etcd client credential made for one answer: the seed keeps neither the key nor a record.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EtcdClientView {
+    /// The cluster's etcd CA certificate (PEM), which etcd's server certificates chain to.
+    pub ca_pem: String,
+    /// A client certificate (PEM) signed by that CA, for client authentication only.
+    pub cert_pem: String,
+    /// Its private key (PEM).
+    pub key_pem: String,
+    pub common_name: String,
+    /// When the certificate stops being valid (Unix milliseconds).
+    pub not_after_ms: i64,
+}
+
+impl std::fmt::Debug for EtcdClientView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdClientView")
+            .field("common_name", &self.common_name)
+            .field("not_after_ms", &self.not_after_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 pub fn host_view(record: &HostRecord) -> HostView {

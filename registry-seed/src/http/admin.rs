@@ -1,5 +1,6 @@
 //! Admin routes under `/v1/admin`: only with the admin bearer token. Reads answer at once;
-//! changes start a job and answer `{"job": id}`.
+//! changes start a job and answer `{"job": id}`; an etcd client credential is made for the
+//! answer alone, never stored.
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use cluster::api::codes;
+use cluster::pki::{CaKind, CaSet, CertProfile, SubjectKey, Usage};
 
 use super::{ApiFailure, JsonBody, blocking};
 use crate::enroll::apply::constant_time_eq;
@@ -17,10 +19,18 @@ use crate::jobs::{self, JobRequest};
 use crate::seed::Seed;
 use crate::store::records::{HostRecord, JobRecord, now_ms};
 use crate::store::{Table, get_json, list_json, read_with};
-use crate::views::{JobAccepted, StatusView, TokenRequest, host_view};
+use crate::views::{
+    EtcdClientRequest, EtcdClientView, JobAccepted, StatusView, TokenRequest, host_view,
+};
 
 /// Longest join-token lifetime: 30 days.
 pub const MAX_TOKEN_TTL_SECS: u64 = 30 * 24 * 3600;
+/// An etcd client credential's lifetime when the request names none: a day.
+pub const DEFAULT_ETCD_CLIENT_TTL_SECS: u64 = 24 * 3600;
+/// Longest etcd client credential lifetime: 7 days. Nothing revokes it, so it stays short.
+pub const MAX_ETCD_CLIENT_TTL_SECS: u64 = 7 * 24 * 3600;
+/// Longest holder name in an etcd client credential's subject.
+const MAX_HOLDER_LEN: usize = 64;
 
 pub fn routes(seed: Arc<Seed>) -> Router<Arc<Seed>> {
     Router::new()
@@ -30,6 +40,7 @@ pub fn routes(seed: Arc<Seed>) -> Router<Arc<Seed>> {
         .route("/tokens", post(create_token))
         .route("/jobs/{id}", get(get_job))
         .route("/clusters", post(create_cluster))
+        .route("/etcd-client", post(create_etcd_client))
         .route_layer(middleware::from_fn_with_state(seed, require_admin))
 }
 
@@ -146,6 +157,87 @@ async fn create_token(
         role: request.role,
     };
     start(&seed, job).await
+}
+
+/// A fresh etcd client certificate and key from the cluster's etcd CA, with that CA.
+async fn create_etcd_client(
+    State(seed): State<Arc<Seed>>,
+    JsonBody(request): JsonBody<EtcdClientRequest>,
+) -> Result<Json<EtcdClientView>, ApiFailure> {
+    let (ttl_secs, holder) = etcd_client_terms(&request)?;
+    let view = blocking("signing an etcd client certificate", move || {
+        issue_etcd_client(
+            &seed.cas,
+            &holder,
+            ttl_secs,
+            time::OffsetDateTime::now_utc(),
+        )
+    })
+    .await?;
+    tracing::info!(
+        common_name = %view.common_name,
+        not_after_ms = view.not_after_ms,
+        "issued an etcd client certificate"
+    );
+    Ok(Json(view))
+}
+
+/// The lifetime and holder a request asks for, or the `bad_request` that refuses it.
+fn etcd_client_terms(request: &EtcdClientRequest) -> Result<(u64, String), ApiFailure> {
+    let ttl_secs = request.ttl_secs.unwrap_or(DEFAULT_ETCD_CLIENT_TTL_SECS);
+    if ttl_secs == 0 || ttl_secs > MAX_ETCD_CLIENT_TTL_SECS {
+        return Err(ApiFailure::new(
+            codes::BAD_REQUEST,
+            format!("ttl_secs must be between 1 and {MAX_ETCD_CLIENT_TTL_SECS}"),
+        ));
+    }
+    let holder = request.holder.as_deref().unwrap_or("admin");
+    let fits = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if holder.is_empty() || holder.len() > MAX_HOLDER_LEN || !holder.chars().all(fits) {
+        return Err(ApiFailure::new(
+            codes::BAD_REQUEST,
+            format!("holder must be 1 to {MAX_HOLDER_LEN} ASCII letters, digits, '.', '_' or '-'"),
+        ));
+    }
+    Ok((ttl_secs, holder.to_string()))
+}
+
+/// What the credential names: an admin's etcd client, and who holds it.
+fn etcd_client_profile(holder: &str) -> CertProfile {
+    CertProfile {
+        name: "admin-etcd-client".to_owned(),
+        issuer: CaKind::Etcd,
+        common_name: format!("admin-etcd-client:{holder}"),
+        organization: None,
+        usage: Usage::Client,
+        dns_names: Vec::new(),
+        ips: Vec::new(),
+    }
+}
+
+fn issue_etcd_client(
+    cas: &CaSet,
+    holder: &str,
+    ttl_secs: u64,
+    now: time::OffsetDateTime,
+) -> Result<EtcdClientView, ApiFailure> {
+    let profile = etcd_client_profile(holder);
+    let validity = time::Duration::seconds(ttl_secs as i64);
+    let subject = SubjectKey::Fresh(cas.key_algorithm());
+    let issued = cas
+        .etcd_ca
+        .issue_for(&profile, subject, now, validity)
+        .map_err(|e| ApiFailure::internal("signing an etcd client certificate", &e))?;
+    let key = issued.key.ok_or_else(|| {
+        ApiFailure::internal("signing an etcd client certificate", &"no key was made")
+    })?;
+    Ok(EtcdClientView {
+        ca_pem: cas.etcd_ca.cert_pem().to_owned(),
+        cert_pem: issued.cert_pem,
+        key_pem: key.pem().to_owned(),
+        common_name: profile.common_name,
+        not_after_ms: ((now + validity).unix_timestamp_nanos() / 1_000_000) as i64,
+    })
 }
 
 /// One seed serves the one cluster of its `--cluster` file.

@@ -6,8 +6,10 @@
 //!   `POST /v1/hosts/{id}/progress` (`ProgressReport` → 204): host routes, no credential.
 //! - `/v1/admin/…` with `Authorization: Bearer <state-dir>/admin.token`: `GET hosts` (the
 //!   status view), `GET jobs/{id}`; `POST hosts/{id}/approve`, `DELETE hosts/{id}`,
-//!   `POST tokens {"ttl_secs", "role"?}` answer 202 `{"job": id}` at once. `POST clusters` is
-//!   refused: a seed serves the one cluster of its `--cluster` file.
+//!   `POST tokens {"ttl_secs", "role"?}` answer 202 `{"job": id}` at once;
+//!   `POST etcd-client {"ttl_secs"?, "holder"?}` answers 200 with the etcd CA and a fresh
+//!   client certificate and key (a day by default, at most seven), stored nowhere.
+//!   `POST clusters` is refused: a seed serves the one cluster of its `--cluster` file.
 //! - `GET /boot.ipxe`, `GET /ipxe?mac=&uuid=&serial=`, `GET /boot/{vmlinuz,initrd.img}` (also
 //!   on the plain HTTP listener, see [`plain_app`]), and `/v2/` (the image registry, mounted by
 //!   `serve`).
