@@ -1,58 +1,13 @@
 //! The summary's etcd check: `etcdctl member list` and `endpoint health` against the masters,
-//! run inside the lab's namespace with a client certificate from the cluster's etcd CA.
+//! run inside the lab's namespace with the client certificate the seed's admin API handed out
+//! (see [`seed_api::etcd_client`](crate::seed_api::etcd_client)).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::Context;
+use registry_seed::client::EtcdClientFiles;
 use serde::Deserialize;
-
-/// The client certificate's files in `dir`.
-#[derive(Debug, Clone)]
-pub struct ClientFiles {
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-impl ClientFiles {
-    pub fn in_dir(dir: &Path) -> ClientFiles {
-        ClientFiles {
-            ca: dir.join("etcd-ca.crt"),
-            cert: dir.join("client.crt"),
-            key: dir.join("client.key"),
-        }
-    }
-}
-
-/// Issues a client certificate from the cluster's etcd CA, read from the seed's state before the
-/// seed starts (the seed keeps its store open while it runs), and writes it under `dir`.
-pub fn write_client(seed_dir: &Path, cluster_file: &Path, dir: &Path) -> anyhow::Result<()> {
-    let spec = registry_seed::serve::load_spec(cluster_file)?;
-    let seed = registry_seed::seed::Seed::open(spec, seed_dir)?;
-    let issued = seed
-        .cas
-        .etcd_ca
-        .issue(
-            &registry_seed::membership::seed_client_profile(),
-            cluster::pki::SubjectKey::Fresh(seed.cas.key_algorithm()),
-            time::OffsetDateTime::now_utc(),
-        )
-        .context("signing the lab's etcd client certificate")?;
-    let key = issued
-        .key
-        .context("the etcd client certificate came without its key")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let files = ClientFiles::in_dir(dir);
-    for (path, text) in [
-        (&files.ca, seed.cas.etcd_ca.cert_pem()),
-        (&files.cert, issued.cert_pem.as_str()),
-        (&files.key, key.pem()),
-    ] {
-        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
-}
 
 /// One member as `etcdctl member list -w json` prints it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -153,7 +108,7 @@ impl EtcdReport {
 fn etcdctl(
     namespace: &str,
     endpoints: &[String],
-    files: &ClientFiles,
+    files: &EtcdClientFiles,
     args: &[&str],
 ) -> anyhow::Result<String> {
     let output = Command::new("ip")
@@ -185,7 +140,7 @@ pub fn check(
     endpoints: &[String],
     client_dir: &Path,
 ) -> anyhow::Result<EtcdReport> {
-    let files = ClientFiles::in_dir(client_dir);
+    let files = EtcdClientFiles::in_dir(client_dir);
     let members = parse_members(&etcdctl(namespace, endpoints, &files, &["member", "list"])?)?;
     let health = parse_health(&etcdctl(
         namespace,

@@ -39,6 +39,8 @@ pub struct UpSettings {
 const POLL: Duration = Duration::from_secs(3);
 /// How often `up` and `wait` start a seed that exited, as its service manager would.
 const SEED_RESTARTS: u32 = 5;
+/// How long an etcd client credential from the seed is used: half the day it is valid for.
+const ETCD_CLIENT_REFRESH: Duration = Duration::from_secs(12 * 3600);
 
 /// Watches `lab` until every powered-on host is done after its latest power-on and etcd has
 /// every powered-on master, healthy; or something fails, the time is up, or `stop_flag` is set.
@@ -91,6 +93,8 @@ struct Watch {
     seed_restarts: u32,
     /// What etcd lacked when last printed, so a change is printed once.
     etcd_waiting: Option<Vec<String>>,
+    /// When the seed last handed out the etcd client credential the check uses.
+    etcd_client_at: Option<Instant>,
 }
 
 impl Watch {
@@ -116,6 +120,7 @@ impl Watch {
             started,
             seed_restarts: 0,
             etcd_waiting: None,
+            etcd_client_at: None,
         }
     }
 
@@ -149,7 +154,9 @@ impl Watch {
         if !ready::hosts_done(status, &self.powered) {
             return None;
         }
-        let etcd = read_etcd(&self.plan, self.vms());
+        let etcd = self
+            .etcd_client()
+            .and_then(|()| read_etcd(&self.plan, self.vms()));
         let problems = match ready::readiness(status, &self.powered, Some(&etcd)) {
             Readiness::Hosts => return None,
             Readiness::Ready => Vec::new(),
@@ -170,6 +177,22 @@ impl Watch {
             self.started.elapsed().as_secs()
         );
         Some(summary(self.vms(), status, &etcd, problems))
+    }
+
+    /// Asks the seed for an etcd client credential when the watch has none yet or its own is
+    /// half-way to expiry; the seed answered the status just before, so it is up.
+    fn etcd_client(&mut self) -> Result<(), String> {
+        if self
+            .etcd_client_at
+            .is_some_and(|at| at.elapsed() < ETCD_CLIENT_REFRESH)
+        {
+            return Ok(());
+        }
+        let (plan, dir) = (&self.plan, self.plan.etcd_client_dir());
+        seed_api::etcd_client(&plan.namespace, &plan.seed_dir(), &dir)
+            .map_err(|e| format!("{e:#}"))?;
+        self.etcd_client_at = Some(Instant::now());
+        Ok(())
     }
 
     /// A VM whose qemu exited fails the watch; a seed that exited is started again, a few times.

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::etcd;
 use crate::host::{make_disk, remove_namespace, run_ip};
 use crate::plan::{LabPlan, Vm};
 use crate::procs::{Procfs, named_namespace_inode, stop_all};
@@ -160,7 +159,6 @@ impl Lab {
         for stale in ["serve.addr", "http.addr", "ntp.addr"] {
             let _ = std::fs::remove_file(seed_dir.join(stale));
         }
-        etcd::write_client(&seed_dir, &plan.cluster_file(), &plan.etcd_client_dir())?;
         let log = plan.run_dir().join("seed.log");
         self.spawn("seed", &plan.options.seed_bin, &plan.seed_args(), &log)?;
         let started = Instant::now();
