@@ -238,9 +238,11 @@ fn node_entries() -> Vec<Entry> {
     ]
 }
 
+/// Names no sandbox image: the pause image is the host's plan's (`images.sandbox`), which
+/// launcher-firstboot writes into this file when it materializes the plan.
 const CONTAINERD_CONFIG: &str = "# Written by launcher-build: kubeadm's systemd cgroup driver.\n\
+# launcher-firstboot rewrites this file with the sandbox (pause) image of the host's plan.\n\
 version = 2\n\n\
-[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"registry.k8s.io/pause:3.9\"\n\n\
 [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\n\
 [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\n  SystemdCgroup = true\n\n\
 [plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"/etc/containerd/certs.d\"\n";
@@ -360,5 +362,21 @@ mod tests {
         assert_eq!(read.pin, Some(def.firstboot.ca_pin));
         assert_eq!(read.ntp.unwrap().to_string(), "10.77.0.1:123");
         assert_eq!(read.preload_dir.as_deref(), Some(IMAGES_DIR));
+    }
+
+    /// The sandbox image is the plan's; a baked one would contradict it until firstboot runs.
+    #[test]
+    fn the_baked_containerd_config_names_no_sandbox_image() {
+        let config = node_entries()
+            .into_iter()
+            .find(|e| e.path == p("/etc/containerd/config.toml"))
+            .expect("containerd config in the layout");
+        let Content::Bytes(bytes) = config.content else {
+            panic!("containerd config is not bytes")
+        };
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(!text.contains("sandbox_image"), "{text}");
+        assert!(!text.contains("pause:"), "{text}");
+        assert!(text.contains("SystemdCgroup = true"), "{text}");
     }
 }

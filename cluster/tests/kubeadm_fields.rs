@@ -8,28 +8,19 @@ use cluster::kubeadm::{
 };
 use cluster::spec::{ClusterSpec, Hostname};
 use serde_yaml::Value;
-
-const SPEC: &str = r#"
-[cluster]
-name = "t"
-kubernetes_version = "VERSION"
-control_plane_endpoint = "cp.lab.internal:6443"
-pod_subnet = "10.244.0.0/16"
-service_subnet = "10.112.0.0/16"
-dns_domain = "lab.local"
-masters = 3
-schedulable_masters = SCHEDULABLE
-key_algorithm = "ecdsa-p256"
-
-[seed]
-url = "https://10.77.0.1:8443"
-registry = "10.77.0.1:8443"
-"#;
+use testkit::fixtures::ClusterFile;
 
 fn spec(version: &str, schedulable: bool) -> ClusterSpec {
-    let text = SPEC
-        .replace("VERSION", version)
-        .replace("SCHEDULABLE", &schedulable.to_string());
+    let text = ClusterFile {
+        name: "t".into(),
+        kubernetes_version: version.into(),
+        control_plane_endpoint: "cp.lab.internal:6443".into(),
+        service_subnet: "10.112.0.0/16".into(),
+        dns_domain: "lab.local".into(),
+        schedulable_masters: schedulable,
+        ..ClusterFile::demo()
+    }
+    .render();
     ClusterSpec::parse("t.toml", &text).unwrap().spec
 }
 

@@ -42,6 +42,11 @@ struct Fixture {
 }
 
 impl Fixture {
+    /// The plan of a host that sent no CSRs.
+    fn plan_without_csrs(&self, name: &str, role: Role, ip: &str, first: bool) -> Plan {
+        self.plan(name, role, ip, first, &BTreeMap::new()).unwrap()
+    }
+
     fn new(version: &str) -> Fixture {
         Fixture {
             spec: spec(version),
@@ -110,15 +115,7 @@ const CA_MATERIAL: [&str; 8] = [
 #[test]
 fn the_first_master_gets_everything_kubeadm_init_needs() {
     let fx = Fixture::new("v1.33.4");
-    let plan = fx
-        .plan(
-            "demo-m1",
-            Role::Master,
-            "10.77.0.11",
-            true,
-            &BTreeMap::new(),
-        )
-        .unwrap();
+    let plan = fx.plan_without_csrs("demo-m1", Role::Master, "10.77.0.11", true);
     assert!(plan.verify());
     let all = paths(&plan);
     for path in CA_MATERIAL {
@@ -199,15 +196,7 @@ fn the_first_master_gets_everything_kubeadm_init_needs() {
 #[test]
 fn other_masters_join_without_a_super_admin() {
     let fx = Fixture::new("v1.33.4");
-    let plan = fx
-        .plan(
-            "demo-m2",
-            Role::Master,
-            "10.77.0.12",
-            false,
-            &BTreeMap::new(),
-        )
-        .unwrap();
+    let plan = fx.plan_without_csrs("demo-m2", Role::Master, "10.77.0.12", false);
     let all = paths(&plan);
     assert!(!all.contains(&"/etc/kubernetes/super-admin.conf"));
     assert!(all.contains(&"/etc/kubernetes/admin.conf"));
@@ -234,30 +223,14 @@ fn other_masters_join_without_a_super_admin() {
 #[test]
 fn before_1_29_there_is_no_super_admin() {
     let fx = Fixture::new("v1.28.15");
-    let plan = fx
-        .plan(
-            "demo-m1",
-            Role::Master,
-            "10.77.0.11",
-            true,
-            &BTreeMap::new(),
-        )
-        .unwrap();
+    let plan = fx.plan_without_csrs("demo-m1", Role::Master, "10.77.0.11", true);
     assert!(!paths(&plan).contains(&"/etc/kubernetes/super-admin.conf"));
 }
 
 #[test]
 fn a_worker_gets_no_ca_key_and_no_admin_credential() {
     let fx = Fixture::new("v1.33.4");
-    let plan = fx
-        .plan(
-            "demo-w1",
-            Role::Worker,
-            "10.77.0.14",
-            false,
-            &BTreeMap::new(),
-        )
-        .unwrap();
+    let plan = fx.plan_without_csrs("demo-w1", Role::Worker, "10.77.0.14", false);
     assert_eq!(
         paths(&plan),
         [

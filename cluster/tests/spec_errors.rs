@@ -1,40 +1,28 @@
 //! Bad cluster specs: each is refused with its exact `FILE:LINE:COL: field: message` error.
 
 use cluster::spec::ClusterSpec;
+use testkit::fixtures::{ClusterFile, host};
 
-const BASE: &str = r#"[cluster]
-name = "demo"
-kubernetes_version = "v1.33.4"
-control_plane_endpoint = "10.77.0.10:6443"
-pod_subnet = "10.244.0.0/16"
-service_subnet = "10.96.0.0/12"
-dns_domain = "cluster.local"
-masters = 3
-schedulable_masters = true
-key_algorithm = "ecdsa-p256"
-
-[seed]
-url = "https://10.77.0.1:8443"
-registry = "10.77.0.1:8443"
-
-[[hosts]]
-mac = "52:54:00:00:00:01"
-ip = "10.77.0.11"
-role = "master"
-
-[[hosts]]
-mac = "52:54:00:00:00:02"
-ip = "10.77.0.12"
-"#;
+/// The demo file with schedulable masters, an inventory master and a host of no role; the
+/// line and column of every error below are this text's.
+fn base() -> String {
+    ClusterFile {
+        schedulable_masters: true,
+        hosts: vec![host(1, Some("master")), host(2, None)],
+        ..ClusterFile::demo()
+    }
+    .render()
+}
 
 /// The base spec with `from` replaced by `to` (which must occur exactly once).
 fn edit(from: &str, to: &str) -> String {
+    let base = base();
     assert_eq!(
-        BASE.matches(from).count(),
+        base.matches(from).count(),
         1,
-        "{from:?} must occur once in BASE"
+        "{from:?} must occur once in the base spec"
     );
-    BASE.replace(from, to)
+    base.replace(from, to)
 }
 
 fn error_of(text: &str) -> String {
@@ -46,7 +34,7 @@ fn error_of(text: &str) -> String {
 
 #[test]
 fn base_spec_parses() {
-    let parsed = ClusterSpec::parse("c.toml", BASE).unwrap();
+    let parsed = ClusterSpec::parse("c.toml", &base()).unwrap();
     assert_eq!(parsed.spec.hosts.len(), 2);
     assert_eq!(
         parsed.warnings,
@@ -263,7 +251,7 @@ fn every_bad_input_gets_its_exact_error() {
         ),
         (
             "hosts as a table",
-            BASE.replacen("[[hosts]]", "[hosts]", 1).replacen(
+            base().replacen("[[hosts]]", "[hosts]", 1).replacen(
                 "[[hosts]]\nmac = \"52:54:00:00:00:02\"\nip = \"10.77.0.12\"\n",
                 "",
                 1,

@@ -137,33 +137,15 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cluster::api::{FileSource, InstallAction, PlanFile, Role};
+    use cluster::api::{FileSource, PlanFile};
 
     pub(crate) fn plan() -> Plan {
-        Plan {
-            host_id: "h-1".into(),
-            cluster: "demo".into(),
-            hostname: "demo-w1".into(),
-            role: Role::Worker,
-            ip: None,
-            kubernetes_version: "v1.33.4".into(),
-            files: vec![PlanFile {
-                path: "/etc/kubernetes/pki/ca.crt".into(),
-                mode: 0o644,
-                source: FileSource::Text { text: "x".into() },
-            }],
-            etcd: None,
-            install: InstallAction::Worker {
-                kubelet_config_path: "/var/lib/kubelet/config.yaml".into(),
-                kubeconfig_path: "/etc/kubernetes/kubelet.conf".into(),
-            },
-            images: cluster::kubeadm::node_images(
-                &"v1.33.4".parse().unwrap(),
-                &"10.0.0.1:8443".parse().unwrap(),
-            ),
-            digest: String::new(),
-        }
-        .seal()
+        let ca = PlanFile {
+            path: "/etc/kubernetes/pki/ca.crt".into(),
+            mode: 0o644,
+            source: FileSource::Text { text: "x".into() },
+        };
+        crate::materialize::tests::plan_for("v1.33.4", vec![ca])
     }
 
     #[test]

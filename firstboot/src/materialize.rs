@@ -169,7 +169,7 @@ pub fn materialize(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::os::{Action, RecordingOs};
     use cluster::api::{InstallAction, PlanFile, Role};
@@ -181,7 +181,8 @@ mod tests {
         plan_for("v1.33.4", files)
     }
 
-    fn plan_for(version: &str, files: Vec<PlanFile>) -> Plan {
+    /// A worker's plan with `files`, its images in the registry at 10.0.0.1:8443.
+    pub(crate) fn plan_for(version: &str, files: Vec<PlanFile>) -> Plan {
         let v: KubeVersion = version.parse().unwrap();
         let registry: RegistryHost = "10.0.0.1:8443".parse().unwrap();
         Plan {
@@ -315,30 +316,22 @@ mod tests {
         }
     }
 
-    /// kubeadm's pause tag per minor (`PauseVersion` in its `constants.go`), as containerd must
-    /// name it: a wrong tag leaves the sandbox image one nobody imported.
+    /// containerd must name kubeadm's pause image for the plan's version (cluster's
+    /// `pause_tags_are_kubeadms` pins the tag per minor): a wrong one leaves the sandbox image
+    /// one nobody imported.
     #[test]
     fn the_sandbox_image_is_kubeadms_pause_for_the_version() {
-        let kubeadm = [
-            ("v1.22.17", "3.5"),
-            ("v1.23.17", "3.6"),
-            ("v1.24.17", "3.7"),
-            ("v1.25.16", "3.8"),
-            ("v1.26.15", "3.9"),
-            ("v1.30.14", "3.9"),
-            ("v1.31.0", "3.10"),
-            ("v1.33.4", "3.10"),
-            ("v1.34.1", "3.10.1"),
-            ("v1.35.0", "3.10.1"),
-        ];
         let seed = "https://10.0.0.1:8443".parse::<SeedUrl>().unwrap();
-        for (version, tag) in kubeadm {
+        let registry: RegistryHost = "10.0.0.1:8443".parse().unwrap();
+        for minor in cluster::spec::MIN_MINOR..=cluster::spec::MAX_MINOR {
+            let version = format!("v1.{minor}.0");
             let root = tempfile::tempdir().unwrap();
             let os = RecordingOs::new(std::time::Duration::ZERO, false);
-            materialize(root.path(), &os, &plan_for(version, vec![]), &seed, "").unwrap();
+            materialize(root.path(), &os, &plan_for(&version, vec![]), &seed, "").unwrap();
             let cfg =
                 std::fs::read_to_string(root.path().join("etc/containerd/config.toml")).unwrap();
-            let want = format!(r#"sandbox_image = "10.0.0.1:8443/pause:{tag}""#);
+            let pause = cluster::kubeadm::pause_image(&version.parse().unwrap(), &registry);
+            let want = format!(r#"sandbox_image = "{pause}""#);
             assert!(cfg.contains(&want), "{version}: {cfg}");
         }
     }

@@ -17,13 +17,5 @@ pub mod seed_api;
 pub mod state;
 pub mod watch;
 
-use std::path::PathBuf;
-
-/// Finds `tool` on PATH or in the sbin directories.
-pub fn which(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var("PATH").unwrap_or_default();
-    path.split(':')
-        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"])
-        .map(|dir| PathBuf::from(dir).join(tool))
-        .find(|candidate| candidate.is_file())
-}
+/// Finds a tool on PATH or in the sbin directories, as the tests do.
+pub use testkit::which;

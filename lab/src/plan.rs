@@ -351,10 +351,11 @@ fn words(items: &[&str]) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn options(masters: u32, workers: u32) -> LabOptions {
+    /// Options with `masters` and `workers`, absolute directories and the default VM sizes.
+    pub(crate) fn options(masters: u32, workers: u32) -> LabOptions {
         LabOptions {
             masters,
             spare_masters: 0,

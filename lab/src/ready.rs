@@ -64,25 +64,14 @@ pub fn readiness(
 mod tests {
     use super::*;
     use crate::etcd::{Health, MemberLine};
-    use crate::plan::{LabOptions, LabPlan};
+    use crate::plan::LabPlan;
     use cluster::api::{Phase, PhaseState};
     use registry_seed::store::records::HostStatus;
     use registry_seed::views::HostView;
 
     /// m1, m2 (masters) and w1.
     fn vms() -> Vec<Vm> {
-        LabPlan::new(LabOptions {
-            masters: 2,
-            spare_masters: 0,
-            workers: 1,
-            run_dir: "/tmp/r".into(),
-            image_dir: "/tmp/i".into(),
-            seed_bin: "launcher-seed".into(),
-            memory_mib: 1536,
-            disk_mib: 1024,
-        })
-        .unwrap()
-        .vms
+        LabPlan::new(crate::plan::tests::options(2, 1)).unwrap().vms
     }
 
     fn host(vm: &Vm, phase: Phase, state: PhaseState, since_ms: i64) -> HostView {

@@ -225,22 +225,11 @@ pub fn rows(plan: &LabPlan, status: Option<&StatusView>, stages: &[(Boot, i64)])
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::LabOptions;
     use cluster::api::Role;
     use registry_seed::store::records::HostStatus;
 
     fn plan() -> LabPlan {
-        LabPlan::new(LabOptions {
-            masters: 1,
-            spare_masters: 0,
-            workers: 1,
-            run_dir: "/tmp/r".into(),
-            image_dir: "/tmp/i".into(),
-            seed_bin: "launcher-seed".into(),
-            memory_mib: 1536,
-            disk_mib: 1024,
-        })
-        .unwrap()
+        LabPlan::new(crate::plan::tests::options(1, 1)).unwrap()
     }
 
     fn host(mac: &str, phase: Phase, state: PhaseState) -> HostView {

@@ -31,6 +31,8 @@ pub struct ClusterFile {
     pub name: String,
     pub kubernetes_version: String,
     pub control_plane_endpoint: String,
+    pub service_subnet: String,
+    pub dns_domain: String,
     pub masters: u32,
     pub schedulable_masters: bool,
     pub key_algorithm: String,
@@ -42,12 +44,15 @@ pub struct ClusterFile {
 }
 
 impl ClusterFile {
-    /// The demo: v1.33, endpoint 10.77.0.10:6443, 3 masters, the seed at 10.77.0.1:8443, no hosts.
+    /// The demo: v1.33, endpoint 10.77.0.10:6443, the default service subnet and DNS domain,
+    /// 3 masters, the seed at 10.77.0.1:8443, no hosts.
     pub fn demo() -> Self {
         Self {
             name: "demo".into(),
             kubernetes_version: "v1.33.4".into(),
             control_plane_endpoint: "10.77.0.10:6443".into(),
+            service_subnet: "10.96.0.0/12".into(),
+            dns_domain: "cluster.local".into(),
             masters: 3,
             schedulable_masters: false,
             key_algorithm: "ecdsa-p256".into(),
@@ -75,11 +80,13 @@ impl ClusterFile {
             t,
             "[cluster]\nname = \"{}\"\nkubernetes_version = \"{}\"\n\
              control_plane_endpoint = \"{}\"\npod_subnet = \"10.244.0.0/16\"\n\
-             service_subnet = \"10.96.0.0/12\"\ndns_domain = \"cluster.local\"\n\
+             service_subnet = \"{}\"\ndns_domain = \"{}\"\n\
              masters = {}\nschedulable_masters = {}\nkey_algorithm = \"{}\"\n",
             self.name,
             self.kubernetes_version,
             self.control_plane_endpoint,
+            self.service_subnet,
+            self.dns_domain,
             self.masters,
             self.schedulable_masters,
             self.key_algorithm,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bench::enroll::{CsrSet, EnrollLoad, host_mac, pregenerate, run, tls_connector};
 use clap::{Parser, Subcommand};
+use testkit::fixtures::{ClusterFile, Host, host};
 
 /// Enrollment load: each simulated host has its own P-256 keys and CSRs (made before timing
 /// starts) and opens its own TLS connection (no session resumption) to POST /v1/enroll.
@@ -57,37 +58,24 @@ enum Command {
     },
 }
 
-/// The cluster file for `hosts` simulated workers.
+/// The cluster file for `hosts` simulated workers: the one-master demo file, its master
+/// schedulable, every worker known by MAC alone.
 fn spec_text(hosts: usize, seed: SocketAddr) -> String {
-    let mut text = format!(
-        r#"[cluster]
-name = "bench"
-kubernetes_version = "v1.33.4"
-control_plane_endpoint = "10.77.0.11:6443"
-pod_subnet = "10.244.0.0/16"
-service_subnet = "10.96.0.0/12"
-dns_domain = "cluster.local"
-masters = 1
-schedulable_masters = true
-key_algorithm = "ecdsa-p256"
-
-[seed]
-url = "https://{seed}"
-registry = "{seed}"
-
-[[hosts]]
-mac = "52:54:00:00:00:01"
-ip = "10.77.0.11"
-role = "master"
-"#
-    );
-    for i in 0..hosts {
-        text.push_str(&format!(
-            "\n[[hosts]]\nmac = \"{}\"\nrole = \"worker\"\n",
-            host_mac(i)
-        ));
+    let workers = (0..hosts).map(|i| Host {
+        mac: host_mac(i),
+        ip: None,
+        role: Some("worker"),
+        hostname: None,
+    });
+    ClusterFile {
+        name: "bench".into(),
+        schedulable_masters: true,
+        hosts: std::iter::once(host(1, Some("master")))
+            .chain(workers)
+            .collect(),
+        ..ClusterFile::one_master(&seed.to_string())
     }
-    text
+    .render()
 }
 
 fn main() -> anyhow::Result<()> {
@@ -125,5 +113,23 @@ fn main() -> anyhow::Result<()> {
             println!("{json}");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spec_parses_with_one_master_and_every_worker() {
+        let text = spec_text(3, "127.0.0.1:8443".parse().unwrap());
+        let spec = cluster::spec::ClusterSpec::parse("bench.toml", &text)
+            .unwrap()
+            .spec;
+        assert_eq!(spec.name.to_string(), "bench");
+        assert_eq!(spec.masters, 1);
+        assert!(spec.schedulable_masters);
+        assert_eq!(spec.hosts.len(), 4);
+        assert_eq!(spec.hosts[1].mac.to_string(), host_mac(0));
     }
 }

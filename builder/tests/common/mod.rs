@@ -58,6 +58,15 @@ pub fn raw_tar(entries: &[(&str, u8, &str, &[u8])]) -> Vec<u8> {
     out
 }
 
+/// Appends a regular file, mode 0644 and time 0, so that equal inputs give equal archives.
+fn append_file(b: &mut tar::Builder<impl std::io::Write>, name: &str, data: &[u8]) {
+    let mut h = tar::Header::new_ustar();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    b.append_data(&mut h, name, data).unwrap();
+}
+
 /// A single-layer OCI image (one small file) for linux/amd64, wrapped in an index that also
 /// names an arm64 manifest whose blobs are absent — the multi-platform archive containerd
 /// cannot import as is. Returns the archive path and the image name.
@@ -65,12 +74,7 @@ pub fn multi_platform_oci(dir: &Path) -> (PathBuf, &'static str) {
     const NAME: &str = "docker.io/launcher/test:1";
     let layer = {
         let mut b = tar::Builder::new(Vec::new());
-        let data = b"preloaded by launcher-build\n";
-        let mut h = tar::Header::new_ustar();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        b.append_data(&mut h, "hello.txt", &data[..]).unwrap();
+        append_file(&mut b, "hello.txt", b"preloaded by launcher-build\n");
         b.into_inner().unwrap()
     };
     let layer_d = sha256_hex(&layer);
@@ -96,13 +100,7 @@ pub fn multi_platform_oci(dir: &Path) -> (PathBuf, &'static str) {
     );
     let path = dir.join("test-image.oci.tar");
     let mut b = tar::Builder::new(fs::File::create(&path).unwrap());
-    let mut add = |name: &str, data: &[u8]| {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        b.append_data(&mut h, name, data).unwrap();
-    };
+    let mut add = |name: &str, data: &[u8]| append_file(&mut b, name, data);
     add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
     add("index.json", index.as_bytes());
     add(&format!("blobs/sha256/{nested_d}"), nested.as_bytes());
@@ -158,13 +156,7 @@ pub fn oci_archive(dir: &Path, parts: &OciParts) -> PathBuf {
     );
     let path = dir.join("image.oci.tar");
     let mut b = tar::Builder::new(fs::File::create(&path).unwrap());
-    let mut add = |name: &str, data: &[u8]| {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        b.append_data(&mut h, name, data).unwrap();
-    };
+    let mut add = |name: &str, data: &[u8]| append_file(&mut b, name, data);
     if !parts.omit_oci_layout {
         add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
     }

@@ -3,8 +3,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
 use super::types::ValueError;
 
 /// The oldest minor this project renders (kubeadm v1beta3 arrived in 1.22).
@@ -113,16 +111,4 @@ impl fmt::Display for KubeVersion {
     }
 }
 
-impl Serialize for KubeVersion {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for KubeVersion {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
-}
+serde_via_str!(KubeVersion);

@@ -44,40 +44,42 @@ impl RedbStore {
 struct WriteTx<'a>(&'a redb::WriteTransaction);
 struct ReadTx(redb::ReadTransaction);
 
+/// Both transactions read alike; only how a table is opened differs.
+fn open_write<'t>(
+    tx: &'t redb::WriteTransaction,
+    table: Table,
+) -> Result<redb::Table<'t, &'static str, &'static [u8]>, StoreError> {
+    tx.open_table(def(table))
+        .map_err(|e| backend("open", table, e))
+}
+
+fn open_read(
+    tx: &redb::ReadTransaction,
+    table: Table,
+) -> Result<redb::ReadOnlyTable<&'static str, &'static [u8]>, StoreError> {
+    tx.open_table(def(table))
+        .map_err(|e| backend("open", table, e))
+}
+
 impl ReadTxn for WriteTx<'_> {
     fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let t = self
-            .0
-            .open_table(def(table))
-            .map_err(|e| backend("open", table, e))?;
-        let value = t.get(key).map_err(|e| backend("get", table, e))?;
-        Ok(value.map(|v| v.value().to_vec()))
+        get(&open_write(self.0, table)?, table, key)
     }
 
     fn list(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let t = self
-            .0
-            .open_table(def(table))
-            .map_err(|e| backend("open", table, e))?;
-        collect(&t, table)
+        collect(&open_write(self.0, table)?, table)
     }
 }
 
 impl Txn for WriteTx<'_> {
     fn put(&mut self, table: Table, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        let mut t = self
-            .0
-            .open_table(def(table))
-            .map_err(|e| backend("open", table, e))?;
+        let mut t = open_write(self.0, table)?;
         t.insert(key, value).map_err(|e| backend("put", table, e))?;
         Ok(())
     }
 
     fn delete(&mut self, table: Table, key: &str) -> Result<bool, StoreError> {
-        let mut t = self
-            .0
-            .open_table(def(table))
-            .map_err(|e| backend("open", table, e))?;
+        let mut t = open_write(self.0, table)?;
         let old = t.remove(key).map_err(|e| backend("delete", table, e))?;
         Ok(old.is_some())
     }
@@ -85,21 +87,21 @@ impl Txn for WriteTx<'_> {
 
 impl ReadTxn for ReadTx {
     fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let t = self
-            .0
-            .open_table(def(table))
-            .map_err(|e| backend("open", table, e))?;
-        let value = t.get(key).map_err(|e| backend("get", table, e))?;
-        Ok(value.map(|v| v.value().to_vec()))
+        get(&open_read(&self.0, table)?, table, key)
     }
 
     fn list(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let t = self
-            .0
-            .open_table(def(table))
-            .map_err(|e| backend("open", table, e))?;
-        collect(&t, table)
+        collect(&open_read(&self.0, table)?, table)
     }
+}
+
+fn get(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    table: Table,
+    key: &str,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let value = t.get(key).map_err(|e| backend("get", table, e))?;
+    Ok(value.map(|v| v.value().to_vec()))
 }
 
 fn collect(
