@@ -12,7 +12,7 @@ pub mod media;
 pub mod platform;
 pub mod refs;
 pub mod router;
-mod source;
+pub mod source;
 pub mod store;
 
 pub use import::{ImportError, Imported, import};
