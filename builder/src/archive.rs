@@ -165,6 +165,24 @@ pub fn write_cpio(nodes: &[Node], extra: &[Extra], epoch: u64, out: impl Write) 
     w.out.flush()
 }
 
+/// The initramfs of a PXE or live boot: the whole tree but `/boot` (the kernel and Debian's own
+/// initrd are not needed inside it) as a zstd cpio, with systemd as `/init`.
+pub fn write_initrd(nodes: &[Node], epoch: u64, jobs: u32, out: impl Write) -> io::Result<()> {
+    let nodes: Vec<Node> = nodes
+        .iter()
+        .filter(|n| !n.rel.starts_with("boot/"))
+        .cloned()
+        .collect();
+    let extra = [Extra {
+        rel: "init".into(),
+        symlink: "/lib/systemd/systemd".into(),
+    }];
+    let mut enc = zstd::Encoder::new(out, 6)?;
+    enc.multithread(jobs.max(1))?;
+    write_cpio(&nodes, &extra, epoch, &mut enc)?;
+    enc.finish()?.flush()
+}
+
 struct CpioWriter<W: Write> {
     out: W,
     ino: u32,

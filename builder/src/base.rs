@@ -20,6 +20,8 @@ pub enum BaseError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Write(#[from] durable::Error),
 }
 
 /// The text the cache key hashes: every input of the mmdebstrap run, one per line.
@@ -89,16 +91,17 @@ pub fn ensure(m: &Mmdebstrap, epoch: u64, cache: &Path) -> Result<(PathBuf, bool
         let _ = fs::remove_file(&tmp);
         return Err(e.into());
     }
-    let inputs_file = cache.join(format!("base-{key}.inputs"));
-    fs::write(&inputs_file, &inputs).map_err(|source| BaseError::Io {
-        what: "writing",
-        path: inputs_file,
-        source,
-    })?;
+    durable::write_atomic(
+        &cache.join(format!("base-{key}.inputs")),
+        inputs.as_bytes(),
+        0o644,
+    )?;
     fs::rename(&tmp, &path).map_err(|source| BaseError::Io {
         what: "renaming",
         path: tmp.clone(),
         source,
     })?;
+    // The cached base survives a power cut, not only its inputs file.
+    durable::sync_dir(cache)?;
     Ok((path, false))
 }

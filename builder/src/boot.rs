@@ -2,6 +2,7 @@
 //! the FAT ESP, the ext4 root, the GPT disk and the hybrid ISO, all without loop devices or
 //! mounts and with fixed identifiers.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -80,16 +81,38 @@ impl Ids {
     }
 }
 
+/// What a unified kernel image is made of.
+#[derive(Debug, Clone, Copy)]
+pub struct Uki<'a> {
+    /// Scratch directory for the sections' files.
+    pub work: &'a Path,
+    pub epoch: u64,
+    pub osrel: &'a [u8],
+    pub cmdline: &'a str,
+    pub kernel: &'a Path,
+    pub initrd: &'a Path,
+}
+
+/// The step the disk and the ISO share: the UKI `<work>/<name>.efi` inside the FAT ESP
+/// `<work>/<name>-esp.img`, which is returned.
+pub fn make_uki_esp(uki: &Uki, name: &str, ids: &Ids) -> Result<PathBuf, BootError> {
+    let efi = uki.work.join(format!("{name}.efi"));
+    let esp = uki.work.join(format!("{name}-esp.img"));
+    make_uki(uki, &efi)?;
+    make_esp(&efi, &esp, ids, uki.epoch)?;
+    Ok(esp)
+}
+
 /// Builds a UKI at `out` from the stub and the given parts.
-pub fn make_uki(
-    work: &Path,
-    epoch: u64,
-    osrel: &[u8],
-    cmdline: &str,
-    kernel: &Path,
-    initrd: &Path,
-    out: &Path,
-) -> Result<(), BootError> {
+pub fn make_uki(uki: &Uki, out: &Path) -> Result<(), BootError> {
+    let Uki {
+        work,
+        epoch,
+        osrel,
+        cmdline,
+        kernel,
+        initrd,
+    } = *uki;
     let osrel_file = work.join("uki-osrel");
     let cmdline_file = work.join("uki-cmdline");
     fs::write(&osrel_file, osrel).map_err(io_err("writing", &osrel_file))?;
@@ -402,6 +425,38 @@ pub fn make_iso(
     Ok(())
 }
 
+/// The kernel command line of each boot: `pxe` (given by whoever boots it), `disk`, `live` (ISO).
+/// `args` are the definition's; the disk's root is the partition `root_partuuid`.
+pub fn cmdlines(args: &[&str], root_partuuid: &str) -> BTreeMap<String, String> {
+    let common = args.join(" ");
+    let join = |s: String| s.trim().to_string();
+    BTreeMap::from([
+        ("pxe".to_string(), join(common.clone())),
+        ("live".to_string(), join(common.clone())),
+        (
+            "disk".to_string(),
+            join(format!(
+                "root=PARTUUID={root_partuuid} rw rootwait {common}"
+            )),
+        ),
+    ])
+}
+
+/// The ISO's volume label: the image name in ISO 9660's characters, at most 32 of them.
+pub fn iso_label(name: &str) -> String {
+    let label: String = name
+        .to_ascii_uppercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .take(32)
+        .collect();
+    if label.is_empty() {
+        "LAUNCHER".into()
+    } else {
+        label
+    }
+}
+
 /// The kernel and its Debian initrd under `/boot` of the staged tree (newest version).
 pub fn find_kernel(root: &Path, nodes: &[Node]) -> Option<(PathBuf, Option<PathBuf>)> {
     let mut kernels: Vec<&str> = nodes
@@ -465,6 +520,32 @@ mod tests {
         }
         set_pe_timestamp(&mut copy, 1_704_067_200).unwrap();
         assert_eq!(&copy[pe + 8..pe + 12], &1_704_067_200u32.to_le_bytes());
+    }
+
+    #[test]
+    fn each_boot_gets_its_command_line() {
+        let c = cmdlines(&["console=ttyS0", "quiet"], "1234");
+        assert_eq!(c["pxe"], "console=ttyS0 quiet");
+        assert_eq!(c["live"], "console=ttyS0 quiet");
+        assert_eq!(
+            c["disk"],
+            "root=PARTUUID=1234 rw rootwait console=ttyS0 quiet"
+        );
+        assert_eq!(cmdlines(&[], "1")["disk"], "root=PARTUUID=1 rw rootwait");
+        assert_eq!(cmdlines(&[], "1")["pxe"], "");
+    }
+
+    #[test]
+    fn iso_labels_keep_iso_9660_characters() {
+        let cases = [
+            ("debian-bookworm", "DEBIAN_BOOKWORM"),
+            ("a.b c", "A_B_C"),
+            ("", "LAUNCHER"),
+            (&"x".repeat(40), &"X".repeat(32)),
+        ];
+        for (name, want) in cases {
+            assert_eq!(iso_label(name), want, "{name}");
+        }
     }
 
     #[test]

@@ -7,17 +7,15 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::archive::{self, Extra, Node};
-use crate::boot::{self, Ids};
-use crate::definition::{self, Base, BundleSource, Definition, Sha256Hex};
-use crate::layout::{self, OverlayItem, Resolved};
+use crate::archive::{self, Node};
+use crate::boot::{self, Ids, Uki};
+use crate::definition::{self, Base, BundleSource, Definition};
+use crate::inputs::{self, pinned};
+use crate::layout::{self, Resolved};
 use crate::manifest::{self, FileRecord, Manifest};
 use crate::progress::Progress;
-use crate::{base, oci, stage, tools};
+use crate::{base, stage, tools};
 
-/// Firstboot's own unit, used when the definition names none.
-pub const DEFAULT_FIRSTBOOT_UNIT: &str =
-    include_str!("../../firstboot/dist/launcher-firstboot.service");
 /// Used when neither the environment nor the definition sets SOURCE_DATE_EPOCH (2024-01-01).
 pub const DEFAULT_EPOCH: u64 = 1_704_067_200;
 
@@ -34,13 +32,9 @@ pub enum BuildError {
     #[error(transparent)]
     Boot(#[from] boot::BootError),
     #[error(transparent)]
-    Oci(#[from] oci::OciError),
-    #[error("{what}: sha256 is {actual}, the definition pins {pinned}")]
-    Mismatch {
-        what: String,
-        actual: String,
-        pinned: String,
-    },
+    Image(#[from] oci::PlatformError),
+    #[error(transparent)]
+    Inputs(#[from] inputs::InputError),
     #[error("{what} {path}: {source}")]
     Io {
         what: String,
@@ -177,7 +171,7 @@ fn check(opts: &Options) -> Result<(Definition, u64, Resolved, Vec<FileRecord>),
         Err(_) => def.source_date_epoch.unwrap_or(DEFAULT_EPOCH),
     };
     let mut inputs = vec![];
-    let resolved = resolve(&def, opts, &mut inputs)?;
+    let resolved = inputs::resolve(&def, &opts.bin_dir, &mut inputs)?;
     Ok((def, epoch, resolved, inputs))
 }
 
@@ -204,120 +198,6 @@ fn base_rootfs(
     stage::check_tarball(&base)?;
     Ok((base, cached))
 }
-
-/// Checks `path` against its pin and returns its record.
-fn pinned(role: &str, path: &Path, pin: &Sha256Hex) -> Result<FileRecord, BuildError> {
-    let rec = manifest::record(role, path, &path.display().to_string())
-        .map_err(io_err(format!("reading {role}"), path))?;
-    if rec.sha256 != pin.as_str() {
-        return Err(BuildError::Mismatch {
-            what: format!("{role} {}", path.display()),
-            actual: rec.sha256,
-            pinned: pin.to_string(),
-        });
-    }
-    Ok(rec)
-}
-
-fn resolve(
-    def: &Definition,
-    opts: &Options,
-    inputs: &mut Vec<FileRecord>,
-) -> Result<Resolved, BuildError> {
-    let workspace_bin = |name: &str| -> Result<PathBuf, BuildError> {
-        let p = opts.bin_dir.join(name);
-        if p.is_file() {
-            Ok(p)
-        } else {
-            Err(BuildError::Input(format!(
-                "{} is missing: build the workspace first (cargo build --workspace)",
-                p.display()
-            )))
-        }
-    };
-    let firstboot_binary = match &def.firstboot.binary {
-        Some(p) => p.clone(),
-        None => workspace_bin("launcher-firstboot")?,
-    };
-    let firstboot_unit = match &def.firstboot.unit {
-        Some(p) => fs::read_to_string(p).map_err(io_err("reading firstboot unit", p))?,
-        None => DEFAULT_FIRSTBOOT_UNIT.to_string(),
-    };
-    let (kubeadm, kubelet, kubectl) = match &def.bundle.source {
-        BundleSource::Standins {
-            kubectl,
-            kubectl_sha256,
-        } => {
-            let k = match kubectl_sha256 {
-                Some(pin) => pinned("kubectl", kubectl, pin)?,
-                None => manifest::record("kubectl", kubectl, &kubectl.display().to_string())
-                    .map_err(io_err("reading kubectl", kubectl))?,
-            };
-            inputs.push(k);
-            (
-                workspace_bin("kubeadm-standin")?,
-                workspace_bin("kubelet-standin")?,
-                kubectl.clone(),
-            )
-        }
-        BundleSource::Dir { dir, sums } => (
-            dir.join("kubeadm"),
-            dir.join("kubelet"),
-            dir.join("kubectl"),
-        )
-            .pipe(|(a, l, c)| -> Result<_, BuildError> {
-                inputs.push(pinned("kubeadm", &a, &sums.kubeadm)?);
-                inputs.push(pinned("kubelet", &l, &sums.kubelet)?);
-                inputs.push(pinned("kubectl", &c, &sums.kubectl)?);
-                Ok((a, l, c))
-            })?,
-        BundleSource::Tarball { path, .. } => {
-            return Err(BuildError::Input(format!(
-                "bundle tarball {}: tarball bundles are not supported yet; unpack it and use bundle.dir",
-                path.display()
-            )));
-        }
-    };
-    {
-        let (role, p) = ("firstboot", &firstboot_binary);
-        inputs.push(
-            manifest::record(role, p, &p.display().to_string()).map_err(io_err("reading", p))?,
-        );
-    }
-    for (role, p) in [("kubeadm", &kubeadm), ("kubelet", &kubelet)] {
-        if matches!(def.bundle.source, BundleSource::Standins { .. }) {
-            inputs.push(
-                manifest::record(&format!("{role} (stand-in)"), p, &p.display().to_string())
-                    .map_err(io_err("reading", p))?,
-            );
-        }
-    }
-    let mut images = Vec::new();
-    for image in &def.images {
-        inputs.push(pinned("container image", &image.archive, &image.sha256)?);
-        images.push((image.name.clone(), image.archive.clone()));
-    }
-    let overlay: Vec<OverlayItem> = match &def.overlay {
-        Some(o) => stage::scan_overlay(&o.dir)?,
-        None => vec![],
-    };
-    Ok(Resolved {
-        firstboot_binary,
-        firstboot_unit,
-        kubeadm,
-        kubelet,
-        kubectl,
-        images,
-        overlay,
-    })
-}
-
-trait Pipe: Sized {
-    fn pipe<T>(self, f: impl FnOnce(Self) -> T) -> T {
-        f(self)
-    }
-}
-impl<T> Pipe for T {}
 
 /// `DIR/.tmp-PID`: removed on drop unless the outputs were moved out of it.
 struct TempDir {
@@ -363,43 +243,36 @@ impl Drop for TempDir {
     }
 }
 
+/// The platform every image is built for: container images are reduced to it.
+const PLATFORM: &str = "linux/amd64";
+
+/// The outputs `opts.formats` asks for, made under `tmp` (`root/`, `work/`, `out/`).
 fn make(
     opts: &Options,
     c: &Checked,
     tmp: &Path,
     progress: &mut Progress,
 ) -> Result<Vec<FileRecord>, BuildError> {
-    let root = tmp.join("root");
-    let out = tmp.join("out");
-    let work = tmp.join("work");
+    let (root, out, work) = (tmp.join("root"), tmp.join("out"), tmp.join("work"));
     for d in [&root, &out, &work] {
         fs::create_dir(d).map_err(io_err("creating", d))?;
     }
-    let mut resolved = c.resolved.clone();
-    progress.step(
-        "reduce container images to linux/amd64",
-        || -> Result<(), BuildError> {
-            for (name, archive) in resolved.images.iter_mut() {
-                let reduced = work.join(format!("image-{name}"));
-                oci::reduce_to_platform(archive, "linux", "amd64", &reduced)?;
-                *archive = reduced;
-            }
-            Ok(())
-        },
-    )?;
+    let images = progress.step("reduce container images to linux/amd64", || {
+        reduce_images(&c.resolved.images, &work)
+    })?;
+    let resolved = Resolved {
+        images,
+        ..c.resolved.clone()
+    };
     progress.step("unpack base rootfs", || stage::unpack(&c.base, &root))?;
     let entries = layout::layout(&c.def, &resolved);
     progress.step("apply image layout", || stage::apply(&entries, &root))?;
     let nodes = progress.step("scan staged tree", || {
         archive::scan_tree(&root).map_err(io_err("scanning", &root))
     })?;
-    let (kernel, debian_initrd) = boot::find_kernel(&root, &nodes).ok_or_else(|| {
-        BuildError::Input(
-            "the base has no kernel (/boot/vmlinuz-*): add a linux-image package".into(),
-        )
-    })?;
-    let mut outputs = Vec::new();
+    let boot = Boot::find(c, &root, &nodes, &work)?;
     let f = opts.formats;
+    let mut outputs = Vec::new();
     if f.tar {
         progress.step("write rootfs.tar", || {
             write_file(&out.join("rootfs.tar"), |w| {
@@ -408,122 +281,153 @@ fn make(
         })?;
         outputs.push("rootfs.tar");
     }
-    let initrd = out.join("initrd.img");
+    // the ISO's UKI carries the same initrd that PXE serves
+    let initrd = if f.pxe { &out } else { &work }.join("initrd.img");
     if f.pxe || f.iso {
         progress.step("write initrd.img (zstd cpio of the rootfs)", || {
-            make_initrd(&nodes, c.epoch, opts.jobs, &initrd)
+            write_file(&initrd, |w| {
+                archive::write_initrd(&nodes, c.epoch, opts.jobs, w)
+            })
         })?;
-        fs::copy(&kernel, out.join("vmlinuz")).map_err(io_err("copying kernel", &kernel))?;
     }
     if f.pxe {
+        fs::copy(&boot.kernel, out.join("vmlinuz"))
+            .map_err(io_err("copying kernel", &boot.kernel))?;
         outputs.extend(["vmlinuz", "initrd.img"]);
     }
-    let ids = Ids::derive(c.def.hash.as_str());
-    let osrel = fs::read(stage::resolve_in_root(&root, "etc/os-release")).unwrap_or_default();
-    let cmdline = cmdlines(&c.def, &ids);
     if f.disk {
-        let initrd = debian_initrd.ok_or_else(|| BuildError::Input("the base has no /boot/initrd.img-* for its kernel: the disk image needs one (install initramfs-tools)".into()))?;
-        let tree_bytes = stage::tree_size(&root)?.0;
-        let rootfs = work.join("root.ext4");
-        progress.step("make ext4 root filesystem", || {
-            boot::make_ext4(
-                &root,
-                &nodes,
-                tree_bytes,
-                c.def.disk_free_mib,
-                &rootfs,
-                &ids,
-                c.epoch,
-            )
-        })?;
-        let uki = work.join("disk.efi");
-        let esp = work.join("disk-esp.img");
-        progress.step("make disk UKI and ESP", || -> Result<u64, BuildError> {
-            boot::make_uki(
-                &work,
-                c.epoch,
-                &osrel,
-                &cmdline["disk"],
-                &kernel,
-                &initrd,
-                &uki,
-            )?;
-            Ok(boot::make_esp(&uki, &esp, &ids, c.epoch)?)
-        })?;
-        progress.step("assemble disk.raw (GPT)", || {
-            boot::make_disk(&esp, &rootfs, &out.join("disk.raw"), &ids)
-        })?;
-        let _ = fs::remove_file(&rootfs);
+        make_disk(c, &boot, &root, &nodes, &out.join("disk.raw"), progress)?;
         outputs.push("disk.raw");
     }
     if f.iso {
-        let uki = work.join("live.efi");
-        let esp = work.join("live-esp.img");
-        progress.step("make live UKI and ESP", || -> Result<u64, BuildError> {
-            boot::make_uki(
-                &work,
-                c.epoch,
-                &osrel,
-                &cmdline["live"],
-                &out.join("vmlinuz"),
-                &initrd,
-                &uki,
-            )?;
-            Ok(boot::make_esp(&uki, &esp, &ids, c.epoch)?)
-        })?;
-        progress.step("make image.iso (xorriso)", || {
-            boot::make_iso(
-                &work,
-                &esp,
-                &iso_label(&c.def),
-                &out.join("image.iso"),
-                c.epoch,
-            )
-        })?;
+        make_iso(c, &boot, &initrd, &out.join("image.iso"), progress)?;
         outputs.push("image.iso");
     }
-    if !f.pxe {
-        let _ = fs::remove_file(out.join("vmlinuz"));
-        let _ = fs::remove_file(&initrd);
+    progress.step("hash outputs and write manifest.json", || {
+        write_manifest(c, &root, &out, &outputs, &boot.ids, &boot.cmdline)
+    })
+}
+
+/// Each container image archive reduced to [`PLATFORM`] as `<work>/image-<name>`, every blob it
+/// keeps checked against its digest and size.
+pub fn reduce_images(
+    images: &[(String, PathBuf)],
+    work: &Path,
+) -> Result<Vec<(String, PathBuf)>, BuildError> {
+    let platform = oci::Platform::parse(PLATFORM).expect("a valid platform");
+    let mut reduced = Vec::new();
+    for (name, archive) in images {
+        let to = work.join(format!("image-{name}"));
+        oci::reduce_to_platform(archive, &platform, &to)?;
+        reduced.push((name.clone(), to));
     }
-    let records = progress.step("hash outputs and write manifest.json", || {
-        write_manifest(c, &root, &out, &outputs, &ids, &cmdline)
+    Ok(reduced)
+}
+
+/// What the bootable outputs are made from, found in the staged tree.
+struct Boot<'a> {
+    kernel: PathBuf,
+    /// The distribution's own initrd, which the disk boots with.
+    debian_initrd: Option<PathBuf>,
+    osrel: Vec<u8>,
+    ids: Ids,
+    cmdline: BTreeMap<String, String>,
+    work: &'a Path,
+}
+
+impl<'a> Boot<'a> {
+    fn find(
+        c: &Checked,
+        root: &Path,
+        nodes: &[Node],
+        work: &'a Path,
+    ) -> Result<Boot<'a>, BuildError> {
+        let (kernel, debian_initrd) = boot::find_kernel(root, nodes).ok_or_else(|| {
+            BuildError::Input(
+                "the base has no kernel (/boot/vmlinuz-*): add a linux-image package".into(),
+            )
+        })?;
+        let ids = Ids::derive(c.def.hash.as_str());
+        let args: Vec<&str> = c.def.cmdline.iter().map(|a| a.as_str()).collect();
+        Ok(Boot {
+            kernel,
+            debian_initrd,
+            osrel: fs::read(stage::resolve_in_root(root, "etc/os-release")).unwrap_or_default(),
+            cmdline: boot::cmdlines(&args, &ids.root_partuuid),
+            ids,
+            work,
+        })
+    }
+
+    /// The UKI for the boot `kind` (`disk`, `live`) with `initrd`, in its ESP.
+    fn uki_esp(&self, epoch: u64, kind: &str, initrd: &Path) -> Result<PathBuf, BuildError> {
+        let uki = Uki {
+            work: self.work,
+            epoch,
+            osrel: &self.osrel,
+            cmdline: &self.cmdline[kind],
+            kernel: &self.kernel,
+            initrd,
+        };
+        Ok(boot::make_uki_esp(&uki, kind, &self.ids)?)
+    }
+}
+
+/// `disk.raw`: GPT with the ESP (a UKI booting the distribution's initrd) and an ext4 root.
+fn make_disk(
+    c: &Checked,
+    b: &Boot,
+    root: &Path,
+    nodes: &[Node],
+    to: &Path,
+    progress: &mut Progress,
+) -> Result<(), BuildError> {
+    let initrd = b.debian_initrd.as_deref().ok_or_else(|| {
+        BuildError::Input(
+            "the base has no /boot/initrd.img-* for its kernel: the disk image needs one \
+             (install initramfs-tools)"
+                .into(),
+        )
     })?;
-    Ok(records)
+    let tree_bytes = stage::tree_size(root)?.0;
+    let rootfs = b.work.join("root.ext4");
+    progress.step("make ext4 root filesystem", || {
+        boot::make_ext4(
+            root,
+            nodes,
+            tree_bytes,
+            c.def.disk_free_mib,
+            &rootfs,
+            &b.ids,
+            c.epoch,
+        )
+    })?;
+    let esp = progress.step("make disk UKI and ESP", || {
+        b.uki_esp(c.epoch, "disk", initrd)
+    })?;
+    progress.step("assemble disk.raw (GPT)", || {
+        boot::make_disk(&esp, &rootfs, to, &b.ids)
+    })?;
+    let _ = fs::remove_file(&rootfs);
+    Ok(())
 }
 
-/// The kernel command line of each boot: `pxe` (given by whoever boots it), `disk`, `live` (ISO).
-pub fn cmdlines(def: &Definition, ids: &Ids) -> BTreeMap<String, String> {
-    let common: Vec<&str> = def.cmdline.iter().map(|a| a.as_str()).collect();
-    let common = common.join(" ");
-    let join = |s: String| s.trim().to_string();
-    BTreeMap::from([
-        ("pxe".to_string(), join(common.clone())),
-        ("live".to_string(), join(common.clone())),
-        (
-            "disk".to_string(),
-            join(format!(
-                "root=PARTUUID={} rw rootwait {common}",
-                ids.root_partuuid
-            )),
-        ),
-    ])
-}
-
-fn iso_label(def: &Definition) -> String {
-    let label: String = def
-        .name
-        .as_str()
-        .to_ascii_uppercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .take(32)
-        .collect();
-    if label.is_empty() {
-        "LAUNCHER".into()
-    } else {
-        label
-    }
+/// `image.iso`: a hybrid ISO whose ESP holds a UKI booting the whole rootfs from `initrd`.
+fn make_iso(
+    c: &Checked,
+    b: &Boot,
+    initrd: &Path,
+    to: &Path,
+    progress: &mut Progress,
+) -> Result<(), BuildError> {
+    let esp = progress.step("make live UKI and ESP", || {
+        b.uki_esp(c.epoch, "live", initrd)
+    })?;
+    let label = boot::iso_label(c.def.name.as_str());
+    progress.step("make image.iso (xorriso)", || {
+        boot::make_iso(b.work, &esp, &label, to, c.epoch)
+    })?;
+    Ok(())
 }
 
 /// Writes through `f` into `path`, flushing and syncing before returning.
@@ -538,25 +442,6 @@ fn write_file(
         .map_err(io_err("writing", path))?;
     drop(w);
     file.sync_all().map_err(io_err("syncing", path))
-}
-
-fn make_initrd(nodes: &[Node], epoch: u64, jobs: u32, path: &Path) -> Result<(), BuildError> {
-    // The kernel and Debian's own initrd are not needed inside the initramfs.
-    let nodes: Vec<Node> = nodes
-        .iter()
-        .filter(|n| !n.rel.starts_with("boot/"))
-        .cloned()
-        .collect();
-    let extra = [Extra {
-        rel: "init".into(),
-        symlink: "/lib/systemd/systemd".into(),
-    }];
-    write_file(path, |w| {
-        let mut enc = zstd::Encoder::new(w, 6)?;
-        enc.multithread(jobs.max(1))?;
-        archive::write_cpio(&nodes, &extra, epoch, &mut enc)?;
-        enc.finish()?.flush()
-    })
 }
 
 fn write_manifest(
@@ -582,7 +467,7 @@ fn write_manifest(
         source_date_epoch: c.epoch,
         platform: "linux/amd64",
         kubernetes: manifest::Kubernetes {
-            version: c.def.bundle.version.as_str().to_string(),
+            version: c.def.bundle.version.to_string(),
             standins: matches!(c.def.bundle.source, BundleSource::Standins { .. }),
         },
         components: manifest::package_versions(&status),

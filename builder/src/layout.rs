@@ -3,6 +3,9 @@
 
 use std::path::PathBuf;
 
+use cluster::firstboot::FirstbootFile;
+use cluster::spec::NtpServer;
+
 use crate::definition::{Definition, ImagePath, Mode};
 
 /// Where a file's bytes come from.
@@ -53,9 +56,9 @@ pub enum OverlayKind {
 }
 
 /// Where preloaded container images go; firstboot imports every archive found there.
-pub const IMAGES_DIR: &str = "/usr/share/launcher/images";
+pub const IMAGES_DIR: &str = cluster::firstboot::DEFAULT_PRELOAD_DIR;
 /// Where firstboot's configuration goes.
-pub const FIRSTBOOT_CONFIG: &str = "/etc/launcher/firstboot.toml";
+pub const FIRSTBOOT_CONFIG: &str = cluster::firstboot::PATH;
 pub const FIRSTBOOT_UNIT: &str = "/usr/lib/systemd/system/launcher-firstboot.service";
 
 fn p(path: &str) -> ImagePath {
@@ -125,29 +128,33 @@ fn firstboot_entries(def: &Definition, inputs: &Resolved) -> Vec<Entry> {
     ]
 }
 
-/// `/etc/launcher/firstboot.toml` in firstboot's format; the kernel command line words
-/// `launcher.seed=`, `launcher.pin=` and `launcher.ntp=` override it at boot.
+/// `/etc/launcher/firstboot.toml`, the type firstboot reads it with; the kernel command line
+/// words `launcher.seed=`, `launcher.pin=` and `launcher.ntp=` override it at boot.
 pub fn firstboot_config(def: &Definition) -> String {
     let fb = &def.firstboot;
-    format!(
-        "# Written by launcher-build for image {name} (Kubernetes {version}).\n\
-         seed = [\"{url}\"]\npin = \"{pin}\"\nntp = \"{ntp}\"\npreload_dir = \"{IMAGES_DIR}\"\n",
-        name = def.name.as_str(),
-        url = fb.seed_url.as_str(),
-        ntp = fb.ntp.as_str(),
-        pin = fb.ca_pin.as_str(),
-        version = def.bundle.version.as_str(),
-    )
+    FirstbootFile {
+        seed: vec![fb.seed_url.clone()],
+        pin: Some(fb.ca_pin),
+        ntp: Some(fb.ntp.clone()),
+        preload_dir: Some(IMAGES_DIR.to_string()),
+        ..FirstbootFile::default()
+    }
+    .render(&[&format!(
+        "Written by launcher-build for image {} (Kubernetes {}).",
+        def.name.as_str(),
+        def.bundle.version
+    )])
 }
 
-/// chrony's `server` line for an NTP address written `host` or `host:port`.
-pub fn chrony_server(ntp: &str) -> String {
-    match ntp.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') && port.chars().all(|c| c.is_ascii_digit()) => {
-            format!("server {host} port {port} iburst\n")
-        }
-        _ => format!("server {ntp} iburst\n"),
-    }
+/// chrony's `server` line for the seed's NTP server.
+pub fn chrony_server(ntp: &NtpServer) -> String {
+    let endpoint = ntp.endpoint();
+    // chrony takes an IPv6 address bare, without the brackets of a URL.
+    let host = match endpoint.host().ip() {
+        Some(ip) => ip.to_string(),
+        None => endpoint.host().to_string(),
+    };
+    format!("server {host} port {} iburst\n", endpoint.port())
 }
 
 fn bundle_entries(def: &Definition, inputs: &Resolved) -> Vec<Entry> {
@@ -157,7 +164,7 @@ fn bundle_entries(def: &Definition, inputs: &Resolved) -> Vec<Entry> {
     );
     let record = format!(
         "version = \"{}\"\nstandins = {standins}\n",
-        def.bundle.version.as_str()
+        def.bundle.version
     );
     vec![
         copy("/usr/bin/kubeadm", &inputs.kubeadm, 0o755),
@@ -252,7 +259,7 @@ fn chrony_entries(def: &Definition) -> Vec<Entry> {
         ),
         file(
             "/etc/chrony/sources.d/launcher-seed.sources",
-            chrony_server(def.firstboot.ntp.as_str()),
+            chrony_server(&def.firstboot.ntp),
             0o644,
         ),
         file(
@@ -324,10 +331,34 @@ mod tests {
         );
         assert_eq!(wanted_by(unit).as_deref(), Some("basic.target"));
         assert_eq!(exec_path("[Service]\nExecStart=relative\n"), None);
+        let server = |s: &str| chrony_server(&s.parse().unwrap());
         assert_eq!(
-            chrony_server("10.0.0.1:1123"),
+            server("10.0.0.1:1123"),
             "server 10.0.0.1 port 1123 iburst\n"
         );
-        assert_eq!(chrony_server("seed.lan"), "server seed.lan iburst\n");
+        assert_eq!(server("seed.lan"), "server seed.lan port 123 iburst\n");
+        assert_eq!(server("fd00::1"), "server fd00::1 port 123 iburst\n");
+    }
+
+    #[test]
+    fn firstboot_reads_back_what_the_builder_writes() {
+        let text = "name = \"demo\"\n[base.tarball]\npath = \"b.tar\"\nsha256 = \"{zeros}\"\n\
+                    [bundle]\nversion = \"v1.33.4\"\nstandins = true\nkubectl = \"/usr/bin/kubectl\"\n\
+                    [firstboot]\nseed_url = \"https://10.77.0.1:8443\"\nntp = \"10.77.0.1\"\n\
+                    ca_pin = \"sha256:{ones}\"\n"
+            .replace("{zeros}", &"0".repeat(64))
+            .replace("{ones}", &"1".repeat(64));
+        let def = crate::definition::parse(&text, std::path::Path::new("/d/img.toml")).unwrap();
+        let written = firstboot_config(&def);
+        assert!(
+            written
+                .starts_with("# Written by launcher-build for image demo (Kubernetes v1.33.4).\n"),
+            "{written}"
+        );
+        let read = FirstbootFile::parse("firstboot.toml", &written).unwrap();
+        assert_eq!(read.seed, vec![def.firstboot.seed_url.clone()]);
+        assert_eq!(read.pin, Some(def.firstboot.ca_pin));
+        assert_eq!(read.ntp.unwrap().to_string(), "10.77.0.1:123");
+        assert_eq!(read.preload_dir.as_deref(), Some(IMAGES_DIR));
     }
 }

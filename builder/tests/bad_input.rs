@@ -4,7 +4,8 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use common::{bundle_dir, raw_tar, sha256_hex};
 
@@ -17,6 +18,8 @@ struct Case {
     replace: Vec<(String, String)>,
     overlay: fn(&Path),
     path_env: Option<&'static str>,
+    /// The whole definition instead of the valid one with `replace` applied.
+    whole: Option<&'static str>,
     /// The error, with `{dir}` standing for the case's directory.
     want: String,
 }
@@ -43,6 +46,25 @@ fn definition(dir: &Path, base_sha: &str, extra: &str) -> String {
     )
 }
 
+/// Runs `cmd` to the end, failing the test if it takes longer than `limit` (a parser that spins).
+fn output_within(mut cmd: Command, limit: Duration, name: &str) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{name}: launcher-build still ran after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
 fn run_case(case: &Case) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
@@ -58,6 +80,9 @@ fn run_case(case: &Case) {
         );
         text = text.replacen(from.as_str(), to, 1);
     }
+    if let Some(whole) = case.whole {
+        text = whole.to_string();
+    }
     fs::write(dir.join("image.toml"), &text).unwrap();
     let out = dir.join("out");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_launcher-build"));
@@ -69,7 +94,7 @@ fn run_case(case: &Case) {
     if let Some(path) = case.path_env {
         cmd.env("PATH", path);
     }
-    let res = cmd.output().unwrap();
+    let res = output_within(cmd, Duration::from_secs(60), case.name);
     let stderr = String::from_utf8_lossy(&res.stderr);
     let want = case.want.replace("{dir}", &dir.display().to_string());
     assert!(!res.status.success(), "{}: the build succeeded", case.name);
@@ -98,6 +123,7 @@ fn every_bad_input_is_refused_before_anything_is_written() {
             replace: vec![("sha256 = \"".into(), format!("sha256 = \"{}", "0".repeat(64)))],
             overlay: no_overlay,
             path_env: None,
+            whole: None,
             want: String::new(), // filled below: depends on the real digest
         },
         Case {
@@ -107,6 +133,7 @@ fn every_bad_input_is_refused_before_anything_is_written() {
             replace: vec![],
             overlay: no_overlay,
             path_env: None,
+            whole: None,
             want: "{dir}/base.tar: entry \"../evil\" has a '..' component".into(),
         },
         Case {
@@ -116,6 +143,7 @@ fn every_bad_input_is_refused_before_anything_is_written() {
             replace: vec![],
             overlay: no_overlay,
             path_env: None,
+            whole: None,
             want: "{dir}/base.tar: entry \"/etc/evil\" is an absolute path".into(),
         },
         Case {
@@ -125,6 +153,7 @@ fn every_bad_input_is_refused_before_anything_is_written() {
             replace: vec![],
             overlay: no_overlay,
             path_env: None,
+            whole: None,
             want: "{dir}/base.tar: entry \"etc/evil\" is a symlink to \"../../outside\", which leaves the tree".into(),
         },
         Case {
@@ -134,6 +163,7 @@ fn every_bad_input_is_refused_before_anything_is_written() {
             replace: vec![],
             overlay: no_overlay,
             path_env: None,
+            whole: None,
             want: "{dir}/base.tar: entry \"etc/hard\" is a hard link to \"../outside\", which leaves the tree".into(),
         },
         Case {
@@ -143,6 +173,7 @@ fn every_bad_input_is_refused_before_anything_is_written() {
             replace: vec![],
             overlay: no_overlay,
             path_env: None,
+            whole: None,
             want: "{dir}/base.tar: entry \"etc/passwd\" is written through the symlink \"etc\"".into(),
         },
         Case {
@@ -156,6 +187,7 @@ fn every_bad_input_is_refused_before_anything_is_written() {
                 assert!(ok.success(), "mknod needs root");
             },
             path_env: None,
+            whole: None,
             want: "overlay {dir}/overlay: \"dev/null0\" is a character device; an overlay holds only files, directories and symlinks".into(),
         },
         Case {
@@ -168,6 +200,7 @@ fn every_bad_input_is_refused_before_anything_is_written() {
                 std::os::unix::fs::symlink("../../../x", dir.join("etc/x")).unwrap();
             },
             path_env: None,
+            whole: None,
             want: "overlay {dir}/overlay: symlink \"etc/x\" points to \"../../../x\", which leaves the tree".into(),
         },
         Case {
@@ -177,7 +210,58 @@ fn every_bad_input_is_refused_before_anything_is_written() {
             replace: vec![("name = \"bad-input\"\n".into(), "name = \"bad-input\"\ncolour = \"blue\"\n".into())],
             overlay: no_overlay,
             path_env: None,
+            whole: None,
             want: "{dir}/image.toml:2:1: field colour: unknown field `colour`, expected one of".into(),
+        },
+        Case {
+            name: "bundle version 2.0",
+            base: good_base(),
+            extra_toml: String::new(),
+            replace: vec![("version = \"v1.30.2\"".into(), "version = \"v2.0.0\"".into())],
+            overlay: no_overlay,
+            path_env: None,
+            whole: None,
+            want: "{dir}/image.toml:11:11: field bundle.version: v2.0.0 cannot be rendered: kubeadm config v1beta3 needs v1.22.0 or later".into(),
+        },
+        Case {
+            name: "bundle version 1.5",
+            base: good_base(),
+            extra_toml: String::new(),
+            replace: vec![("version = \"v1.30.2\"".into(), "version = \"v1.5.0\"".into())],
+            overlay: no_overlay,
+            path_env: None,
+            whole: None,
+            want: "{dir}/image.toml:11:11: field bundle.version: v1.5.0 cannot be rendered: kubeadm config v1beta3 needs v1.22.0 or later".into(),
+        },
+        Case {
+            name: "seed URL without a port",
+            base: good_base(),
+            extra_toml: String::new(),
+            replace: vec![("seed_url = \"https://10.77.0.1:8443\"".into(), "seed_url = \"https://10.77.0.1\"".into())],
+            overlay: no_overlay,
+            path_env: None,
+            whole: None,
+            want: "{dir}/image.toml:6:12: field firstboot.seed_url: \"https://10.77.0.1\" has no port; expected https://HOST:PORT like https://10.77.0.1:8443".into(),
+        },
+        Case {
+            name: "CA pin of another hash",
+            base: good_base(),
+            extra_toml: String::new(),
+            replace: vec![("ca_pin = \"sha256:".into(), "ca_pin = \"md5:".into())],
+            overlay: no_overlay,
+            path_env: None,
+            whole: None,
+            want: "{dir}/image.toml:8:10: field firstboot.ca_pin: \"md5:1111111111111111111111111111111111111111111111111111111111111111\" is not a CA pin: expected \"sha256:\" and 64 hex digits of the seed CA's SubjectPublicKeyInfo (`launcher-seed pin` prints it)".into(),
+        },
+        Case {
+            name: "only an empty key",
+            base: good_base(),
+            extra_toml: String::new(),
+            replace: vec![],
+            overlay: no_overlay,
+            path_env: None,
+            whole: Some("\"\"=\"\""),
+            want: "{dir}/image.toml:1:1: field : unknown field ``, expected one of `name`, `platform`, `source_date_epoch`, `base`, `kernel`, `bundle`, `images`, `firstboot`, `overlay`, `disk`".into(),
         },
         Case {
             name: "missing tool",
@@ -186,6 +270,7 @@ fn every_bad_input_is_refused_before_anything_is_written() {
             replace: vec![],
             overlay: no_overlay,
             path_env: Some("/nonexistent"),
+            whole: None,
             want: "missing tool(s): tar (package tar), objcopy (package binutils), objdump (package binutils), \
                    mkfs.fat (package dosfstools), mmd (package mtools), mcopy (package mtools), mke2fs (package e2fsprogs), \
                    debugfs (package e2fsprogs), sfdisk (package fdisk), xorriso (package xorriso) (install the Debian packages named, e.g. with ci/deps)".into(),

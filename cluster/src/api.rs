@@ -122,8 +122,22 @@ pub struct Plan {
     #[serde(default)]
     pub etcd: Option<EtcdInstructions>,
     pub install: InstallAction,
+    /// The container images the host runs, decided by [`crate::kubeadm::node_images`].
+    pub images: NodeImages,
     /// `sha256:<hex>` of [`Plan::canonical_bytes`].
     pub digest: String,
+}
+
+/// Every image reference a host needs, named at the seed's registry with the tags kubeadm pins
+/// for the plan's Kubernetes version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeImages {
+    /// containerd's `sandbox_image`: kubeadm's pause image, which its `imageRepository` does not
+    /// reach (kubeadm#2801), so the host's container runtime must be told.
+    pub sandbox: String,
+    /// Every image the host's kubelet runs, in `kubeadm config images list` order (external
+    /// etcd: no etcd image).
+    pub all: Vec<String>,
 }
 
 /// One file of a plan, written atomically under the host's root.
@@ -310,6 +324,10 @@ mod tests {
             install: InstallAction::Init {
                 config_path: "/etc/kubernetes/kubeadm.yaml".into(),
             },
+            images: NodeImages {
+                sandbox: "10.77.0.1:8443/pause:3.10".into(),
+                all: vec!["10.77.0.1:8443/pause:3.10".into()],
+            },
             digest: String::new(),
         }
         .seal()
@@ -322,6 +340,9 @@ mod tests {
         let mut tampered = sealed.clone();
         tampered.files[0].mode = 0o666;
         assert!(!tampered.verify());
+        let mut other_sandbox = sealed.clone();
+        other_sandbox.images.sandbox = "elsewhere/pause:3.10".into();
+        assert!(!other_sandbox.verify());
     }
 
     #[test]

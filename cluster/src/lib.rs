@@ -5,8 +5,10 @@
 
 pub mod api;
 pub mod etcd;
+pub mod firstboot;
 pub mod kubeadm;
 pub mod ntp;
 pub mod pki;
 pub mod plan;
 pub mod spec;
+pub mod text;

@@ -99,6 +99,7 @@ pub fn plan_host(input: &HostInput<'_>) -> Result<api::Plan, PlanError> {
         files,
         etcd,
         install: install_action(input),
+        images: kubeadm::node_images(&input.spec.kubernetes_version, &input.spec.seed.registry),
         digest: String::new(),
     }
     .seal())

@@ -8,36 +8,16 @@ use cluster::pki::{CaSet, KeyAlgorithm};
 use cluster::plan::{EtcdPlacement, HostInput, PlanError, plan_host};
 use cluster::spec::{ClusterSpec, Hostname};
 use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
+use testkit::fixtures::{ClusterFile, host};
 
+/// The demo cluster with four inventory hosts (…:01-…:04) of no fixed role.
 fn spec(version: &str) -> ClusterSpec {
-    let text = format!(
-        r#"
-[cluster]
-name = "demo"
-kubernetes_version = "{version}"
-control_plane_endpoint = "10.77.0.10:6443"
-pod_subnet = "10.244.0.0/16"
-service_subnet = "10.96.0.0/12"
-dns_domain = "cluster.local"
-masters = 3
-key_algorithm = "ecdsa-p256"
-[seed]
-url = "https://10.77.0.1:8443"
-registry = "10.77.0.1:8443"
-[[hosts]]
-mac = "52:54:00:00:00:01"
-ip = "10.77.0.11"
-[[hosts]]
-mac = "52:54:00:00:00:02"
-ip = "10.77.0.12"
-[[hosts]]
-mac = "52:54:00:00:00:03"
-ip = "10.77.0.13"
-[[hosts]]
-mac = "52:54:00:00:00:04"
-ip = "10.77.0.14"
-"#
-    );
+    let text = ClusterFile {
+        kubernetes_version: version.into(),
+        hosts: (1..=4).map(|n| host(n, None)).collect(),
+        ..ClusterFile::demo()
+    }
+    .render();
     ClusterSpec::parse("test.toml", &text).unwrap().spec
 }
 

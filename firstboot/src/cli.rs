@@ -1,12 +1,11 @@
 //! The command line of `launcher-firstboot`.
 
 use crate::config::{self, Overrides};
-use crate::os::{Os, RealOs, RecordingOs};
+use crate::os::{Os, RealOs};
 use crate::run::{self, Options, Outcome};
-use anyhow::Context;
 use clap::Parser;
 use cluster::api::Phase;
-use std::collections::BTreeSet;
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -44,10 +43,10 @@ pub struct Cli {
     pub ntp: Option<String>,
     /// Largest clock skew to the seed allowed after stepping, in milliseconds (default 500).
     #[arg(long, value_name = "MS")]
-    pub max_skew_ms: Option<u64>,
+    pub max_skew_ms: Option<u32>,
     /// How long to keep asking a silent NTP server, in seconds (default 60).
     #[arg(long, value_name = "SECS")]
-    pub ntp_wait_secs: Option<u64>,
+    pub ntp_wait_secs: Option<u32>,
     /// Give up enrolling after this many seconds (default: keep trying).
     #[arg(long, value_name = "SECS")]
     pub enroll_wait_secs: Option<u64>,
@@ -66,21 +65,6 @@ pub struct Cli {
     /// Format an empty LAUNCHER-DATA partition (like launcher.wipe=1).
     #[arg(long)]
     pub wipe: bool,
-    /// Record clock steps, hostname, mounts and commands as JSON lines in DIR/actions.jsonl
-    /// instead of doing them, with a simulated clock (tests and dry runs).
-    #[arg(long, value_name = "DIR")]
-    pub simulate: Option<PathBuf>,
-    /// With --simulate: the simulated clock starts this many seconds off the real one.
-    #[arg(
-        long,
-        value_name = "SECS",
-        allow_hyphen_values = true,
-        default_value_t = 0
-    )]
-    pub sim_clock_offset_secs: i64,
-    /// With --simulate: run this program for real (e.g. ctr); repeatable.
-    #[arg(long, value_name = "PROGRAM")]
-    pub sim_run: Vec<String>,
     /// Exit (status 75) right after journaling this phase, to test resuming.
     #[arg(long, value_name = "PHASE", value_parser = parse_phase)]
     pub stop_after: Option<Phase>,
@@ -125,43 +109,32 @@ fn options(cli: &Cli) -> anyhow::Result<Options> {
     })
 }
 
-fn os(cli: &Cli) -> anyhow::Result<Box<dyn Os>> {
-    Ok(match &cli.simulate {
-        Some(dir) => {
-            let real: BTreeSet<String> = cli.sim_run.iter().cloned().collect();
-            Box::new(
-                RecordingOs::persistent(dir, cli.sim_clock_offset_secs, real)
-                    .with_context(|| format!("preparing the simulation in {}", dir.display()))?,
-            )
-        }
-        None => Box::new(RealOs),
-    })
+/// Runs on this machine and returns the process exit status.
+pub fn main(cli: Cli) -> i32 {
+    run_with(&cli, &RealOs, &mut std::io::stderr())
 }
 
-/// Runs and returns the process exit status.
-pub fn main(cli: Cli) -> i32 {
-    let prepared = options(&cli).and_then(|o| Ok((o, os(&cli)?)));
-    let (options, os) = match prepared {
-        Ok(v) => v,
+/// Runs with `os` doing the clock, hostname, mounts and commands, and returns the exit status;
+/// the closing line a person reads goes to `out`. Tests pass a recording `Os` here: the binary
+/// has no flag that fakes the machine.
+pub fn run_with(cli: &Cli, os: &dyn Os, out: &mut dyn Write) -> i32 {
+    let options = match options(cli) {
+        Ok(o) => o,
         Err(e) => {
-            eprintln!("launcher-firstboot: {e:#}");
+            let _ = writeln!(out, "launcher-firstboot: {e:#}");
             return 2;
         }
     };
-    match run::run(&options, os.as_ref()) {
-        Ok(Outcome::Done) => {
-            eprintln!("launcher-firstboot: every phase done");
-            0
-        }
-        Ok(Outcome::StoppedAfter(phase)) => {
-            eprintln!("launcher-firstboot: stopped after phase {}", phase.as_str());
-            EXIT_STOPPED
-        }
-        Err(f) => {
-            eprintln!("launcher-firstboot: {f}");
-            1
-        }
-    }
+    let (status, line) = match run::run(&options, os) {
+        Ok(Outcome::Done) => (0, "every phase done".to_string()),
+        Ok(Outcome::StoppedAfter(phase)) => (
+            EXIT_STOPPED,
+            format!("stopped after phase {}", phase.as_str()),
+        ),
+        Err(f) => (1, f.to_string()),
+    };
+    let _ = writeln!(out, "launcher-firstboot: {line}");
+    status
 }
 
 #[cfg(test)]

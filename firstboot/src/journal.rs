@@ -26,6 +26,8 @@ pub enum JournalError {
     PlanDigest(PathBuf),
     #[error(transparent)]
     Write(#[from] FsError),
+    #[error(transparent)]
+    Durable(#[from] durable::Error),
 }
 
 /// What the time phase measured.
@@ -92,7 +94,7 @@ impl Journal {
 
     pub fn save(&self, root: &Path) -> Result<(), JournalError> {
         let bytes = serde_json::to_vec_pretty(self).expect("a journal serializes");
-        fsutil::write_atomic(&Journal::path(root), &bytes, 0o600)?;
+        durable::write_atomic(&Journal::path(root), &bytes, 0o600)?;
         Ok(())
     }
 
@@ -155,6 +157,10 @@ mod tests {
                 kubelet_config_path: "/var/lib/kubelet/config.yaml".into(),
                 kubeconfig_path: "/etc/kubernetes/kubelet.conf".into(),
             },
+            images: cluster::kubeadm::node_images(
+                &"v1.33.4".parse().unwrap(),
+                &"10.0.0.1:8443".parse().unwrap(),
+            ),
             digest: String::new(),
         }
         .seal()

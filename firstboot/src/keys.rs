@@ -23,6 +23,8 @@ pub enum KeyError {
     Unknown(String),
     #[error(transparent)]
     Write(#[from] FsError),
+    #[error(transparent)]
+    Durable(#[from] durable::Error),
 }
 
 /// Path of the key for certificate `name` under `root`.
@@ -41,8 +43,8 @@ fn load_or_make(root: &Path, name: &str) -> Result<rcgen::KeyPair, KeyError> {
             let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
                 .map_err(|e| KeyError::Generate(name.to_string(), e.to_string()))?;
             let dir = path.parent().expect("a key path has a directory");
-            fsutil::private_dir(dir)?;
-            fsutil::write_atomic(&path, key.serialize_pem().as_bytes(), 0o600)?;
+            durable::private_dir(dir)?;
+            durable::write_atomic(&path, key.serialize_pem().as_bytes(), 0o600)?;
             Ok(key)
         }
         Err(e) => Err(KeyError::Read(path, e)),
@@ -65,7 +67,7 @@ fn csr(name: &str, key: &rcgen::KeyPair) -> Result<String, KeyError> {
 
 /// Makes (or reuses) a key for every certificate name and returns a PEM CSR for each.
 pub fn ensure_keys_and_csrs(root: &Path) -> Result<BTreeMap<String, String>, KeyError> {
-    fsutil::private_dir(&fsutil::under_root(root, KEYS_DIR)?)?;
+    durable::private_dir(&fsutil::under_root(root, KEYS_DIR)?)?;
     let mut csrs = BTreeMap::new();
     for name in cert_names::ALL {
         let key = load_or_make(root, name)?;

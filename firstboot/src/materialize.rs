@@ -1,11 +1,11 @@
 //! The materialize phase: every file of the plan, the hostname, and containerd's configuration
-//! sending every registry to the seed.
+//! sending every registry to the seed, with the sandbox image the plan names.
 
-use crate::config::SeedUrl;
 use crate::fsutil::{self, FsError};
 use crate::keys::{self, KeyError};
 use crate::os::{Os, OsError};
 use cluster::api::{FileSource, Plan};
+use cluster::spec::SeedUrl;
 use std::path::{Path, PathBuf};
 
 pub const CONTAINERD_CONFIG: &str = "/etc/containerd/config.toml";
@@ -37,6 +37,8 @@ pub enum MaterializeError {
     Hostname(String),
     #[error(transparent)]
     Write(#[from] FsError),
+    #[error(transparent)]
+    Durable(#[from] durable::Error),
     #[error(transparent)]
     Os(#[from] OsError),
 }
@@ -90,42 +92,6 @@ pub fn files_to_write(
     Ok(out)
 }
 
-/// The pause image tag kubeadm expects for a Kubernetes version (`v1.33.4` → `3.10`).
-pub fn pause_tag(kubernetes_version: &str) -> &'static str {
-    let minor = kubernetes_version
-        .trim_start_matches('v')
-        .split('.')
-        .nth(1)
-        .and_then(|m| m.parse::<u32>().ok())
-        .unwrap_or(0);
-    match minor {
-        31.. => "3.10",
-        26..=30 => "3.9",
-        _ => "3.8",
-    }
-}
-
-/// The `imageRepository` of the plan's kubeadm configuration, if any file carries one.
-pub fn image_repository(plan: &Plan) -> Option<String> {
-    plan.files.iter().find_map(|f| match &f.source {
-        FileSource::Text { text } => text.lines().find_map(|l| {
-            let v = l.trim().strip_prefix("imageRepository:")?;
-            Some(v.trim().trim_matches('"').to_string()).filter(|v| !v.is_empty())
-        }),
-        FileSource::HostKey { .. } => None,
-    })
-}
-
-/// The sandbox image: the configured one, else `<imageRepository>/pause:<tag>`, else the seed's
-/// registry.
-pub fn pause_image(configured: Option<&str>, plan: &Plan, seed: &SeedUrl) -> String {
-    if let Some(image) = configured {
-        return image.to_string();
-    }
-    let repo = image_repository(plan).unwrap_or_else(|| seed.authority());
-    format!("{repo}/pause:{}", pause_tag(&plan.kubernetes_version))
-}
-
 /// containerd 1.6/1.7 configuration: the CRI's sandbox image, systemd cgroups, and registry
 /// hosts from [`CONTAINERD_HOSTS_DIR`].
 pub fn containerd_config(pause_image: &str) -> String {
@@ -166,16 +132,14 @@ pub fn materialize(
     plan: &Plan,
     seed: &SeedUrl,
     seed_ca_pem: &str,
-    configured_pause: Option<&str>,
 ) -> Result<usize, MaterializeError> {
     if !valid_hostname(&plan.hostname) {
         return Err(MaterializeError::Hostname(plan.hostname.clone()));
     }
-    let pause = pause_image(configured_pause, plan, seed);
     let extra = vec![
         (
             CONTAINERD_CONFIG.to_string(),
-            containerd_config(&pause),
+            containerd_config(&plan.images.sandbox),
             0o644,
         ),
         (
@@ -198,7 +162,7 @@ pub fn materialize(
     ];
     let files = files_to_write(root, plan, extra)?;
     for (path, bytes, mode) in &files {
-        fsutil::write_atomic(path, bytes, *mode)?;
+        durable::write_atomic(path, bytes, *mode)?;
     }
     os.set_hostname(&plan.hostname)?;
     Ok(files.len())
@@ -209,22 +173,31 @@ mod tests {
     use super::*;
     use crate::os::{Action, RecordingOs};
     use cluster::api::{InstallAction, PlanFile, Role};
+    use cluster::kubeadm::node_images;
+    use cluster::spec::{KubeVersion, RegistryHost};
     use std::os::unix::fs::PermissionsExt;
 
     fn plan(files: Vec<PlanFile>) -> Plan {
+        plan_for("v1.33.4", files)
+    }
+
+    fn plan_for(version: &str, files: Vec<PlanFile>) -> Plan {
+        let v: KubeVersion = version.parse().unwrap();
+        let registry: RegistryHost = "10.0.0.1:8443".parse().unwrap();
         Plan {
             host_id: "h-1".into(),
             cluster: "demo".into(),
             hostname: "demo-w1".into(),
             role: Role::Worker,
             ip: None,
-            kubernetes_version: "v1.33.4".into(),
+            kubernetes_version: version.into(),
             files,
             etcd: None,
             install: InstallAction::Worker {
                 kubelet_config_path: "/var/lib/kubelet/config.yaml".into(),
                 kubeconfig_path: "/etc/kubernetes/kubelet.conf".into(),
             },
+            images: node_images(&v, &registry),
             digest: String::new(),
         }
         .seal()
@@ -247,7 +220,7 @@ mod tests {
             text(
                 "/etc/kubernetes/kubeadm.yaml",
                 0o600,
-                "imageRepository: 10.0.0.1:8443/k8s\n",
+                "imageRepository: 10.0.0.1:8443\n",
             ),
             PlanFile {
                 path: "/var/lib/kubelet/pki/kubelet-client.key".into(),
@@ -257,9 +230,9 @@ mod tests {
                 },
             },
         ]);
-        let seed = SeedUrl::parse("https://10.0.0.1:8443").unwrap();
+        let seed = "https://10.0.0.1:8443".parse::<SeedUrl>().unwrap();
         let os = RecordingOs::new(std::time::Duration::ZERO, false);
-        materialize(r, &os, &p, &seed, "CA PEM", None).unwrap();
+        materialize(r, &os, &p, &seed, "CA PEM").unwrap();
 
         let key = r.join("var/lib/kubelet/pki/kubelet-client.key");
         assert_eq!(
@@ -272,7 +245,7 @@ mod tests {
         );
         let cfg = std::fs::read_to_string(r.join("etc/containerd/config.toml")).unwrap();
         assert!(
-            cfg.contains(r#"sandbox_image = "10.0.0.1:8443/k8s/pause:3.10""#),
+            cfg.contains(r#"sandbox_image = "10.0.0.1:8443/pause:3.10""#),
             "{cfg}"
         );
         assert!(cfg.contains(r#"config_path = "/etc/containerd/certs.d""#));
@@ -331,22 +304,47 @@ mod tests {
                 "plan file /etc/k takes the host key ca",
             ),
         ];
-        let seed = SeedUrl::parse("https://s").unwrap();
+        let seed = "https://s:1".parse::<SeedUrl>().unwrap();
         for (p, want) in cases {
             let root = tempfile::tempdir().unwrap();
             let os = RecordingOs::new(std::time::Duration::ZERO, false);
-            let err = materialize(root.path(), &os, &p, &seed, "", None).unwrap_err();
+            let err = materialize(root.path(), &os, &p, &seed, "").unwrap_err();
             assert!(err.to_string().starts_with(want), "{err}");
             assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0, "{want}");
             assert!(os.actions().is_empty());
         }
     }
 
+    /// kubeadm's pause tag per minor (`PauseVersion` in its `constants.go`), as containerd must
+    /// name it: a wrong tag leaves the sandbox image one nobody imported.
     #[test]
-    fn pause_tags_follow_the_kubernetes_version() {
-        assert_eq!(pause_tag("v1.31.0"), "3.10");
-        assert_eq!(pause_tag("v1.30.2"), "3.9");
-        assert_eq!(pause_tag("1.25.0"), "3.8");
+    fn the_sandbox_image_is_kubeadms_pause_for_the_version() {
+        let kubeadm = [
+            ("v1.22.17", "3.5"),
+            ("v1.23.17", "3.6"),
+            ("v1.24.17", "3.7"),
+            ("v1.25.16", "3.8"),
+            ("v1.26.15", "3.9"),
+            ("v1.30.14", "3.9"),
+            ("v1.31.0", "3.10"),
+            ("v1.33.4", "3.10"),
+            ("v1.34.1", "3.10.1"),
+            ("v1.35.0", "3.10.1"),
+        ];
+        let seed = "https://10.0.0.1:8443".parse::<SeedUrl>().unwrap();
+        for (version, tag) in kubeadm {
+            let root = tempfile::tempdir().unwrap();
+            let os = RecordingOs::new(std::time::Duration::ZERO, false);
+            materialize(root.path(), &os, &plan_for(version, vec![]), &seed, "").unwrap();
+            let cfg =
+                std::fs::read_to_string(root.path().join("etc/containerd/config.toml")).unwrap();
+            let want = format!(r#"sandbox_image = "10.0.0.1:8443/pause:{tag}""#);
+            assert!(cfg.contains(&want), "{version}: {cfg}");
+        }
+    }
+
+    #[test]
+    fn hostnames_are_checked() {
         assert!(!valid_hostname("Demo"));
         assert!(valid_hostname("demo-m1"));
     }

@@ -33,6 +33,8 @@ pub enum NodeError {
     #[error(transparent)]
     Fs(#[from] FsError),
     #[error(transparent)]
+    Durable(#[from] durable::Error),
+    #[error(transparent)]
     Os(#[from] OsError),
 }
 
@@ -187,7 +189,7 @@ pub fn etcd(root: &Path, os: &dyn Os, plan: &Plan, wait: Duration) -> Result<boo
     let Some(etcd) = &plan.etcd else {
         return Ok(false);
     };
-    fsutil::write_atomic(
+    durable::write_atomic(
         &fsutil::under_root(root, ETCD_UNIT)?,
         etcd_unit(etcd).as_bytes(),
         0o644,
@@ -248,7 +250,7 @@ pub fn install(root: &Path, os: &dyn Os, plan: &Plan, rebooted: bool) -> Result<
             kubeconfig_path,
         } => {
             let unit = kubelet_unit(kubelet_config_path, kubeconfig_path);
-            fsutil::write_atomic(
+            durable::write_atomic(
                 &fsutil::under_root(root, KUBELET_UNIT)?,
                 unit.as_bytes(),
                 0o644,
@@ -291,6 +293,10 @@ mod tests {
             install: InstallAction::JoinControlPlane {
                 config_path: "/etc/kubernetes/kubeadm.yaml".into(),
             },
+            images: cluster::kubeadm::node_images(
+                &"v1.33.0".parse().unwrap(),
+                &"10.0.0.1:8443".parse().unwrap(),
+            ),
             digest: String::new(),
         }
     }

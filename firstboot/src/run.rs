@@ -1,12 +1,13 @@
 //! The phase driver: runs each unfinished phase in order, journals it after it succeeded, and
 //! reports start, end and failure to the seed.
 
-use crate::config::{Config, SeedUrl};
+use crate::config::Config;
 use crate::journal::{DONE_MARKER, Journal};
 use crate::os::Os;
 use crate::seed::SeedClient;
 use crate::{fsutil, identify, keys, materialize, node, preload, storage, time};
 use cluster::api::{EnrollRequest, Phase, PhaseState, ProgressReport};
+use cluster::spec::SeedUrl;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -56,7 +57,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 /// What each phase tries and what to check when it fails.
 fn describe(phase: Phase, o: &Options) -> (String, String) {
-    let seeds: Vec<&str> = o.config.seeds.iter().map(SeedUrl::as_str).collect();
+    let seeds: Vec<String> = o.config.seeds.iter().map(SeedUrl::to_string).collect();
     let (tried, check) = match phase {
         Phase::Identify => ("reading MACs and DMI ids from /sys".into(), "that /sys is mounted".into()),
         Phase::Time => (
@@ -114,7 +115,7 @@ impl Runner<'_> {
         let (Some(id), Some(seed)) = (&self.journal.host_id, &self.journal.seed) else {
             return;
         };
-        let Ok(seed) = SeedUrl::parse(seed) else {
+        let Ok(seed) = seed.parse::<SeedUrl>() else {
             return;
         };
         // The seed keeps messages up to 4 KiB; the start of a failure says the most.
@@ -143,22 +144,15 @@ impl Runner<'_> {
                 self.journal.identity = Some(identify::identify(root, &self.o.cmdline)?);
             }
             Phase::Time => {
-                let rec = time::sync(self.os, &cfg.ntp, cfg.max_skew, cfg.ntp_wait)?;
+                let rec = time::sync(self.os, &cfg.ntp.to_string(), cfg.max_skew, cfg.ntp_wait)?;
                 self.journal.time = Some(rec);
             }
             Phase::Enroll => self.enroll()?,
             Phase::Materialize => {
-                let seed = SeedUrl::parse(self.journal.seed.as_deref().unwrap_or_default())?;
+                let seed: SeedUrl = self.journal.seed.as_deref().unwrap_or_default().parse()?;
                 let ca = self.journal.seed_ca_pem.clone().unwrap_or_default();
                 let plan = self.journal.plan();
-                let n = materialize::materialize(
-                    root,
-                    self.os,
-                    plan,
-                    &seed,
-                    &ca,
-                    cfg.pause_image.as_deref(),
-                )?;
+                let n = materialize::materialize(root, self.os, plan, &seed, &ca)?;
                 tracing::info!("wrote {n} files");
             }
             Phase::Storage => {
@@ -180,7 +174,7 @@ impl Runner<'_> {
             Phase::Install => node::install(root, self.os, self.journal.plan(), self.rebooted)?,
             Phase::Done => {
                 let marker = fsutil::under_root(root, DONE_MARKER)?;
-                fsutil::write_atomic(&marker, b"done\n", 0o644)?;
+                durable::write_atomic(&marker, b"done\n", 0o644)?;
             }
         }
         Ok(())

@@ -1,9 +1,10 @@
 //! Talking to the seed over pinned TLS: enrollment (with polite retries) and progress reports.
 
-use crate::config::{Pin, SeedUrl};
 use crate::os::Os;
 use crate::tls::{self, PinOutcome, PinVerifier};
 use cluster::api::{self, ApiError, EnrollRequest, EnrollResponse, Plan, ProgressReport};
+use cluster::pki::CaPin;
+use cluster::spec::SeedUrl;
 use rand::Rng;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -81,11 +82,11 @@ enum Attempt {
 pub struct SeedClient {
     http: reqwest::blocking::Client,
     outcome: Arc<Mutex<Option<PinOutcome>>>,
-    pin: Pin,
+    pin: CaPin,
 }
 
 impl SeedClient {
-    pub fn new(pin: Pin) -> Result<SeedClient, SeedError> {
+    pub fn new(pin: CaPin) -> Result<SeedClient, SeedError> {
         let verifier = Arc::new(PinVerifier::new(pin));
         let outcome = verifier.outcome();
         let http = reqwest::blocking::Client::builder()

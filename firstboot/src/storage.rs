@@ -35,6 +35,8 @@ pub enum StorageError {
     #[error(transparent)]
     Fs(#[from] FsError),
     #[error(transparent)]
+    Durable(#[from] durable::Error),
+    #[error(transparent)]
     Os(#[from] OsError),
 }
 
@@ -153,7 +155,7 @@ fn attach_device(root: &Path, os: &dyn Os, device: &Path) -> Result<bool, Storag
             true,
         )?;
     }
-    fsutil::write_atomic(&marker, b"", 0o644)?;
+    durable::write_atomic(&marker, b"", 0o644)?;
     Ok(true)
 }
 

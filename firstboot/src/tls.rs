@@ -4,13 +4,12 @@
 //! certificate whose SPKI SHA-256 equals the pin, makes it the only trust anchor, and lets
 //! webpki verify the chain (signatures, validity, server-auth usage, the name asked for).
 
-use crate::config::Pin;
+use cluster::pki::CaPin;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
-use sha2::{Digest, Sha256};
 use std::sync::{Arc, Mutex};
 
 /// What the last handshake learnt about the pin.
@@ -22,21 +21,20 @@ pub enum PinOutcome {
     Mismatch(Vec<String>),
 }
 
-/// `sha256:<hex>` of a certificate's DER SubjectPublicKeyInfo, or `None` if it does not parse.
-pub fn spki_pin(cert_der: &[u8]) -> Option<[u8; 32]> {
-    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
-    Some(Sha256::digest(cert.public_key().raw).into())
+/// The pin of a certificate, or `None` if it does not parse.
+fn spki_pin(cert_der: &[u8]) -> Option<CaPin> {
+    CaPin::of_cert_der(cert_der).ok()
 }
 
 #[derive(Debug)]
 pub struct PinVerifier {
-    pin: Pin,
+    pin: CaPin,
     provider: Arc<CryptoProvider>,
     outcome: Arc<Mutex<Option<PinOutcome>>>,
 }
 
 impl PinVerifier {
-    pub fn new(pin: Pin) -> PinVerifier {
+    pub fn new(pin: CaPin) -> PinVerifier {
         PinVerifier {
             pin,
             provider: Arc::new(rustls::crypto::ring::default_provider()),
@@ -67,11 +65,11 @@ impl ServerCertVerifier for PinVerifier {
             .iter()
             .chain(std::iter::once(end_entity))
             .collect();
-        let Some(anchor) = chain.iter().find(|c| spki_pin(c) == Some(self.pin.0)) else {
+        let Some(anchor) = chain.iter().find(|c| spki_pin(c) == Some(self.pin)) else {
             let seen = chain
                 .iter()
                 .filter_map(|c| spki_pin(c))
-                .map(|h| format!("sha256:{}", hex::encode(h)))
+                .map(|pin| pin.to_string())
                 .collect();
             self.set(PinOutcome::Mismatch(seen));
             return Err(rustls::Error::General(format!(
@@ -168,8 +166,12 @@ mod tests {
             .unwrap()
             .self_signed(&key)
             .unwrap();
-        let want: [u8; 32] = Sha256::digest(key.public_key_der()).into();
-        assert_eq!(spki_pin(cert.der()), Some(want));
+        use sha2::{Digest, Sha256};
+        let want = format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest(key.public_key_der()))
+        );
+        assert_eq!(spki_pin(cert.der()).map(|p| p.to_string()), Some(want));
         assert!(cert_pem(cert.der()).starts_with("-----BEGIN CERTIFICATE-----\nMII"));
     }
 }

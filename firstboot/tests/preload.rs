@@ -116,6 +116,10 @@ fn worker_plan() -> Plan {
             kubelet_config_path: "/var/lib/kubelet/config.yaml".into(),
             kubeconfig_path: "/etc/kubernetes/kubelet.conf".into(),
         },
+        images: cluster::kubeadm::node_images(
+            &"v1.33.4".parse().unwrap(),
+            &"127.0.0.1:8443".parse().unwrap(),
+        ),
         digest: String::new(),
     }
     .seal()
@@ -146,8 +150,9 @@ fn preload_imports_and_pins_an_oci_archive_in_a_real_containerd() {
     };
     journal.save(host.root()).unwrap();
 
-    let out = host.run(
+    let out = host.run_with_real(
         0,
+        &["ctr"],
         &[
             "--seed",
             "https://127.0.0.1:9",
@@ -156,8 +161,6 @@ fn preload_imports_and_pins_an_oci_archive_in_a_real_containerd() {
             "--containerd-address",
             &sock,
             "--no-restart-containerd",
-            "--sim-run",
-            "ctr",
             "--stop-after",
             "preload",
         ],

@@ -2,10 +2,10 @@
 
 mod common;
 
-use common::{DECADE_SECS, Host, OTHER_PIN, stderr};
+use common::{DECADE_SECS, Host, OTHER_PIN, Run, stderr};
 use firstboot::os::Action;
 
-fn time_only(host: &Host, offset: i64, ntp: &str, extra: &[&str]) -> std::process::Output {
+fn time_only(host: &Host, offset: i64, ntp: &str, extra: &[&str]) -> Run {
     let mut args = vec![
         "--seed",
         "https://127.0.0.1:9",

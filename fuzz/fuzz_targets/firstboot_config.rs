@@ -3,7 +3,9 @@
 //! words resolves to the same seeds, pin, token and NTP server.
 #![no_main]
 
-use firstboot::config::{Config, Overrides, Pin, SeedUrl, Token, resolve};
+use cluster::pki::CaPin;
+use cluster::spec::{JoinToken, SeedUrl};
+use firstboot::config::{Config, Overrides, resolve};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -19,19 +21,19 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     for seed in &config.seeds {
-        assert_eq!(SeedUrl::parse(seed.as_str()).as_ref(), Ok(seed));
+        assert_eq!(seed.to_string().parse::<SeedUrl>().as_ref(), Ok(seed));
     }
-    assert_eq!(Pin::parse(&config.pin.to_string()), Ok(config.pin));
+    assert_eq!(config.pin.to_string().parse::<CaPin>().as_ref(), Ok(&config.pin));
     if let Some(token) = &config.token {
-        assert_eq!(Token::parse(token.as_str()).as_ref(), Ok(token));
+        assert_eq!(token.as_str().parse::<JoinToken>().as_ref(), Ok(token));
     }
     if let Some(words) = as_cmdline(&config) {
         let again = resolve(None, &words, &Overrides::default())
             .unwrap_or_else(|e| panic!("{words:?} is refused: {e}"));
         assert_eq!(again.seeds, config.seeds, "{words:?}");
         assert_eq!(
-            (again.pin, &again.token, &again.ntp),
-            (config.pin, &config.token, &config.ntp)
+            (&again.pin, &again.token, &again.ntp),
+            (&config.pin, &config.token, &config.ntp)
         );
     }
 });
@@ -39,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
 /// The config's seeds, pin, token and NTP server as `launcher.*=` words, when each value can be
 /// written as one (no whitespace, no comma inside a seed).
 fn as_cmdline(config: &Config) -> Option<String> {
-    let seeds: Vec<&str> = config.seeds.iter().map(SeedUrl::as_str).collect();
+    let seeds: Vec<String> = config.seeds.iter().map(SeedUrl::to_string).collect();
     let mut words = vec![
         format!("launcher.seed={}", seeds.join(",")),
         format!("launcher.pin={}", config.pin),

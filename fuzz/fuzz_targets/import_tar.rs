@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use registry_seed::oci::refs::Digest;
-use registry_seed::oci::source::{clean_path, stage};
+use oci::source::{clean_path, stage};
 
 fuzz_target!(|data: &[u8]| {
     let dir = tempfile::tempdir().expect("a temporary directory");

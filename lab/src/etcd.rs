@@ -34,7 +34,7 @@ pub fn write_client(seed_dir: &Path, cluster_file: &Path, dir: &Path) -> anyhow:
         .cas
         .etcd_ca
         .issue(
-            &registry_seed::members::seed_client_profile(),
+            &registry_seed::membership::seed_client_profile(),
             cluster::pki::SubjectKey::Fresh(seed.cas.key_algorithm()),
             time::OffsetDateTime::now_utc(),
         )

@@ -129,14 +129,14 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let run_dir = absolute(&args.run_dir)?;
     let image_dir = absolute(&args.image)?;
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
-    runner::ensure_image(&image_dir, &args.definition)?;
+    lab::host::ensure_image(&image_dir, &args.definition)?;
     let plan = LabPlan::new(LabOptions {
         masters: args.masters,
         spare_masters: args.spare_masters,
         workers: args.workers,
         run_dir,
         image_dir,
-        seed_bin: runner::sibling_bin("launcher-seed"),
+        seed_bin: lab::host::sibling_bin("launcher-seed"),
         memory_mib: args.memory,
         disk_mib: 1024,
     })?;

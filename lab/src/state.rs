@@ -1,15 +1,14 @@
-//! The lab's state file: the namespace and every process `up` started (pid and program), so that
-//! `down` stops exactly those and nothing else.
+//! The lab's state file: the namespace and every process `up` started (pid and start time), so
+//! that `down` stops exactly those, whatever happened to their binaries, and nothing else.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use crate::plan::LabOptions;
+use crate::procs::{Procfs, named_namespace_inode, stop_all};
 
 /// File name of the state file in the run directory.
 pub const STATE_FILE: &str = "lab-state.json";
@@ -20,8 +19,13 @@ pub struct Started {
     /// `seed`, `dnsmasq`, `vm m1`, …
     pub name: String,
     pub pid: u32,
-    /// The program's file name, checked against `/proc/<pid>/exe` before a signal is sent.
+    /// The program's file name, for messages.
     pub program: String,
+    /// When the kernel started it (`/proc/<pid>/stat` field 22): with the pid, what tells it
+    /// from a later process given the same pid. `ip netns exec` becoming the program keeps it,
+    /// and so does a binary deleted or relinked while it runs.
+    #[serde(default)]
+    pub start_ticks: u64,
     /// When it was started (Unix milliseconds): a VM's host counts as done only for a `done`
     /// reported after its latest power-on.
     #[serde(default)]
@@ -31,6 +35,9 @@ pub struct Started {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct LabState {
     pub namespace: String,
+    /// The namespace's inode: its processes are found by it even after its name was deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_inode: Option<u64>,
     pub processes: Vec<Started>,
     /// What `up` was asked for, so that `power` and `wait` rebuild the same plan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -56,13 +63,11 @@ impl LabState {
         }
     }
 
-    /// Writes the state (atomically: a new file renamed over the old one).
+    /// Writes the state whole or not at all.
     pub fn save(&self, run_dir: &Path) -> anyhow::Result<()> {
-        let path = state_path(run_dir);
-        let tmp = path.with_extension("json.new");
         let text = serde_json::to_string_pretty(self)?;
-        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+        durable::write_atomic(&state_path(run_dir), text.as_bytes(), 0o644)?;
+        Ok(())
     }
 
     pub fn remove(run_dir: &Path) -> anyhow::Result<()> {
@@ -76,40 +81,39 @@ impl LabState {
     }
 }
 
-/// Whether `pid` still runs `program`, or `ip` just before `ip netns exec` becomes it (a recycled
-/// pid running something else does not count).
-pub fn runs(pid: u32, program: &str) -> bool {
-    let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
-        return false;
-    };
-    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !matches!(stat_state(&s), Some('Z' | 'X')))
-        .unwrap_or(false);
-    let name = exe.file_name().and_then(|n| n.to_str());
-    alive && (name == Some(program) || name == Some("ip"))
-}
-
-/// The state letter of a `/proc/<pid>/stat` line (after the parenthesised command).
-fn stat_state(stat: &str) -> Option<char> {
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
-}
-
-/// Stops one process: SIGTERM, up to `grace` for it to end, then SIGKILL.
-pub fn stop(process: &Started, grace: Duration) {
-    if !runs(process.pid, &process.program) {
-        return;
+impl Started {
+    /// Whether the recorded process still runs (a recycled pid does not count).
+    pub fn runs(&self, proc: &Procfs) -> bool {
+        proc.is_running(self.pid, self.start_ticks)
     }
-    let pid = Pid::from_raw(process.pid as i32);
-    tracing::info!(name = %process.name, pid = process.pid, "stopping");
-    let _ = kill(pid, Signal::SIGTERM);
-    let started = Instant::now();
-    while started.elapsed() < grace {
-        if !runs(process.pid, &process.program) {
-            return;
+}
+
+impl LabState {
+    /// Stops every process the lab started: those it recorded, and whatever else lives in its
+    /// network namespace (found by the namespace's inode, so also once its name is gone).
+    /// Returns how many were running.
+    pub fn stop_everything(&self, proc: &Procfs, grace: Duration) -> usize {
+        let recorded: Vec<(u32, u64)> = self
+            .processes
+            .iter()
+            .map(|p| (p.pid, p.start_ticks))
+            .collect();
+        let mut stopped = stop_all(proc, &recorded, grace);
+        let inode = self
+            .namespace_inode
+            .or_else(|| named_namespace_inode(&self.namespace));
+        // Never the namespace `down` itself runs in: that is the host's, not the lab's.
+        let own = proc.net_namespace(std::process::id());
+        if let Some(inode) = inode.filter(|i| Some(*i) != own) {
+            let rest: Vec<(u32, u64)> = proc
+                .in_net_namespace(inode)
+                .into_iter()
+                .filter_map(|pid| Some((pid, proc.stat(pid)?.start_ticks)))
+                .collect();
+            stopped += stop_all(proc, &rest, grace);
         }
-        std::thread::sleep(Duration::from_millis(100));
+        stopped
     }
-    let _ = kill(pid, Signal::SIGKILL);
 }
 
 #[cfg(test)]
@@ -126,8 +130,10 @@ mod tests {
                 name: "seed".into(),
                 pid: 42,
                 program: "launcher-seed".into(),
+                start_ticks: 123_456,
                 started_ms: 1_700_000_000_000,
             }],
+            namespace_inode: Some(4026532281),
             options: None,
             added: vec!["m4".into()],
         };
@@ -138,29 +144,48 @@ mod tests {
         assert_eq!(LabState::load(dir.path()).unwrap(), None);
     }
 
-    #[test]
-    fn a_pid_counts_only_while_it_runs_the_recorded_program() {
-        let mut child = std::process::Command::new("sleep")
+    fn sleeper(name: &str, proc: &Procfs) -> (std::process::Child, Started) {
+        let child = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
             .unwrap();
-        assert!(runs(child.id(), "sleep"));
-        assert!(!runs(child.id(), "qemu-system-x86_64"));
-        let process = Started {
-            name: "sleeper".into(),
+        let started = Started {
+            name: name.into(),
             pid: child.id(),
             program: "sleep".into(),
+            start_ticks: proc.stat(child.id()).unwrap().start_ticks,
             started_ms: 0,
         };
-        stop(&process, Duration::from_secs(5));
-        child.wait().unwrap();
-        assert!(!runs(child.id(), "sleep"));
+        (child, started)
     }
 
     #[test]
-    fn stat_lines_give_their_state_even_with_parentheses_in_the_name() {
-        assert_eq!(stat_state("42 (a) b) Z 1 2"), Some('Z'));
-        assert_eq!(stat_state("42 (qemu) S 1"), Some('S'));
-        assert_eq!(stat_state("garbage"), None);
+    fn down_stops_what_was_recorded_and_spares_a_recycled_pid_and_the_host_namespace() {
+        let proc = Procfs::system();
+        let (mut recorded, started) = sleeper("seed", &proc);
+        let (mut other, reused) = sleeper("vm m1", &proc);
+        let recycled = Started {
+            start_ticks: reused.start_ticks + 1,
+            ..reused
+        };
+        assert!(started.runs(&proc));
+        assert!(!recycled.runs(&proc));
+        let state = LabState {
+            namespace: "launcher-lab-test-none".into(),
+            namespace_inode: proc.net_namespace(std::process::id()),
+            processes: vec![started.clone(), recycled],
+            options: None,
+            added: Vec::new(),
+        };
+        assert_eq!(state.stop_everything(&proc, Duration::from_secs(5)), 1);
+        recorded.wait().unwrap();
+        assert!(!started.runs(&proc));
+        assert_eq!(
+            other.try_wait().unwrap(),
+            None,
+            "an unrecorded process was stopped"
+        );
+        other.kill().unwrap();
+        other.wait().unwrap();
     }
 }

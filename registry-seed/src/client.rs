@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use cluster::api::{ApiError, Role};
 
-use crate::fsutil::read_string;
 use crate::seed::{ADDR_FILE, STORE_FILE, read_admin_token};
 use crate::store::records::{HostRecord, JobRecord, JobState};
 use crate::store::{RedbStore, Table, list_json, read_with};
@@ -136,12 +135,16 @@ impl AdminClient {
         let base = match &args.seed {
             Some(url) => url.trim_end_matches('/').to_string(),
             None => {
-                let addr = read_string(&args.state_dir.join(ADDR_FILE))
+                let path = args.state_dir.join(ADDR_FILE);
+                let addr = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))
                     .context("finding the seed (no --seed given and no running seed here)")?;
                 local_url(addr.trim())
             }
         };
-        let ca = read_string(&ca_cert_path(&args.state_dir))?;
+        let ca_path = ca_cert_path(&args.state_dir);
+        let ca = std::fs::read_to_string(&ca_path)
+            .with_context(|| format!("reading {}", ca_path.display()))?;
         let cert = reqwest::Certificate::from_pem(ca.as_bytes()).context("reading the seed CA")?;
         let http = reqwest::blocking::Client::builder()
             .use_rustls_tls()
@@ -232,7 +235,7 @@ fn status_from_store(state_dir: &Path) -> anyhow::Result<StatusView> {
     let hosts = read_with(&store, |tx| list_json::<HostRecord>(tx, Table::Hosts))?;
     Ok(StatusView {
         cluster: String::new(),
-        now_ms: crate::http::now_ms(),
+        now_ms: crate::store::records::now_ms(),
         hosts: hosts.iter().map(host_view).collect(),
     })
 }

@@ -7,9 +7,11 @@ use cluster::api::{Phase, Role};
 use serde::{Deserialize, Serialize};
 
 use crate::enroll::apply::{forget_host, token_hash};
-use crate::http::now_ms;
+use crate::membership::ChangeError;
 use crate::seed::{Seed, random_secret};
-use crate::store::records::{HostRecord, HostStatus, JobRecord, JobState, TokenRecord, meta};
+use crate::store::records::{
+    HostRecord, HostStatus, JobRecord, JobState, TokenRecord, meta, now_ms,
+};
 use crate::store::{StoreError, Table, get_json, list_json, put_json, read_with, write_with};
 
 /// What a job does.
@@ -203,38 +205,6 @@ fn may_be_etcd_member(host: &HostRecord) -> bool {
                 .is_some_and(|p| p.phase >= Phase::Etcd))
 }
 
-/// Removes a master's etcd member, through the other members.
-async fn leave_etcd(seed: &Arc<Seed>, host: &HostRecord) -> Result<(), String> {
-    let a = host
-        .assignment
-        .as_ref()
-        .ok_or("the master has no assignment")?;
-    let ip =
-        a.ip.as_deref()
-            .and_then(|ip| ip.parse().ok())
-            .ok_or("the master has no IP address")?;
-    let member = cluster::etcd::Member::new(a.hostname.clone(), ip);
-    let seats = crate::http::master_seats_now(seed)
-        .await
-        .map_err(|e| e.message)?;
-    let endpoints = seats
-        .iter()
-        .filter(|s| s.member != member)
-        .map(|s| s.member.client_url())
-        .collect();
-    let membership = seed.membership(endpoints).map_err(|e| {
-        format!(
-            "{} is an etcd member, and the seed cannot change etcd membership: {e}",
-            host.id
-        )
-    })?;
-    let _one_change = seed.membership_lock.lock().await;
-    membership
-        .remove(&member)
-        .await
-        .map_err(|e| format!("removing etcd member {}: {e}", member.name))
-}
-
 async fn remove_host(seed: &Arc<Seed>, id: &str) -> Outcome {
     let seed2 = seed.clone();
     let id2 = id.to_string();
@@ -248,7 +218,13 @@ async fn remove_host(seed: &Arc<Seed>, id: &str) -> Outcome {
     .map_err(|e| format!("reading host {id}: {e}"))?
     .ok_or_else(|| format!("no host {id}"))?;
     if may_be_etcd_member(&host) {
-        leave_etcd(seed, &host).await?;
+        seed.membership.remove(&host).await.map_err(|e| match e {
+            ChangeError::Etcd(e) => format!(
+                "removing etcd member {}: {e}",
+                host.hostname().unwrap_or(id)
+            ),
+            e => format!("{id} is an etcd member, and the seed cannot change etcd membership: {e}"),
+        })?;
     }
     let (seed2, id2) = (seed.clone(), id.to_string());
     blocking(move || {

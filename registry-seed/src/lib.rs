@@ -4,11 +4,9 @@
 pub mod boot;
 pub mod client;
 pub mod enroll;
-pub mod fsutil;
 pub mod generate;
 pub mod http;
 pub mod jobs;
-pub mod members;
 pub mod membership;
 pub mod metrics;
 pub mod ntp;

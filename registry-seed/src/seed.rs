@@ -5,13 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use cluster::api::Role;
 use cluster::pki::CaSet;
 use cluster::spec::ClusterSpec;
 
 use crate::enroll::decide::{ClusterFacts, InventoryEntry};
-use crate::fsutil::{read_string, write_atomic};
-use crate::membership::{Membership, MembershipCache};
+use crate::membership::{Membership, MembershipService};
 use crate::metrics::Metrics;
 use crate::ntp::NtpStats;
 use crate::store::records::meta;
@@ -24,18 +22,14 @@ pub const ADDR_FILE: &str = "serve.addr";
 /// Everything request handlers share.
 pub struct Seed {
     pub spec: ClusterSpec,
-    pub facts: ClusterFacts,
+    pub facts: Arc<ClusterFacts>,
     pub store: Arc<dyn Store>,
-    pub cas: CaSet,
+    pub cas: Arc<CaSet>,
     pub admin_token: String,
     pub metrics: Metrics,
     pub ntp_stats: Option<Arc<NtpStats>>,
-    /// A fixed etcd membership client; when `None`, one is made for the masters' client URLs
-    /// when first needed (see [`Seed::membership`]).
-    pub membership: Option<Arc<dyn Membership>>,
-    pub membership_cache: MembershipCache,
-    /// One etcd membership change at a time.
-    pub membership_lock: tokio::sync::Mutex<()>,
+    /// etcd membership changes: joining masters' learners, leaving masters' removal.
+    pub membership: Arc<MembershipService>,
     pub state_dir: PathBuf,
     /// Network boot: what `/ipxe` scripts carry and where the boot files are.
     pub boot: Option<crate::boot::BootConfig>,
@@ -60,33 +54,38 @@ impl Seed {
         claim_for_cluster(&store, &spec, state_dir)?;
         let cas = load_or_create_cas(&store, &spec)?;
         let admin_token = load_or_create_admin_token(state_dir)?;
+        let store: Arc<dyn Store> = Arc::new(store);
+        let (facts, cas) = (Arc::new(facts_of(&spec)), Arc::new(cas));
+        let membership = MembershipService::new(store.clone(), facts.clone(), cas.clone(), None);
         Ok(Seed {
-            facts: facts_of(&spec),
+            facts,
             spec,
-            store: Arc::new(store),
+            store,
             cas,
             admin_token,
             metrics: Metrics::default(),
             ntp_stats: None,
-            membership: None,
-            membership_cache: MembershipCache::default(),
-            membership_lock: tokio::sync::Mutex::new(()),
+            membership: Arc::new(membership),
             state_dir: state_dir.to_path_buf(),
             boot: None,
         })
     }
-}
 
-impl Seed {
-    /// The client that changes etcd membership through the members at `endpoints`.
-    pub fn membership(&self, endpoints: Vec<String>) -> Result<Arc<dyn Membership>, String> {
-        if let Some(fixed) = &self.membership {
-            return Ok(fixed.clone());
+    /// This seed with every etcd membership change going through `client`, whatever the
+    /// masters' addresses (tests point it at an etcd of their own, or at none).
+    pub fn with_membership(mut self, client: Arc<dyn Membership>) -> Seed {
+        let (store, facts, cas) = (self.store.clone(), self.facts.clone(), self.cas.clone());
+        self.membership = Arc::new(MembershipService::new(store, facts, cas, Some(client)));
+        self
+    }
+
+    /// What enrollments are decided and planned against.
+    pub fn cluster(&self) -> crate::enroll::apply::Cluster<'_> {
+        crate::enroll::apply::Cluster {
+            spec: &self.spec,
+            facts: &self.facts,
+            cas: &self.cas,
         }
-        if endpoints.is_empty() {
-            return Err("no etcd member is known to talk to".into());
-        }
-        self.membership_cache.get(&self.cas, endpoints)
     }
 }
 
@@ -158,12 +157,12 @@ fn load_or_create_cas(store: &dyn Store, spec: &ClusterSpec) -> anyhow::Result<C
 fn load_or_create_admin_token(state_dir: &Path) -> anyhow::Result<String> {
     let path = state_dir.join(ADMIN_TOKEN_FILE);
     if path.exists() {
-        let token = read_string(&path)?.trim().to_string();
+        let token = read_token(&path)?;
         anyhow::ensure!(token.len() >= 32, "{} is too short", path.display());
         return Ok(token);
     }
     let token = random_secret(32);
-    write_atomic(&path, format!("{token}\n").as_bytes(), 0o600)?;
+    durable::write_atomic(&path, format!("{token}\n").as_bytes(), 0o600)?;
     Ok(token)
 }
 
@@ -179,51 +178,43 @@ pub fn random_secret(len: usize) -> String {
 
 /// Reads the admin credential a seed wrote into its state directory.
 pub fn read_admin_token(state_dir: &Path) -> anyhow::Result<String> {
-    Ok(read_string(&state_dir.join(ADMIN_TOKEN_FILE))?
-        .trim()
-        .to_string())
+    read_token(&state_dir.join(ADMIN_TOKEN_FILE))
 }
 
-/// Whether a role is a master (for filters).
-pub fn is_master(role: Option<Role>) -> bool {
-    role == Some(Role::Master)
+fn read_token(path: &Path) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text.trim().to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::enroll::decide::default_hostname;
+    use cluster::api::Role;
 
-    const SPEC: &str = r#"
-[cluster]
-name = "demo"
-kubernetes_version = "v1.33.4"
-control_plane_endpoint = "10.77.0.10:6443"
-pod_subnet = "10.244.0.0/16"
-service_subnet = "10.96.0.0/12"
-dns_domain = "cluster.local"
-masters = 3
-schedulable_masters = true
-key_algorithm = "ecdsa-p256"
+    use testkit::fixtures::{ClusterFile, Host, host};
 
-[seed]
-url = "https://10.77.0.1:8443"
-registry = "10.77.0.1:8443"
-
-[[hosts]]
-mac = "52:54:00:00:00:01"
-ip = "10.77.0.11"
-
-[[hosts]]
-mac = "52:54:00:00:00:02"
-role = "worker"
-hostname = "db-1"
-"#;
+    /// An inventory master with an address, and a worker named by the operator without one.
+    fn spec_text() -> String {
+        let worker = Host {
+            ip: None,
+            hostname: Some("db-1".into()),
+            ..host(2, Some("worker"))
+        };
+        ClusterFile {
+            schedulable_masters: true,
+            seed: "10.77.0.1:8443".into(),
+            hosts: vec![host(1, None), worker],
+            ..ClusterFile::demo()
+        }
+        .render()
+    }
 
     #[test]
     fn a_state_directory_serves_one_cluster() {
         let dir = tempfile::tempdir().unwrap();
-        let spec = ClusterSpec::parse("demo.toml", SPEC).unwrap().spec;
+        let spec = ClusterSpec::parse("demo.toml", &spec_text()).unwrap().spec;
         let first = Seed::open(spec.clone(), dir.path()).unwrap();
         let ca = first.cas.ca.cert_pem().to_owned();
         let token = first.admin_token.clone();
@@ -232,7 +223,7 @@ hostname = "db-1"
         assert_eq!(again.cas.ca.cert_pem(), ca, "the CA set is kept");
         assert_eq!(again.admin_token, token, "the admin token is kept");
         drop(again);
-        let other = ClusterSpec::parse("other.toml", &SPEC.replace("\"demo\"", "\"other\""))
+        let other = ClusterSpec::parse("other.toml", &spec_text().replace("\"demo\"", "\"other\""))
             .unwrap()
             .spec;
         let err = Seed::open(other, dir.path()).unwrap_err();
@@ -244,7 +235,7 @@ hostname = "db-1"
 
     #[test]
     fn the_planner_sees_the_inventory_as_the_spec_plans_it() {
-        let spec = ClusterSpec::parse("demo.toml", SPEC).unwrap().spec;
+        let spec = ClusterSpec::parse("demo.toml", &spec_text()).unwrap().spec;
         let facts = facts_of(&spec);
         let seen: Vec<(Role, u32, &str, Option<&str>)> = facts
             .inventory

@@ -14,12 +14,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-use crate::fsutil::{read_string, write_atomic};
-use crate::http::{self, PeerAddr};
+use crate::http::{self, PeerAddr, Scheme};
 use crate::seed::{ADDR_FILE, Seed};
-use crate::store::records::HostRecord;
-use crate::store::{Table, list_json, read_with};
 use crate::tls::{SeedCa, server_config, server_names};
+use durable::write_atomic;
 
 /// File in the state directory holding the NTP server's bound address.
 pub const NTP_ADDR_FILE: &str = "ntp.addr";
@@ -68,7 +66,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 /// Reads and validates a cluster file, printing its warnings.
 pub fn load_spec(path: &Path) -> anyhow::Result<ClusterSpec> {
-    let text = read_string(path)?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let parsed = ClusterSpec::parse(&path.display().to_string(), &text)?;
     for warning in &parsed.warnings {
         tracing::warn!("{warning}");
@@ -120,7 +119,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let registry = crate::oci::router(Arc::new(crate::oci::Store::open(&args.state_dir)?));
     let seed = Arc::new(seed);
     crate::jobs::recover(&seed)?;
-    resume_promotions(&seed).await;
+    if let Err(err) = seed.membership.resume_promotions().await {
+        tracing::warn!(error = %err, "cannot resume the etcd learners' promotions");
+    }
     if let Some(addr) = args.http_listen {
         let listener = bind(addr, &args.state_dir, HTTP_ADDR_FILE).await?;
         let app = http::plain_app(seed.clone()).merge(registry.clone());
@@ -139,45 +140,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         () = shutdown_signal() => {
             tracing::info!("stopping");
             Ok(())
-        }
-    }
-}
-
-/// Learners added before a restart are promoted (or given up on) by this run.
-async fn resume_promotions(seed: &Arc<Seed>) {
-    let Ok(seats) = http::master_seats_now(seed).await else {
-        return;
-    };
-    let seed2 = seed.clone();
-    let hosts = tokio::task::spawn_blocking(move || {
-        read_with(&*seed2.store, |tx| {
-            list_json::<HostRecord>(tx, Table::Hosts)
-        })
-    })
-    .await;
-    let Ok(Ok(hosts)) = hosts else { return };
-    for host in hosts {
-        let Some(member_id) = host
-            .etcd
-            .as_ref()
-            .filter(|e| e.learner)
-            .and_then(|e| e.member_id.clone())
-        else {
-            continue;
-        };
-        let ordinal = host
-            .assignment
-            .as_ref()
-            .and_then(|a| a.master_ordinal)
-            .unwrap_or(0);
-        let endpoints = seats
-            .iter()
-            .filter(|s| s.ordinal < ordinal)
-            .map(|s| s.member.client_url())
-            .collect();
-        match seed.membership(endpoints) {
-            Ok(membership) => http::spawn_promotion(seed.clone(), membership, host.id, member_id),
-            Err(err) => tracing::warn!(host = %host.id, error = %err, "cannot resume promotion"),
         }
     }
 }
@@ -249,7 +211,7 @@ where
 {
     let service = app.map_request(move |mut request: Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(PeerAddr(peer));
-        request.extensions_mut().insert(crate::boot::Scheme(scheme));
+        request.extensions_mut().insert(Scheme(scheme));
         request
     });
     let service = hyper_util::service::TowerToHyperService::new(service);

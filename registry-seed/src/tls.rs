@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use cluster::pki::{self, Ca, KeyAlgorithm};
 
-use crate::fsutil::{read_string, write_atomic};
+use durable::write_atomic;
 
 pub const CA_CERT_FILE: &str = "seed-ca.crt";
 pub const CA_KEY_FILE: &str = "seed-ca.key";
@@ -53,12 +53,11 @@ impl SeedCa {
     pub fn load(state_dir: &Path) -> anyhow::Result<SeedCa> {
         let cert_path = state_dir.join(CA_CERT_FILE);
         let key_path = state_dir.join(CA_KEY_FILE);
-        let ca = Ca::from_pem(
-            CA_CERT_FILE,
-            &read_string(&cert_path)?,
-            &read_string(&key_path)?,
-        )
-        .with_context(|| format!("loading the seed CA from {}", state_dir.display()))?;
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+        };
+        let ca = Ca::from_pem(CA_CERT_FILE, &read(&cert_path)?, &read(&key_path)?)
+            .with_context(|| format!("loading the seed CA from {}", state_dir.display()))?;
         Ok(SeedCa { ca })
     }
 

@@ -9,31 +9,21 @@ use std::time::Duration;
 use cluster::spec::ClusterSpec;
 use registry_seed::generate;
 use testkit::ChildGuard;
+use testkit::fixtures::{ClusterFile, host};
 
 const IPS: [&str; 3] = ["127.0.0.11", "127.0.0.12", "127.0.0.13"];
 
 /// A valid spec (the parser refuses loopback host addresses, as a real inventory must), whose
 /// masters are then moved to loopback aliases so three members can run on this machine.
 fn spec() -> ClusterSpec {
-    let hosts: String = (1..=3)
-        .map(|i| format!("[[hosts]]\nmac = \"52:54:00:00:01:0{i}\"\nip = \"10.77.0.1{i}\"\n"))
-        .collect();
-    let text = format!(
-        r#"
-[cluster]
-name = "local"
-kubernetes_version = "v1.30.6"
-control_plane_endpoint = "10.77.0.10:6443"
-pod_subnet = "10.244.0.0/16"
-service_subnet = "10.96.0.0/12"
-dns_domain = "cluster.local"
-masters = 3
-key_algorithm = "rsa-2048"
-[seed]
-url = "https://10.77.0.1:8443"
-registry = "10.77.0.1:8443"
-{hosts}"#
-    );
+    let text = ClusterFile {
+        name: "local".into(),
+        kubernetes_version: "v1.30.6".into(),
+        key_algorithm: "rsa-2048".into(),
+        hosts: (1..=3).map(|n| host(n, None)).collect(),
+        ..ClusterFile::demo()
+    }
+    .render();
     let mut spec = ClusterSpec::parse("local.toml", &text).unwrap().spec;
     for (host, ip) in spec.hosts.iter_mut().zip(IPS) {
         host.ip = Some(ip.parse().unwrap());

@@ -7,39 +7,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use base64::Engine;
+use testkit::fixtures::{ClusterFile, host};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-const SPEC: &str = r#"
-[cluster]
-name = "demo"
-kubernetes_version = "v1.33.4"
-control_plane_endpoint = "10.77.0.10:6443"
-pod_subnet = "10.244.0.0/16"
-service_subnet = "10.96.0.0/12"
-dns_domain = "cluster.local"
-masters = 3
-key_algorithm = "ecdsa-p256"
-[seed]
-url = "https://10.77.0.1:8443"
-registry = "10.77.0.1:8443"
-[[hosts]]
-mac = "52:54:00:00:00:01"
-ip = "10.77.0.11"
-[[hosts]]
-mac = "52:54:00:00:00:02"
-ip = "10.77.0.12"
-role = "worker"
-[[hosts]]
-mac = "52:54:00:00:00:03"
-ip = "10.77.0.13"
-[[hosts]]
-mac = "52:54:00:00:00:04"
-ip = "10.77.0.14"
-[[hosts]]
-mac = "52:54:00:00:00:05"
-ip = "10.77.0.15"
-"#;
+/// The demo with five inventory hosts, the second a worker.
+fn spec_text() -> String {
+    let roles = [None, Some("worker"), None, None, None];
+    ClusterFile {
+        hosts: (1..=5).zip(roles).map(|(n, role)| host(n, role)).collect(),
+        ..ClusterFile::demo()
+    }
+    .render()
+}
 
 fn run_gen(spec: &Path, out: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_launcher-seed"))
@@ -205,8 +185,9 @@ fn strs(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
-const LEAF: &[&str] = &["digitalSignature", "keyEncipherment"];
-const CA: &[&str] = &["digitalSignature", "keyEncipherment", "keyCertSign"];
+// The spec's keys are ECDSA, for which RFC 8813 forbids keyEncipherment.
+const LEAF: &[&str] = &["digitalSignature"];
+const CA: &[&str] = &["digitalSignature", "keyCertSign"];
 
 fn leaf(cn: &str, o: Option<&str>, eku: &[&'static str], sans: &[&str]) -> Facts {
     Facts {
@@ -238,7 +219,7 @@ fn every_certificate_has_kubeadms_names_and_verifies() {
     if !testkit::require(&["openssl"]) {
         return;
     }
-    let tree = generate(SPEC);
+    let tree = generate(&spec_text());
     let m1 = tree.root.join("demo-m1");
     let member_sans = [
         "DNS:demo-m1",
@@ -309,7 +290,7 @@ fn every_kubeconfig_reads_in_kubectl_with_the_right_user() {
     if !testkit::require(&["openssl", "kubectl"]) {
         return;
     }
-    let tree = generate(SPEC);
+    let tree = generate(&spec_text());
     let endpoint = "https://10.77.0.10:6443";
     let table: Vec<(&str, &str, Option<&str>, &str)> = vec![
         (
@@ -414,7 +395,7 @@ fn every_kubeconfig_reads_in_kubectl_with_the_right_user() {
 
 #[test]
 fn hosts_get_what_their_role_needs_and_workers_no_secrets() {
-    let tree = generate(SPEC);
+    let tree = generate(&spec_text());
     let mut hosts: Vec<String> = std::fs::read_dir(&tree.root)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -499,7 +480,7 @@ fn hosts_get_what_their_role_needs_and_workers_no_secrets() {
 fn gen_refuses_a_directory_it_did_not_write_and_replaces_its_own() {
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("cluster.toml");
-    std::fs::write(&spec, SPEC).unwrap();
+    std::fs::write(&spec, spec_text()).unwrap();
 
     let foreign = dir.path().join("foreign");
     std::fs::create_dir(&foreign).unwrap();
@@ -532,7 +513,7 @@ fn gen_refuses_a_directory_it_did_not_write_and_replaces_its_own() {
 fn a_bad_spec_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("bad.toml");
-    std::fs::write(&spec, SPEC.replace("10.96.0.0/12", "10.96.0.0/33")).unwrap();
+    std::fs::write(&spec, spec_text().replace("10.96.0.0/12", "10.96.0.0/33")).unwrap();
     let out_dir = dir.path().join("out");
     let out = run_gen(&spec, &out_dir);
     assert!(!out.status.success());

@@ -2,7 +2,7 @@
 //! member joins as a learner, is promoted, and is removed again, without quorum ever being lost.
 
 use cluster::pki::{Ca, CaKind, CertProfile, KeyAlgorithm, SubjectKey};
-use registry_seed::members::{
+use registry_seed::membership::{
     EtcdClient, EtcdMembership, EtcdTls, MemberRef, MembershipError, Policy, seed_client_profile,
 };
 use serde_json::Value;

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use registry_seed::oci::media::Platform;
-use registry_seed::oci::{Store, import, reduce_to_platform};
+use oci::{Platform, reduce_to_platform};
+use registry_seed::oci::{Store, import};
 use support::images::{Built, Family, build, docker_save, tar_dir};
 use support::server::{serve_plain, serve_tls};
 use testkit::{ChildGuard, wait_for};

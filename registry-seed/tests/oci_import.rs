@@ -600,25 +600,3 @@ fn docker_save_layers_shared_through_links_and_gzip() {
     assert_ne!(imported[0].digest, imported[1].digest);
     assert_blobs_stored(&store, &[diff_id]);
 }
-
-#[test]
-fn staging_left_by_a_crashed_import_is_removed_once_stale() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path()).unwrap();
-    let stale = store.root().join("tmp/import-crashed");
-    let fresh = store.root().join("tmp/import-running");
-    for dir in [&stale, &fresh] {
-        std::fs::create_dir(dir).unwrap();
-        std::fs::write(dir.join("f0"), b"partial").unwrap();
-    }
-    let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(48 * 3600);
-    std::fs::File::open(&stale)
-        .unwrap()
-        .set_modified(two_days_ago)
-        .unwrap();
-    let layout = tmp.path().join("layout");
-    build(&layout, Family::Oci, false, "x/app:1");
-    import(&store, &[layout], None).unwrap();
-    assert!(!stale.exists());
-    assert!(fresh.join("f0").exists());
-}

@@ -5,8 +5,8 @@ mod support;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use registry_seed::oci::media::Platform;
-use registry_seed::oci::{PlatformError, Store, import, reduce_to_platform};
+use oci::{Platform, PlatformError, reduce_to_platform};
+use registry_seed::oci::{Store, import};
 use support::images::{self, Family, build, docker_save, tar_dir};
 
 fn entries(archive: &Path) -> BTreeSet<String> {

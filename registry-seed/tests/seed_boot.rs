@@ -1,10 +1,10 @@
 //! Network boot from the real seed over plain HTTP, as iPXE asks for it (curl plays iPXE).
 
-mod seed_common;
+mod support;
 
 use std::process::Command;
 
-use seed_common::*;
+use support::seed::*;
 
 fn curl(args: &[&str]) -> String {
     let out = Command::new("curl")
@@ -27,7 +27,7 @@ fn machines_get_their_script_kernel_and_initrd() {
     }
     let dir = tempfile::tempdir().unwrap();
     let cluster = dir.path().join("cluster.toml");
-    std::fs::write(&cluster, ONE_MASTER).unwrap();
+    std::fs::write(&cluster, one_master()).unwrap();
     let boot = dir.path().join("boot");
     std::fs::create_dir_all(&boot).unwrap();
     let kernel: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();

@@ -1,18 +1,15 @@
 //! SIGKILL the seed in the middle of a burst of enrollments, restart it on the same state
 //! directory, let the clients retry: every host ends enrolled exactly once.
 
-mod seed_common;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use registry_seed::enroll::apply::token_hash;
 use registry_seed::seed::Seed;
-use registry_seed::store::records::TokenRecord;
-use registry_seed::store::{Table, put_json, write_with};
-use seed_common::*;
+use support::seed::*;
 
 const HOSTS: usize = 240;
 const CLIENTS: usize = 12;
@@ -28,22 +25,7 @@ fn token(i: usize) -> String {
 /// Prepares a state directory with one join token per host.
 fn prepare(state: &std::path::Path, cluster_text: &str) {
     let seed = Seed::open(spec(cluster_text), state).unwrap();
-    write_with(&*seed.store, |tx| {
-        for i in 0..HOSTS {
-            let t = token(i);
-            let record = TokenRecord {
-                id: t.split_once('.').unwrap().0.to_string(),
-                secret_sha256: token_hash(&t),
-                created_ms: 0,
-                expires_ms: i64::MAX,
-                role: None,
-                used_by: None,
-            };
-            put_json(tx, Table::Tokens, &record.id, &record)?;
-        }
-        Ok(())
-    })
-    .unwrap();
+    put_tokens(&seed, &(0..HOSTS).map(token).collect::<Vec<_>>(), None);
 }
 
 /// Enrolls host `i` until the seed answers with a plan; every answer seen is recorded.

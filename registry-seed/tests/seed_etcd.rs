@@ -7,18 +7,15 @@
 //! Hosts are loopback addresses (127.0.0.41–44): each client enrolls from its own address, which
 //! the seed takes as the host's IP, so etcd's fixed ports do not collide.
 
-mod seed_common;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use cluster::api::{EnrollResponse, FileSource, Plan, Role};
-use registry_seed::enroll::apply::token_hash;
 use registry_seed::seed::Seed;
-use registry_seed::store::records::TokenRecord;
-use registry_seed::store::{Table, put_json, write_with};
-use seed_common::*;
+use support::seed::*;
 use testkit::ChildGuard;
 
 fn ip(i: usize) -> String {
@@ -31,22 +28,8 @@ fn token(i: usize) -> String {
 
 fn prepare(state: &Path, text: &str) {
     let seed = Seed::open(spec(text), state).unwrap();
-    write_with(&*seed.store, |tx| {
-        for i in 1..=4 {
-            let t = token(i);
-            let record = TokenRecord {
-                id: t.split_once('.').unwrap().0.to_string(),
-                secret_sha256: token_hash(&t),
-                created_ms: 0,
-                expires_ms: i64::MAX,
-                role: Some(Role::Master),
-                used_by: None,
-            };
-            put_json(tx, Table::Tokens, &record.id, &record)?;
-        }
-        Ok(())
-    })
-    .unwrap();
+    let tokens: Vec<String> = (1..=4).map(token).collect();
+    put_tokens(&seed, &tokens, Some(Role::Master));
 }
 
 /// Enrolls host `i` from its own address until the seed answers with a plan.

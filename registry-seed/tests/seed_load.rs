@@ -1,16 +1,15 @@
 //! A thousand hosts enrolling at once: distinct names, exactly `masters` masters, no identity
 //! twice.
 
-mod seed_common;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use registry_seed::enroll::apply::token_hash;
-use registry_seed::store::records::{HostRecord, TokenRecord};
-use registry_seed::store::{Table, list_json, put_json, read_with, write_with};
-use seed_common::*;
+use registry_seed::store::records::HostRecord;
+use registry_seed::store::{Table, list_json, read_with};
+use support::seed::*;
 
 const HOSTS: usize = 1000;
 const MASTERS: u32 = 3;
@@ -26,22 +25,7 @@ fn token(i: usize) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_simultaneous_enrollments() {
     let (_dir, seed, app) = open(&auto_cluster(MASTERS));
-    write_with(&*seed.store, |tx| {
-        for i in 0..HOSTS {
-            let t = token(i);
-            let record = TokenRecord {
-                id: t.split_once('.').unwrap().0.to_string(),
-                secret_sha256: token_hash(&t),
-                created_ms: 0,
-                expires_ms: i64::MAX,
-                role: None,
-                used_by: None,
-            };
-            put_json(tx, Table::Tokens, &record.id, &record)?;
-        }
-        Ok(())
-    })
-    .unwrap();
+    put_tokens(&seed, &(0..HOSTS).map(token).collect::<Vec<_>>(), None);
 
     let mut tasks = Vec::new();
     for i in 0..HOSTS {

@@ -1,18 +1,18 @@
 //! In-process tests of every route of the seed's API and every error code it answers.
 
-mod seed_common;
+mod support;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use cluster::api::{self, EnrollResponse, codes};
 use registry_seed::store::records::TokenRecord;
 use registry_seed::store::{Table, put_json, write_with};
-use seed_common::*;
 use serde_json::json;
+use support::seed::*;
 
 #[tokio::test]
 async fn health_and_metrics_answer() {
-    let (_dir, _seed, app) = open(ONE_MASTER);
+    let (_dir, _seed, app) = open(&one_master());
     let health = send(&app, request("GET", "/healthz", None, None)).await;
     assert_eq!(
         (health.status, health.text.as_str()),
@@ -36,7 +36,7 @@ async fn health_and_metrics_answer() {
 
 #[tokio::test]
 async fn an_inventory_master_gets_a_sealed_plan_with_the_ca() {
-    let (_dir, _seed, app) = open(ONE_MASTER);
+    let (_dir, _seed, app) = open(&one_master());
     let answer = enroll(&app, "52:54:00:00:00:01", None).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
     let EnrollResponse::Enrolled(plan) = serde_json::from_value(answer.json.clone()).unwrap()
@@ -59,7 +59,7 @@ async fn an_inventory_master_gets_a_sealed_plan_with_the_ca() {
 
 #[tokio::test]
 async fn enrolling_again_gives_the_same_host_role_and_name() {
-    let (_dir, _seed, app) = open(ONE_MASTER);
+    let (_dir, _seed, app) = open(&one_master());
     let first = enroll(&app, "52:54:00:00:00:04", None).await;
     let again = enroll(&app, "52:54:00:00:00:04", None).await;
     for key in ["host_id", "hostname", "role", "ip"] {
@@ -71,7 +71,7 @@ async fn enrolling_again_gives_the_same_host_role_and_name() {
 /// Every error code a host or an operator can meet, each with its status.
 #[tokio::test]
 async fn every_error_code_has_its_status_and_shape() {
-    let (_dir, seed, app) = open(ONE_MASTER);
+    let (_dir, seed, app) = open(&one_master());
     let admin = seed.admin_token.clone();
     // Fixtures: a used token, an expired one, two enrolled hosts for a conflict.
     let used = make_token(&app, &admin, json!({"ttl_secs": 600})).await;
@@ -357,7 +357,7 @@ async fn every_error_code_has_its_status_and_shape() {
 
 #[tokio::test]
 async fn refused_enrollments_write_nothing() {
-    let (_dir, seed, app) = open(ONE_MASTER);
+    let (_dir, seed, app) = open(&one_master());
     let admin = seed.admin_token.clone();
     for token in ["nosuch.0123456789abcdef", "no-dot"] {
         let answer = enroll(&app, "52:54:00:00:00:61", Some(token)).await;
@@ -369,7 +369,7 @@ async fn refused_enrollments_write_nothing() {
 
 #[tokio::test]
 async fn progress_is_stored_and_shown_in_the_host_list() {
-    let (_dir, seed, app) = open(ONE_MASTER);
+    let (_dir, seed, app) = open(&one_master());
     let enrolled = enroll(&app, "52:54:00:00:00:04", None).await;
     let id = enrolled.json["host_id"].as_str().unwrap();
     let report = json!({"phase": "preload", "state": "failed", "message": "ctr import failed", "at_unix_ms": 5});
@@ -400,7 +400,7 @@ async fn progress_is_stored_and_shown_in_the_host_list() {
 
 #[tokio::test]
 async fn a_pending_host_is_let_in_after_approval() {
-    let (_dir, seed, app) = open(ONE_MASTER);
+    let (_dir, seed, app) = open(&one_master());
     let admin = seed.admin_token.clone();
     let first = enroll(&app, "52:54:00:00:00:77", None).await;
     assert_eq!(first.status, StatusCode::ACCEPTED);
@@ -442,7 +442,7 @@ async fn a_pending_host_is_let_in_after_approval() {
 
 #[tokio::test]
 async fn removing_a_worker_forgets_it() {
-    let (_dir, seed, app) = open(ONE_MASTER);
+    let (_dir, seed, app) = open(&one_master());
     let admin = seed.admin_token.clone();
     let token = make_token(&app, &admin, json!({"ttl_secs": 60})).await;
     let enrolled = enroll(&app, "52:54:00:00:00:81", Some(&token)).await;
@@ -469,7 +469,7 @@ async fn removing_a_worker_forgets_it() {
 
 #[tokio::test]
 async fn removing_an_etcd_master_while_etcd_is_unreachable_fails_and_keeps_it() {
-    let (_dir, seed, app) = open(ONE_MASTER);
+    let (_dir, seed, app) = open(&one_master());
     let admin = seed.admin_token.clone();
     let enrolled = enroll(&app, "52:54:00:00:00:01", None).await;
     let id = enrolled.json["host_id"].as_str().unwrap().to_string();
@@ -509,7 +509,7 @@ async fn removing_an_etcd_master_while_etcd_is_unreachable_fails_and_keeps_it() 
 
 #[tokio::test]
 async fn a_body_declared_too_large_is_refused_before_reading() {
-    let (_dir, _seed, app) = open(ONE_MASTER);
+    let (_dir, _seed, app) = open(&one_master());
     let request = Request::builder()
         .method("POST")
         .uri("/v1/enroll")

@@ -1,11 +1,11 @@
 //! The seed's security rules: what workers never get, what unknown hosts get, who reaches admin
 //! routes, and whose decision names a certificate.
 
-mod seed_common;
+mod support;
 
 use axum::http::StatusCode;
-use seed_common::*;
 use serde_json::json;
+use support::seed::*;
 
 /// CA keys and admin credentials, by path and by content.
 fn assert_no_cluster_secrets(answer: &Answer, ca_keys: &[String]) {
@@ -37,7 +37,7 @@ fn assert_no_cluster_secrets(answer: &Answer, ca_keys: &[String]) {
 
 #[tokio::test]
 async fn a_worker_never_holds_a_ca_key_or_admin_kubeconfig() {
-    let (_dir, seed, app) = open(ONE_MASTER);
+    let (_dir, seed, app) = open(&one_master());
     let ca_keys: Vec<String> = seed
         .cas
         .to_files()
@@ -69,7 +69,7 @@ async fn a_worker_never_holds_a_ca_key_or_admin_kubeconfig() {
 
 #[tokio::test]
 async fn an_unknown_host_gets_only_pending() {
-    let (_dir, seed, app) = open(ONE_MASTER);
+    let (_dir, seed, app) = open(&one_master());
     let mut body = enroll_body("52:54:00:00:00:66", None);
     body["csrs"] = json!({"kubelet-client": csr("system:node:evil")});
     // The admin credential is no host credential: offered on a host route, it changes nothing.
@@ -98,7 +98,7 @@ async fn an_unknown_host_gets_only_pending() {
 
 #[tokio::test]
 async fn hosts_cannot_reach_admin_routes() {
-    let (_dir, seed, app) = open(ONE_MASTER);
+    let (_dir, seed, app) = open(&one_master());
     let token = make_token(&app, &seed.admin_token, json!({"ttl_secs": 60})).await;
     let enrolled = enroll(&app, "52:54:00:00:00:44", Some(&token)).await;
     let id = enrolled.json["host_id"].as_str().unwrap().to_string();
@@ -143,7 +143,7 @@ async fn hosts_cannot_reach_admin_routes() {
 
 #[tokio::test]
 async fn a_certificate_is_named_by_the_seed_not_the_csr() {
-    let (_dir, _seed, app) = open(ONE_MASTER);
+    let (_dir, _seed, app) = open(&one_master());
     let mut body = enroll_body("52:54:00:00:00:04", None);
     body["csrs"] = json!({"kubelet-client": csr("system:admin")});
     let answer = send(&app, request("POST", "/v1/enroll", Some(&body), None)).await;

@@ -1,11 +1,11 @@
 //! The real `launcher-seed serve` process: HTTPS with its own CA, the pin, curl as a host, and
 //! the admin CLI.
 
-mod seed_common;
+mod support;
 
 use std::process::Command;
 
-use seed_common::*;
+use support::seed::*;
 
 fn cluster_file(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
     let path = dir.join("cluster.toml");
@@ -36,7 +36,7 @@ fn curl_enrolls_against_the_real_seed_trusting_only_its_ca() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let cluster = cluster_file(dir.path(), ONE_MASTER);
+    let cluster = cluster_file(dir.path(), &one_master());
     let state = dir.path().join("state");
     let server = Server::start(&cluster, &state, "127.0.0.1:0");
     let ca = state.join("seed-ca.crt");
@@ -134,7 +134,7 @@ fn the_admin_cli_makes_tokens_approves_lists_and_removes() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let cluster = cluster_file(dir.path(), ONE_MASTER);
+    let cluster = cluster_file(dir.path(), &one_master());
     let state = dir.path().join("state");
     let server = Server::start(&cluster, &state, "127.0.0.1:0");
     let sd = state.to_str().unwrap();

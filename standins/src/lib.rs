@@ -39,26 +39,10 @@ impl Root {
     }
 }
 
-/// Writes `bytes` to the host path `host` under the root, making parent directories.
+/// Writes `bytes` to the host path `host` under the root, making parent directories; the
+/// record appears whole and outlives a power cut.
 pub fn write(root: &Root, host: &str, bytes: &[u8]) -> anyhow::Result<()> {
-    use anyhow::Context;
-    let path = root.path(host);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("making {}", dir.display()))?;
-    }
-    let tmp = path.with_extension("tmp-standin");
-    let mut file =
-        std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    std::io::Write::write_all(&mut file, bytes)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("renaming into {}", path.display()))?;
-    // The record outlives a power cut: the rename reaches the disk too.
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("syncing {}", dir.display()))?;
-    }
+    durable::write_atomic(&root.path(host), bytes, 0o644)?;
     Ok(())
 }
 

@@ -11,6 +11,8 @@ pub struct Host {
     pub mac: String,
     pub ip: Option<String>,
     pub role: Option<&'static str>,
+    /// A hostname of the operator's choosing instead of the generated one.
+    pub hostname: Option<String>,
 }
 
 /// The `n`th lab machine: MAC `52:54:00:00:00:NN`, address `10.77.0.(10+n)`.
@@ -19,6 +21,7 @@ pub fn host(n: u8, role: Option<&'static str>) -> Host {
         mac: format!("52:54:00:00:00:{n:02x}"),
         ip: Some(format!("10.77.0.{}", 10 + u32::from(n))),
         role,
+        hostname: None,
     }
 }
 
@@ -96,6 +99,9 @@ impl ClusterFile {
             }
             if let Some(role) = h.role {
                 let _ = writeln!(t, "role = \"{role}\"");
+            }
+            if let Some(hostname) = &h.hostname {
+                let _ = writeln!(t, "hostname = \"{hostname}\"");
             }
         }
         t

@@ -7,6 +7,8 @@ pub mod values;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use cluster::pki::CaPin;
+use cluster::spec::{KubeVersion, NtpServer, SeedUrl};
 use sha2::{Digest, Sha256};
 
 use raw::{RawBundle, RawDefinition, RawOverlay, S};
@@ -90,7 +92,7 @@ pub struct BundleSums {
 
 #[derive(Debug, Clone)]
 pub struct Bundle {
-    pub version: ConfigWord,
+    pub version: KubeVersion,
     pub source: BundleSource,
 }
 
@@ -104,9 +106,9 @@ pub struct ImageInput {
 
 #[derive(Debug, Clone)]
 pub struct Firstboot {
-    pub seed_url: ConfigWord,
-    pub ntp: ConfigWord,
-    pub ca_pin: ConfigWord,
+    pub seed_url: SeedUrl,
+    pub ntp: NtpServer,
+    pub ca_pin: CaPin,
     /// `None`: `launcher-firstboot` next to `launcher-build`.
     pub binary: Option<PathBuf>,
     /// `None`: the unit shipped with firstboot (or the builder's copy).
@@ -155,7 +157,7 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn at(&self, span: Range<usize>, field: &str, message: impl Into<String>) -> DefinitionError {
-        let (line, col) = line_col(self.text, span.start);
+        let (line, col) = cluster::text::line_col(self.text, span.start);
         DefinitionError::Invalid {
             file: self.file.display().to_string(),
             line,
@@ -185,6 +187,16 @@ impl Ctx<'_> {
         f: impl FnOnce(&str) -> Result<T, ValueError>,
     ) -> Result<T, DefinitionError> {
         f(v.get_ref()).map_err(|e| self.at(v.span(), field, e.0))
+    }
+
+    /// A value of one of `cluster`'s types, refused with that type's own message.
+    fn typed<T>(&self, v: &S<String>, field: &str) -> Result<T, DefinitionError>
+    where
+        T: std::str::FromStr<Err = cluster::spec::ValueError>,
+    {
+        v.get_ref()
+            .parse()
+            .map_err(|e: cluster::spec::ValueError| self.at(v.span(), field, e.0))
     }
 
     fn path(&self, v: &S<String>, field: &str) -> Result<PathBuf, DefinitionError> {
@@ -284,20 +296,7 @@ impl Ctx<'_> {
     fn bundle(&self, raw: &RawBundle) -> Result<Bundle, DefinitionError> {
         let b = raw;
         let span = || table_span(self.text, "bundle");
-        let version = self.value(&b.version, "bundle.version", |s| {
-            let ok = s.strip_prefix('v').is_some_and(|v| {
-                !v.is_empty()
-                    && v.split('.').count() == 3
-                    && v.chars().all(|c| c.is_ascii_digit() || c == '.')
-            });
-            if ok {
-                ConfigWord::parse(s, "version")
-            } else {
-                Err(ValueError(format!(
-                    "{s:?} is not a Kubernetes version like \"v1.30.2\""
-                )))
-            }
-        })?;
+        let version = self.typed(&b.version, "bundle.version")?;
         let sums = || -> Result<BundleSums, DefinitionError> {
             let Some(s) = &b.sha256 else {
                 return Err(self.at(
@@ -391,24 +390,10 @@ impl Ctx<'_> {
     }
 
     fn firstboot(&self, raw: &raw::RawFirstboot) -> Result<Firstboot, DefinitionError> {
-        let pin = self.value(&raw.ca_pin, "firstboot.ca_pin", |s| {
-            let hex = s.strip_prefix("sha256:").ok_or_else(|| {
-                ValueError(format!("{s:?} is not a CA pin (\"sha256:\" + 64 hex digits of the CA's SubjectPublicKeyInfo)"))
-            })?;
-            Sha256Hex::parse(hex)?;
-            ConfigWord::parse(s, "CA pin")
-        })?;
         Ok(Firstboot {
-            seed_url: self.value(&raw.seed_url, "firstboot.seed_url", |s| {
-                if !s.starts_with("https://") {
-                    return Err(ValueError(format!("{s:?} is not an https:// URL")));
-                }
-                ConfigWord::parse(s, "seed URL")
-            })?,
-            ntp: self.value(&raw.ntp, "firstboot.ntp", |s| {
-                ConfigWord::parse(s, "NTP address")
-            })?,
-            ca_pin: pin,
+            seed_url: self.typed(&raw.seed_url, "firstboot.seed_url")?,
+            ntp: self.typed(&raw.ntp, "firstboot.ntp")?,
+            ca_pin: self.typed(&raw.ca_pin, "firstboot.ca_pin")?,
             binary: raw
                 .binary
                 .as_ref()
@@ -488,22 +473,18 @@ fn table_span(text: &str, name: &str) -> Range<usize> {
     0..0
 }
 
-/// 1-based line and column (in characters) of byte `offset`.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-    (line, col)
-}
-
 /// The field named in a serde message such as "unknown field `x`, expected …".
 fn quoted_field(message: &str) -> Option<String> {
     let rest = message.split_once("field `")?.1;
     Some(rest.split_once('`')?.0.to_string())
 }
 
-/// The first offset at or after `from` where a line (or inline table item) sets `key`.
+/// The first offset at or after `from` where a line (or inline table item) sets `key`; `None`
+/// for an empty key (`"" = …`), which no search could step past.
 fn key_offset(text: &str, from: usize, key: &str) -> Option<usize> {
+    if key.is_empty() {
+        return None;
+    }
     let rest = &text[from.min(text.len())..];
     let mut i = 0;
     while let Some(pos) = rest[i..].find(key) {

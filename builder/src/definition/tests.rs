@@ -49,7 +49,22 @@ fn refused_definitions_point_at_line_and_field() {
         (
             "version = \"v1.30.2\"",
             "version = \"1.30\"",
-            "/defs/img.toml:6:11: field bundle.version: \"1.30\" is not a Kubernetes version like \"v1.30.2\"",
+            "/defs/img.toml:6:11: field bundle.version: \"1.30\" is not a version: expected vMAJOR.MINOR.PATCH like v1.33.4",
+        ),
+        (
+            "version = \"v1.30.2\"",
+            "version = \"v2.0.0\"",
+            "/defs/img.toml:6:11: field bundle.version: v2.0.0 cannot be rendered: kubeadm config v1beta3 needs v1.22.0 or later",
+        ),
+        (
+            "version = \"v1.30.2\"",
+            "version = \"v1.5.0\"",
+            "/defs/img.toml:6:11: field bundle.version: v1.5.0 cannot be rendered: kubeadm config v1beta3 needs v1.22.0 or later",
+        ),
+        (
+            "version = \"v1.30.2\"",
+            "version = \"v1.36.0\"",
+            "/defs/img.toml:6:11: field bundle.version: v1.36.0 is newer than this project knows: its kubeadm image tags are known up to v1.35",
         ),
         (
             "sha256 = \"0000",
@@ -59,12 +74,27 @@ fn refused_definitions_point_at_line_and_field() {
         (
             "ca_pin = \"sha256:",
             "ca_pin = \"md5:",
-            "/defs/img.toml:12:10: field firstboot.ca_pin: \"md5:",
+            "/defs/img.toml:12:10: field firstboot.ca_pin: \"md5:1111111111111111111111111111111111111111111111111111111111111111\" is not a CA pin: expected \"sha256:\" and 64 hex digits of the seed CA's SubjectPublicKeyInfo (`launcher-seed pin` prints it)",
+        ),
+        (
+            "ca_pin = \"sha256:1111",
+            "ca_pin = \"sha256:11",
+            "/defs/img.toml:12:10: field firstboot.ca_pin: \"sha256:11111111111111111111111111111111111111111111111111111111111111\" is not a CA pin",
         ),
         (
             "seed_url = \"https://",
             "seed_url = \"http://",
-            "/defs/img.toml:10:12: field firstboot.seed_url: \"http://10.77.0.1:8443\" is not an https:// URL",
+            "/defs/img.toml:10:12: field firstboot.seed_url: \"http://10.77.0.1:8443\" is not an https URL; expected https://HOST:PORT like https://10.77.0.1:8443",
+        ),
+        (
+            "seed_url = \"https://10.77.0.1:8443\"",
+            "seed_url = \"https://10.77.0.1\"",
+            "/defs/img.toml:10:12: field firstboot.seed_url: \"https://10.77.0.1\" has no port; expected https://HOST:PORT like https://10.77.0.1:8443",
+        ),
+        (
+            "ntp = \"10.77.0.1\"",
+            "ntp = \"10.77.0.1:0\"",
+            "/defs/img.toml:11:7: field firstboot.ntp: \"10.77.0.1:0\" has port \"0\"; expected a number from 1 to 65535",
         ),
         (
             "standins = true\n",
@@ -85,4 +115,15 @@ fn missing_field_is_named() {
     let text = VALID.replace("ntp = \"10.77.0.1\"\n", "");
     let err = parse_str(&text).unwrap_err();
     assert!(err.contains("field ntp: missing field `ntp`"), "{err}");
+}
+
+/// Found by fuzzing `parse`: an empty key once made the search for the key's offset spin.
+#[test]
+fn an_empty_key_is_refused_at_once() {
+    let err = parse_str("\"\"=\"\"").unwrap_err();
+    assert_eq!(
+        err,
+        "/defs/img.toml:1:1: field : unknown field ``, expected one of `name`, `platform`, \
+         `source_date_epoch`, `base`, `kernel`, `bundle`, `images`, `firstboot`, `overlay`, `disk`"
+    );
 }

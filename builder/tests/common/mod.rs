@@ -112,3 +112,72 @@ pub fn multi_platform_oci(dir: &Path) -> (PathBuf, &'static str) {
     b.finish().unwrap();
     (path, NAME)
 }
+
+/// A single-platform OCI image, with knobs that make it bad in one way each.
+pub struct OciParts {
+    pub layer: Vec<u8>,
+    pub arch: &'static str,
+    /// Stored under the layer's digest instead of the layer.
+    pub layer_bytes_in_archive: Option<Vec<u8>>,
+    pub layer_size_in_manifest: Option<usize>,
+    pub omit_layer: bool,
+    pub omit_oci_layout: bool,
+}
+
+impl OciParts {
+    pub fn new() -> OciParts {
+        OciParts {
+            layer: b"not really a tar, but a layer's bytes".to_vec(),
+            arch: "amd64",
+            layer_bytes_in_archive: None,
+            layer_size_in_manifest: None,
+            omit_layer: false,
+            omit_oci_layout: false,
+        }
+    }
+}
+
+/// Writes `parts` as an OCI archive whose index names the manifest without a platform, so the
+/// platform comes from the config.
+pub fn oci_archive(dir: &Path, parts: &OciParts) -> PathBuf {
+    let layer_d = sha256_hex(&parts.layer);
+    let config = format!(
+        r#"{{"architecture":"{}","os":"linux","rootfs":{{"type":"layers","diff_ids":["sha256:{layer_d}"]}}}}"#,
+        parts.arch
+    );
+    let config_d = sha256_hex(config.as_bytes());
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{config_d}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:{layer_d}","size":{}}}]}}"#,
+        config.len(),
+        parts.layer_size_in_manifest.unwrap_or(parts.layer.len())
+    );
+    let manifest_d = sha256_hex(manifest.as_bytes());
+    let index = format!(
+        r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{manifest_d}","size":{}}}]}}"#,
+        manifest.len()
+    );
+    let path = dir.join("image.oci.tar");
+    let mut b = tar::Builder::new(fs::File::create(&path).unwrap());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        b.append_data(&mut h, name, data).unwrap();
+    };
+    if !parts.omit_oci_layout {
+        add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    }
+    add("index.json", index.as_bytes());
+    add(&format!("blobs/sha256/{manifest_d}"), manifest.as_bytes());
+    add(&format!("blobs/sha256/{config_d}"), config.as_bytes());
+    if !parts.omit_layer {
+        let bytes = parts
+            .layer_bytes_in_archive
+            .as_ref()
+            .unwrap_or(&parts.layer);
+        add(&format!("blobs/sha256/{layer_d}"), bytes);
+    }
+    b.finish().unwrap();
+    path
+}

@@ -10,7 +10,7 @@ mod render;
 use std::net::IpAddr;
 
 pub use self::images::{
-    control_plane_images, coredns_image, coredns_repository, coredns_tag, pause_image,
+    control_plane_images, coredns_image, coredns_repository, coredns_tag, node_images, pause_image,
 };
 pub use self::render::{render_init, render_join_control_plane, render_kubelet_config};
 use crate::spec::{ClusterSpec, Hostname};

@@ -3,10 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyUsagePurpose,
-};
+use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa};
 
+use super::der;
 use super::{BACKDATE, CA_VALIDITY, KeyAlgorithm, PkiError, PrivateKey, cert_der_from_pem};
 
 /// The three CAs kubeadm uses.
@@ -72,11 +71,8 @@ impl Ca {
         dn.push(DnType::CommonName, common_name);
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-            KeyUsagePurpose::KeyCertSign,
-        ];
+        // Written here rather than as `key_usages`, which rcgen pads against DER (see `der`).
+        params.custom_extensions = vec![der::key_usage(algorithm, true)];
         params.not_before = now - BACKDATE;
         params.not_after = now + CA_VALIDITY;
         params.serial_number = Some(super::cert::random_serial());

@@ -1,11 +1,12 @@
 //! Issuing leaf certificates from a profile, for a key the host made (a CSR) or a fresh one.
 
 use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256, PublicKeyData, SanType, SerialNumber,
     SubjectPublicKeyInfo,
 };
 
+use super::der;
 use super::{BACKDATE, CERT_VALIDITY, Ca, CertProfile, KeyAlgorithm, PkiError, PrivateKey, Usage};
 
 /// Whose key a certificate certifies.
@@ -29,6 +30,8 @@ pub struct Issued {
 #[derive(Debug)]
 pub struct CsrKey {
     spki: SubjectPublicKeyInfo,
+    /// The SubjectPublicKeyInfo as the CSR encodes it, which the key identifier is made from.
+    spki_der: Vec<u8>,
 }
 
 impl CsrKey {
@@ -86,7 +89,10 @@ pub fn parse_csr(name: &str, csr_pem: &str) -> Result<CsrKey, PkiError> {
     if spki.algorithm() != &PKCS_ECDSA_P256_SHA256 && spki.algorithm() != &PKCS_RSA_SHA256 {
         return Err(bad("only ECDSA P-256 and RSA keys are accepted".into()));
     }
-    Ok(CsrKey { spki })
+    Ok(CsrKey {
+        spki,
+        spki_der: info.raw.to_vec(),
+    })
 }
 
 /// A random positive 128-bit serial number.
@@ -108,11 +114,10 @@ fn leaf_params(
     }
     dn.push(DnType::CommonName, profile.common_name.as_str());
     params.distinguished_name = dn;
-    params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
+    // Not `ExplicitNoCa`: rcgen encodes its BasicConstraints, and KeyUsage, against DER (see
+    // `der`). The SubjectKeyIdentifier it would write too comes from `add_key_extensions`.
+    params.is_ca = IsCa::NoCa;
+    params.custom_extensions = vec![der::leaf_basic_constraints()];
     params.extended_key_usages = match profile.usage {
         Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
         Usage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
@@ -152,7 +157,7 @@ impl Ca {
         subject: SubjectKey<'_>,
         now: time::OffsetDateTime,
     ) -> Result<Issued, PkiError> {
-        let params = leaf_params(profile, now)?;
+        let mut params = leaf_params(profile, now)?;
         let signing = |e: rcgen::Error| PkiError::Signing {
             name: profile.name.clone(),
             reason: e.to_string(),
@@ -160,11 +165,13 @@ impl Ca {
         let (cert, key) = match subject {
             SubjectKey::Csr(pem) => {
                 let csr = parse_csr(&profile.name, pem)?;
+                add_key_extensions(&mut params, csr.algorithm(), &csr.spki_der);
                 let cert = params.signed_by(&csr.spki, &self.signer, self.key().pair());
                 (cert.map_err(signing)?, None)
             }
             SubjectKey::Fresh(algorithm) => {
                 let key = PrivateKey::generate(algorithm)?;
+                add_key_extensions(&mut params, algorithm, &key.pair().public_key_der());
                 let cert = params.signed_by(key.pair(), &self.signer, self.key().pair());
                 (cert.map_err(signing)?, Some(key))
             }
@@ -175,4 +182,14 @@ impl Ca {
             key,
         })
     }
+}
+
+/// The extensions that depend on the subject's key: its usages and its identifier.
+fn add_key_extensions(params: &mut CertificateParams, algorithm: KeyAlgorithm, spki_der: &[u8]) {
+    params
+        .custom_extensions
+        .push(der::key_usage(algorithm, false));
+    params
+        .custom_extensions
+        .push(der::subject_key_identifier(spki_der));
 }

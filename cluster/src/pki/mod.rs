@@ -5,18 +5,20 @@
 
 mod ca;
 mod cert;
+mod der;
 mod key;
 mod kubeconfig;
+mod pin;
 mod profile;
 mod seed_tls;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 pub use self::ca::{Ca, CaKind, CaSet};
 pub use self::cert::{CsrKey, Issued, SubjectKey, parse_csr};
 pub use self::key::PrivateKey;
 pub use self::kubeconfig::{ClientCredential, Kubeconfig, KubeconfigKind};
+pub use self::pin::CaPin;
 pub use self::profile::{
     CLUSTER_ADMINS, CertProfile, Convention, SYSTEM_MASTERS, SYSTEM_NODES, Usage,
 };
@@ -89,19 +91,9 @@ pub enum PkiError {
 }
 
 /// `sha256:<hex>` of a certificate's DER SubjectPublicKeyInfo: kubeadm's discovery hash
-/// (`caCertHashes`) and the pin images carry for the seed's CA.
+/// (`caCertHashes`) and the pin images carry for the seed's CA ([`CaPin`]).
 pub fn spki_pin(cert_der: &[u8]) -> Result<String, PkiError> {
-    use x509_parser::prelude::FromDer;
-    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(cert_der).map_err(|e| {
-        PkiError::BadCertificate {
-            what: "to pin".into(),
-            reason: e.to_string(),
-        }
-    })?;
-    Ok(format!(
-        "sha256:{}",
-        hex::encode(Sha256::digest(cert.tbs_certificate.subject_pki.raw))
-    ))
+    CaPin::of_cert_der(cert_der).map(|pin| pin.to_string())
 }
 
 /// The DER bytes of the first certificate of a PEM text.

@@ -50,7 +50,7 @@ pub const CLUSTER_ADMINS: &str = "kubeadm:cluster-admins";
 pub const SYSTEM_NODES: &str = "system:nodes";
 
 /// What a certificate may be used for (its extended key usages). Every leaf also gets
-/// kubeadm's key usages, `digitalSignature` and `keyEncipherment`.
+/// kubeadm's key usages, `digitalSignature`, and `keyEncipherment` when its key is RSA.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Usage {
     Client,

@@ -3,7 +3,8 @@
 use std::fmt;
 use std::ops::Range;
 
-/// A refused cluster spec: where, which field, what is wrong and what is expected.
+/// A refused input file (a cluster spec, an image's `firstboot.toml`): where, which field, what
+/// is wrong and what is expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct SpecError {
     pub file: String,
@@ -33,17 +34,8 @@ pub(crate) struct Locator<'a> {
 }
 
 impl Locator<'_> {
-    /// 1-based line and column (in characters) of a byte offset.
-    pub fn line_col(&self, offset: usize) -> (usize, usize) {
-        let offset = offset.min(self.text.len());
-        let before = &self.text[..offset];
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        (line, before[line_start..].chars().count() + 1)
-    }
-
     pub fn error(&self, span: Range<usize>, field: Option<String>, message: String) -> SpecError {
-        let (line, column) = self.line_col(span.start);
+        let (line, column) = crate::text::line_col(self.text, span.start);
         SpecError {
             file: self.file.to_owned(),
             line,

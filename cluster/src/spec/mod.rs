@@ -5,7 +5,7 @@
 //! [`SpecError`] naming the file, line, column and field.
 
 mod cidr;
-mod error;
+pub(crate) mod error;
 mod raw;
 mod types;
 mod validate;
@@ -18,8 +18,8 @@ use serde::Serialize;
 pub use self::cidr::Cidr;
 pub use self::error::SpecError;
 pub use self::types::{
-    ClusterName, DnsDomain, Endpoint, Host, Hostname, MacAddr, ProductUuid, RegistryHost, SeedUrl,
-    Serial, ValueError,
+    ClusterName, DnsDomain, Endpoint, Host, Hostname, JoinToken, MacAddr, NtpServer, ProductUuid,
+    RegistryHost, SeedUrl, Serial, ValueError,
 };
 pub use self::version::{KubeVersion, KubeadmApi, MAX_MINOR, MIN_MINOR};
 use crate::api::Role;

@@ -457,3 +457,75 @@ impl fmt::Display for SeedUrl {
         write!(f, "https://{}", self.0)
     }
 }
+
+/// An NTP server: `host` or `host:port`, the port 123 when left out.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NtpServer(Endpoint);
+serde_via_str!(NtpServer);
+
+impl NtpServer {
+    /// NTP's own port, used when none is written.
+    pub const PORT: u16 = 123;
+
+    /// The server of the seed at `host`, on NTP's port.
+    pub fn on(host: &Host) -> NtpServer {
+        NtpServer(Endpoint {
+            host: host.clone(),
+            port: Self::PORT,
+        })
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.0
+    }
+}
+
+impl FromStr for NtpServer {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        if s.is_empty() || s.contains(['/', ' ', '@']) {
+            return err(format!(
+                "{s:?} is not an NTP server; expected HOST or HOST:PORT like 10.77.0.1:123"
+            ));
+        }
+        // A bare IPv6 address has colons but no port.
+        if let Ok(ip) = s.parse::<std::net::Ipv6Addr>() {
+            return Ok(NtpServer::on(&Host::Ip(IpAddr::V6(ip))));
+        }
+        match split_host_port(s) {
+            Some((host, port)) => Ok(NtpServer(Endpoint {
+                host: Host::parse(host)?,
+                port: parse_port(port, s)?,
+            })),
+            None => Ok(NtpServer::on(&Host::parse(s)?)),
+        }
+    }
+}
+
+impl fmt::Display for NtpServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A one-time join token: 1 to 256 printable ASCII characters without spaces. Messages never
+/// repeat it: it is a secret until used.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct JoinToken(String);
+string_newtype!(JoinToken);
+
+impl fmt::Debug for JoinToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JoinToken(..)")
+    }
+}
+
+impl FromStr for JoinToken {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        if s.is_empty() || s.len() > 256 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+            return err("a token is 1-256 printable characters without spaces");
+        }
+        Ok(JoinToken(s.to_owned()))
+    }
+}

@@ -396,7 +396,7 @@ impl Validator<'_> {
                     continue;
                 };
                 if let Some(first) = seen.insert((field, value.clone()), i) {
-                    let line = self.loc.line_col(raw[first].span().start).0;
+                    let line = crate::text::line_col(self.loc.text, raw[first].span().start).0;
                     return Err(self.at(
                         span,
                         &format!("hosts[{i}].{field}"),

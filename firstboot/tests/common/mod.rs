@@ -1,11 +1,12 @@
-//! Helpers for firstboot's integration tests: a host tree in a tempdir and runs of the binary.
+//! Helpers for firstboot's integration tests: a host tree in a tempdir and runs of firstboot on
+//! it through the library, with a recording `Os` (a simulated clock, actions written down).
 
 #![allow(dead_code)]
 
+use clap::Parser;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-pub const FIRSTBOOT: &str = env!("CARGO_BIN_EXE_launcher-firstboot");
 /// A pin no seed has.
 pub const OTHER_PIN: &str =
     "sha256:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
@@ -57,16 +58,26 @@ impl Host {
     }
 
     /// Runs firstboot on this tree, simulated (clock offset, actions recorded), with `args`.
-    pub fn run(&self, clock_offset_secs: i64, args: &[&str]) -> Output {
-        let mut cmd = Command::new(FIRSTBOOT);
-        cmd.arg("--root")
-            .arg(self.root())
-            .arg("--simulate")
-            .arg(self.sim_dir())
-            .arg(format!("--sim-clock-offset-secs={clock_offset_secs}"))
-            .args(args)
-            .env("RUST_LOG", "info");
-        cmd.output().unwrap()
+    pub fn run(&self, clock_offset_secs: i64, args: &[&str]) -> Run {
+        self.run_with_real(clock_offset_secs, &[], args)
+    }
+
+    /// Like [`Host::run`], but the programs in `real` (e.g. `ctr`) run for real.
+    pub fn run_with_real(&self, clock_offset_secs: i64, real: &[&str], args: &[&str]) -> Run {
+        let root = self.root().display().to_string();
+        let argv = ["launcher-firstboot", "--root", &root]
+            .into_iter()
+            .chain(args.iter().copied());
+        let cli = firstboot::cli::Cli::try_parse_from(argv).unwrap();
+        let real: BTreeSet<String> = real.iter().map(|p| p.to_string()).collect();
+        let os = firstboot::os::RecordingOs::persistent(&self.sim_dir(), clock_offset_secs, real)
+            .unwrap();
+        let mut stderr = Vec::new();
+        let code = firstboot::cli::run_with(&cli, &os, &mut stderr);
+        Run {
+            status: Status(code),
+            stderr,
+        }
     }
 
     pub fn journal(&self) -> serde_json::Value {
@@ -88,8 +99,40 @@ impl Host {
     }
 }
 
-pub fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+/// How a run of firstboot ended: its exit status and what it wrote for a person to read.
+pub struct Run {
+    pub status: Status,
+    pub stderr: Vec<u8>,
+}
+
+/// The exit status `launcher-firstboot` would have returned.
+pub struct Status(i32);
+
+impl Status {
+    pub fn code(&self) -> Option<i32> {
+        Some(self.0)
+    }
+}
+
+/// Anything with a standard error to show in an assertion message.
+pub trait Stderr {
+    fn stderr_bytes(&self) -> &[u8];
+}
+
+impl Stderr for Output {
+    fn stderr_bytes(&self) -> &[u8] {
+        &self.stderr
+    }
+}
+
+impl Stderr for Run {
+    fn stderr_bytes(&self) -> &[u8] {
+        &self.stderr
+    }
+}
+
+pub fn stderr(out: &impl Stderr) -> String {
+    String::from_utf8_lossy(out.stderr_bytes()).into_owned()
 }
 
 /// Every file under `dir`, relative, sorted.
@@ -137,30 +180,13 @@ pub fn start_chrony(dir: &Path, port: u16) -> testkit::ChildGuard {
 }
 
 /// A cluster with one master (MAC …:01) and one worker (MAC …:04) on Kubernetes v1.33.
-pub const CLUSTER: &str = r#"[cluster]
-name = "fbtest"
-kubernetes_version = "v1.33.4"
-control_plane_endpoint = "10.77.0.11:6443"
-pod_subnet = "10.244.0.0/16"
-service_subnet = "10.96.0.0/12"
-dns_domain = "cluster.local"
-masters = 1
-key_algorithm = "ecdsa-p256"
-
-[seed]
-url = "https://127.0.0.1:8443"
-registry = "127.0.0.1:8443"
-
-[[hosts]]
-mac = "52:54:00:00:00:01"
-ip = "10.77.0.11"
-role = "master"
-
-[[hosts]]
-mac = "52:54:00:00:00:04"
-ip = "10.77.0.14"
-role = "worker"
-"#;
+pub fn cluster_file() -> String {
+    testkit::fixtures::ClusterFile {
+        name: "fbtest".into(),
+        ..testkit::fixtures::ClusterFile::one_master("127.0.0.1:8443")
+    }
+    .render()
+}
 
 /// A real `launcher-seed serve` on loopback ports, with its NTP server.
 pub struct Seed {
@@ -176,7 +202,7 @@ impl Seed {
         let bin = testkit::workspace_bin("launcher-seed");
         let dir = tempfile::tempdir().unwrap();
         let spec = dir.path().join("cluster.toml");
-        std::fs::write(&spec, CLUSTER).unwrap();
+        std::fs::write(&spec, cluster_file()).unwrap();
         let state = dir.path().join("state");
         let log = std::fs::File::create(dir.path().join("seed.log")).unwrap();
         let guard = testkit::ChildGuard::spawn(
@@ -243,7 +269,7 @@ impl Seed {
 }
 
 /// Runs firstboot against `seed` with extra flags.
-pub fn run_with_seed(host: &Host, seed: &Seed, offset: i64, extra: &[&str]) -> Output {
+pub fn run_with_seed(host: &Host, seed: &Seed, offset: i64, extra: &[&str]) -> Run {
     let mut args = seed.args();
     args.extend(extra.iter().map(|s| s.to_string()));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -1,45 +1,144 @@
-//! Running the planner inside one store transaction: gather what the store knows, decide, write
-//! the decision. Nothing is answered before this commits.
+//! Running the planner inside one store transaction: gather what the store knows, decide,
+//! write the decision, make the host's plan and record etcd's first members. Nothing is
+//! answered before this commits.
 
 use cluster::api::EnrollRequest;
+use cluster::pki::CaSet;
+use cluster::spec::ClusterSpec;
 use sha2::{Digest, Sha256};
 
-use super::decide::{ClusterFacts, Decision, Known, TokenLookup, decide, identity_keys};
+use super::decide::{
+    ClusterFacts, Decision, Known, TokenLookup, decide, entry_keys, identity_keys,
+};
+use super::plan::{BuildError, PlanContext, PlanOutcome, build};
 use crate::store::records::{Counters, HostRecord, HostStatus, TokenRecord, meta};
-use crate::store::{ReadTxn, Store, StoreError, Table, Txn, get_json, put_json, write_with};
+use crate::store::{
+    ReadTxn, Store, StoreError, Table, Txn, get_json, list_json, put_json, read_with, write_with,
+};
 
-/// Decides an enrollment and commits it; a refusal writes nothing.
+/// What every enrollment is decided and planned against.
+#[derive(Debug, Clone, Copy)]
+pub struct Cluster<'a> {
+    pub spec: &'a ClusterSpec,
+    pub facts: &'a ClusterFacts,
+    pub cas: &'a CaSet,
+}
+
+/// What an enrollment came to, committed.
+#[derive(Debug)]
+pub enum Enrollment {
+    Refused {
+        code: &'static str,
+        message: String,
+    },
+    /// Recorded, not let in.
+    Pending {
+        record: HostRecord,
+    },
+    /// Let in: its plan (or why it waits, or why its CSRs were refused). `joins_etcd` when the
+    /// host is a master beyond etcd's first members that etcd has not taken as a learner yet:
+    /// the plan may be given only once it has.
+    Enrolled {
+        record: HostRecord,
+        plan: Result<PlanOutcome, BuildError>,
+        joins_etcd: bool,
+    },
+}
+
+/// Decides an enrollment, records it and plans the host, in one transaction (one durable
+/// commit); a refusal writes nothing.
 pub fn enroll(
     store: &dyn Store,
+    cluster: Cluster<'_>,
+    request: &EnrollRequest,
+    peer_ip: Option<&str>,
+    now_ms: i64,
+) -> Result<Enrollment, StoreError> {
+    write_with(store, |tx| {
+        let decision = record(tx, cluster.facts, request, peer_ip, now_ms)?;
+        Ok(match decision {
+            Decision::Refused { code, message } => Enrollment::Refused { code, message },
+            Decision::Pending { record, .. } => Enrollment::Pending { record },
+            Decision::Enrolled { record, .. } => {
+                let (plan, joins_etcd) = plan(tx, cluster, &record, request)?;
+                Enrollment::Enrolled {
+                    record,
+                    plan,
+                    joins_etcd,
+                }
+            }
+        })
+    })
+}
+
+/// The host's plan against the masters recorded now, and whether it joins a running etcd.
+/// The first master of etcd's first members to get its plan records how many they are
+/// (`meta/etcd_cohort`): raising `cluster.masters` later makes a new master a learner, never a
+/// second bootstrap.
+fn plan(
+    tx: &mut dyn Txn,
+    cluster: Cluster<'_>,
+    record: &HostRecord,
+    request: &EnrollRequest,
+) -> Result<(Result<PlanOutcome, BuildError>, bool), StoreError> {
+    let cohort = get_json::<u32>(&*tx, Table::Meta, meta::ETCD_COHORT)?;
+    let bootstrap = cohort.unwrap_or(cluster.spec.masters);
+    let masters: Vec<HostRecord> = if record.is_master() {
+        list_json::<HostRecord>(&*tx, Table::Hosts)?
+            .into_iter()
+            .filter(HostRecord::is_master)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let ctx = PlanContext {
+        spec: cluster.spec,
+        bootstrap,
+        facts: cluster.facts,
+        cas: cluster.cas,
+        masters: &masters,
+        now: time::OffsetDateTime::now_utc(),
+    };
+    let plan = build(&ctx, record, &request.csrs);
+    let ordinal = record.master_ordinal();
+    let starts_etcd = ordinal.is_some_and(|o| o <= bootstrap);
+    if starts_etcd && cohort.is_none() && matches!(plan, Ok(PlanOutcome::Ready(_))) {
+        put_json(tx, Table::Meta, meta::ETCD_COHORT, &bootstrap)?;
+    }
+    let joins_etcd = record.etcd.is_none() && ordinal.is_some_and(|o| o > bootstrap);
+    Ok((plan, joins_etcd))
+}
+
+/// Decides an enrollment and writes the decision.
+fn record(
+    tx: &mut dyn Txn,
     facts: &ClusterFacts,
     request: &EnrollRequest,
     peer_ip: Option<&str>,
     now_ms: i64,
 ) -> Result<Decision, StoreError> {
-    write_with(store, |tx| {
-        let mut known = gather(&*tx, request)?;
-        known.peer_ip = peer_ip.map(str::to_string);
-        let decision = decide(facts, request, &known, now_ms);
-        match &decision {
-            Decision::Enrolled {
-                record,
-                counters,
-                use_token,
-            } => {
-                write_host(tx, record)?;
-                put_json(tx, Table::Meta, meta::COUNTERS, counters)?;
-                if let Some(token_id) = use_token {
-                    mark_token_used(tx, token_id, &record.id)?;
-                }
+    let mut known = gather(&*tx, request)?;
+    known.peer_ip = peer_ip.map(str::to_string);
+    let decision = decide(facts, request, &known, now_ms);
+    match &decision {
+        Decision::Enrolled {
+            record,
+            counters,
+            use_token,
+        } => {
+            write_host(tx, record)?;
+            put_json(tx, Table::Meta, meta::COUNTERS, counters)?;
+            if let Some(token_id) = use_token {
+                mark_token_used(tx, token_id, &record.id)?;
             }
-            Decision::Pending { record, counters } => {
-                write_host(tx, record)?;
-                put_json(tx, Table::Meta, meta::COUNTERS, counters)?;
-            }
-            Decision::Refused { .. } => {}
         }
-        Ok(decision)
-    })
+        Decision::Pending { record, counters } => {
+            write_host(tx, record)?;
+            put_json(tx, Table::Meta, meta::COUNTERS, counters)?;
+        }
+        Decision::Refused { .. } => {}
+    }
+    Ok(decision)
 }
 
 /// What the store knows that bears on this request.
@@ -90,6 +189,29 @@ fn lookup_token(tx: &dyn ReadTxn, token: &str) -> Result<TokenLookup, StoreError
         return Ok(TokenLookup::WrongSecret);
     }
     Ok(TokenLookup::Found(record))
+}
+
+/// Whether a machine with these identity keys is in the inventory or has enrolled.
+pub fn is_known(
+    store: &dyn Store,
+    facts: &ClusterFacts,
+    keys: &[String],
+) -> Result<bool, StoreError> {
+    let in_inventory = facts
+        .inventory
+        .iter()
+        .any(|e| entry_keys(e).iter().any(|k| keys.contains(k)));
+    if in_inventory {
+        return Ok(true);
+    }
+    read_with(store, |tx| {
+        for key in keys {
+            if tx.get(Table::Identities, key)?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    })
 }
 
 /// The SHA-256 (hex) of a whole token, as stored.

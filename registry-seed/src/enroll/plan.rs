@@ -119,7 +119,7 @@ pub fn placement(
 #[derive(Debug)]
 pub struct PlanContext<'a> {
     pub spec: &'a ClusterSpec,
-    /// How many masters start etcd together (see [`crate::seed::Seed::etcd_cohort`]).
+    /// How many masters start etcd together (`meta/etcd_cohort`, else `cluster.masters`).
     pub bootstrap: u32,
     pub facts: &'a ClusterFacts,
     pub cas: &'a CaSet,

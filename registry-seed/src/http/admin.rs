@@ -11,11 +11,11 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use cluster::api::codes;
 
-use super::{ApiFailure, JsonBody, blocking, now_ms};
+use super::{ApiFailure, JsonBody, blocking};
 use crate::enroll::apply::constant_time_eq;
 use crate::jobs::{self, JobRequest};
 use crate::seed::Seed;
-use crate::store::records::{HostRecord, JobRecord};
+use crate::store::records::{HostRecord, JobRecord, now_ms};
 use crate::store::{Table, get_json, list_json, read_with};
 use crate::views::{JobAccepted, StatusView, TokenRequest, host_view};
 

@@ -14,11 +14,12 @@
 //!
 //! Host routes take no credential; admin routes take only the admin bearer token, so neither
 //! kind reaches the other. Every error is `{"code","message"}` with a code of `api::codes`.
+//! Routes translate requests for the services the seed holds (enrollment, membership, jobs)
+//! and map their errors to that shape; they decide nothing themselves.
 
 mod admin;
+mod boot;
 mod hosts;
-
-pub use hosts::{master_seats_now, spawn_promotion, update_host};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,7 +47,7 @@ pub fn app(seed: Arc<Seed>) -> Router {
         .route("/v1/enroll", post(hosts::enroll))
         .route("/v1/hosts/{id}/progress", post(hosts::progress))
         .nest("/v1/admin", admin)
-        .merge(crate::boot::routes())
+        .merge(boot::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(seed.clone(), observe))
@@ -58,7 +59,7 @@ pub fn app(seed: Arc<Seed>) -> Router {
 pub fn plain_app(seed: Arc<Seed>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
-        .merge(crate::boot::routes())
+        .merge(boot::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(seed.clone(), observe))
         .with_state(seed)
@@ -67,6 +68,11 @@ pub fn plain_app(seed: Arc<Seed>) -> Router {
 /// The address a request came from, put in its extensions by the server for each connection.
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
+
+/// The scheme the machine reached the seed with, for absolute URLs in boot scripts; put in
+/// its extensions by the server for each connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Scheme(pub &'static str);
 
 async fn healthz() -> &'static str {
     "ok\n"
@@ -225,12 +231,6 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
         })?;
         Ok(JsonBody(value))
     }
-}
-
-/// The seed's clock, Unix milliseconds.
-pub fn now_ms() -> i64 {
-    let now = time::OffsetDateTime::now_utc();
-    (now.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// Runs blocking store work off the async threads.

@@ -1,22 +1,18 @@
 //! The seed's pull-only OCI registry: image import into a content-addressed store, and the pull
-//! half of the distribution API.
+//! half of the distribution API. Reading images (references, media types, layouts, archives)
+//! is the `oci` crate's; this module stores and serves what it read.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
 
-mod docker;
 pub mod import;
-pub mod media;
-pub mod platform;
-pub mod refs;
 pub mod router;
-pub mod source;
 pub mod store;
 
+pub use ::oci::{media, refs};
 pub use import::{ImportError, Imported, import};
-pub use platform::{PlatformError, reduce_to_platform};
 pub use router::router;
 pub use store::{Catalog, Store, StoreError};
 

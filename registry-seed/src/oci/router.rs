@@ -9,13 +9,10 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::refs::{Digest, RefError, Reference, RepoName};
 use super::store::{Catalog, Repository, Store};
-
-/// Bytes read from disk per chunk of a blob response.
-const CHUNK: usize = 256 * 1024;
+use crate::range::{self, RangeError};
+use ::oci::refs::{Digest, RefError, Reference, RepoName};
 
 /// The registry's routes, to be served on the seed's listeners. `store` is re-read when an
 /// import changes it, so images imported while serving appear without a restart.
@@ -231,49 +228,12 @@ fn value(s: &str) -> Result<HeaderValue, ApiError> {
     HeaderValue::from_str(s).map_err(internal)
 }
 
-/// What a `Range` header asks of a blob of `len` bytes.
-#[derive(Debug, PartialEq, Eq)]
-pub enum RangeAnswer {
-    /// No range, or one this server ignores (several ranges, bad syntax): the whole blob.
-    Full,
-    /// Bytes `start..=end`.
-    Partial(u64, u64),
-    Unsatisfiable,
-}
-
-pub fn parse_range(header: &str, len: u64) -> RangeAnswer {
-    let Some(spec) = header.trim().strip_prefix("bytes=") else {
-        return RangeAnswer::Full;
-    };
-    if spec.contains(',') {
-        return RangeAnswer::Full;
-    }
-    let Some((a, b)) = spec.trim().split_once('-') else {
-        return RangeAnswer::Full;
-    };
-    let num = |s: &str| s.trim().parse::<u64>().ok();
-    match (a.trim().is_empty(), num(a), num(b)) {
-        (true, _, Some(0)) => RangeAnswer::Unsatisfiable,
-        (true, _, Some(suffix)) if len > 0 => {
-            RangeAnswer::Partial(len.saturating_sub(suffix), len - 1)
-        }
-        (true, _, _) => RangeAnswer::Unsatisfiable,
-        (false, Some(start), _) if start >= len => RangeAnswer::Unsatisfiable,
-        (false, Some(start), None) if b.trim().is_empty() => RangeAnswer::Partial(start, len - 1),
-        (false, Some(start), Some(end)) if end >= start => {
-            RangeAnswer::Partial(start, end.min(len - 1))
-        }
-        _ => RangeAnswer::Full,
-    }
-}
-
-async fn blob(
+/// The stored file of blob `digest` in `repo`, if the repository references it.
+async fn find_blob(
     store: &Store,
     repo: &Repository,
     digest: &str,
-    head: bool,
-    headers: &HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<(Digest, tokio::fs::File), ApiError> {
     let digest = Digest::parse(digest)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "DIGEST_INVALID", e.to_string()))?;
     let unknown = || {
@@ -286,21 +246,38 @@ async fn blob(
     if !repo.digests.contains(&digest) {
         return Err(unknown());
     }
-    let path = store.blob_path(&digest);
-    let mut file = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(unknown()),
-        Err(e) => return Err(internal(e)),
-    };
-    let len = file.metadata().await.map_err(internal)?.len();
-    let range = headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .map_or(RangeAnswer::Full, |r| parse_range(r, len));
-    let (status, start, count) = match range {
-        RangeAnswer::Full => (StatusCode::OK, 0, len),
-        RangeAnswer::Partial(s, e) => (StatusCode::PARTIAL_CONTENT, s, e - s + 1),
-        RangeAnswer::Unsatisfiable => {
+    match tokio::fs::File::open(store.blob_path(&digest)).await {
+        Ok(f) => Ok((digest, f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(unknown()),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+async fn blob(
+    store: &Store,
+    repo: &Repository,
+    digest: &str,
+    head: bool,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let (digest, file) = find_blob(store, repo, digest).await?;
+    blob_response(&digest, range::respond(file, headers, head).await)
+}
+
+/// The registry's answer to what the Range responder made of a blob: its digest headers on a
+/// success, the OCI `RANGE_INVALID` error for a range past its end.
+fn blob_response(
+    digest: &Digest,
+    answer: Result<Response, RangeError>,
+) -> Result<Response, ApiError> {
+    match answer {
+        Ok(mut res) => {
+            let h = res.headers_mut();
+            h.insert("docker-content-digest", value(digest.as_str())?);
+            h.insert(header::ETAG, value(&format!("\"{digest}\""))?);
+            Ok(res)
+        }
+        Err(RangeError::Unsatisfiable { len }) => {
             let mut res = ApiError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 "RANGE_INVALID",
@@ -308,38 +285,11 @@ async fn blob(
             )
             .into_response();
             res.headers_mut()
-                .insert(header::CONTENT_RANGE, value(&format!("bytes */{len}"))?);
-            return Ok(res);
+                .insert(header::CONTENT_RANGE, RangeError::content_range(len));
+            Ok(res)
         }
-    };
-    let body = if head {
-        Body::empty()
-    } else {
-        file.seek(std::io::SeekFrom::Start(start))
-            .await
-            .map_err(internal)?;
-        let stream = tokio_util::io::ReaderStream::with_capacity(file.take(count), CHUNK);
-        Body::from_stream(stream)
-    };
-    let mut res = Response::new(body);
-    *res.status_mut() = status;
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
-    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    h.insert("docker-content-digest", value(digest.as_str())?);
-    h.insert(header::ETAG, value(&format!("\"{digest}\""))?);
-    if status == StatusCode::PARTIAL_CONTENT {
-        let end = start + count - 1;
-        h.insert(
-            header::CONTENT_RANGE,
-            value(&format!("bytes {start}-{end}/{len}"))?,
-        );
+        Err(e @ RangeError::Io(_)) => Err(internal(e)),
     }
-    Ok(res)
 }
 
 fn tags(name: &str, repo: &Repository, q: &TagsQuery) -> Response {
@@ -381,28 +331,28 @@ mod tests {
         assert_eq!(parse_route("manifests/x"), None);
     }
 
-    #[test]
-    fn ranges() {
-        use RangeAnswer::*;
-        let cases = [
-            ("bytes=0-0", Partial(0, 0)),
-            ("bytes=3-5", Partial(3, 5)),
-            ("bytes=9-", Partial(9, 9)),
-            ("bytes=5-100", Partial(5, 9)),
-            ("bytes=-3", Partial(7, 9)),
-            ("bytes=-30", Partial(0, 9)),
-            ("bytes=10-", Unsatisfiable),
-            ("bytes=10-20", Unsatisfiable),
-            ("bytes=-0", Unsatisfiable),
-            ("bytes=5-3", Full),
-            ("bytes=0-1,3-4", Full),
-            ("items=0-1", Full),
-            ("bytes=x-1", Full),
-        ];
-        for (header, want) in cases {
-            assert_eq!(parse_range(header, 10), want, "{header}");
+    fn response_of(answer: Result<Response, RangeError>) -> Response {
+        let digest = Digest::of(b"blob");
+        match blob_response(&digest, answer) {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
         }
-        assert_eq!(parse_range("bytes=0-", 0), Unsatisfiable);
-        assert_eq!(parse_range("bytes=-1", 0), Unsatisfiable);
+    }
+
+    #[test]
+    fn blob_answers_carry_the_registry_headers_and_errors() {
+        let res = response_of(Ok(Response::new(Body::empty())));
+        assert_eq!(res.status(), StatusCode::OK);
+        let digest = Digest::of(b"blob");
+        assert_eq!(res.headers()["docker-content-digest"], digest.as_str());
+        assert_eq!(res.headers()[header::ETAG], format!("\"{digest}\""));
+
+        let res = response_of(Err(RangeError::Unsatisfiable { len: 10 }));
+        assert_eq!(res.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(res.headers()[header::CONTENT_RANGE], "bytes */10");
+        assert!(res.headers().get("docker-content-digest").is_none());
+
+        let res = response_of(Err(RangeError::Io(std::io::Error::other("disk"))));
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -1,20 +1,24 @@
 //! The content-addressed blob store under `<state-dir>/registry/`: `blobs/sha256/<hex>` holds
 //! every blob (manifests too), `catalog.json` maps repositories and tags to manifest digests.
-//! Every file appears whole or not at all (temp file, fsync, rename).
+//! Every file appears whole or not at all (temp file, fsync, rename). A blob file is only ever
+//! put there by an import that hashed it, and an existing one is replaced, never trusted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use super::media;
-use super::refs::{Digest, Reference, RepoName, Tag};
+pub use ::oci::ManifestInfo;
+use ::oci::media;
+use ::oci::refs::{Digest, Reference, RepoName, Tag};
 
 const CATALOG: &str = "catalog.json";
+/// How staging directories in `tmp/` are named; clean-up touches nothing else there.
+const STAGING_PREFIX: &str = "import-";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -38,13 +42,6 @@ pub enum StoreError {
 pub(crate) fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
     let path = path.to_path_buf();
     move |source| StoreError::Io { what, path, source }
-}
-
-/// What the store knows about a manifest besides its bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ManifestInfo {
-    pub media_type: String,
-    pub size: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,11 +79,26 @@ pub struct NewImage {
     pub reachable: BTreeSet<Digest>,
 }
 
+/// An import's staging directory in the store's `tmp/`, removed when dropped. The import holds
+/// a lock on it while it runs, so that clean-up removes only what a dead import left.
+#[derive(Debug)]
+pub struct Staging {
+    dir: tempfile::TempDir,
+    _lock: Flock<File>,
+}
+
+impl Staging {
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
 /// An import that was read and verified completely, waiting in the store's `tmp/` to be committed.
 #[derive(Debug)]
 pub struct Staged {
-    pub dir: tempfile::TempDir,
-    /// Verified blob files inside `dir`, fsynced.
+    pub dir: Staging,
+    /// Blob files inside `dir`, fsynced, each hashed while it was staged and found to match its
+    /// digest.
     pub blobs: BTreeMap<Digest, PathBuf>,
     pub manifests: BTreeMap<Digest, ManifestInfo>,
     pub images: Vec<NewImage>,
@@ -101,12 +113,14 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in `<state_dir>/registry`.
+    /// Opens (creating if needed) the store in `<state_dir>/registry`, removing the staging
+    /// that imports killed or crashed left behind (a layer-sized copy of their inputs).
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
         let root = state_dir.join("registry");
         for dir in [root.join("blobs/sha256"), root.join("tmp")] {
             fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
         }
+        remove_dead_staging(&root.join("tmp"));
         Ok(Store {
             root,
             cache: RwLock::new(None),
@@ -121,15 +135,20 @@ impl Store {
         self.root.join("blobs/sha256").join(digest.hex())
     }
 
-    /// A fresh staging directory on the store's filesystem, removed when dropped. Staging
-    /// directories a crashed import left behind over a day ago are removed first.
-    pub fn staging_dir(&self) -> Result<tempfile::TempDir, StoreError> {
+    /// A fresh staging directory on the store's filesystem, locked for as long as it lives.
+    pub fn staging_dir(&self) -> Result<Staging, StoreError> {
         let tmp = self.root.join("tmp");
-        remove_stale(&tmp, std::time::Duration::from_secs(24 * 3600));
-        tempfile::Builder::new()
-            .prefix("import-")
-            .tempdir_in(&tmp)
-            .map_err(io_err("creating a staging directory in", &tmp))
+        loop {
+            let dir = tempfile::Builder::new()
+                .prefix(STAGING_PREFIX)
+                .tempdir_in(&tmp)
+                .map_err(io_err("creating a staging directory in", &tmp))?;
+            let lock = lock_dir(dir.path(), FlockArg::LockExclusive)?;
+            // A clean-up may have locked and removed it between its creation and our lock.
+            if still_there(&lock, dir.path()) {
+                return Ok(Staging { dir, _lock: lock });
+            }
+        }
     }
 
     /// The current catalog, re-read when the file changed (an import by another process).
@@ -200,15 +219,18 @@ impl Store {
 
     /// Moves the staged blobs into place, then records the images in the catalog. Blobs land
     /// first, so a crash in between leaves only unreferenced blobs, never a dangling tag.
+    ///
+    /// A blob file already in the store is replaced by the verified staged one rather than
+    /// trusted: it may have been corrupted on disk or left by a faulty writer, and replacing it
+    /// costs one rename where checking it would cost reading it whole. Readers that have it
+    /// open keep the old inode until they close it.
     pub fn commit(&self, staged: Staged) -> Result<(), StoreError> {
         let blobs_dir = self.root.join("blobs/sha256");
         for (digest, path) in &staged.blobs {
             let dest = self.blob_path(digest);
-            if !dest.exists() {
-                fs::rename(path, &dest).map_err(io_err("moving a blob to", &dest))?;
-            }
+            fs::rename(path, &dest).map_err(io_err("moving a blob to", &dest))?;
         }
-        sync_dir(&blobs_dir)?;
+        durable::sync_dir(&blobs_dir).map_err(durable_err)?;
         let _lock = self.lock()?;
         let path = self.root.join(CATALOG);
         let mut catalog = read_catalog(&path)?;
@@ -221,10 +243,10 @@ impl Store {
             }
         }
         let json = serde_json::to_vec_pretty(&catalog).expect("catalog serializes");
-        write_atomic(&path, &json)
+        durable::write_atomic(&path, &json, 0o600).map_err(durable_err)
     }
 
-    fn lock(&self) -> Result<nix::fcntl::Flock<File>, StoreError> {
+    fn lock(&self) -> Result<Flock<File>, StoreError> {
         let path = self.root.join("lock");
         let file = File::options()
             .create(true)
@@ -232,26 +254,45 @@ impl Store {
             .write(true)
             .open(&path)
             .map_err(io_err("opening", &path))?;
-        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        Flock::lock(file, FlockArg::LockExclusive)
             .map_err(|(_, e)| io_err("locking", &path)(e.into()))
     }
 }
 
-/// Best effort: a leftover that cannot be removed only costs space.
-fn remove_stale(tmp: &Path, age: std::time::Duration) {
+/// Removes every staging directory in `tmp` whose lock is free: its import is no longer running.
+/// Best effort: a leftover that cannot be removed only costs space until the next open.
+fn remove_dead_staging(tmp: &Path) {
     let Ok(entries) = fs::read_dir(tmp) else {
         return;
     };
     for entry in entries.flatten() {
-        let old = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t.elapsed().is_ok_and(|e| e > age));
-        let ours = entry.file_name().to_string_lossy().starts_with("import-");
-        if old && ours {
-            tracing::info!(path = %entry.path().display(), "removing a stale import staging directory");
-            let _ = fs::remove_dir_all(entry.path());
+        let ours = entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(STAGING_PREFIX);
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if !(ours && is_dir) {
+            continue;
         }
+        // Held while removing, so an import cannot take the directory half-removed.
+        let Ok(_dead) = lock_dir(&entry.path(), FlockArg::LockExclusiveNonblock) else {
+            continue;
+        };
+        tracing::info!(path = %entry.path().display(), "removing the staging of an import that did not finish");
+        let _ = fs::remove_dir_all(entry.path());
+    }
+}
+
+fn lock_dir(dir: &Path, how: FlockArg) -> Result<Flock<File>, StoreError> {
+    let file = File::open(dir).map_err(io_err("opening", dir))?;
+    Flock::lock(file, how).map_err(|(_, e)| io_err("locking", dir)(e.into()))
+}
+
+/// Whether `dir` is still the directory `locked` was opened on.
+fn still_there(locked: &File, dir: &Path) -> bool {
+    match (locked.metadata(), fs::symlink_metadata(dir)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
     }
 }
 
@@ -266,23 +307,10 @@ fn read_catalog(path: &Path) -> Result<Catalog, StoreError> {
     }
 }
 
-/// Writes `bytes` to `path` through a temp file in the same directory: fsync, rename, fsync dir.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let dir = path.parent().expect("a file path has a parent");
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(dir).map_err(io_err("creating a file in", dir))?;
-    tmp.write_all(bytes)
-        .map_err(io_err("writing", tmp.path()))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(io_err("syncing", tmp.path()))?;
-    tmp.persist(path)
-        .map_err(|e| io_err("renaming a temp file to", path)(e.error))?;
-    sync_dir(dir)
-}
-
-pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("syncing", dir))
+fn durable_err(e: durable::Error) -> StoreError {
+    StoreError::Io {
+        what: e.what,
+        path: e.path,
+        source: e.source,
+    }
 }

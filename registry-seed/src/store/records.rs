@@ -86,6 +86,19 @@ impl HostRecord {
     pub fn hostname(&self) -> Option<&str> {
         self.assignment.as_ref().map(|a| a.hostname.as_str())
     }
+    pub fn is_master(&self) -> bool {
+        self.role() == Some(Role::Master)
+    }
+    /// The master's seat among the masters (1 = the first), if it is one.
+    pub fn master_ordinal(&self) -> Option<u32> {
+        self.assignment.as_ref().and_then(|a| a.master_ordinal)
+    }
+}
+
+/// The seed's clock, Unix milliseconds: the unit of every `*_ms` field of the records.
+pub fn now_ms() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    (now.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// A one-time join token. Only the SHA-256 of its secret is kept.

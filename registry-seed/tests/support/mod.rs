@@ -1,7 +1,9 @@
-//! Helpers shared by the registry's integration tests: test images and in-process servers.
+//! The one harness of the seed's integration tests: test images and in-process registries
+//! ([`images`], [`server`]), and the seed itself ([`seed`]).
 #![allow(dead_code)]
 
 pub mod images;
+pub mod seed;
 pub mod server;
 
 use std::collections::BTreeMap;

@@ -11,9 +11,10 @@ use serde::Deserialize;
 
 use std::process::Command;
 
-use common::{DataDisk, LAB, journal_plan, namespaces, plan_file, print_logs, text};
+use common::{DataDisk, journal_plan, namespaces, plan_file, print_logs, text};
 use lab::plan::namespace_for;
-use lab::state::{LabState, runs};
+use lab::procs::Procfs;
+use lab::state::LabState;
 
 /// CA keys kubeadm's tree holds on a master and never on a worker.
 const CA_KEYS: [&str; 4] = [
@@ -30,7 +31,7 @@ fn one_master_and_one_worker_boot_by_pxe_and_reach_done() {
     };
     let run_holder = tempfile::tempdir().unwrap();
     let run = run_holder.path().to_path_buf();
-    let output = Command::new(LAB)
+    let output = Command::new(common::lab_bin())
         .args([
             "up",
             "--masters",
@@ -88,7 +89,7 @@ fn one_master_and_one_worker_boot_by_pxe_and_reach_done() {
     assert!(down.status.success(), "{}", text(&down.stderr));
     for p in &state.processes {
         assert!(
-            !runs(p.pid, &p.program),
+            !p.runs(&Procfs::system()),
             "{} ({}) still runs after down",
             p.name,
             p.pid
@@ -96,6 +97,7 @@ fn one_master_and_one_worker_boot_by_pxe_and_reach_done() {
     }
     assert!(!namespaces().contains(&state.namespace));
     assert_eq!(LabState::load(&run).unwrap(), None);
+    common::assert_nothing_left(&run, &state);
 
     let master = DataDisk::open(&run.join("vm-1.data.raw"));
     let worker = DataDisk::open(&run.join("vm-2.data.raw"));

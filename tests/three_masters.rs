@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cluster::api::Phase;
-use common::{LAB, lab, print_logs, text};
+use common::{lab, print_logs, text};
 use lab::etcd::{self, EtcdReport};
 use lab::plan::LabPlan;
 use lab::state::LabState;
@@ -62,7 +62,7 @@ fn hosts(status: &StatusView) -> BTreeMap<String, String> {
 
 fn status(plan: &LabPlan) -> StatusView {
     testkit::wait_for("the seed's status", Duration::from_secs(60), || {
-        lab::runner::read_status(plan)
+        lab::seed_api::read_status(plan)
     })
 }
 
@@ -122,11 +122,14 @@ fn three_masters_ride_out_a_seed_kill_a_power_cut_and_a_master_swap() {
     if result.is_err() {
         print_logs(&run);
     }
+    let state = LabState::load(&run).unwrap();
     let down = lab(&run, &["down"]);
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
     }
     assert!(down.status.success(), "{}", text(&down.stderr));
+    let state = state.expect("the lab ran until down");
+    common::assert_nothing_left(&run, &state);
 }
 
 fn scenario(image: &Path, run: &Path) {
@@ -134,7 +137,7 @@ fn scenario(image: &Path, run: &Path) {
     let up_out = run.join("up.out");
     let mut up = testkit::ChildGuard::spawn(
         "launcher-lab up",
-        Command::new(LAB)
+        Command::new(common::lab_bin())
             .args([
                 "up",
                 "--masters",
@@ -166,7 +169,7 @@ fn scenario(image: &Path, run: &Path) {
         })
     };
     let at_kill = testkit::wait_for("a host past enrollment", Duration::from_secs(1200), || {
-        lab::runner::read_status(&plan).filter(|s| past_enroll(s))
+        lab::seed_api::read_status(&plan).filter(|s| past_enroll(s))
     });
     assert!(
         at_kill.hosts.len() < 3 || !at_kill.hosts.iter().all(|h| h.phase == Some(Phase::Done)),

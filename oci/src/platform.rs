@@ -8,15 +8,15 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::import::ImportError;
-use super::media::{self, ConfigPlatform, Descriptor, Kind, Platform};
-use super::refs::Digest;
-use super::source::{self, Tree};
+use crate::error::ReadError;
+use crate::media::{self, ConfigPlatform, Descriptor, Kind, Platform};
+use crate::refs::Digest;
+use crate::source::{self, Tree};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlatformError {
     #[error(transparent)]
-    Read(#[from] ImportError),
+    Read(#[from] ReadError),
     #[error("{}: not an OCI layout (no index.json and oci-layout)", .0.display())]
     NotOciLayout(PathBuf),
     #[error("{}: no manifest for {platform} (found: {found})", file.display())]
@@ -57,7 +57,7 @@ pub fn reduce_to_platform(
     let scratch = tempfile::tempdir().map_err(io("creating a temporary directory for", input))?;
     let tree = source::stage(input, scratch.path())?;
     let load = |d: &Digest| -> Result<Vec<u8>, PlatformError> {
-        let f = tree.blob(d).ok_or_else(|| PlatformError::Missing {
+        let f = tree.blob(input, d)?.ok_or_else(|| PlatformError::Missing {
             file: input.to_path_buf(),
             digest: d.clone(),
         })?;
@@ -162,16 +162,26 @@ fn collect_blobs(
     let bytes = load(&manifest.digest)?;
     let kids =
         media::children(&manifest.digest, &manifest.media_type, &bytes).map_err(|source| {
-            ImportError::Manifest {
+            ReadError::Manifest {
                 file: file.to_path_buf(),
                 source,
             }
         })?;
     for d in std::iter::once(manifest).chain(&kids) {
-        let f = tree.blob(&d.digest).ok_or_else(|| PlatformError::Missing {
-            file: file.to_path_buf(),
-            digest: d.digest.clone(),
-        })?;
+        let f = tree
+            .blob(file, &d.digest)?
+            .ok_or_else(|| PlatformError::Missing {
+                file: file.to_path_buf(),
+                digest: d.digest.clone(),
+            })?;
+        if f.size != d.size {
+            return Err(PlatformError::Read(ReadError::SizeMismatch {
+                file: file.to_path_buf(),
+                digest: d.digest.clone(),
+                expected: d.size,
+                actual: f.size,
+            }));
+        }
         out.insert(d.digest.clone(), f.path.clone());
     }
     Ok(())

@@ -1,4 +1,4 @@
-//! Validated names the registry deals in: digests, repository names, tags and image references.
+//! Validated names of images and their content: digests, repository names, tags and image references.
 
 use std::fmt;
 

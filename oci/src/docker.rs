@@ -1,5 +1,5 @@
 //! `docker save` archives: they carry a config and uncompressed layer tars but no registry
-//! manifest, so the import creates a Docker v2 manifest for them (their layers keep their bytes,
+//! manifest, so reading one creates a Docker v2 manifest for them (their layers keep their bytes,
 //! as `application/vnd.docker.image.rootfs.diff.tar`, which containerd and skopeo pull).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -8,11 +8,11 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::import::{Found, ImportError, Verified, parse_json, read_json_file};
-use super::media::{self, Descriptor};
-use super::refs::{Digest, ImageName};
-use super::source::{StagedFile, Tree};
-use super::store::ManifestInfo;
+use crate::contents::{Contents, Found, ManifestInfo, parse_json, read_json_file};
+use crate::error::ReadError;
+use crate::media::{self, Descriptor};
+use crate::refs::{Digest, ImageName};
+use crate::source::{StagedFile, Tree};
 
 #[derive(Debug, Deserialize)]
 struct SaveEntry {
@@ -47,8 +47,8 @@ pub(crate) fn read_docker_save(
     input: &Path,
     tree: &Tree,
     scratch: &Path,
-    out: &mut Verified,
-) -> Result<(), ImportError> {
+    out: &mut Contents,
+) -> Result<(), ReadError> {
     let bytes = read_json_file(input, tree, "manifest.json")?;
     let entries: Vec<SaveEntry> = parse_json(input, "manifest.json", &bytes)?;
     for (i, entry) in entries.iter().enumerate() {
@@ -69,9 +69,9 @@ fn read_entry(
     tree: &Tree,
     entry: &SaveEntry,
     manifest_path: &Path,
-    out: &mut Verified,
-) -> Result<Found, ImportError> {
-    let missing = |entry: &str| ImportError::MissingEntry {
+    out: &mut Contents,
+) -> Result<Found, ReadError> {
+    let missing = |entry: &str| ReadError::MissingEntry {
         file: input.to_path_buf(),
         entry: entry.to_string(),
     };
@@ -125,7 +125,7 @@ fn read_entry(
         .iter()
         .flatten()
         .map(|t| {
-            ImageName::parse(t).map_err(|source| ImportError::Name {
+            ImageName::parse(t).map_err(|source| ReadError::Name {
                 file: input.to_path_buf(),
                 source,
             })
@@ -140,10 +140,10 @@ fn read_entry(
 }
 
 /// A config named `<hex>.json` (the classic layout) must hash to that hex.
-fn check_config_name(input: &Path, name: &str, digest: &Digest) -> Result<(), ImportError> {
+fn check_config_name(input: &Path, name: &str, digest: &Digest) -> Result<(), ReadError> {
     let stem = name.strip_suffix(".json").unwrap_or("");
     if stem.len() == 64 && stem.bytes().all(|b| b.is_ascii_hexdigit()) && stem != digest.hex() {
-        return Err(ImportError::DigestMismatch {
+        return Err(ReadError::DigestMismatch {
             file: input.to_path_buf(),
             entry: name.to_string(),
             actual: digest.clone(),
@@ -159,12 +159,12 @@ fn check_diff_ids(
     tree: &Tree,
     config_name: &str,
     layers: &[&StagedFile],
-) -> Result<(), ImportError> {
+) -> Result<(), ReadError> {
     let bytes = read_json_file(input, tree, config_name)?;
     let parsed: ImageConfig = parse_json(input, config_name, &bytes)?;
     let ids = &parsed.rootfs.diff_ids;
     if ids.len() != layers.len() {
-        return Err(ImportError::BadDocument {
+        return Err(ReadError::BadDocument {
             file: input.to_path_buf(),
             entry: config_name.to_string(),
             reason: format!("{} diff_ids for {} layers", ids.len(), layers.len()),
@@ -172,7 +172,7 @@ fn check_diff_ids(
     }
     for (index, (id, layer)) in ids.iter().zip(layers).enumerate() {
         if id != layer.digest.as_str() {
-            return Err(ImportError::DiffId {
+            return Err(ReadError::DiffId {
                 file: input.to_path_buf(),
                 config: config_name.to_string(),
                 index,
@@ -184,9 +184,9 @@ fn check_diff_ids(
     Ok(())
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ImportError> {
-    let mut f = std::fs::File::create(path).map_err(|e| ImportError::io("creating", path, e))?;
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ReadError> {
+    let mut f = std::fs::File::create(path).map_err(|e| ReadError::io("creating", path, e))?;
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
-        .map_err(|e| ImportError::io("writing", path, e))
+        .map_err(|e| ReadError::io("writing", path, e))
 }

@@ -1,5 +1,5 @@
-//! The seed's side of etcd membership changes, as enrollment and the admin jobs need them,
-//! and its implementation over the members module's coordinator ([`EtcdMembership`]).
+//! The membership changes the seed asks of etcd ([`Membership`]), and their implementation over
+//! the coordinator with a client certificate the seed signs for itself ([`EtcdApi`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,30 +8,33 @@ use std::sync::Arc;
 use cluster::etcd::Member;
 use cluster::pki::{CaSet, SubjectKey};
 
-use crate::members::{
+use super::{
     EtcdClient, EtcdMembership, EtcdTls, MemberId, MemberRef, MembershipError, Policy,
     seed_client_profile,
 };
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Membership changes of the cluster's etcd. The seed holds its membership lock around each
-/// add and remove, so at most one change it asks for runs at a time.
+/// Membership changes of the cluster's etcd. The seed's membership service holds its lock
+/// around each add and remove, so at most one change it asks for runs at a time.
 pub trait Membership: Send + Sync {
-    /// Adds `member` as a learner and returns its member id (hex). Adding a member that is
-    /// already there (same peer URL) returns its id rather than failing, so that a retried
-    /// enrollment after a seed crash does not add it twice.
-    fn add_learner<'a>(&'a self, member: &'a Member) -> BoxFuture<'a, Result<String, String>>;
+    /// Adds `member` as a learner and returns its member id. Adding a member that is already
+    /// there (same peer URL) returns its id rather than failing, so that a retried enrollment
+    /// after a seed crash does not add it twice.
+    fn add_learner<'a>(
+        &'a self,
+        member: &'a Member,
+    ) -> BoxFuture<'a, Result<MemberId, MembershipError>>;
 
     /// Waits until learner `id` has caught up and promotes it; gives up (and removes it) after
     /// the learner timeout.
-    fn promote<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), String>>;
+    fn promote(&self, id: MemberId) -> BoxFuture<'_, Result<(), MembershipError>>;
 
     /// Removes `member`, refusing when that would lose quorum; one that is not there is success.
-    fn remove<'a>(&'a self, member: &'a Member) -> BoxFuture<'a, Result<(), String>>;
+    fn remove<'a>(&'a self, member: &'a Member) -> BoxFuture<'a, Result<(), MembershipError>>;
 }
 
-/// [`Membership`] over etcd's API with mutual TLS, as the members module speaks it.
+/// [`Membership`] over etcd's API with mutual TLS.
 #[derive(Debug)]
 pub struct EtcdApi {
     coordinator: EtcdMembership,
@@ -41,7 +44,7 @@ pub struct EtcdApi {
 impl EtcdApi {
     /// A client of the etcd reachable at `endpoints`, with a client certificate the seed signs
     /// for itself with the cluster's etcd CA.
-    pub fn new(cas: &CaSet, endpoints: Vec<String>) -> Result<EtcdApi, String> {
+    pub fn new(cas: &CaSet, endpoints: Vec<String>) -> Result<EtcdApi, MembershipError> {
         let now = time::OffsetDateTime::now_utc();
         let issued = cas
             .etcd_ca
@@ -50,16 +53,18 @@ impl EtcdApi {
                 SubjectKey::Fresh(cas.key_algorithm()),
                 now,
             )
-            .map_err(|e| format!("signing the seed's etcd client certificate: {e}"))?;
-        let key = issued
-            .key
-            .ok_or("the etcd client certificate came without its key")?;
+            .map_err(|e| {
+                MembershipError::Tls(format!("signing the seed's etcd client certificate: {e}"))
+            })?;
+        let key = issued.key.ok_or_else(|| {
+            MembershipError::Tls("the etcd client certificate came without its key".into())
+        })?;
         let tls = EtcdTls {
             ca_pem: cas.etcd_ca.cert_pem().to_owned(),
             client_cert_pem: issued.cert_pem,
             client_key_pem: key.pem().to_owned(),
         };
-        let client = EtcdClient::new(endpoints.clone(), &tls).map_err(|e| e.to_string())?;
+        let client = EtcdClient::new(endpoints.clone(), &tls)?;
         Ok(EtcdApi {
             coordinator: EtcdMembership::new(client, Policy::default()),
             endpoints,
@@ -67,39 +72,30 @@ impl EtcdApi {
     }
 }
 
-fn parse_id(id: &str) -> Result<MemberId, String> {
-    u64::from_str_radix(id, 16)
-        .map(MemberId)
-        .map_err(|_| format!("{id:?} is not an etcd member id"))
-}
-
 impl Membership for EtcdApi {
-    fn add_learner<'a>(&'a self, member: &'a Member) -> BoxFuture<'a, Result<String, String>> {
+    fn add_learner<'a>(
+        &'a self,
+        member: &'a Member,
+    ) -> BoxFuture<'a, Result<MemberId, MembershipError>> {
         Box::pin(async move {
             match self
                 .coordinator
                 .add_learner(&member.name, &member.peer_url())
                 .await
             {
-                Ok(added) => Ok(added.id.to_string()),
+                Ok(added) => Ok(added.id),
                 // A retried enrollment of a master promoted meanwhile.
-                Err(MembershipError::AlreadyVoter { id, .. }) => Ok(id.to_string()),
-                Err(err) => Err(err.to_string()),
+                Err(MembershipError::AlreadyVoter { id, .. }) => Ok(id),
+                Err(err) => Err(err),
             }
         })
     }
 
-    fn promote<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move {
-            let id = parse_id(id)?;
-            self.coordinator
-                .promote_when_ready(id)
-                .await
-                .map_err(|e| e.to_string())
-        })
+    fn promote(&self, id: MemberId) -> BoxFuture<'_, Result<(), MembershipError>> {
+        Box::pin(self.coordinator.promote_when_ready(id))
     }
 
-    fn remove<'a>(&'a self, member: &'a Member) -> BoxFuture<'a, Result<(), String>> {
+    fn remove<'a>(&'a self, member: &'a Member) -> BoxFuture<'a, Result<(), MembershipError>> {
         Box::pin(async move {
             let target = MemberRef::PeerUrl(member.peer_url());
             match self.coordinator.remove(&target).await {
@@ -109,7 +105,7 @@ impl Membership for EtcdApi {
                 {
                     Ok(())
                 }
-                Err(err) => Err(err.to_string()),
+                Err(err) => Err(err),
             }
         })
     }
@@ -132,7 +128,11 @@ impl std::fmt::Debug for MembershipCache {
 }
 
 impl MembershipCache {
-    pub fn get(&self, cas: &CaSet, endpoints: Vec<String>) -> Result<Arc<dyn Membership>, String> {
+    pub fn get(
+        &self,
+        cas: &CaSet,
+        endpoints: Vec<String>,
+    ) -> Result<Arc<dyn Membership>, MembershipError> {
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((known, membership)) = current.as_ref()
             && *known == endpoints

@@ -1,12 +1,18 @@
-//! What the lab's VM tests share: the image to boot, the lab binary, logs on failure, and a look
-//! at a VM's `LAUNCHER-DATA` disk from outside.
+//! What the VM scenarios share: the image to boot, the lab binary, logs on failure, a check that
+//! nothing of a lab is left after `down`, and a look at a VM's `LAUNCHER-DATA` disk from outside.
 
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-pub const LAB: &str = env!("CARGO_BIN_EXE_launcher-lab");
+use lab::procs::Procfs;
+use lab::state::LabState;
+
+/// The `launcher-lab` binary `cargo build --workspace` made.
+pub fn lab_bin() -> PathBuf {
+    testkit::workspace_bin("launcher-lab")
+}
 
 /// The node image, or `None` (with the reason printed; a failure under CI) when there is none
 /// or the machine cannot run VMs.
@@ -38,12 +44,13 @@ pub fn image_or_skip() -> Option<PathBuf> {
         return None;
     }
     let _ = testkit::workspace_bin("launcher-seed");
+    let _ = lab_bin();
     Some(image)
 }
 
 /// Runs `launcher-lab ARGS… --run-dir RUN`.
 pub fn lab(run: &Path, args: &[&str]) -> Output {
-    Command::new(LAB)
+    Command::new(lab_bin())
         .args(args)
         .arg("--run-dir")
         .arg(run)
@@ -80,6 +87,61 @@ pub fn print_logs(run: &Path) {
 pub fn namespaces() -> String {
     let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
     text(&out.stdout)
+}
+
+/// Every running process whose working directory, binary or arguments point into `run`.
+fn processes_using(run: &Path) -> Vec<String> {
+    let run = run.to_string_lossy().into_owned();
+    let own = std::process::id().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
+        let dir = entry.path();
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == own {
+            continue;
+        }
+        let running = pid
+            .parse()
+            .ok()
+            .and_then(|p| Procfs::system().stat(p))
+            .is_some_and(|s| s.running());
+        let link = |name: &str| {
+            std::fs::read_link(dir.join(name))
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        let args = text(&std::fs::read(dir.join("cmdline")).unwrap_or_default()).replace('\0', " ");
+        if running
+            && [link("cwd"), link("exe"), args.clone()]
+                .iter()
+                .any(|s| s.contains(&run))
+        {
+            found.push(format!("{pid}: {args}"));
+        }
+    }
+    found
+}
+
+/// Asserts that nothing of the lab `state` described in `run` is left after `down`: no process
+/// pointing into the run directory, none in the lab's network namespace, no namespace by its name.
+pub fn assert_nothing_left(run: &Path, state: &LabState) {
+    let left = processes_using(run);
+    assert!(
+        left.is_empty(),
+        "processes of the run dir after down: {left:#?}"
+    );
+    if let Some(inode) = state.namespace_inode {
+        let inside = Procfs::system().in_net_namespace(inode);
+        assert!(
+            inside.is_empty(),
+            "processes in the lab's namespace after down: {inside:?}"
+        );
+    }
+    assert!(
+        !namespaces().contains(&state.namespace),
+        "the namespace {} is left",
+        state.namespace
+    );
 }
 
 /// A copy of a VM's `LAUNCHER-DATA` filesystem with its journal replayed (the VM was not shut

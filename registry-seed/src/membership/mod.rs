@@ -6,14 +6,23 @@
 //!   `initial-cluster` string of a joining member.
 //! - [`EtcdMembership`] is one cluster's coordinator: it makes one change at a time and applies
 //!   [`plan`]'s rules to what etcd reports at that moment.
+//! - [`Membership`] is the changes the seed asks for, [`EtcdApi`] their implementation over the
+//!   coordinator with a client certificate the seed signs for itself.
+//! - [`MembershipService`] is the seed's use of it, handed to routes and jobs: a joining
+//!   master's learner (added, recorded, promoted; promotions resumed after a restart) and a
+//!   leaving master's removal, one change at a time, with [`ChangeError`] for what went wrong.
 
 mod client;
 mod coordinator;
+mod etcd_api;
 pub mod plan;
+mod service;
 
 pub use self::client::{EtcdClient, EtcdTls, seed_client_profile};
 pub use self::coordinator::{Added, EtcdMembership, Policy};
+pub use self::etcd_api::{BoxFuture, EtcdApi, Membership, MembershipCache};
 pub use self::plan::{Member, MemberId, MemberRef};
+pub use self::service::{ChangeError, MembershipService};
 
 use std::time::Duration;
 

@@ -1,67 +1,64 @@
-//! Helpers shared by the seed's integration tests: cluster files, an in-process seed, requests.
-#![allow(dead_code)]
+//! The seed's side of the test harness: cluster files, join tokens, an in-process seed and its
+//! requests, and a `launcher-seed serve` process.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use cluster::api::Role;
 use cluster::spec::ClusterSpec;
 use http_body_util::BodyExt;
+use registry_seed::enroll::apply::token_hash;
 use registry_seed::http::PeerAddr;
 use registry_seed::seed::Seed;
+use registry_seed::store::records::TokenRecord;
+use registry_seed::store::{Table, put_json, write_with};
 use serde_json::{Value, json};
+use testkit::fixtures::ClusterFile;
 use tower::ServiceExt;
 
 /// One inventory master (the first, with its address), one inventory worker; others come in by
 /// token or approval.
-pub const ONE_MASTER: &str = r#"
-[cluster]
-name = "lab"
-kubernetes_version = "v1.33.4"
-control_plane_endpoint = "10.77.0.11:6443"
-pod_subnet = "10.244.0.0/16"
-service_subnet = "10.96.0.0/12"
-dns_domain = "cluster.local"
-masters = 1
-schedulable_masters = true
-key_algorithm = "ecdsa-p256"
-
-[seed]
-url = "https://127.0.0.1:8443"
-registry = "127.0.0.1:8443"
-
-[[hosts]]
-mac = "52:54:00:00:00:01"
-ip = "10.77.0.11"
-role = "master"
-
-[[hosts]]
-mac = "52:54:00:00:00:04"
-ip = "10.77.0.14"
-role = "worker"
-"#;
+pub fn one_master() -> String {
+    ClusterFile {
+        name: "lab".into(),
+        schedulable_masters: true,
+        ..ClusterFile::one_master("127.0.0.1:8443")
+    }
+    .render()
+}
 
 /// No inventory: `masters` hosts that come in first become masters.
 pub fn auto_cluster(masters: u32) -> String {
-    format!(
-        r#"
-[cluster]
-name = "auto"
-kubernetes_version = "v1.33.4"
-control_plane_endpoint = "10.77.0.10:6443"
-pod_subnet = "10.244.0.0/16"
-service_subnet = "10.96.0.0/12"
-dns_domain = "cluster.local"
-masters = {masters}
-schedulable_masters = true
-key_algorithm = "ecdsa-p256"
+    ClusterFile {
+        name: "auto".into(),
+        masters,
+        schedulable_masters: true,
+        seed: "127.0.0.1:8443".into(),
+        ..ClusterFile::demo()
+    }
+    .render()
+}
 
-[seed]
-url = "https://127.0.0.1:8443"
-registry = "127.0.0.1:8443"
-"#
-    )
+/// Puts join tokens straight into a seed's store, as `launcher-seed tokens create` would,
+/// without expiry; each is `<id>.<secret>`.
+pub fn put_tokens(seed: &Seed, tokens: &[String], role: Option<Role>) {
+    write_with(&*seed.store, |tx| {
+        for token in tokens {
+            let record = TokenRecord {
+                id: token.split_once('.').unwrap().0.to_string(),
+                secret_sha256: token_hash(token),
+                created_ms: 0,
+                expires_ms: i64::MAX,
+                role,
+                used_by: None,
+            };
+            put_json(tx, Table::Tokens, &record.id, &record)?;
+        }
+        Ok(())
+    })
+    .unwrap();
 }
 
 pub fn spec(text: &str) -> ClusterSpec {
@@ -73,11 +70,10 @@ pub fn spec(text: &str) -> ClusterSpec {
 /// addresses: etcd is simply unreachable.
 pub fn open(text: &str) -> (tempfile::TempDir, Arc<Seed>, Router) {
     let dir = tempfile::tempdir().unwrap();
-    let mut seed = Seed::open(spec(text), dir.path()).unwrap();
+    let seed = Seed::open(spec(text), dir.path()).unwrap();
     let closed = format!("https://127.0.0.1:{}", testkit::free_tcp_port());
     let etcd = registry_seed::membership::EtcdApi::new(&seed.cas, vec![closed]).unwrap();
-    seed.membership = Some(Arc::new(etcd));
-    let seed = Arc::new(seed);
+    let seed = Arc::new(seed.with_membership(Arc::new(etcd)));
     let app = registry_seed::http::app(seed.clone());
     (dir, seed, app)
 }

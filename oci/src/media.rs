@@ -1,10 +1,10 @@
-//! Media types the registry knows, and the parts of manifests it reads (never rewrites).
+//! Media types an image may use, and the parts of manifests that are read (never rewritten).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::refs::Digest;
+use crate::refs::Digest;
 
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";

@@ -1,0 +1,233 @@
+//! The definition's inputs besides the base: the firstboot binary and unit, the node binaries,
+//! container images and the overlay. Each is recorded for the manifest, and a pinned one must
+//! match its pin before anything is built.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::definition::{BundleSource, Definition, Sha256Hex};
+use crate::layout::{OverlayItem, Resolved};
+use crate::manifest::{self, FileRecord};
+use crate::stage;
+
+/// Firstboot's own unit, used when the definition names none.
+pub const DEFAULT_FIRSTBOOT_UNIT: &str =
+    include_str!("../../firstboot/dist/launcher-firstboot.service");
+
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("{what}: sha256 is {actual}, the definition pins {pinned}")]
+    Mismatch {
+        what: String,
+        actual: String,
+        pinned: String,
+    },
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: String,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Stage(#[from] stage::StageError),
+    #[error("{0}")]
+    Input(String),
+}
+
+fn io_err(what: impl Into<String>, path: &Path) -> impl FnOnce(io::Error) -> InputError + '_ {
+    let what = what.into();
+    move |source| InputError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Checks `path` against its pin and returns its record.
+pub fn pinned(role: &str, path: &Path, pin: &Sha256Hex) -> Result<FileRecord, InputError> {
+    let rec = manifest::record(role, path, &path.display().to_string())
+        .map_err(io_err(format!("reading {role}"), path))?;
+    if rec.sha256 != pin.as_str() {
+        return Err(InputError::Mismatch {
+            what: format!("{role} {}", path.display()),
+            actual: rec.sha256,
+            pinned: pin.to_string(),
+        });
+    }
+    Ok(rec)
+}
+
+/// The firstboot binary and unit, the node binaries, the container images and the overlay, each
+/// recorded in `inputs` (pinned ones checked against their pin).
+pub fn resolve(
+    def: &Definition,
+    bin_dir: &Path,
+    inputs: &mut Vec<FileRecord>,
+) -> Result<Resolved, InputError> {
+    let firstboot_binary = match &def.firstboot.binary {
+        Some(p) => p.clone(),
+        None => workspace_bin(bin_dir, "launcher-firstboot")?,
+    };
+    let firstboot_unit = match &def.firstboot.unit {
+        Some(p) => fs::read_to_string(p).map_err(io_err("reading firstboot unit", p))?,
+        None => DEFAULT_FIRSTBOOT_UNIT.to_string(),
+    };
+    let [kubeadm, kubelet, kubectl] = bundle(&def.bundle.source, bin_dir, inputs)?;
+    inputs.push(record("firstboot", &firstboot_binary)?);
+    if matches!(def.bundle.source, BundleSource::Standins { .. }) {
+        inputs.push(record("kubeadm (stand-in)", &kubeadm)?);
+        inputs.push(record("kubelet (stand-in)", &kubelet)?);
+    }
+    let mut images = Vec::new();
+    for image in &def.images {
+        inputs.push(pinned("container image", &image.archive, &image.sha256)?);
+        images.push((image.name.clone(), image.archive.clone()));
+    }
+    let overlay: Vec<OverlayItem> = match &def.overlay {
+        Some(o) => stage::scan_overlay(&o.dir)?,
+        None => vec![],
+    };
+    Ok(Resolved {
+        firstboot_binary,
+        firstboot_unit,
+        kubeadm,
+        kubelet,
+        kubectl,
+        images,
+        overlay,
+    })
+}
+
+/// `kubeadm`, `kubelet` and `kubectl` of the bundle; the pinned ones (and the host's kubectl
+/// beside the stand-ins) are checked and recorded in `inputs`.
+fn bundle(
+    source: &BundleSource,
+    bin_dir: &Path,
+    inputs: &mut Vec<FileRecord>,
+) -> Result<[PathBuf; 3], InputError> {
+    match source {
+        BundleSource::Standins {
+            kubectl,
+            kubectl_sha256,
+        } => {
+            inputs.push(match kubectl_sha256 {
+                Some(pin) => pinned("kubectl", kubectl, pin)?,
+                None => record("kubectl", kubectl)?,
+            });
+            Ok([
+                workspace_bin(bin_dir, "kubeadm-standin")?,
+                workspace_bin(bin_dir, "kubelet-standin")?,
+                kubectl.clone(),
+            ])
+        }
+        BundleSource::Dir { dir, sums } => {
+            let files = [
+                dir.join("kubeadm"),
+                dir.join("kubelet"),
+                dir.join("kubectl"),
+            ];
+            let pins = [&sums.kubeadm, &sums.kubelet, &sums.kubectl];
+            for (role, (path, pin)) in ["kubeadm", "kubelet", "kubectl"]
+                .iter()
+                .zip(files.iter().zip(pins))
+            {
+                inputs.push(pinned(role, path, pin)?);
+            }
+            Ok(files)
+        }
+        BundleSource::Tarball { path, .. } => Err(InputError::Input(format!(
+            "bundle tarball {}: tarball bundles are not supported yet; unpack it and use bundle.dir",
+            path.display()
+        ))),
+    }
+}
+
+/// A binary of this workspace, next to `launcher-build` unless `--bin-dir` says otherwise.
+fn workspace_bin(bin_dir: &Path, name: &str) -> Result<PathBuf, InputError> {
+    let p = bin_dir.join(name);
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(InputError::Input(format!(
+            "{} is missing: build the workspace first (cargo build --workspace)",
+            p.display()
+        )))
+    }
+}
+
+/// The record of an unpinned input.
+pub fn record(role: &str, path: &Path) -> Result<FileRecord, InputError> {
+    manifest::record(role, path, &path.display().to_string())
+        .map_err(io_err(format!("reading {role}"), path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::definition::BundleSums;
+
+    fn pin(bytes: &[u8]) -> Sha256Hex {
+        use sha2::Digest as _;
+        Sha256Hex::parse(&hex::encode(sha2::Sha256::digest(bytes))).unwrap()
+    }
+
+    #[test]
+    fn bundles_are_pinned_recorded_or_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        for name in ["kubeadm", "kubelet", "kubectl"] {
+            fs::write(dir.join(name), name).unwrap();
+        }
+        let sums = BundleSums {
+            kubeadm: pin(b"kubeadm"),
+            kubelet: pin(b"kubelet"),
+            kubectl: pin(b"kubectl"),
+        };
+        let mut inputs = vec![];
+        let source = BundleSource::Dir {
+            dir: dir.to_path_buf(),
+            sums: sums.clone(),
+        };
+        let files = bundle(&source, dir, &mut inputs).unwrap();
+        assert_eq!(files[2], dir.join("kubectl"));
+        let roles: Vec<&str> = inputs.iter().map(|r| r.role.as_str()).collect();
+        assert_eq!(roles, ["kubeadm", "kubelet", "kubectl"]);
+
+        let bad = BundleSource::Dir {
+            dir: dir.to_path_buf(),
+            sums: BundleSums {
+                kubelet: pin(b"other"),
+                ..sums.clone()
+            },
+        };
+        let err = bundle(&bad, dir, &mut vec![]).unwrap_err().to_string();
+        let want = format!(
+            "kubelet {}: sha256 is {}, the definition pins {}",
+            dir.join("kubelet").display(),
+            pin(b"kubelet"),
+            pin(b"other")
+        );
+        assert_eq!(err, want);
+
+        let standins = BundleSource::Standins {
+            kubectl: dir.join("kubectl"),
+            kubectl_sha256: None,
+        };
+        let err = bundle(&standins, dir, &mut vec![]).unwrap_err().to_string();
+        let want = format!(
+            "{} is missing: build the workspace first (cargo build --workspace)",
+            dir.join("kubeadm-standin").display()
+        );
+        assert_eq!(err, want);
+
+        let tarball = BundleSource::Tarball {
+            path: dir.join("b.tar"),
+            sums,
+        };
+        let err = bundle(&tarball, dir, &mut vec![]).unwrap_err().to_string();
+        assert!(
+            err.ends_with("tarball bundles are not supported yet; unpack it and use bundle.dir")
+        );
+    }
+}

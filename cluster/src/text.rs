@@ -1,0 +1,44 @@
+//! Where a byte offset of a text file is, for every parser that points at `FILE:LINE:COL`.
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+///
+/// An offset past the end is taken as the end; one inside a multi-byte character as the start
+/// of that character, so any offset a decoder reports gives an answer and never a panic.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line_col;
+
+    #[test]
+    fn offsets_become_lines_and_columns() {
+        let text = "a = 1\nbé = \"x\"\n\nlast";
+        let cases = [
+            (0, (1, 1)),
+            (4, (1, 5)),
+            (5, (1, 6)),
+            (6, (2, 1)),
+            // After the two-byte `é`: the column counts characters, not bytes.
+            (9, (2, 3)),
+            // Inside `é`: the character's own column.
+            (8, (2, 2)),
+            (16, (3, 1)),
+            (17, (4, 1)),
+            (21, (4, 5)),
+            (1000, (4, 5)),
+        ];
+        for (offset, want) in cases {
+            assert_eq!(line_col(text, offset), want, "offset {offset}");
+        }
+        assert_eq!(line_col("", 3), (1, 1));
+    }
+}

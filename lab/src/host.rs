@@ -1,0 +1,101 @@
+//! The host's tools the lab drives: `ip` for the namespace, `sfdisk` for a VM's blank disk, and
+//! `launcher-build` when the image is missing.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, bail};
+
+use crate::plan::{LabPlan, Vm};
+
+/// Finds a workspace binary next to this program, else on PATH.
+pub fn sibling_bin(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join(name)))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// Runs `launcher-build DEFINITION --out DIR` when DIR lacks the PXE pair.
+pub fn ensure_image(image_dir: &Path, definition: &Path) -> anyhow::Result<()> {
+    if ["vmlinuz", "initrd.img"]
+        .iter()
+        .all(|f| image_dir.join(f).is_file())
+    {
+        return Ok(());
+    }
+    println!(
+        "launcher-lab: no image in {}; building it from {}",
+        image_dir.display(),
+        definition.display()
+    );
+    let status = Command::new(sibling_bin("launcher-build"))
+        .arg(definition)
+        .arg("--out")
+        .arg(image_dir)
+        .status()
+        .context("running launcher-build")?;
+    anyhow::ensure!(status.success(), "launcher-build failed ({status})");
+    Ok(())
+}
+
+pub fn run_ip(args: &[String]) -> anyhow::Result<()> {
+    let output = Command::new("ip")
+        .args(args)
+        .output()
+        .with_context(|| format!("running ip {}", args.join(" ")))?;
+    if !output.status.success() {
+        bail!(
+            "ip {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+pub fn namespace_exists(namespace: &str) -> bool {
+    Path::new("/run/netns").join(namespace).exists()
+}
+
+pub fn make_disk(vm: &Vm, size_mib: u32) -> anyhow::Result<()> {
+    let file = File::create(&vm.disk).with_context(|| format!("creating {}", vm.disk.display()))?;
+    file.set_len(u64::from(size_mib) * 1024 * 1024)
+        .with_context(|| format!("sizing {}", vm.disk.display()))?;
+    drop(file);
+    let mut child = Command::new("sfdisk")
+        .args(["--quiet", "--no-reread", "--no-tell-kernel"])
+        .arg(&vm.disk)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running sfdisk")?;
+    child
+        .stdin
+        .take()
+        .context("sfdisk's stdin")?
+        .write_all(LabPlan::disk_layout().as_bytes())
+        .context("writing to sfdisk")?;
+    let output = child.wait_with_output().context("running sfdisk")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "sfdisk on {} failed: {}",
+        vm.disk.display(),
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    Ok(())
+}
+
+/// Deletes the namespace `namespace` if it exists (an error is printed, not returned: `down`
+/// goes on).
+pub fn remove_namespace(namespace: &str) {
+    if namespace_exists(namespace)
+        && let Err(err) = run_ip(&["netns".into(), "del".into(), namespace.into()])
+    {
+        eprintln!("launcher-lab: {err:#}");
+    }
+}

@@ -1,0 +1,35 @@
+//! What hosts report after enrolling: the phase they are in, since when, and how it went.
+
+use cluster::api::ProgressReport;
+
+use crate::store::records::{HostRecord, Progress};
+use crate::store::{Store, StoreError, Table, get_json, put_json, write_with};
+
+/// Records a host's report; `false` when no host has this id.
+pub fn record(
+    store: &dyn Store,
+    id: &str,
+    report: &ProgressReport,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    write_with(store, |tx| {
+        let Some(mut host) = get_json::<HostRecord>(&*tx, Table::Hosts, id)? else {
+            return Ok(false);
+        };
+        let since = match &host.progress {
+            Some(p) if p.phase == report.phase => p.phase_since_ms,
+            _ => now_ms,
+        };
+        host.progress = Some(Progress {
+            phase: report.phase,
+            state: report.state,
+            message: report.message.clone(),
+            host_at_unix_ms: report.at_unix_ms,
+            phase_since_ms: since,
+            received_ms: now_ms,
+        });
+        host.last_seen_ms = now_ms;
+        put_json(tx, Table::Hosts, id, &host)?;
+        Ok(true)
+    })
+}
