@@ -122,7 +122,7 @@ pub struct Plan {
     #[serde(default)]
     pub etcd: Option<EtcdInstructions>,
     pub install: InstallAction,
-    /// The container images the host runs, decided by [`crate::kubeadm::node_images`].
+    /// The container images the host runs, decided by `kubeadm::node_images`.
     pub images: NodeImages,
     /// `sha256:<hex>` of [`Plan::canonical_bytes`].
     pub digest: String,

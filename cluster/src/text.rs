@@ -1,4 +1,10 @@
-//! Where a byte offset of a text file is, for every parser that points at `FILE:LINE:COL`.
+//! What every parser of a text value or file shares: why a value was refused, and where a byte
+//! offset is, for errors that point at `FILE:LINE:COL`.
+
+/// Why a single value was refused; the parser of the whole file adds where it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ValueError(pub String);
 
 /// 1-based line and column (in characters) of byte `offset` in `text`.
 ///

@@ -10,7 +10,7 @@ use std::str::FromStr;
 use sha2::{Digest, Sha256};
 
 use super::PkiError;
-use crate::spec::ValueError;
+use crate::text::ValueError;
 
 /// `sha256:<64 hex digits>` of a CA certificate's DER SubjectPublicKeyInfo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
