@@ -45,7 +45,9 @@ pub fn needed(mmdebstrap: bool, disk_or_iso: bool, iso: bool) -> Vec<(&'static s
     tools
 }
 
-/// Finds `tool` on PATH.
+/// Finds `tool` on PATH, and only there: the build runs its tools by name, so the check looks
+/// exactly where the exec will (the tests' `testkit::which` also looks in the sbin directories
+/// because they spawn the daemons they find by full path).
 pub fn which(tool: &str) -> Option<PathBuf> {
     let path = std::env::var("PATH").unwrap_or_default();
     path.split(':')

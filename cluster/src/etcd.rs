@@ -169,13 +169,9 @@ mod tests {
     use super::*;
 
     fn members() -> Vec<Member> {
-        (1..=3)
-            .map(|i| {
-                Member::new(
-                    format!("demo-m{i}"),
-                    format!("10.77.0.1{i}").parse().unwrap(),
-                )
-            })
+        testkit::fixtures::demo_masters()
+            .into_iter()
+            .map(|(name, ip)| Member::new(name, ip))
             .collect()
     }
 

@@ -26,13 +26,9 @@ fn now() -> time::OffsetDateTime {
 }
 
 fn members() -> Vec<Member> {
-    (1..=3)
-        .map(|i| {
-            Member::new(
-                format!("demo-m{i}"),
-                format!("10.77.0.1{i}").parse().unwrap(),
-            )
-        })
+    testkit::fixtures::demo_masters()
+        .into_iter()
+        .map(|(name, ip)| Member::new(name, ip))
         .collect()
 }
 

@@ -18,3 +18,7 @@ pub mod seed;
 pub mod storage;
 pub mod time;
 pub mod tls;
+
+#[cfg(test)]
+#[path = "../tests/common/plan.rs"]
+mod test_plan;

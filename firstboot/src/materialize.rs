@@ -172,9 +172,8 @@ pub fn materialize(
 pub(crate) mod tests {
     use super::*;
     use crate::os::{Action, RecordingOs};
-    use cluster::api::{InstallAction, PlanFile, Role};
-    use cluster::kubeadm::node_images;
-    use cluster::spec::{KubeVersion, RegistryHost};
+    use cluster::api::PlanFile;
+    use cluster::spec::RegistryHost;
     use std::os::unix::fs::PermissionsExt;
 
     fn plan(files: Vec<PlanFile>) -> Plan {
@@ -183,25 +182,7 @@ pub(crate) mod tests {
 
     /// A worker's plan with `files`, its images in the registry at 10.0.0.1:8443.
     pub(crate) fn plan_for(version: &str, files: Vec<PlanFile>) -> Plan {
-        let v: KubeVersion = version.parse().unwrap();
-        let registry: RegistryHost = "10.0.0.1:8443".parse().unwrap();
-        Plan {
-            host_id: "h-1".into(),
-            cluster: "demo".into(),
-            hostname: "demo-w1".into(),
-            role: Role::Worker,
-            ip: None,
-            kubernetes_version: version.into(),
-            files,
-            etcd: None,
-            install: InstallAction::Worker {
-                kubelet_config_path: "/var/lib/kubelet/config.yaml".into(),
-                kubeconfig_path: "/etc/kubernetes/kubelet.conf".into(),
-            },
-            images: node_images(&v, &registry),
-            digest: String::new(),
-        }
-        .seal()
+        crate::test_plan::worker_plan("h-1", version, files)
     }
 
     fn text(path: &str, mode: u32, text: &str) -> PlanFile {

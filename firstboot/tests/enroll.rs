@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{DECADE_SECS, Host, OTHER_PIN, Seed, run_with_seed, stderr};
+use common::{DECADE_SECS, Host, OTHER_PIN, Seed, run_to_the_end, run_with_seed, stderr};
 use firstboot::os::Action;
 
 fn commands(host: &Host) -> Vec<String> {
@@ -22,22 +22,8 @@ fn a_master_and_a_worker_get_what_their_roles_need() {
     let master = Host::new(1);
     let worker = Host::new(4);
     // The master's clock is a decade behind: it must enroll after the time phase steps it.
-    let out = run_with_seed(&master, &seed, -DECADE_SECS, &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\nseed:\n{}",
-        stderr(&out),
-        seed.log()
-    );
-    let out = run_with_seed(&worker, &seed, 0, &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\nseed:\n{}",
-        stderr(&out),
-        seed.log()
-    );
+    run_to_the_end("master", &master, &seed, -DECADE_SECS);
+    run_to_the_end("worker", &worker, &seed, 0);
 
     let m = master.journal();
     assert_eq!(m["plan"]["role"], "master");

@@ -3,7 +3,8 @@
 
 mod common;
 
-use cluster::api::{InstallAction, Phase, Plan, Role};
+use cluster::api::Phase;
+use common::plan::worker_plan;
 use common::{Host, OTHER_PIN, stderr};
 use firstboot::journal::Journal;
 use sha2::{Digest, Sha256};
@@ -102,29 +103,6 @@ fn start_containerd(dir: &Path) -> (testkit::ChildGuard, String) {
     (guard, sock.to_string_lossy().into_owned())
 }
 
-fn worker_plan() -> Plan {
-    Plan {
-        host_id: "h-preload".into(),
-        cluster: "demo".into(),
-        hostname: "demo-w1".into(),
-        role: Role::Worker,
-        ip: None,
-        kubernetes_version: "v1.33.4".into(),
-        files: vec![],
-        etcd: None,
-        install: InstallAction::Worker {
-            kubelet_config_path: "/var/lib/kubelet/config.yaml".into(),
-            kubeconfig_path: "/etc/kubernetes/kubelet.conf".into(),
-        },
-        images: cluster::kubeadm::node_images(
-            &"v1.33.4".parse().unwrap(),
-            &"127.0.0.1:8443".parse().unwrap(),
-        ),
-        digest: String::new(),
-    }
-    .seal()
-}
-
 #[test]
 fn preload_imports_and_pins_an_oci_archive_in_a_real_containerd() {
     if !testkit::require(&["containerd", "ctr"]) || !testkit::require_root("containerd needs root")
@@ -145,7 +123,7 @@ fn preload_imports_and_pins_an_oci_archive_in_a_real_containerd() {
             Phase::Storage,
         ],
         host_id: Some("h-preload".into()),
-        plan: Some(worker_plan()),
+        plan: Some(worker_plan("h-preload", "v1.33.4", vec![])),
         ..Default::default()
     };
     journal.save(host.root()).unwrap();

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use oci::{Platform, reduce_to_platform};
 use registry_seed::oci::{Store, import};
-use support::images::{Built, Family, build, docker_save, tar_dir};
+use support::images::{self, Built, Family, build, docker_save, tar_dir};
 use support::server::{serve_plain, serve_tls};
 use testkit::{ChildGuard, wait_for};
 
@@ -89,6 +89,17 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Pulls and unpacks `reference` through the mirrors configured in `hosts`.
+    fn pull(&self, hosts: &Hosts, reference: &str) {
+        let mut args = vec!["images", "pull"];
+        if hosts.plain_http {
+            args.push("--plain-http");
+        }
+        let dir = hosts.dir.to_str().unwrap();
+        args.extend(["--snapshotter", "native", "--hosts-dir", dir, reference]);
+        self.ok(&args);
+    }
+
     /// The digest `ctr images ls` shows for `reference`.
     fn image_digest(&self, reference: &str) -> Option<String> {
         let listing = self.ok(&["images", "ls"]);
@@ -99,20 +110,40 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
     }
 }
 
-/// A port nothing listens on: the `server` fallback of the hosts files, so that a pull that does
-/// not go through the mirror fails instead of leaving the machine.
-fn closed_port() -> u16 {
-    testkit::free_tcp_port()
+/// A `certs.d` directory of containerd mirror configurations, like the one firstboot writes.
+struct Hosts {
+    dir: PathBuf,
+    plain_http: bool,
+}
+
+impl Hosts {
+    /// Sends `registries` (`_default` for all) to the seed at `mirror` (`host:port`), over TLS
+    /// trusting `ca`, or over plain HTTP without one. The `server` fallback is a port nothing
+    /// listens on, so that a pull that does not go through the mirror fails instead of leaving
+    /// the machine.
+    fn write(dir: PathBuf, registries: &[&str], mirror: &str, ca: Option<&Path>) -> Hosts {
+        let scheme = if ca.is_some() { "https" } else { "http" };
+        let mut toml = format!(
+            "server = \"{scheme}://127.0.0.1:{}\"\n[host.\"{scheme}://{mirror}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            testkit::free_tcp_port(),
+        );
+        if let Some(ca) = ca {
+            toml += &format!("  ca = \"{}\"\n", ca.display());
+        }
+        for registry in registries {
+            std::fs::create_dir_all(dir.join(registry)).unwrap();
+            std::fs::write(dir.join(registry).join("hosts.toml"), &toml).unwrap();
+        }
+        Hosts {
+            dir,
+            plain_http: ca.is_none(),
+        }
+    }
 }
 
 fn fill(dir: &Path, state: &Path) -> (Built, Built) {
     let store = Store::open(state).unwrap();
-    let multi = build(
-        &dir.join("multi"),
-        Family::Oci,
-        true,
-        "registry.k8s.io/coredns/coredns:v1.11.1",
-    );
+    let multi = images::coredns(&dir.join("multi"));
     let docker = build(
         &dir.join("docker"),
         Family::Docker,
@@ -140,30 +171,14 @@ fn containerd_pulls_over_tls_through_a_mirror() {
     let server = serve_tls(&state);
     let ca = tmp.path().join("seed-ca.crt");
     std::fs::write(&ca, server.ca_pem.as_ref().unwrap()).unwrap();
-    let hosts = tmp.path().join("certs.d");
-    for registry in ["registry.k8s.io", "docker.io"] {
-        std::fs::create_dir_all(hosts.join(registry)).unwrap();
-        let toml = format!(
-            "server = \"https://127.0.0.1:{}\"\n[host.\"https://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = \"{}\"\n",
-            closed_port(),
-            server.host(),
-            ca.display()
-        );
-        std::fs::write(hosts.join(registry).join("hosts.toml"), toml).unwrap();
-    }
+    let hosts = Hosts::write(
+        tmp.path().join("certs.d"),
+        &["registry.k8s.io", "docker.io"],
+        &server.host(),
+        Some(&ca),
+    );
     let c = Containerd::start(&tmp.path().join("containerd"));
-    let hosts_dir = hosts.to_str().unwrap();
-    let pull = |reference: &str| {
-        c.ok(&[
-            "images",
-            "pull",
-            "--snapshotter",
-            "native",
-            "--hosts-dir",
-            hosts_dir,
-            reference,
-        ]);
-    };
+    let pull = |reference: &str| c.pull(&hosts, reference);
 
     let by_tag = "registry.k8s.io/coredns/coredns:v1.11.1";
     pull(by_tag);
@@ -192,28 +207,14 @@ fn containerd_pulls_over_plain_http_through_default_hosts() {
     let state = tmp.path().join("seed");
     let (multi, _) = fill(tmp.path(), &state);
     let server = serve_plain(&state);
-    let hosts = tmp.path().join("certs.d");
-    std::fs::create_dir_all(hosts.join("_default")).unwrap();
-    let toml = format!(
-        "server = \"http://127.0.0.1:{}\"\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
-        closed_port(),
-        server.host()
+    let hosts = Hosts::write(
+        tmp.path().join("certs.d"),
+        &["_default"],
+        &server.host(),
+        None,
     );
-    std::fs::write(hosts.join("_default/hosts.toml"), toml).unwrap();
     let c = Containerd::start(&tmp.path().join("containerd"));
-    let hosts_dir = hosts.to_str().unwrap();
-    let pull = |reference: &str| {
-        c.ok(&[
-            "images",
-            "pull",
-            "--plain-http",
-            "--snapshotter",
-            "native",
-            "--hosts-dir",
-            hosts_dir,
-            reference,
-        ]);
-    };
+    let pull = |reference: &str| c.pull(&hosts, reference);
     pull("registry.k8s.io/coredns/coredns:v1.11.1");
     assert_eq!(
         c.image_digest("registry.k8s.io/coredns/coredns:v1.11.1"),
@@ -230,7 +231,7 @@ fn containerd_pulls_over_plain_http_through_default_hosts() {
         "pull",
         "--plain-http",
         "--hosts-dir",
-        hosts_dir,
+        hosts.dir.to_str().unwrap(),
         "docker.io/library/absent:1",
     ]);
     assert!(!out.status.success());
@@ -249,12 +250,7 @@ fn containerd_imports_a_platform_reduced_archive() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let layout = tmp.path().join("multi");
-    let multi = build(
-        &layout,
-        Family::Oci,
-        true,
-        "registry.k8s.io/coredns/coredns:v1.11.1",
-    );
+    let multi = images::coredns(&layout);
     let archive = tmp.path().join("multi.tar");
     tar_dir(&layout, &archive);
     let reduced = tmp.path().join("amd64.tar");

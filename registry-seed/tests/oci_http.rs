@@ -27,12 +27,7 @@ fn fixture(tls: bool) -> Fixture {
     let state = tmp.path().join("state");
     let store = Store::open(&state).unwrap();
     let layout = tmp.path().join("multi");
-    let multi = build(
-        &layout,
-        Family::Oci,
-        true,
-        "registry.k8s.io/coredns/coredns:v1.11.1",
-    );
+    let multi = images::coredns(&layout);
     // a docker save archive: its layer differs from every layer of the index
     let single = tmp.path().join("single.tar");
     images::docker_save(&single, "busybox:1.36");

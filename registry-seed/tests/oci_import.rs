@@ -145,12 +145,7 @@ fn cli_imports_and_lists() {
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("state");
     let layout = tmp.path().join("layout");
-    let built = build(
-        &layout,
-        Family::Oci,
-        true,
-        "registry.k8s.io/coredns/coredns:v1.11.1",
-    );
+    let built = images::coredns(&layout);
     let save = tmp.path().join("save.tar");
     docker_save(&save, "busybox:1.36");
     let out = Command::new(seed())

@@ -11,16 +11,7 @@ use support::images::{self, Built, Family, build, docker_save};
 use support::server::{serve_plain, serve_tls};
 
 fn skopeo(args: &[&str]) -> String {
-    let out = Command::new("skopeo")
-        .arg("--insecure-policy")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = support::succeed(Command::new("skopeo").arg("--insecure-policy").args(args));
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -34,12 +25,7 @@ struct Images {
 fn fill(dir: &Path, state: &Path) -> Images {
     let store = Store::open(state).unwrap();
     let oci_layout = dir.join("oci");
-    let oci = build(
-        &oci_layout,
-        Family::Oci,
-        true,
-        "registry.k8s.io/coredns/coredns:v1.11.1",
-    );
+    let oci = images::coredns(&oci_layout);
     let docker_layout = dir.join("docker");
     let docker = build(
         &docker_layout,

@@ -261,8 +261,7 @@ fn the_cli_writes_a_credential_a_real_etcd_accepts() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let cluster = dir.path().join("cluster.toml");
-    std::fs::write(&cluster, one_master()).unwrap();
+    let cluster = cluster_file(dir.path(), &one_master());
     let state = dir.path().join("state");
     let etcd_dir = dir.path().join("etcd");
     std::fs::create_dir_all(&etcd_dir).unwrap();

@@ -6,18 +6,9 @@ use std::process::Command;
 
 use support::seed::*;
 
-fn curl(args: &[&str]) -> String {
-    let out = Command::new("curl")
-        .args(["-sS", "--fail", "--max-time", "20"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "curl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// The body of a GET that must succeed, HTTP status included.
+fn get(url: &str) -> String {
+    curl(&["--fail", url]).0
 }
 
 #[test]
@@ -26,8 +17,7 @@ fn machines_get_their_script_kernel_and_initrd() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let cluster = dir.path().join("cluster.toml");
-    std::fs::write(&cluster, one_master()).unwrap();
+    let cluster = cluster_file(dir.path(), &one_master());
     let boot = dir.path().join("boot");
     std::fs::create_dir_all(&boot).unwrap();
     let kernel: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
@@ -53,12 +43,12 @@ fn machines_get_their_script_kernel_and_initrd() {
     let pin = cli(&["pin", "--state-dir", state.to_str().unwrap()]);
 
     assert_eq!(
-        curl(&[&format!("{base}/boot.ipxe")]),
+        get(&format!("{base}/boot.ipxe")),
         format!(
             "#!ipxe\nchain {base}/ipxe?mac=${{mac:hexhyp}}&uuid=${{uuid}}&serial=${{serial}}\n"
         )
     );
-    let known = curl(&[&format!("{base}/ipxe?mac=52-54-00-00-00-04&uuid=&serial=")]);
+    let known = get(&format!("{base}/ipxe?mac=52-54-00-00-00-04&uuid=&serial="));
     let ntp = server.ntp_addr.unwrap();
     assert!(
         known.starts_with(&format!("#!ipxe\nkernel {base}/boot/vmlinuz ")),
@@ -73,7 +63,7 @@ fn machines_get_their_script_kernel_and_initrd() {
     ] {
         assert!(known.contains(&word), "{word} missing from {known}");
     }
-    let unknown = curl(&[&format!("{base}/ipxe?mac=52-54-00-00-09-09&uuid=&serial=")]);
+    let unknown = get(&format!("{base}/ipxe?mac=52-54-00-00-09-09&uuid=&serial="));
     assert!(
         unknown.contains("not in the seed's inventory") && unknown.contains("chain"),
         "{unknown}"

@@ -14,18 +14,14 @@ use support::seed::*;
 const HOSTS: usize = 240;
 const CLIENTS: usize = 12;
 
-fn mac(i: usize) -> String {
-    format!("52:54:02:00:{:02x}:{:02x}", i / 256, i % 256)
-}
-
-fn token(i: usize) -> String {
-    format!("c{i:05}.{:016x}", i * 104_729)
-}
-
 /// Prepares a state directory with one join token per host.
 fn prepare(state: &std::path::Path, cluster_text: &str) {
     let seed = Seed::open(spec(cluster_text), state).unwrap();
-    put_tokens(&seed, &(0..HOSTS).map(token).collect::<Vec<_>>(), None);
+    put_tokens(
+        &seed,
+        &(0..HOSTS).map(numbered_token).collect::<Vec<_>>(),
+        None,
+    );
 }
 
 /// Enrolls host `i` until the seed answers with a plan; every answer seen is recorded.
@@ -35,7 +31,7 @@ fn enroll_until_done(
     i: usize,
     seen: &Mutex<BTreeMap<usize, Vec<String>>>,
 ) -> serde_json::Value {
-    let body = enroll_body(&mac(i), Some(&token(i)));
+    let body = enroll_body(&numbered_mac(i), Some(&numbered_token(i)));
     let deadline = Instant::now() + Duration::from_secs(240);
     while Instant::now() < deadline {
         let answer = client.post(format!("{url}/v1/enroll")).json(&body).send();
@@ -67,8 +63,7 @@ fn enroll_until_done(
 fn a_seed_killed_mid_burst_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let text = auto_cluster(3);
-    let cluster = dir.path().join("cluster.toml");
-    std::fs::write(&cluster, &text).unwrap();
+    let cluster = cluster_file(dir.path(), &text);
     let state = dir.path().join("state");
     prepare(&state, &text);
     let listen = format!("127.0.0.1:{}", testkit::free_tcp_port());
@@ -144,7 +139,7 @@ fn a_seed_killed_mid_burst_loses_and_duplicates_nothing() {
         .collect();
     for (i, plan) in results.iter() {
         assert_eq!(
-            by_mac.get(mac(*i).as_str()).copied(),
+            by_mac.get(numbered_mac(*i).as_str()).copied(),
             plan["host_id"].as_str(),
             "host {i}"
         );

@@ -22,13 +22,9 @@ fn ip(i: usize) -> String {
     format!("127.0.0.{}", 40 + i)
 }
 
-fn token(i: usize) -> String {
-    format!("e{i:05}.{:016x}", i * 31)
-}
-
 fn prepare(state: &Path, text: &str) {
     let seed = Seed::open(spec(text), state).unwrap();
-    let tokens: Vec<String> = (1..=4).map(token).collect();
+    let tokens: Vec<String> = (1..=4).map(numbered_token).collect();
     put_tokens(&seed, &tokens, Some(Role::Master));
 }
 
@@ -43,7 +39,7 @@ fn enroll_master(server: &Server, i: usize) -> Plan {
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
-    let body = enroll_body(&format!("52:54:00:00:04:{i:02x}"), Some(&token(i)));
+    let body = enroll_body(&format!("52:54:00:00:04:{i:02x}"), Some(&numbered_token(i)));
     testkit::wait_for("the master's plan", Duration::from_secs(60), || {
         let answer = client
             .post(format!("{}/v1/enroll", server.url()))
@@ -160,8 +156,7 @@ fn a_fourth_master_joins_as_a_learner_is_promoted_and_removed() {
     }
     let dir = tempfile::tempdir().unwrap();
     let text = auto_cluster(3);
-    let cluster = dir.path().join("cluster.toml");
-    std::fs::write(&cluster, &text).unwrap();
+    let cluster = cluster_file(dir.path(), &text);
     let state = dir.path().join("state");
     prepare(&state, &text);
     let mut server = Server::start(&cluster, &state, "127.0.0.1:0");

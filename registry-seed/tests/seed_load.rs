@@ -14,24 +14,20 @@ use support::seed::*;
 const HOSTS: usize = 1000;
 const MASTERS: u32 = 3;
 
-fn mac(i: usize) -> String {
-    format!("52:54:01:00:{:02x}:{:02x}", i / 256, i % 256)
-}
-
-fn token(i: usize) -> String {
-    format!("t{i:05}.{:016x}", i * 7919)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_simultaneous_enrollments() {
     let (_dir, seed, app) = open(&auto_cluster(MASTERS));
-    put_tokens(&seed, &(0..HOSTS).map(token).collect::<Vec<_>>(), None);
+    put_tokens(
+        &seed,
+        &(0..HOSTS).map(numbered_token).collect::<Vec<_>>(),
+        None,
+    );
 
     let mut tasks = Vec::new();
     for i in 0..HOSTS {
         let app = app.clone();
         tasks.push(tokio::spawn(async move {
-            let body = enroll_body(&mac(i), Some(&token(i)));
+            let body = enroll_body(&numbered_mac(i), Some(&numbered_token(i)));
             let peer = format!("10.78.{}.{}:4000", i / 250, i % 250 + 1);
             // Bootstrap masters are told to come back until all of them are known.
             for _ in 0..400 {

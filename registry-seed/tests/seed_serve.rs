@@ -7,29 +7,6 @@ use std::process::Command;
 
 use support::seed::*;
 
-fn cluster_file(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
-    let path = dir.join("cluster.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn curl(args: &[&str]) -> (String, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "curl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn curl_enrolls_against_the_real_seed_trusting_only_its_ca() {
     if !testkit::require(&["curl", "openssl"]) {

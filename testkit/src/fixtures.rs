@@ -25,6 +25,13 @@ pub fn host(n: u8, role: Option<&'static str>) -> Host {
     }
 }
 
+/// The demo's three masters as the planner names and places them: `demo-mN` at `10.77.0.(10+N)`.
+pub fn demo_masters() -> Vec<(String, std::net::IpAddr)> {
+    (1..=3u8)
+        .map(|n| (format!("demo-m{n}"), [10, 77, 0, 10 + n].into()))
+        .collect()
+}
+
 /// A cluster file as the tests need it; [`ClusterFile::render`] gives the TOML.
 #[derive(Debug, Clone)]
 pub struct ClusterFile {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use bench::report::{Goal, Row, parse_rows, results_json, table};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// Rows are JSON lines in a file that `ci/bench` grows with `add` and `skip`; `print` shows the
 /// table (figure, peer's figure, ratio, goal, verdict) and writes the JSON results.
@@ -21,12 +21,8 @@ struct Cli {
 enum Command {
     /// Append a measured figure.
     Add {
-        #[arg(long)]
-        rows: PathBuf,
-        #[arg(long)]
-        bench: String,
-        #[arg(long)]
-        figure: String,
+        #[command(flatten)]
+        target: Target,
         #[arg(long)]
         value: f64,
         #[arg(long, default_value = "")]
@@ -36,22 +32,13 @@ enum Command {
         peer: Option<String>,
         #[arg(long, requires = "peer")]
         peer_value: Option<f64>,
-        /// ratio>=X, ratio<=X, <X or >=X.
-        #[arg(long)]
-        goal: Option<Goal>,
         #[arg(long)]
         note: Option<String>,
     },
     /// Append a figure that was not measured, and why.
     Skip {
-        #[arg(long)]
-        rows: PathBuf,
-        #[arg(long)]
-        bench: String,
-        #[arg(long)]
-        figure: String,
-        #[arg(long)]
-        goal: Option<Goal>,
+        #[command(flatten)]
+        target: Target,
         #[arg(long)]
         reason: String,
     },
@@ -67,6 +54,33 @@ enum Command {
     },
 }
 
+/// Which rows file a figure goes to, the figure, and the goal it is held to: what `add` and
+/// `skip` both name.
+#[derive(Debug, Args)]
+struct Target {
+    #[arg(long)]
+    rows: PathBuf,
+    #[arg(long)]
+    bench: String,
+    #[arg(long)]
+    figure: String,
+    /// ratio>=X, ratio<=X, <X or >=X.
+    #[arg(long)]
+    goal: Option<Goal>,
+}
+
+impl Target {
+    /// A row that names the figure and nothing else yet.
+    fn row(&self) -> Row {
+        Row {
+            bench: self.bench.clone(),
+            figure: self.figure.clone(),
+            goal: self.goal,
+            ..Row::default()
+        }
+    }
+}
+
 fn append(path: &PathBuf, row: &Row) -> anyhow::Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .create(true)
@@ -80,44 +94,29 @@ fn append(path: &PathBuf, row: &Row) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Add {
-            rows,
-            bench,
-            figure,
+            target,
             value,
             unit,
             peer,
             peer_value,
-            goal,
             note,
         } => {
             let row = Row {
-                bench,
-                figure,
                 value: Some(value),
                 unit,
                 peer,
                 peer_value,
-                goal,
-                not_run: None,
                 note,
+                ..target.row()
             };
-            append(&rows, &row)
+            append(&target.rows, &row)
         }
-        Command::Skip {
-            rows,
-            bench,
-            figure,
-            goal,
-            reason,
-        } => {
+        Command::Skip { target, reason } => {
             let row = Row {
-                bench,
-                figure,
-                goal,
                 not_run: Some(reason),
-                ..Row::default()
+                ..target.row()
             };
-            append(&rows, &row)
+            append(&target.rows, &row)
         }
         Command::Print {
             rows,
@@ -132,5 +131,53 @@ fn main() -> anyhow::Result<()> {
             let doc = serde_json::to_string_pretty(&results_json(&machine, &parsed))?;
             std::fs::write(&json, doc + "\n").with_context(|| format!("writing {}", json.display()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn add_and_skip_share_the_target_arguments() {
+        let target = ["--rows", "r.jsonl", "--bench", "ntp", "--figure", "offset"];
+        let add = Cli::parse_from(
+            [
+                &["report", "add"][..],
+                &target,
+                &["--value", "2", "--goal", "<3"],
+            ]
+            .concat(),
+        );
+        let Command::Add {
+            target: t, value, ..
+        } = add.command
+        else {
+            panic!("{add:?}")
+        };
+        assert_eq!(
+            (t.rows, t.bench.as_str(), value),
+            ("r.jsonl".into(), "ntp", 2.0)
+        );
+        let skip =
+            Cli::parse_from([&["report", "skip"][..], &target, &["--reason", "no root"]].concat());
+        let Command::Skip { target: t, reason } = skip.command else {
+            panic!("{skip:?}")
+        };
+        let row = Row {
+            not_run: Some(reason),
+            ..t.row()
+        };
+        assert_eq!(
+            (row.figure.as_str(), row.not_run.as_deref()),
+            ("offset", Some("no root"))
+        );
+        assert_eq!(row.value, None);
     }
 }

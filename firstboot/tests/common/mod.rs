@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod plan;
+
 use clap::Parser;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -266,6 +268,20 @@ impl Seed {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("seed.log")).unwrap_or_default()
     }
+}
+
+/// Runs firstboot against `seed` to the end, failing the test with firstboot's and the seed's
+/// logs, headed by `what`, unless it exits 0.
+pub fn run_to_the_end(what: &str, host: &Host, seed: &Seed, offset: i64) -> Run {
+    let out = run_with_seed(host, seed, offset, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{what}: {}\nseed:\n{}",
+        stderr(&out),
+        seed.log()
+    );
+    out
 }
 
 /// Runs firstboot against `seed` with extra flags.

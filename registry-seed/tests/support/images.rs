@@ -204,6 +204,17 @@ pub fn build(dir: &Path, family: Family, multi: bool, name: &str) -> Built {
     }
 }
 
+/// The two-platform OCI index most tests serve, named `registry.k8s.io/coredns/coredns:v1.11.1`,
+/// as a layout at `dir`.
+pub fn coredns(dir: &Path) -> Built {
+    build(
+        dir,
+        Family::Oci,
+        true,
+        "registry.k8s.io/coredns/coredns:v1.11.1",
+    )
+}
+
 pub fn read_blob(layout: &Path, digest: &str) -> Vec<u8> {
     std::fs::read(
         layout

@@ -8,6 +8,21 @@ pub mod server;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs `cmd` and returns its output, failing the test with the command line and what it
+/// printed when it exits non-zero.
+pub fn succeed(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
 
 /// Every path under `dir` with the hash of its content (or a marker for directories), to compare
 /// a store before and after an operation.

@@ -1,7 +1,10 @@
 //! The seed's side of the test harness: cluster files, join tokens, an in-process seed and its
 //! requests, and a `launcher-seed serve` process.
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -281,18 +284,39 @@ impl Server {
     }
 }
 
-use std::time::Duration;
-
 /// Runs `launcher-seed ARGS` and returns its stdout, failing with its stderr.
 pub fn cli(args: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_launcher-seed"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "launcher-seed {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = super::succeed(Command::new(env!("CARGO_BIN_EXE_launcher-seed")).args(args));
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs `curl -sS --max-time 20 ARGS` and returns what it wrote to stdout and to stderr; a
+/// transfer that fails fails the test (an HTTP error only with `--fail` among `args`).
+pub fn curl(args: &[&str]) -> (String, String) {
+    let out = super::succeed(
+        Command::new("curl")
+            .args(["-sS", "--max-time", "20"])
+            .args(args),
+    );
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Writes `text` as `dir/cluster.toml` and returns its path.
+pub fn cluster_file(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("cluster.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The MAC of the `i`th of many numbered hosts (up to 65536), in a block no lab machine uses.
+pub fn numbered_mac(i: usize) -> String {
+    format!("52:54:01:00:{:02x}:{:02x}", i / 256, i % 256)
+}
+
+/// A well-formed join token for the `i`th numbered host, distinct for each `i`.
+pub fn numbered_token(i: usize) -> String {
+    format!("t{i:05}.{:016x}", i * 7919)
 }
