@@ -21,9 +21,17 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, before[line_start..].chars().count() + 1)
 }
 
+/// `text` with every control character but newline and tab removed: text a host or a peer sent
+/// that reaches an operator's terminal, where an escape sequence would act.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::line_col;
+    use super::{line_col, printable};
 
     #[test]
     fn offsets_become_lines_and_columns() {
@@ -46,5 +54,21 @@ mod tests {
             assert_eq!(line_col(text, offset), want, "offset {offset}");
         }
         assert_eq!(line_col("", 3), (1, 1));
+    }
+
+    #[test]
+    fn printable_keeps_lines_and_drops_terminal_controls() {
+        let cases = [
+            ("etcd: started", "etcd: started"),
+            ("line 1\nline 2\tcol", "line 1\nline 2\tcol"),
+            ("\u{1b}[2J\u{1b}]0;owned\u{7}cleared", "[2J]0;ownedcleared"),
+            ("carriage\rreturn\u{8}\u{7f}", "carriagereturn"),
+            ("c1\u{9b}31m red", "c131m red"),
+            ("nul\u{0}byte", "nulbyte"),
+            ("unicode ✓ é", "unicode ✓ é"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(printable(input), want, "{input:?}");
+        }
     }
 }

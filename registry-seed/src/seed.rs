@@ -1,6 +1,7 @@
 //! The running seed's shared state: the spec, the store, the cluster's CA set, the admin
 //! credential and the metrics, opened from a state directory.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -44,12 +45,58 @@ impl std::fmt::Debug for Seed {
     }
 }
 
+/// Narrows this process's umask to 077: what the seed creates in its state directory (the store,
+/// the registry's directories and blobs, the address files) is owner-only from the start.
+pub fn private_umask() {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+}
+
+/// Makes the state directory 0700 and whatever a former run left in it owner-only: it holds the
+/// cluster's CA keys (in the store) and the admin token. New files come out 0600 by the umask
+/// `launcher-seed` sets at start and by explicit modes.
+fn private_state_dir(state_dir: &Path) -> anyhow::Result<()> {
+    durable::private_dir(state_dir)?;
+    for entry in walk(state_dir)? {
+        let meta = std::fs::symlink_metadata(&entry)
+            .with_context(|| format!("reading {}", entry.display()))?;
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        let mode = meta.permissions().mode() & 0o777;
+        let private = if meta.is_dir() {
+            mode & 0o700
+        } else {
+            mode & 0o600
+        };
+        if private != mode {
+            std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(private))
+                .with_context(|| format!("making {} owner-only", entry.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Every entry below `dir`, without following links.
+fn walk(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let entry = entry.with_context(|| format!("reading {}", d.display()))?;
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                pending.push(entry.path());
+            }
+            found.push(entry.path());
+        }
+    }
+    Ok(found)
+}
+
 impl Seed {
     /// Opens the seed's state in `state_dir` for the cluster `spec`: the store, the cluster's
     /// CA set (made once and kept in the store) and the admin credential (made once, 0600).
     pub fn open(spec: ClusterSpec, state_dir: &Path) -> anyhow::Result<Seed> {
-        std::fs::create_dir_all(state_dir)
-            .with_context(|| format!("creating {}", state_dir.display()))?;
+        private_state_dir(state_dir)?;
         let store = RedbStore::open(&state_dir.join(STORE_FILE))?;
         claim_for_cluster(&store, &spec, state_dir)?;
         let cas = load_or_create_cas(&store, &spec)?;

@@ -57,6 +57,7 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    crate::seed::private_umask();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -102,7 +103,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         write_atomic(
             &args.state_dir.join(NTP_ADDR_FILE),
             bound.to_string().as_bytes(),
-            0o644,
+            0o600,
         )?;
         let stats = crate::ntp::NtpStats::new();
         seed.ntp_stats = Some(stats.clone());
@@ -149,7 +150,7 @@ async fn bind(addr: SocketAddr, state_dir: &Path, file: &str) -> anyhow::Result<
         .await
         .with_context(|| format!("listening on {addr}"))?;
     let bound = listener.local_addr().context("reading the bound address")?;
-    write_atomic(&state_dir.join(file), bound.to_string().as_bytes(), 0o644)?;
+    write_atomic(&state_dir.join(file), bound.to_string().as_bytes(), 0o600)?;
     Ok(listener)
 }
 

@@ -36,7 +36,7 @@ impl SeedCa {
                 let ca =
                     pki::seed_ca(KeyAlgorithm::EcdsaP256, now).context("making the seed CA")?;
                 write_atomic(&key_path, ca.key().pem().as_bytes(), 0o600)?;
-                write_atomic(&cert_path, ca.cert_pem().as_bytes(), 0o644)?;
+                write_atomic(&cert_path, ca.cert_pem().as_bytes(), 0o600)?;
                 tracing::info!(path = %cert_path.display(), "made the seed CA");
                 Ok(SeedCa { ca })
             }

@@ -2,6 +2,7 @@
 //! status table the CLI prints.
 
 use cluster::api::{Phase, PhaseState, Role};
+use cluster::text::printable;
 use serde::{Deserialize, Serialize};
 
 use crate::store::records::{HostRecord, HostStatus};
@@ -154,7 +155,7 @@ pub fn render_table(status: &StatusView) -> String {
                 h.phase_since_ms
                     .map(|since| duration_words(status.now_ms - since))
                     .unwrap_or_else(dash),
-                h.message.lines().next().unwrap_or("").to_string(),
+                printable(h.message.lines().next().unwrap_or("")),
             ]
         })
         .collect();

@@ -399,6 +399,36 @@ async fn progress_is_stored_and_shown_in_the_host_list() {
 }
 
 #[tokio::test]
+async fn progress_text_reaches_the_operator_without_terminal_controls() {
+    let (_dir, seed, app) = open(&one_master());
+    let enrolled = enroll(&app, "52:54:00:00:00:04", None).await;
+    let id = enrolled.json["host_id"].as_str().unwrap();
+    // Clear the screen, set the window title, ring the bell: none of it may reach `status`.
+    let message = "\u{1b}[2J\u{1b}]0;owned\u{7}etcd down\r\nsee journal";
+    let report = json!({"phase": "etcd", "state": "failed", "message": message, "at_unix_ms": 5});
+    let answer = send(
+        &app,
+        request(
+            "POST",
+            &format!("/v1/hosts/{id}/progress"),
+            Some(&report),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT, "{}", answer.text);
+    let hosts = send(
+        &app,
+        request("GET", "/v1/admin/hosts", None, Some(&seed.admin_token)),
+    )
+    .await;
+    assert_eq!(
+        hosts.json["hosts"][0]["message"],
+        "[2J]0;ownedetcd down\nsee journal"
+    );
+}
+
+#[tokio::test]
 async fn a_pending_host_is_let_in_after_approval() {
     let (_dir, seed, app) = open(&one_master());
     let admin = seed.admin_token.clone();

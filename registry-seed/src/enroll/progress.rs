@@ -1,11 +1,12 @@
 //! What hosts report after enrolling: the phase they are in, since when, and how it went.
 
 use cluster::api::ProgressReport;
+use cluster::text::printable;
 
 use crate::store::records::{HostRecord, Progress};
 use crate::store::{Store, StoreError, Table, get_json, put_json, write_with};
 
-/// Records a host's report; `false` when no host has this id.
+/// Records a host's report, its message [`printable`]; `false` when no host has this id.
 pub fn record(
     store: &dyn Store,
     id: &str,
@@ -23,7 +24,7 @@ pub fn record(
         host.progress = Some(Progress {
             phase: report.phase,
             state: report.state,
-            message: report.message.clone(),
+            message: printable(&report.message),
             host_at_unix_ms: report.at_unix_ms,
             phase_since_ms: since,
             received_ms: now_ms,

@@ -42,6 +42,7 @@ pub enum ImagesCommand {
 }
 
 pub fn run(cmd: ImagesCommand) -> anyhow::Result<()> {
+    crate::seed::private_umask();
     match cmd {
         ImagesCommand::Import {
             files,
