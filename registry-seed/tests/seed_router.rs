@@ -7,7 +7,7 @@ use axum::http::{Request, StatusCode};
 use cluster::api::{self, EnrollResponse, codes};
 use registry_seed::store::records::TokenRecord;
 use registry_seed::store::{Table, put_json, write_with};
-use serde_json::json;
+use serde_json::{Value, json};
 use support::seed::*;
 
 #[tokio::test]
@@ -367,29 +367,27 @@ async fn refused_enrollments_write_nothing() {
     assert_eq!(hosts.json["hosts"], json!([]), "{}", hosts.text);
 }
 
-#[tokio::test]
-async fn progress_is_stored_and_shown_in_the_host_list() {
+/// Enrolls the worker, posts `report` as its progress, and returns the worker's id and its row
+/// of the admin host list.
+async fn report_and_list(report: Value) -> (String, Value) {
     let (_dir, seed, app) = open(&one_master());
     let enrolled = enroll(&app, "52:54:00:00:00:04", None).await;
-    let id = enrolled.json["host_id"].as_str().unwrap();
-    let report = json!({"phase": "preload", "state": "failed", "message": "ctr import failed", "at_unix_ms": 5});
-    let answer = send(
-        &app,
-        request(
-            "POST",
-            &format!("/v1/hosts/{id}/progress"),
-            Some(&report),
-            None,
-        ),
-    )
-    .await;
+    let id = enrolled.json["host_id"].as_str().unwrap().to_string();
+    let path = format!("/v1/hosts/{id}/progress");
+    let answer = send(&app, request("POST", &path, Some(&report), None)).await;
     assert_eq!(answer.status, StatusCode::NO_CONTENT, "{}", answer.text);
     let hosts = send(
         &app,
         request("GET", "/v1/admin/hosts", None, Some(&seed.admin_token)),
     )
     .await;
-    let host = &hosts.json["hosts"][0];
+    (id, hosts.json["hosts"][0].clone())
+}
+
+#[tokio::test]
+async fn progress_is_stored_and_shown_in_the_host_list() {
+    let report = json!({"phase": "preload", "state": "failed", "message": "ctr import failed", "at_unix_ms": 5});
+    let (id, host) = report_and_list(report).await;
     assert_eq!(host["id"], id);
     assert_eq!(host["hostname"], "lab-w1");
     assert_eq!(host["phase"], "preload");
@@ -400,32 +398,11 @@ async fn progress_is_stored_and_shown_in_the_host_list() {
 
 #[tokio::test]
 async fn progress_text_reaches_the_operator_without_terminal_controls() {
-    let (_dir, seed, app) = open(&one_master());
-    let enrolled = enroll(&app, "52:54:00:00:00:04", None).await;
-    let id = enrolled.json["host_id"].as_str().unwrap();
     // Clear the screen, set the window title, ring the bell: none of it may reach `status`.
     let message = "\u{1b}[2J\u{1b}]0;owned\u{7}etcd down\r\nsee journal";
     let report = json!({"phase": "etcd", "state": "failed", "message": message, "at_unix_ms": 5});
-    let answer = send(
-        &app,
-        request(
-            "POST",
-            &format!("/v1/hosts/{id}/progress"),
-            Some(&report),
-            None,
-        ),
-    )
-    .await;
-    assert_eq!(answer.status, StatusCode::NO_CONTENT, "{}", answer.text);
-    let hosts = send(
-        &app,
-        request("GET", "/v1/admin/hosts", None, Some(&seed.admin_token)),
-    )
-    .await;
-    assert_eq!(
-        hosts.json["hosts"][0]["message"],
-        "[2J]0;ownedetcd down\nsee journal"
-    );
+    let (_, host) = report_and_list(report).await;
+    assert_eq!(host["message"], "[2J]0;ownedetcd down\nsee journal");
 }
 
 #[tokio::test]
