@@ -296,6 +296,13 @@ pub mod codes {
     pub const TOKEN_USED: &str = "token_used";
     pub const BAD_CSR: &str = "bad_csr";
     pub const IDENTITY_CONFLICT: &str = "identity_conflict";
+    /// The request came without the host's identity key (a TLS client certificate).
+    pub const IDENTITY_REQUIRED: &str = "identity_required";
+    /// The identity the request claims is bound to another key: a re-imaged or replaced host
+    /// is let in again only after `launcher-seed hosts reset ID`.
+    pub const IDENTITY_TAKEN: &str = "identity_taken";
+    /// Too many requests from this address; the answer's `Retry-After` says when to come back.
+    pub const RATE_LIMITED: &str = "rate_limited";
     pub const NO_CAPACITY: &str = "no_capacity";
     pub const BUSY: &str = "busy";
     pub const INTERNAL: &str = "internal";

@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-use crate::http::{self, PeerAddr, Scheme};
+use crate::http::{self, ClientKey, PeerAddr, Scheme};
 use crate::seed::{ADDR_FILE, Seed};
 use crate::tls::{SeedCa, server_config, server_names};
 use durable::write_atomic;
@@ -186,7 +186,14 @@ async fn accept_tls(listener: TcpListener, tls: tokio_rustls::TlsAcceptor, app: 
                 }
                 Err(_) => return,
             };
-            serve_connection(TokioIo::new(stream), peer, "https", app).await;
+            let client_key = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|cert| cluster::pki::HostKeyId::of_cert_der(cert).ok())
+                .map(ClientKey);
+            serve_connection(TokioIo::new(stream), peer, "https", client_key, app).await;
         });
     }
 }
@@ -201,18 +208,27 @@ async fn accept_plain(listener: TcpListener, app: Router) {
             TokioIo::new(tcp),
             peer,
             "http",
+            None,
             app.clone(),
         ));
     }
 }
 
-async fn serve_connection<I>(io: I, peer: SocketAddr, scheme: &'static str, app: Router)
-where
+async fn serve_connection<I>(
+    io: I,
+    peer: SocketAddr,
+    scheme: &'static str,
+    client_key: Option<ClientKey>,
+    app: Router,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service = app.map_request(move |mut request: Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(PeerAddr(peer));
         request.extensions_mut().insert(Scheme(scheme));
+        if let Some(key) = client_key {
+            request.extensions_mut().insert(key);
+        }
         request
     });
     let service = hyper_util::service::TowerToHyperService::new(service);

@@ -6,6 +6,7 @@
 mod ca;
 mod cert;
 mod der;
+mod identity;
 mod key;
 mod kubeconfig;
 mod pin;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::ca::{Ca, CaKind, CaSet};
 pub use self::cert::{CsrKey, Issued, SubjectKey, parse_csr};
+pub use self::identity::{HostIdentityKey, HostKeyId, IDENTITY_CN};
 pub use self::key::PrivateKey;
 pub use self::kubeconfig::{ClientCredential, Kubeconfig, KubeconfigKind};
 pub use self::pin::CaPin;

@@ -76,6 +76,11 @@ pub struct PeerAddr(pub SocketAddr);
 #[derive(Debug, Clone, Copy)]
 pub struct Scheme(pub &'static str);
 
+/// The identity key the client proved it holds in its TLS handshake (its client certificate),
+/// set by the server for HTTPS connections that presented one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientKey(pub cluster::pki::HostKeyId);
+
 async fn healthz() -> &'static str {
     "ok\n"
 }
