@@ -1,5 +1,5 @@
-//! An enrollment load generator: simulated hosts, each with its own keys and CSRs (made before
-//! the clock starts) and its own TLS connection, POST `/v1/enroll` to one seed.
+//! An enrollment load generator: simulated hosts, each with its own identity key, keys and CSRs
+//! (made before the clock starts) and its own TLS connection, POST `/v1/enroll` to one seed.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -55,6 +55,25 @@ fn csr_pem(name: &str) -> Result<String, rcgen::Error> {
     params.serialize_request(&key)?.pem()
 }
 
+/// One simulated host: its enrollment body and the identity key it presents.
+#[derive(Debug, Clone)]
+pub struct SimHost {
+    pub body: Vec<u8>,
+    pub identity: cluster::pki::HostIdentityKey,
+}
+
+/// Host `index`: its body and a fresh identity key.
+pub fn sim_host(index: usize, csrs: CsrSet) -> Result<SimHost, EnrollLoadError> {
+    let identity = cluster::pki::HostIdentityKey::generate().map_err(|e| EnrollLoadError::Csr {
+        index,
+        reason: e.to_string(),
+    })?;
+    Ok(SimHost {
+        body: enroll_body(index, csrs)?,
+        identity,
+    })
+}
+
 /// The JSON body of host `index`'s enrollment, with fresh P-256 keys and CSRs.
 pub fn enroll_body(index: usize, csrs: CsrSet) -> Result<Vec<u8>, EnrollLoadError> {
     let names: &[&str] = match csrs {
@@ -85,7 +104,7 @@ pub fn pregenerate(
     hosts: usize,
     csrs: CsrSet,
     threads: usize,
-) -> Result<Vec<Vec<u8>>, EnrollLoadError> {
+) -> Result<Vec<SimHost>, EnrollLoadError> {
     let threads = threads.max(1);
     let parts = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
@@ -93,7 +112,7 @@ pub fn pregenerate(
                 scope.spawn(move || {
                     (t..hosts)
                         .step_by(threads)
-                        .map(|i| enroll_body(i, csrs).map(|b| (i, b)))
+                        .map(|i| sim_host(i, csrs).map(|b| (i, b)))
                         .collect::<Result<Vec<_>, _>>()
                 })
             })
@@ -103,16 +122,19 @@ pub fn pregenerate(
             .map(|h| h.join().map_err(|_| EnrollLoadError::Thread)?)
             .collect::<Result<Vec<_>, _>>()
     })?;
-    let mut bodies = vec![Vec::new(); hosts];
-    for (i, body) in parts.into_iter().flatten() {
-        bodies[i] = body;
-    }
-    Ok(bodies)
+    let mut all: Vec<(usize, SimHost)> = parts.into_iter().flatten().collect();
+    all.sort_by_key(|(i, _)| *i);
+    Ok(all.into_iter().map(|(_, host)| host).collect())
 }
 
-/// A TLS client trusting only the seed CA, with session resumption off: every simulated host
-/// makes a full handshake, as a freshly booted machine does.
-pub fn tls_connector(ca_pem: &[u8]) -> Result<tokio_rustls::TlsConnector, EnrollLoadError> {
+/// The seed CA as the simulated hosts trust it.
+#[derive(Debug, Clone)]
+pub struct SeedTrust {
+    roots: Arc<rustls::RootCertStore>,
+}
+
+/// Trust in the seed CA of `ca_pem` only.
+pub fn seed_trust(ca_pem: &[u8]) -> Result<SeedTrust, EnrollLoadError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut &ca_pem[..]) {
         let cert = cert.map_err(|e| EnrollLoadError::Ca(e.to_string()))?;
@@ -123,14 +145,34 @@ pub fn tls_connector(ca_pem: &[u8]) -> Result<tokio_rustls::TlsConnector, Enroll
     if roots.is_empty() {
         return Err(EnrollLoadError::Ca("no certificate in the pem".into()));
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| EnrollLoadError::Ca(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.resumption = rustls::client::Resumption::disabled();
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    Ok(SeedTrust {
+        roots: Arc::new(roots),
+    })
+}
+
+impl SeedTrust {
+    /// A TLS client presenting `identity`, with session resumption off: every simulated host
+    /// makes a full handshake, as a freshly booted machine does.
+    fn connector(
+        &self,
+        identity: &cluster::pki::HostIdentityKey,
+    ) -> Result<tokio_rustls::TlsConnector, String> {
+        let cert = rustls_pemfile::certs(&mut identity.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let key = rustls_pemfile::private_key(&mut identity.key_pem.as_bytes())
+            .map_err(|e| e.to_string())?
+            .ok_or("no identity key")?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(self.roots.clone())
+            .with_client_auth_cert(cert, key)
+            .map_err(|e| e.to_string())?;
+        config.resumption = rustls::client::Resumption::disabled();
+        Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    }
 }
 
 /// How one simulated host fared.
@@ -178,13 +220,13 @@ async fn post(
     Ok((status, bytes))
 }
 
-async fn one_host(
-    connector: &tokio_rustls::TlsConnector,
-    addr: SocketAddr,
-    body: Vec<u8>,
-) -> Outcome {
+async fn one_host(trust: &SeedTrust, addr: SocketAddr, host: SimHost) -> Outcome {
+    let connector = match trust.connector(&host.identity) {
+        Ok(connector) => connector,
+        Err(why) => return Outcome::Failed(format!("identity: {why}")),
+    };
     let start = Instant::now();
-    let (status, bytes) = match post(connector, addr, body).await {
+    let (status, bytes) = match post(&connector, addr, host.body).await {
         Ok(answer) => answer,
         Err(why) => return Outcome::Failed(why),
     };
@@ -266,11 +308,7 @@ impl Tally {
 }
 
 /// Enrolls every host of `bodies` (each its own connection), `concurrency` at a time.
-pub async fn run(
-    load: &EnrollLoad,
-    connector: tokio_rustls::TlsConnector,
-    bodies: Vec<Vec<u8>>,
-) -> EnrollLoadResult {
+pub async fn run(load: &EnrollLoad, trust: SeedTrust, bodies: Vec<SimHost>) -> EnrollLoadResult {
     let hosts = bodies.len();
     let bodies = Arc::new(Mutex::new(bodies.into_iter().enumerate()));
     let next = Arc::new(AtomicUsize::new(0));
@@ -279,12 +317,8 @@ pub async fn run(
     let deadline = start + load.time_limit;
     let mut workers = Vec::new();
     for _ in 0..load.concurrency.max(1) {
-        let (bodies, next, tally, connector) = (
-            bodies.clone(),
-            next.clone(),
-            tally.clone(),
-            connector.clone(),
-        );
+        let (bodies, next, tally, trust) =
+            (bodies.clone(), next.clone(), tally.clone(), trust.clone());
         let seed = load.seed;
         workers.push(tokio::spawn(async move {
             while Instant::now() < deadline {
@@ -292,7 +326,7 @@ pub async fn run(
                     break;
                 };
                 next.fetch_add(1, Ordering::Relaxed);
-                let outcome = one_host(&connector, seed, body).await;
+                let outcome = one_host(&trust, seed, body).await;
                 tally.lock().await.add(outcome);
             }
         }));
@@ -340,8 +374,13 @@ mod tests {
         let bodies = pregenerate(3, CsrSet::All, 2).unwrap();
         assert_eq!(bodies.len(), 3);
         let mut all = std::collections::BTreeSet::new();
-        for (i, body) in bodies.iter().enumerate() {
-            let request: EnrollRequest = serde_json::from_slice(body).unwrap();
+        let keys: std::collections::BTreeSet<String> = bodies
+            .iter()
+            .map(|h| h.identity.id().unwrap().to_string())
+            .collect();
+        assert_eq!(keys.len(), 3, "each host has its own identity key");
+        for (i, host) in bodies.iter().enumerate() {
+            let request: EnrollRequest = serde_json::from_slice(&host.body).unwrap();
             assert_eq!(request.identity.macs, vec![host_mac(i)]);
             assert_eq!(request.csrs.len(), cert_names::ALL.len());
             for pem in request.csrs.values() {
@@ -358,9 +397,9 @@ mod tests {
     }
 
     #[test]
-    fn a_connector_needs_a_certificate() {
+    fn trust_needs_a_certificate() {
         assert!(matches!(
-            tls_connector(b"not a pem"),
+            seed_trust(b"not a pem"),
             Err(EnrollLoadError::Ca(_))
         ));
     }

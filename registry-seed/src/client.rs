@@ -12,8 +12,8 @@ use crate::store::records::{HostRecord, JobRecord, JobState};
 use crate::store::{RedbStore, Table, list_json, read_with};
 use crate::tls::{SeedCa, ca_cert_path};
 use crate::views::{
-    EtcdClientRequest, EtcdClientView, JobAccepted, StatusView, TokenRequest, host_view,
-    render_table,
+    EtcdClientRequest, EtcdClientView, HostResetView, JobAccepted, StatusView, TokenCreated,
+    TokenRequest, host_view, render_table,
 };
 
 /// Where to find the seed and its credential.
@@ -60,6 +60,14 @@ pub enum HostsCommand {
     },
     /// Remove a host (a master leaves etcd first).
     Rm {
+        id: String,
+        #[command(flatten)]
+        seed: SeedArgs,
+    },
+    /// Unbind a host from its identity key, so that the machine is let in again with a new
+    /// one: after its disk was replaced or blanked, or it was re-imaged. Until then the seed
+    /// refuses it (`identity_taken`). The host keeps its role and name.
+    Reset {
         id: String,
         #[command(flatten)]
         seed: SeedArgs,
@@ -349,6 +357,23 @@ pub fn hosts(cmd: HostsCommand) -> anyhow::Result<()> {
             let accepted = client.delete(&format!("/v1/admin/hosts/{id}"))?;
             finish(client.wait_job(accepted, JOB_TIMEOUT)?)
         }
+        HostsCommand::Reset { id, seed } => {
+            let client = AdminClient::new(&seed)?;
+            let answer = client.post(
+                &format!("/v1/admin/hosts/{id}/reset"),
+                &serde_json::json!({}),
+            )?;
+            let reset: HostResetView =
+                serde_json::from_value(answer).context("reading the seed's answer")?;
+            match reset.unbound_key {
+                Some(key) => println!(
+                    "host {} unbound from key {key}; the machine is let in with its next key",
+                    reset.host
+                ),
+                None => println!("host {} was bound to no key", reset.host),
+            }
+            Ok(())
+        }
     }
 }
 
@@ -360,17 +385,10 @@ pub fn tokens(cmd: TokensCommand) -> anyhow::Result<()> {
                 ttl_secs: ttl,
                 role,
             })?;
-            let job = client.wait_job(client.post("/v1/admin/tokens", &body)?, JOB_TIMEOUT)?;
-            anyhow::ensure!(
-                job.state == JobState::Succeeded,
-                "job {} failed: {}",
-                job.id,
-                job.message
-            );
-            let token = job.result["token"]
-                .as_str()
-                .context("the job holds no token")?;
-            println!("{token}");
+            let answer = client.post("/v1/admin/tokens", &body)?;
+            let created: TokenCreated =
+                serde_json::from_value(answer).context("reading the seed's answer")?;
+            println!("{}", created.token);
             Ok(())
         }
     }

@@ -2,12 +2,13 @@
 //! the operator at `GET /v1/admin/jobs/{id}`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use cluster::api::{Phase, Role};
+use cluster::api::Role;
 use serde::{Deserialize, Serialize};
 
-use crate::enroll::apply::{forget_host, token_hash};
-use crate::membership::ChangeError;
+use crate::enroll::apply::{expire_pending, forget_host, token_hash, write_host};
+use crate::membership::{ChangeError, MembershipError};
 use crate::seed::{Seed, random_secret};
 use crate::store::records::{
     HostRecord, HostStatus, JobRecord, JobState, TokenRecord, meta, now_ms,
@@ -22,8 +23,6 @@ pub enum JobRequest {
     ApproveHost { host: String },
     /// Forget a host; a master leaves etcd first.
     RemoveHost { host: String },
-    /// Make a one-time join token.
-    CreateToken { ttl_secs: u64, role: Option<Role> },
 }
 
 impl JobRequest {
@@ -31,9 +30,37 @@ impl JobRequest {
         match self {
             JobRequest::ApproveHost { .. } => "approve_host",
             JobRequest::RemoveHost { .. } => "remove_host",
-            JobRequest::CreateToken { .. } => "create_token",
         }
     }
+}
+
+/// How long a host that waits for approval is kept without asking again: a pending machine
+/// asks every few seconds, so only records of machines gone (or of made-up identities) expire.
+pub const PENDING_EXPIRY: Duration = Duration::from_secs(15 * 60);
+
+/// Forgets, once a minute, the hosts that wait for approval and stopped asking
+/// ([`PENDING_EXPIRY`]).
+pub fn spawn_pending_expiry(seed: Arc<Seed>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let seed = seed.clone();
+            let swept = tokio::task::spawn_blocking(move || {
+                let before = now_ms() - PENDING_EXPIRY.as_millis() as i64;
+                expire_pending(&*seed.store, before)
+            })
+            .await;
+            match swept {
+                Ok(Ok(ids)) if !ids.is_empty() => {
+                    tracing::info!(count = ids.len(), hosts = ?ids, "pending hosts expired");
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => tracing::warn!(error = %err, "expiring pending hosts"),
+                Err(err) => tracing::warn!(error = %err, "expiring pending hosts"),
+            }
+        }
+    });
 }
 
 /// How a job ended.
@@ -139,10 +166,6 @@ async fn run(seed: &Arc<Seed>, request: &JobRequest) -> Outcome {
             let (seed, host) = (seed.clone(), host.clone());
             blocking(move || approve(&seed, &host)).await
         }
-        JobRequest::CreateToken { ttl_secs, role } => {
-            let (seed, ttl, role) = (seed.clone(), *ttl_secs, *role);
-            blocking(move || create_token(&seed, ttl, role)).await
-        }
         JobRequest::RemoveHost { host } => remove_host(seed, host).await,
     }
 }
@@ -165,7 +188,8 @@ fn approve(seed: &Seed, id: &str) -> Outcome {
             )));
         }
         host.status = HostStatus::Approved;
-        put_json(tx, Table::Hosts, id, &host)?;
+        // Approved, the host owns its identifiers: no other machine can claim them now.
+        write_host(tx, &host)?;
         Ok(Ok((
             format!("host {id} approved; it gets its role at its next enrollment"),
             serde_json::json!({"host": id}),
@@ -174,7 +198,13 @@ fn approve(seed: &Seed, id: &str) -> Outcome {
     .unwrap_or_else(|e| Err(format!("recording the approval: {e}")))
 }
 
-fn create_token(seed: &Seed, ttl_secs: u64, role: Option<Role>) -> Outcome {
+/// A new one-time join token, recorded by the SHA-256 of its secret only: the plaintext is in
+/// the answer and nowhere else.
+pub fn create_token(
+    seed: &Seed,
+    ttl_secs: u64,
+    role: Option<Role>,
+) -> Result<(TokenRecord, String), StoreError> {
     let id = random_secret(6);
     let token = format!("{id}.{}", random_secret(16));
     let now = now_ms();
@@ -187,22 +217,14 @@ fn create_token(seed: &Seed, ttl_secs: u64, role: Option<Role>) -> Outcome {
         role,
         used_by: None,
     };
-    write_with(&*seed.store, |tx| put_json(tx, Table::Tokens, &id, &record))
-        .map_err(|e| format!("recording the token: {e}"))?;
-    Ok((
-        format!("token {id} made; it works once until it expires"),
-        serde_json::json!({"token": token, "expires_ms": expires_ms}),
-    ))
+    write_with(&*seed.store, |tx| put_json(tx, Table::Tokens, &id, &record))?;
+    Ok((record, token))
 }
 
-/// Whether a master may hold an etcd member: added as a learner, or past the etcd phase.
+/// Whether a master may hold an etcd member, from the seed's own records (never from what the
+/// host reported): it was added as a learner, or it was given its plan.
 fn may_be_etcd_member(host: &HostRecord) -> bool {
-    host.role() == Some(Role::Master)
-        && (host.etcd.is_some()
-            || host
-                .progress
-                .as_ref()
-                .is_some_and(|p| p.phase >= Phase::Etcd))
+    host.role() == Some(Role::Master) && (host.etcd.is_some() || host.planned_ms.is_some())
 }
 
 async fn remove_host(seed: &Arc<Seed>, id: &str) -> Outcome {
@@ -218,7 +240,15 @@ async fn remove_host(seed: &Arc<Seed>, id: &str) -> Outcome {
     .map_err(|e| format!("reading host {id}: {e}"))?
     .ok_or_else(|| format!("no host {id}"))?;
     if may_be_etcd_member(&host) {
-        seed.membership.remove(&host).await.map_err(|e| match e {
+        let removed = match seed.membership.remove(&host).await {
+            // Given its plan but never started etcd: there is no member to remove.
+            Err(ChangeError::Etcd(MembershipError::NotFound(member))) => {
+                tracing::info!(host = %id, %member, "no etcd member to remove");
+                Ok(())
+            }
+            other => other,
+        };
+        removed.map_err(|e| match e {
             ChangeError::Etcd(e) => format!(
                 "removing etcd member {}: {e}",
                 host.hostname().unwrap_or(id)

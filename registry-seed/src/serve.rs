@@ -120,6 +120,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let registry = crate::oci::router(Arc::new(crate::oci::Store::open(&args.state_dir)?));
     let seed = Arc::new(seed);
     crate::jobs::recover(&seed)?;
+    crate::jobs::spawn_pending_expiry(seed.clone());
     if let Err(err) = seed.membership.resume_promotions().await {
         tracing::warn!(error = %err, "cannot resume the etcd learners' promotions");
     }

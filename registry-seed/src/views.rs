@@ -22,6 +22,10 @@ pub struct HostView {
     pub phase_since_ms: Option<i64>,
     pub message: String,
     pub last_seen_ms: i64,
+    /// The identity key the host is bound to (`sha256:…`); none before its first enrollment
+    /// and after `hosts reset`.
+    #[serde(default)]
+    pub key: Option<String>,
 }
 
 /// `GET /v1/admin/hosts`.
@@ -46,6 +50,22 @@ pub struct TokenRequest {
     pub ttl_secs: u64,
     #[serde(default)]
     pub role: Option<Role>,
+}
+
+/// The answer to `POST /v1/admin/tokens`: the only place the token's secret ever appears.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenCreated {
+    pub id: String,
+    pub token: String,
+    pub expires_ms: i64,
+}
+
+/// The answer to `POST /v1/admin/hosts/{id}/reset`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostResetView {
+    pub host: String,
+    /// The key the host was bound to (`sha256:…`), if it was.
+    pub unbound_key: Option<String>,
 }
 
 /// `POST /v1/admin/etcd-client`: both fields may be left out.
@@ -102,6 +122,7 @@ pub fn host_view(record: &HostRecord) -> HostView {
         phase_since_ms: p.map(|p| p.phase_since_ms),
         message: p.map(|p| p.message.clone()).unwrap_or_default(),
         last_seen_ms: record.last_seen_ms,
+        key: record.key.map(|k| k.to_string()),
     }
 }
 
@@ -211,6 +232,7 @@ mod tests {
                 phase_since_ms: Some(5_000),
                 message: "waiting for peers\nmore".into(),
                 last_seen_ms: 0,
+                key: None,
             }],
         };
         let table = render_table(&status);

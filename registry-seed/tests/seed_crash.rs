@@ -26,11 +26,12 @@ fn prepare(state: &std::path::Path, cluster_text: &str) {
 
 /// Enrolls host `i` until the seed answers with a plan; every answer seen is recorded.
 fn enroll_until_done(
-    client: &reqwest::blocking::Client,
+    state_dir: &std::path::Path,
     url: &str,
     i: usize,
     seen: &Mutex<BTreeMap<usize, Vec<String>>>,
 ) -> serde_json::Value {
+    let client = host_client(state_dir, &numbered_mac(i));
     let body = enroll_body(&numbered_mac(i), Some(&numbered_token(i)));
     let deadline = Instant::now() + Duration::from_secs(240);
     while Instant::now() < deadline {
@@ -69,18 +70,17 @@ fn a_seed_killed_mid_burst_loses_and_duplicates_nothing() {
     let listen = format!("127.0.0.1:{}", testkit::free_tcp_port());
     let mut server = Server::start(&cluster, &state, &listen);
     let url = server.url();
-    let client = server.client();
 
     let enrolled = Arc::new(AtomicUsize::new(0));
     let seen = Arc::new(Mutex::new(BTreeMap::new()));
     let results = Arc::new(Mutex::new(BTreeMap::new()));
     let workers: Vec<_> = (0..CLIENTS)
         .map(|c| {
-            let (client, url) = (client.clone(), url.clone());
+            let (state, url) = (state.clone(), url.clone());
             let (enrolled, seen, results) = (enrolled.clone(), seen.clone(), results.clone());
             std::thread::spawn(move || {
                 for i in (c..HOSTS).step_by(CLIENTS) {
-                    let plan = enroll_until_done(&client, &url, i, &seen);
+                    let plan = enroll_until_done(&state, &url, i, &seen);
                     results.lock().unwrap().insert(i, plan);
                     enrolled.fetch_add(1, Ordering::SeqCst);
                 }

@@ -31,15 +31,19 @@ fn prepare(state: &Path, text: &str) {
 /// Enrolls host `i` from its own address until the seed answers with a plan.
 fn enroll_master(server: &Server, i: usize) -> Plan {
     let ca = std::fs::read(server.state_dir.join("seed-ca.crt")).unwrap();
+    let mac = format!("52:54:00:00:04:{i:02x}");
+    let identity = host_identity(&mac);
+    let pem = format!("{}{}", identity.cert_pem, identity.key_pem);
     let client = reqwest::blocking::Client::builder()
         .use_rustls_tls()
         .tls_built_in_root_certs(false)
         .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap())
         .local_address(ip(i).parse::<std::net::IpAddr>().unwrap())
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
-    let body = enroll_body(&format!("52:54:00:00:04:{i:02x}"), Some(&numbered_token(i)));
+    let body = enroll_body(&mac, Some(&numbered_token(i)));
     testkit::wait_for("the master's plan", Duration::from_secs(60), || {
         let answer = client
             .post(format!("{}/v1/enroll", server.url()))

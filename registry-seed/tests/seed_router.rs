@@ -97,7 +97,9 @@ async fn every_error_code_has_its_status_and_shape() {
     with_csr["csrs"] = json!({"kubelet-client": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"});
     let mut unknown_csr = enroll_body("52:54:00:00:00:04", None);
     unknown_csr["csrs"] = json!({"root-ca": csr("x")});
-    let conflict = json!({"identity": {"macs": ["52:54:00:00:00:01", "52:54:00:00:00:51"]}});
+    // A new machine claiming the MACs of two hosts; another claiming the master's MAC.
+    let conflict = json!({"identity": {"macs": ["52:54:00:00:00:99", "52:54:00:00:00:01", "52:54:00:00:00:51"]}});
+    let taken = json!({"identity": {"macs": ["52:54:00:00:00:98", "52:54:00:00:00:01"]}});
     assert_eq!(
         enroll(&app, "52:54:00:00:00:01", None).await.status,
         StatusCode::OK
@@ -193,6 +195,23 @@ async fn every_error_code_has_its_status_and_shape() {
             None,
             StatusCode::CONFLICT,
             codes::IDENTITY_CONFLICT,
+        ),
+        (
+            "POST",
+            "/v1/enroll",
+            Some(taken),
+            None,
+            StatusCode::FORBIDDEN,
+            codes::IDENTITY_TAKEN,
+        ),
+        // Progress is sent below with the master's key: h-0001 is the token host.
+        (
+            "POST",
+            "/v1/hosts/h-0001/progress",
+            Some(progress.clone()),
+            None,
+            StatusCode::FORBIDDEN,
+            codes::IDENTITY_TAKEN,
         ),
         (
             "POST",
@@ -317,7 +336,11 @@ async fn every_error_code_has_its_status_and_shape() {
         ),
     ];
     for (method, path, body, bearer, status, code) in cases {
-        let answer = send(&app, request(method, path, body.as_ref(), bearer)).await;
+        let mut req = request(method, path, body.as_ref(), bearer);
+        if path.ends_with("/progress") {
+            req = as_host(req, "52:54:00:00:00:01");
+        }
+        let answer = send(&app, req).await;
         let what = format!(
             "{method} {path} {}",
             body.map(|b| b.to_string().chars().take(120).collect::<String>())
@@ -374,7 +397,8 @@ async fn report_and_list(report: Value) -> (String, Value) {
     let enrolled = enroll(&app, "52:54:00:00:00:04", None).await;
     let id = enrolled.json["host_id"].as_str().unwrap().to_string();
     let path = format!("/v1/hosts/{id}/progress");
-    let answer = send(&app, request("POST", &path, Some(&report), None)).await;
+    let post = request("POST", &path, Some(&report), None);
+    let answer = send(&app, as_host(post, "52:54:00:00:00:04")).await;
     assert_eq!(answer.status, StatusCode::NO_CONTENT, "{}", answer.text);
     let hosts = send(
         &app,
@@ -442,7 +466,8 @@ async fn a_pending_host_is_let_in_after_approval() {
         (Some(id.as_str()), Some("worker"))
     );
     assert_eq!(
-        enrolled.json["ip"], "10.77.0.99",
+        enrolled.json["ip"],
+        host_addr("52:54:00:00:00:77").ip().to_string(),
         "a host outside the inventory gets its address"
     );
 }
@@ -480,17 +505,7 @@ async fn removing_an_etcd_master_while_etcd_is_unreachable_fails_and_keeps_it() 
     let admin = seed.admin_token.clone();
     let enrolled = enroll(&app, "52:54:00:00:00:01", None).await;
     let id = enrolled.json["host_id"].as_str().unwrap().to_string();
-    let report = json!({"phase": "etcd", "state": "succeeded", "at_unix_ms": 5});
-    send(
-        &app,
-        request(
-            "POST",
-            &format!("/v1/hosts/{id}/progress"),
-            Some(&report),
-            None,
-        ),
-    )
-    .await;
+    // Nothing the host reports matters: the seed gave it a master's plan.
     let accepted = send(
         &app,
         request(
@@ -528,4 +543,164 @@ async fn a_body_declared_too_large_is_refused_before_reading() {
         (answer.status, answer.code()),
         (StatusCode::PAYLOAD_TOO_LARGE, codes::BODY_TOO_LARGE)
     );
+}
+
+/// Posts a progress report for host `id` from `machine`'s key.
+async fn report(app: &axum::Router, id: &str, machine: &str, phase: &str) -> Answer {
+    let body = json!({"phase": phase, "state": "started", "message": phase, "at_unix_ms": 5});
+    let path = format!("/v1/hosts/{id}/progress");
+    send(
+        app,
+        as_host(request("POST", &path, Some(&body), None), machine),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_request_without_an_identity_key_is_refused_and_writes_nothing() {
+    let (_dir, seed, app) = open(&one_master());
+    let before = dump(&seed);
+    let mut req = request(
+        "POST",
+        "/v1/enroll",
+        Some(&enroll_body("52:54:00:00:00:01", None)),
+        None,
+    );
+    req.extensions_mut()
+        .remove::<registry_seed::http::ClientKey>();
+    let answer = send(&app, req).await;
+    assert_eq!(
+        (answer.status, answer.code()),
+        (StatusCode::UNAUTHORIZED, codes::IDENTITY_REQUIRED),
+        "{}",
+        answer.text
+    );
+    let body = json!({"phase": "time", "state": "started", "at_unix_ms": 1});
+    let answer = send(
+        &app,
+        request("POST", "/v1/hosts/h-0001/progress", Some(&body), None),
+    )
+    .await;
+    assert_eq!(answer.code(), codes::IDENTITY_REQUIRED, "{}", answer.text);
+    assert_eq!(dump(&seed), before);
+}
+
+#[tokio::test]
+async fn a_bound_host_is_refused_to_other_keys_until_an_operator_resets_it() {
+    let (_dir, seed, app) = open(&one_master());
+    let admin = seed.admin_token.clone();
+    let first = enroll(&app, "52:54:00:00:00:01", None).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    let id = first.json["host_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        report(&app, &id, "52:54:00:00:00:01", "materialize")
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+
+    // The same machine with a new key (a blanked disk): refused, and its record unchanged.
+    let before = dump(&seed);
+    let blank = as_host(
+        request(
+            "POST",
+            "/v1/enroll",
+            Some(&enroll_body("52:54:00:00:00:01", None)),
+            None,
+        ),
+        "a blanked disk",
+    );
+    let refused = send(&app, blank).await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::FORBIDDEN, codes::IDENTITY_TAKEN),
+        "{}",
+        refused.text
+    );
+    assert!(
+        refused.json["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("hosts reset {id}"))
+    );
+    let forged = report(&app, &id, "a blanked disk", "identify").await;
+    assert_eq!(forged.code(), codes::IDENTITY_TAKEN);
+    assert_eq!(dump(&seed), before);
+
+    // Reset: the next key that claims the machine is bound to it, with the same role and name.
+    let reset = send(
+        &app,
+        request(
+            "POST",
+            &format!("/v1/admin/hosts/{id}/reset"),
+            Some(&json!({})),
+            Some(&admin),
+        ),
+    )
+    .await;
+    assert_eq!(reset.status, StatusCode::OK, "{}", reset.text);
+    assert!(
+        reset.json["unbound_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    let again = send(
+        &app,
+        as_host(
+            request(
+                "POST",
+                "/v1/enroll",
+                Some(&enroll_body("52:54:00:00:00:01", None)),
+                None,
+            ),
+            "a blanked disk",
+        ),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text);
+    assert_eq!(again.json["host_id"], id.as_str());
+    assert_eq!(again.json["hostname"], first.json["hostname"]);
+    // And the old key is now the stranger.
+    let old = report(&app, &id, "52:54:00:00:00:01", "done").await;
+    assert_eq!(old.code(), codes::IDENTITY_TAKEN);
+}
+
+#[tokio::test]
+async fn strangers_waiting_for_approval_do_not_block_a_real_host() {
+    let (_dir, seed, app) = open(&one_master());
+    let admin = seed.admin_token.clone();
+    // Two strangers claim the worker's UUID and serial (and MACs of their own): both wait.
+    for (machine, field, value) in [
+        (
+            "52:54:00:00:07:01",
+            "product_uuid",
+            "3333cccc-0000-0000-0000-000000000001",
+        ),
+        ("52:54:00:00:07:02", "serial", "SN-REAL"),
+    ] {
+        let mut body = enroll_body(machine, None);
+        body["identity"][field] = json!(value);
+        let answer = send(&app, request("POST", "/v1/enroll", Some(&body), None)).await;
+        assert_eq!(answer.json["status"], "pending", "{}", answer.text);
+    }
+    // The real machine with a token is let in: pending claims own no identifier.
+    let token = make_token(&app, &admin, json!({"ttl_secs": 600})).await;
+    let mut body = enroll_body("52:54:00:00:07:03", Some(&token));
+    body["identity"]["product_uuid"] = json!("3333cccc-0000-0000-0000-000000000001");
+    body["identity"]["serial"] = json!("SN-REAL");
+    let answer = send(&app, request("POST", "/v1/enroll", Some(&body), None)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    // And the inventory master is let in whatever waits.
+    let master = enroll(&app, "52:54:00:00:00:01", None).await;
+    assert_eq!(master.status, StatusCode::OK, "{}", master.text);
+}
+
+#[tokio::test]
+async fn a_token_is_answered_once_and_stored_only_as_its_hash() {
+    let (_dir, seed, app) = open(&one_master());
+    let token = make_token(&app, &seed.admin_token, json!({"ttl_secs": 600})).await;
+    let (_, secret) = token.split_once('.').unwrap();
+    let dump = format!("{:?}", dump(&seed));
+    assert!(!dump.contains(secret), "the token's secret is in the store");
 }

@@ -34,9 +34,14 @@ fn curl_enrolls_against_the_real_seed_trusting_only_its_ca() {
     assert!(!refused.status.success());
 
     let body = r#"{"identity":{"macs":["52:54:00:00:00:04"]}}"#;
+    let (cert, key) = identity_files(dir.path(), "52:54:00:00:00:04");
     let (answer, _) = curl(&[
         "--cacert",
         ca,
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
         "-H",
         "content-type: application/json",
         "--data",
@@ -124,13 +129,13 @@ fn the_admin_cli_makes_tokens_approves_lists_and_removes() {
     let token = cli(&["tokens", "create", "--ttl", "1h", "--state-dir", sd]);
     let token = token.trim();
     assert!(token.len() == 23 && token.as_bytes()[6] == b'.', "{token}");
-    let client = server.client();
     let enroll = |mac: &str, token: Option<&str>| -> serde_json::Value {
         let mut body = enroll_body(mac, token);
         if token.is_none() {
             body.as_object_mut().unwrap().remove("token");
         }
-        client
+        server
+            .host_client(mac)
             .post(format!("{}/v1/enroll", server.url()))
             .json(&body)
             .send()
@@ -151,7 +156,8 @@ fn the_admin_cli_makes_tokens_approves_lists_and_removes() {
     assert_eq!(enroll("52:54:00:00:00:33", None)["host_id"], id);
 
     let report = serde_json::json!({"phase": "install", "state": "started", "message": "kubeadm join", "at_unix_ms": 1});
-    let status = client
+    let status = server
+        .host_client("52:54:00:00:00:33")
         .post(format!("{}/v1/hosts/{id}/progress", server.url()))
         .json(&report)
         .send()

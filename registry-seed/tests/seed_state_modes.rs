@@ -47,7 +47,7 @@ fn the_state_directory_and_every_file_in_it_are_owner_only() {
     let cluster = cluster_file(dir.path(), &one_master());
     let server = Server::start(&cluster, &state, "127.0.0.1:0");
     let answer = server
-        .client()
+        .host_client("52:54:00:00:00:04")
         .post(format!("{}/v1/enroll", server.url()))
         .json(&serde_json::json!({"identity": {"macs": ["52:54:00:00:00:04"]}}))
         .send()

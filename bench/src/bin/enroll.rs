@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bench::enroll::{CsrSet, EnrollLoad, host_mac, pregenerate, run, tls_connector};
+use bench::enroll::{CsrSet, EnrollLoad, host_mac, pregenerate, run, seed_trust};
 use clap::{Parser, Subcommand};
 use testkit::fixtures::{ClusterFile, Host, host};
 
@@ -59,11 +59,17 @@ enum Command {
 }
 
 /// The cluster file for `hosts` simulated workers: the one-master demo file, its master
-/// schedulable, every worker known by MAC alone.
+/// schedulable, every worker known by its MAC, with an address in 10.128.0.0/9 (the simulated
+/// hosts all send from loopback, and a host outside the inventory would take that address).
 fn spec_text(hosts: usize, seed: SocketAddr) -> String {
     let workers = (0..hosts).map(|i| Host {
         mac: host_mac(i),
-        ip: None,
+        ip: Some(format!(
+            "10.{}.{}.{}",
+            128 + ((i >> 16) & 0x7f),
+            (i >> 8) & 0xff,
+            i & 0xff
+        )),
         role: Some("worker"),
         hostname: None,
     });
@@ -93,7 +99,7 @@ fn main() -> anyhow::Result<()> {
         } => {
             anyhow::ensure!(seed.ip().is_loopback(), "{seed} is not a loopback address");
             let ca_pem = std::fs::read(&ca).with_context(|| format!("reading {}", ca.display()))?;
-            let connector = tls_connector(&ca_pem)?;
+            let trust = seed_trust(&ca_pem)?;
             let made = Instant::now();
             let bodies = pregenerate(hosts as usize, csrs, usize::from(threads))?;
             let pregen_secs = made.elapsed().as_secs_f64();
@@ -107,7 +113,7 @@ fn main() -> anyhow::Result<()> {
                 concurrency: usize::from(concurrency),
                 time_limit: Duration::from_secs(time_limit),
             };
-            let result = runtime.block_on(run(&load, connector, bodies));
+            let result = runtime.block_on(run(&load, trust, bodies));
             let mut json = serde_json::to_value(&result)?;
             json["csr_pregeneration_secs"] = serde_json::json!(pregen_secs);
             println!("{json}");

@@ -7,8 +7,12 @@ use cluster::pki::CaSet;
 use cluster::spec::ClusterSpec;
 use sha2::{Digest, Sha256};
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use cluster::pki::HostKeyId;
+
 use super::decide::{
-    ClusterFacts, Decision, Known, TokenLookup, decide, entry_keys, identity_keys,
+    ClusterFacts, Decision, Known, TokenLookup, decide, entry_keys, identity_keys, normalize,
 };
 use super::plan::{BuildError, PlanContext, PlanOutcome, build};
 use crate::store::records::{Counters, HostRecord, HostStatus, TokenRecord, meta};
@@ -51,16 +55,20 @@ pub fn enroll(
     store: &dyn Store,
     cluster: Cluster<'_>,
     request: &EnrollRequest,
-    peer_ip: Option<&str>,
+    caller: &Caller,
     now_ms: i64,
 ) -> Result<Enrollment, StoreError> {
     write_with(store, |tx| {
-        let decision = record(tx, cluster.facts, request, peer_ip, now_ms)?;
+        let decision = record(tx, cluster.facts, request, caller, now_ms)?;
         Ok(match decision {
             Decision::Refused { code, message } => Enrollment::Refused { code, message },
             Decision::Pending { record, .. } => Enrollment::Pending { record },
-            Decision::Enrolled { record, .. } => {
+            Decision::Enrolled { mut record, .. } => {
                 let (plan, joins_etcd) = plan(tx, cluster, &record, request)?;
+                if record.planned_ms.is_none() && matches!(plan, Ok(PlanOutcome::Ready(_))) {
+                    record.planned_ms = Some(now_ms);
+                    put_json(tx, Table::Hosts, &record.id, &record)?;
+                }
                 Enrollment::Enrolled {
                     record,
                     plan,
@@ -114,11 +122,10 @@ fn record(
     tx: &mut dyn Txn,
     facts: &ClusterFacts,
     request: &EnrollRequest,
-    peer_ip: Option<&str>,
+    caller: &Caller,
     now_ms: i64,
 ) -> Result<Decision, StoreError> {
-    let mut known = gather(&*tx, request)?;
-    known.peer_ip = peer_ip.map(str::to_string);
+    let known = gather(&*tx, facts, request, caller)?;
     let decision = decide(facts, request, &known, now_ms);
     match &decision {
         Decision::Enrolled {
@@ -141,32 +148,82 @@ fn record(
     Ok(decision)
 }
 
+/// Who sent a request, as the server saw it.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    /// The identity key the client proved it holds.
+    pub key: Option<HostKeyId>,
+    pub ip: Option<String>,
+}
+
+/// The index key of a bound identity key.
+fn key_index(key: &HostKeyId) -> String {
+    format!("key:{key}")
+}
+
+/// The index key of a host's address.
+fn ip_index(ip: &str) -> String {
+    format!("ip:{ip}")
+}
+
+fn lookup(tx: &dyn ReadTxn, table: Table, key: &str) -> Result<Option<String>, StoreError> {
+    Ok(tx
+        .get(table, key)?
+        .map(|id| String::from_utf8_lossy(&id).into_owned()))
+}
+
 /// What the store knows that bears on this request.
-fn gather(tx: &dyn ReadTxn, request: &EnrollRequest) -> Result<Known, StoreError> {
-    let mut matched_ids = Vec::new();
-    for key in identity_keys(&request.identity).unwrap_or_default() {
-        if let Some(id) = tx.get(Table::Identities, &key)? {
-            let id = String::from_utf8_lossy(&id).into_owned();
-            if !matched_ids.contains(&id) {
-                matched_ids.push(id);
-            }
+fn gather(
+    tx: &dyn ReadTxn,
+    facts: &ClusterFacts,
+    request: &EnrollRequest,
+    caller: &Caller,
+) -> Result<Known, StoreError> {
+    let host = |id: Option<String>| -> Result<Option<HostRecord>, StoreError> {
+        match id {
+            Some(id) => get_json::<HostRecord>(tx, Table::Hosts, &id),
+            None => Ok(None),
+        }
+    };
+    let identity = normalize(&request.identity);
+    let keys = identity_keys(&identity).unwrap_or_default();
+    let mut owners = BTreeMap::new();
+    for key in &keys {
+        if let Some(id) = lookup(tx, Table::Identities, key)? {
+            owners.insert(key.clone(), id);
         }
     }
-    let matched = match matched_ids.as_slice() {
-        [one] => get_json::<HostRecord>(tx, Table::Hosts, one)?,
+    let distinct: BTreeSet<&String> = owners.values().collect();
+    let matched = match distinct.iter().next() {
+        Some(one) if distinct.len() == 1 => host(Some((*one).clone()))?,
         _ => None,
+    };
+    let by_key = match &caller.key {
+        Some(key) => host(lookup(tx, Table::Identities, &key_index(key))?)?,
+        None => None,
+    };
+    let holder = match facts.inventory_entry(&keys) {
+        Some(entry) => host(lookup(tx, Table::Hostnames, &entry.hostname)?)?,
+        None => None,
+    };
+    let peer_ip_holder = match &caller.ip {
+        Some(ip) => lookup(tx, Table::Hostnames, &ip_index(ip))?,
+        None => None,
     };
     let token = match &request.token {
         Some(token) => Some(lookup_token(tx, token)?),
         None => None,
     };
-    let counters = counters(tx)?;
     Ok(Known {
-        matched_ids,
+        client_key: caller.key,
+        by_key,
+        owners,
         matched,
+        inventory_holder: holder,
         token,
-        counters,
-        peer_ip: None,
+        counters: counters(tx)?,
+        peer_ip: caller.ip.clone(),
+        peer_ip_holder,
     })
 }
 
@@ -232,14 +289,34 @@ fn mark_token_used(tx: &mut dyn Txn, token_id: &str, host_id: &str) -> Result<()
     Ok(())
 }
 
-/// Writes a host record with its identity and hostname indexes.
+/// Writes a host record with its indexes: its key; the identifiers it owns once let in or
+/// approved (never one another host owns); its hostname and address.
 pub fn write_host(tx: &mut dyn Txn, record: &HostRecord) -> Result<(), StoreError> {
     put_json(tx, Table::Hosts, &record.id, record)?;
-    for key in identity_keys(&record.identity).unwrap_or_default() {
-        tx.put(Table::Identities, &key, record.id.as_bytes())?;
+    if let Some(key) = &record.key {
+        tx.put(Table::Identities, &key_index(key), record.id.as_bytes())?;
+    }
+    if record.status != HostStatus::Pending {
+        for key in identity_keys(&record.identity).unwrap_or_default() {
+            match lookup(&*tx, Table::Identities, &key)? {
+                Some(owner) if owner != record.id => {}
+                _ => tx.put(Table::Identities, &key, record.id.as_bytes())?,
+            }
+        }
     }
     if let Some(hostname) = record.hostname() {
         tx.put(Table::Hostnames, hostname, record.id.as_bytes())?;
+    }
+    if let Some(ip) = record.assignment.as_ref().and_then(|a| a.ip.as_deref()) {
+        tx.put(Table::Hostnames, &ip_index(ip), record.id.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Deletes `key` from `table` if it points at host `id`.
+fn unindex(tx: &mut dyn Txn, table: Table, key: &str, id: &str) -> Result<(), StoreError> {
+    if tx.get(table, key)?.as_deref() == Some(id.as_bytes()) {
+        tx.delete(table, key)?;
     }
     Ok(())
 }
@@ -250,14 +327,16 @@ pub fn forget_host(tx: &mut dyn Txn, id: &str) -> Result<Option<HostRecord>, Sto
         return Ok(None);
     };
     for key in identity_keys(&record.identity).unwrap_or_default() {
-        if tx.get(Table::Identities, &key)?.as_deref() == Some(id.as_bytes()) {
-            tx.delete(Table::Identities, &key)?;
-        }
+        unindex(tx, Table::Identities, &key, id)?;
     }
-    if let Some(hostname) = record.hostname()
-        && tx.get(Table::Hostnames, hostname)?.as_deref() == Some(id.as_bytes())
-    {
-        tx.delete(Table::Hostnames, hostname)?;
+    if let Some(key) = &record.key {
+        unindex(tx, Table::Identities, &key_index(key), id)?;
+    }
+    if let Some(hostname) = record.hostname() {
+        unindex(tx, Table::Hostnames, hostname, id)?;
+    }
+    if let Some(ip) = record.assignment.as_ref().and_then(|a| a.ip.as_deref()) {
+        unindex(tx, Table::Hostnames, &ip_index(ip), id)?;
     }
     tx.delete(Table::Hosts, id)?;
     if record.status != HostStatus::Enrolled {
@@ -266,4 +345,34 @@ pub fn forget_host(tx: &mut dyn Txn, id: &str) -> Result<Option<HostRecord>, Sto
         put_json(tx, Table::Meta, meta::COUNTERS, &counters)?;
     }
     Ok(Some(record))
+}
+
+/// Unbinds a host from its identity key (`hosts reset`): the next machine that claims the
+/// host's identifiers binds its own key. Returns the record as it was, if it existed.
+pub fn reset_host(tx: &mut dyn Txn, id: &str) -> Result<Option<HostRecord>, StoreError> {
+    let Some(mut record) = get_json::<HostRecord>(&*tx, Table::Hosts, id)? else {
+        return Ok(None);
+    };
+    let before = record.clone();
+    if let Some(key) = record.key.take() {
+        unindex(tx, Table::Identities, &key_index(&key), id)?;
+    }
+    put_json(tx, Table::Hosts, id, &record)?;
+    Ok(Some(before))
+}
+
+/// Forgets hosts that wait for approval and have not asked since `before_ms` (a pending
+/// machine asks again every few seconds). Returns their ids.
+pub fn expire_pending(store: &dyn Store, before_ms: i64) -> Result<Vec<String>, StoreError> {
+    write_with(store, |tx| {
+        let stale: Vec<String> = list_json::<HostRecord>(&*tx, Table::Hosts)?
+            .into_iter()
+            .filter(|h| h.status == HostStatus::Pending && h.last_seen_ms < before_ms)
+            .map(|h| h.id)
+            .collect();
+        for id in &stale {
+            forget_host(tx, id)?;
+        }
+        Ok(stale)
+    })
 }

@@ -2,9 +2,10 @@
 //! No I/O: the caller gathers [`Known`] inside a store transaction and applies the [`Decision`]
 //! in that same transaction.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use cluster::api::{EnrollRequest, HostIdentity, Role, codes};
+use cluster::pki::HostKeyId;
 
 use crate::store::records::{Admission, Assignment, Counters, HostRecord, HostStatus, TokenRecord};
 
@@ -39,6 +40,8 @@ pub struct ClusterFacts {
 struct InventoryIndex {
     /// Identity key → positions in the inventory.
     by_key: HashMap<String, Vec<usize>>,
+    /// The addresses the inventory gives its hosts.
+    ips: BTreeSet<String>,
     masters: u32,
     workers: u32,
     /// Numbers `n` of inventory hostnames `<cluster>-m<n>` / `<cluster>-w<n>`, sorted.
@@ -52,6 +55,9 @@ impl ClusterFacts {
         for (i, entry) in inventory.iter().enumerate() {
             for key in entry_keys(entry) {
                 index.by_key.entry(key).or_default().push(i);
+            }
+            if let Some(ip) = &entry.ip {
+                index.ips.insert(ip.clone());
             }
             match entry.role {
                 Role::Master => index.masters += 1,
@@ -78,6 +84,14 @@ impl ClusterFacts {
             masters,
             inventory,
             index,
+        }
+    }
+
+    /// The one inventory entry these identity keys match, if exactly one does.
+    pub fn inventory_entry(&self, keys: &[String]) -> Option<&InventoryEntry> {
+        match inventory_matches(self, keys).as_slice() {
+            [one] => Some(one),
+            _ => None,
         }
     }
 
@@ -111,16 +125,25 @@ pub enum TokenLookup {
 }
 
 /// What the store says about this request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Known {
-    /// Host ids the request's identity keys point at (deduplicated).
-    pub matched_ids: Vec<String>,
-    /// The record of the matched host, when exactly one matched.
+    /// The identity key the request proved it holds (its TLS client certificate).
+    pub client_key: Option<HostKeyId>,
+    /// The host bound to that key.
+    pub by_key: Option<HostRecord>,
+    /// The owner (a host id) of each of the request's identifiers that a host owns.
+    pub owners: BTreeMap<String, String>,
+    /// The record of the host owning the request's identifiers, when exactly one does.
     pub matched: Option<HostRecord>,
+    /// The host holding the inventory entry the request's identifiers match (found by the
+    /// entry's hostname), if one does.
+    pub inventory_holder: Option<HostRecord>,
     pub token: Option<TokenLookup>,
     pub counters: Counters,
     /// The address the request came from: a host outside the inventory gets it as its IP.
     pub peer_ip: Option<String>,
+    /// The host whose address `peer_ip` already is, if any.
+    pub peer_ip_holder: Option<String>,
 }
 
 /// The planner's answer; the caller writes `record`, its identity and hostname indexes, the
@@ -154,6 +177,32 @@ fn refuse(code: &'static str, message: impl Into<String>) -> Decision {
 /// Most hosts waiting for approval at once: beyond this, unknown hosts are refused
 /// (`no_capacity`) rather than fill the store.
 pub const MAX_WAITING: u32 = 4096;
+
+/// Most identifiers (MACs, product UUID, serial) a host has: a request with more is refused,
+/// and a host's record takes new ones only up to this.
+pub const MAX_IDENTIFIERS: usize = 32;
+
+/// The identity as the seed keeps it: MACs and the UUID lowercase, every value trimmed, MACs
+/// without repeats.
+pub fn normalize(identity: &HostIdentity) -> HostIdentity {
+    let mut macs: Vec<String> = Vec::new();
+    for mac in &identity.macs {
+        let mac = mac.trim().to_ascii_lowercase();
+        if !macs.contains(&mac) {
+            macs.push(mac);
+        }
+    }
+    let trimmed = |v: &Option<String>| v.as_ref().map(|v| v.trim().to_string());
+    HostIdentity {
+        macs,
+        boot_mac: identity
+            .boot_mac
+            .as_ref()
+            .map(|m| m.trim().to_ascii_lowercase()),
+        product_uuid: trimmed(&identity.product_uuid).map(|u| u.to_ascii_lowercase()),
+        serial: trimmed(&identity.serial),
+    }
+}
 
 /// Normalized identity keys: `mac:…`, `uuid:…`, `serial:…`. Values that firmware uses as
 /// placeholders (an all-zero UUID, an empty or "To be filled" serial) identify nothing.
@@ -193,8 +242,10 @@ pub fn identity_keys(identity: &HostIdentity) -> Result<Vec<String>, String> {
     if keys.is_empty() {
         return Err("the identity has no MAC, product UUID or serial".into());
     }
-    if keys.len() > 64 {
-        return Err("the identity has more than 64 keys".into());
+    if keys.len() > MAX_IDENTIFIERS {
+        return Err(format!(
+            "the identity has more than {MAX_IDENTIFIERS} MACs, UUIDs and serials"
+        ));
     }
     Ok(keys)
 }
@@ -246,25 +297,30 @@ pub fn entry_keys(entry: &InventoryEntry) -> Vec<String> {
 
 /// Decides an enrollment. `host_id` names a new record if one is made; `now_ms` is the seed's
 /// clock.
+///
+/// Who the host is comes from its identity key first: the host bound to the key is this host,
+/// whatever identifiers the request claims. A key no host has is a new host, unless the
+/// identifiers it claims are owned by a host (one let in or approved) or match an inventory
+/// entry that a host holds: that host is then taken (`identity_taken`) if it is bound to
+/// another key, and bound to this one if it is bound to none. Pending hosts own no
+/// identifiers, so no claim by a stranger can block a real host's enrollment.
 pub fn decide(
     facts: &ClusterFacts,
     request: &EnrollRequest,
     known: &Known,
     now_ms: i64,
 ) -> Decision {
-    let keys = match identity_keys(&request.identity) {
+    let identity = normalize(&request.identity);
+    let keys = match identity_keys(&identity) {
         Ok(keys) => keys,
         Err(message) => return refuse(codes::BAD_REQUEST, message),
     };
-    if known.matched_ids.len() > 1 {
+    let Some(client_key) = known.client_key else {
         return refuse(
-            codes::IDENTITY_CONFLICT,
-            format!(
-                "this identity matches several known hosts ({}); remove the stale ones",
-                known.matched_ids.join(", ")
-            ),
+            codes::IDENTITY_REQUIRED,
+            "enrollment needs the host's identity key, presented as its TLS client certificate",
         );
-    }
+    };
     let entries = inventory_matches(facts, &keys);
     if entries.len() > 1 {
         return refuse(
@@ -272,28 +328,55 @@ pub fn decide(
             "this identity matches several inventory entries",
         );
     }
+    let entry = entries.first().copied();
     let mut counters = known.counters;
-    let mut record = match &known.matched {
-        Some(existing) => {
-            let mut record = existing.clone();
-            record.last_seen_ms = now_ms;
-            record.identity = merge_identity(&record.identity, &request.identity);
-            record
-        }
-        None => {
-            counters.next_host += 1;
-            HostRecord {
-                id: format!("h-{:04}", counters.next_host),
-                status: HostStatus::Pending,
-                identity: request.identity.clone(),
-                first_seen_ms: now_ms,
-                last_seen_ms: now_ms,
-                assignment: None,
-                progress: None,
-                etcd: None,
+    let (mut record, is_new) = match &known.by_key {
+        Some(bound) => (bound.clone(), false),
+        None => match claimed(known) {
+            Err((code, message)) => return refuse(code, message),
+            Ok(Some(holder)) if holder.key.is_some() => return taken(&holder.id),
+            Ok(Some(holder)) => {
+                let mut record = holder.clone();
+                record.key = Some(client_key);
+                (record, false)
             }
-        }
+            Ok(None) => {
+                counters.next_host += 1;
+                let record = HostRecord {
+                    id: format!("h-{:04}", counters.next_host),
+                    status: HostStatus::Pending,
+                    identity: HostIdentity::default(),
+                    first_seen_ms: now_ms,
+                    last_seen_ms: now_ms,
+                    assignment: None,
+                    progress: None,
+                    etcd: None,
+                    key: Some(client_key),
+                    planned_ms: None,
+                };
+                (record, true)
+            }
+        },
     };
+    if let Some(entry) = entry {
+        if let Some(holder) = &known.inventory_holder
+            && holder.id != record.id
+        {
+            return taken(&holder.id);
+        }
+        let admitted_as = record.assignment.as_ref().map(|a| &a.admission);
+        if admitted_as.is_some_and(|a| *a != Admission::Inventory { index: entry.index }) {
+            return refuse(
+                codes::IDENTITY_CONFLICT,
+                format!(
+                    "this identity matches the inventory's {}, and host {} was let in otherwise",
+                    entry.hostname, record.id
+                ),
+            );
+        }
+    }
+    record.last_seen_ms = now_ms;
+    record.identity = merge_identity(&record.identity, &identity, &known.owners, &record.id);
     if record.assignment.is_some() {
         return Decision::Enrolled {
             record,
@@ -301,12 +384,12 @@ pub fn decide(
             use_token: None,
         };
     }
-    let admitted = match admission(entries.first().copied(), request, known, &record, now_ms) {
+    let admitted = match admission(entry, request, known, &record, now_ms) {
         Ok(admitted) => admitted,
         Err((code, message)) => return refuse(code, message),
     };
     let Some((admission, choice, use_token)) = admitted else {
-        if known.matched.is_none() {
+        if is_new {
             if counters.waiting >= MAX_WAITING {
                 return refuse(
                     codes::NO_CAPACITY,
@@ -319,13 +402,27 @@ pub fn decide(
         }
         return Decision::Pending { record, counters };
     };
-    if known.matched.is_some() {
+    if !is_new && record.status != HostStatus::Enrolled {
         counters.waiting = counters.waiting.saturating_sub(1);
     }
-    let entry = entries.first().copied();
     let mut assignment = assign(facts, entry, choice, admission, &mut counters, now_ms);
-    if assignment.ip.is_none() {
-        assignment.ip = known.peer_ip.clone();
+    if assignment.ip.is_none()
+        && let Some(ip) = &known.peer_ip
+    {
+        let holder = known.peer_ip_holder.as_ref().filter(|id| **id != record.id);
+        if let Some(holder) = holder {
+            return refuse(
+                codes::IDENTITY_CONFLICT,
+                format!("address {ip} is already host {holder}'s"),
+            );
+        }
+        if facts.index.ips.contains(ip) {
+            return refuse(
+                codes::IDENTITY_CONFLICT,
+                format!("address {ip} belongs to a host of the cluster file's inventory"),
+            );
+        }
+        assignment.ip = Some(ip.clone());
     }
     record.assignment = Some(assignment);
     record.status = HostStatus::Enrolled;
@@ -334,6 +431,43 @@ pub fn decide(
         counters,
         use_token,
     }
+}
+
+/// The host that the request's identifiers (or the inventory entry they match) belong to, for a
+/// key no host is bound to.
+fn claimed(known: &Known) -> Result<Option<&HostRecord>, Refusal> {
+    let owners: BTreeSet<&String> = known.owners.values().collect();
+    if owners.len() > 1 {
+        let ids: Vec<&str> = owners.iter().map(|id| id.as_str()).collect();
+        return Err((
+            codes::IDENTITY_CONFLICT,
+            format!(
+                "this identity matches several known hosts ({}); remove the stale ones",
+                ids.join(", ")
+            ),
+        ));
+    }
+    match (&known.matched, &known.inventory_holder) {
+        (Some(a), Some(b)) if a.id != b.id => Err((
+            codes::IDENTITY_CONFLICT,
+            format!(
+                "this identity matches host {} and the inventory entry host {} holds",
+                a.id, b.id
+            ),
+        )),
+        (Some(a), _) => Ok(Some(a)),
+        (None, b) => Ok(b.as_ref()),
+    }
+}
+
+fn taken(id: &str) -> Decision {
+    refuse(
+        codes::IDENTITY_TAKEN,
+        format!(
+            "host {id} is bound to another identity key; if this machine was re-imaged or its \
+             disk replaced, an operator frees it with `launcher-seed hosts reset {id}`"
+        ),
+    )
 }
 
 /// An error code and its message.
@@ -447,23 +581,49 @@ pub fn default_hostname(facts: &ClusterFacts, role: Role, nth: u32) -> String {
     format!("{}-{letter}{n}", facts.name)
 }
 
-/// The union of what was known of a host and what it reports now.
-fn merge_identity(old: &HostIdentity, new: &HostIdentity) -> HostIdentity {
-    let mut macs = old.macs.clone();
-    for mac in &new.macs {
-        if !macs.contains(mac) {
-            macs.push(mac.clone());
+/// What was known of a host and what it reports now: a new MAC is added unless another host
+/// owns it or the host has [`MAX_IDENTIFIERS`] already; the UUID and serial first reported stay.
+fn merge_identity(
+    old: &HostIdentity,
+    new: &HostIdentity,
+    owners: &BTreeMap<String, String>,
+    id: &str,
+) -> HostIdentity {
+    let owned_elsewhere = |key: String| owners.get(&key).is_some_and(|owner| owner != id);
+    let mut merged = HostIdentity {
+        macs: old.macs.clone(),
+        boot_mac: old.boot_mac.clone(),
+        product_uuid: old.product_uuid.clone(),
+        serial: old.serial.clone(),
+    };
+    let count = |identity: &HostIdentity| identity_keys(identity).map_or(0, |k| k.len());
+    if merged.product_uuid.is_none()
+        && let Some(uuid) = &new.product_uuid
+        && !owned_elsewhere(format!("uuid:{uuid}"))
+    {
+        merged.product_uuid = Some(uuid.clone());
+    }
+    if merged.serial.is_none()
+        && let Some(serial) = &new.serial
+        && !owned_elsewhere(format!("serial:{serial}"))
+    {
+        merged.serial = Some(serial.clone());
+    }
+    for mac in new.macs.iter().chain(new.boot_mac.iter()) {
+        if merged.macs.contains(mac) || owned_elsewhere(format!("mac:{mac}")) {
+            continue;
         }
+        if count(&merged) >= MAX_IDENTIFIERS {
+            break;
+        }
+        merged.macs.push(mac.clone());
     }
-    HostIdentity {
-        macs,
-        boot_mac: new.boot_mac.clone().or_else(|| old.boot_mac.clone()),
-        product_uuid: old
-            .product_uuid
-            .clone()
-            .or_else(|| new.product_uuid.clone()),
-        serial: old.serial.clone().or_else(|| new.serial.clone()),
+    if let Some(boot) = &new.boot_mac
+        && merged.macs.contains(boot)
+    {
+        merged.boot_mac = Some(boot.clone());
     }
+    merged
 }
 
 #[cfg(test)]

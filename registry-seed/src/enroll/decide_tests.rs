@@ -45,13 +45,32 @@ fn request(mac: &str, token: Option<&str>) -> EnrollRequest {
     }
 }
 
+fn key(n: u8) -> HostKeyId {
+    format!("sha256:{}", hex::encode([n; 32])).parse().unwrap()
+}
+
+/// A request from a host with key 1 that nothing is bound to.
 fn nothing_known() -> Known {
     Known {
-        matched_ids: vec![],
-        matched: None,
-        token: None,
-        counters: Counters::default(),
-        peer_ip: None,
+        client_key: Some(key(1)),
+        ..Known::default()
+    }
+}
+
+/// What the store says when the request's key is bound to `record`.
+fn bound(record: &HostRecord, counters: Counters) -> Known {
+    Known {
+        client_key: record.key,
+        by_key: Some(record.clone()),
+        counters,
+        ..Known::default()
+    }
+}
+
+fn refused_with(decision: Decision) -> &'static str {
+    match decision {
+        Decision::Refused { code, .. } => code,
+        other => panic!("expected a refusal, got {other:?}"),
     }
 }
 
@@ -187,13 +206,8 @@ fn enrolling_again_gives_the_same_assignment_without_touching_counters() {
         &nothing_known(),
         NOW,
     ));
-    let known = Known {
-        matched_ids: vec![first.id.clone()],
-        matched: Some(first.clone()),
-        token: Some(TokenLookup::NotFound),
-        counters,
-        peer_ip: None,
-    };
+    let mut known = bound(&first, counters);
+    known.token = Some(TokenLookup::NotFound);
     let mut req = request("52:54:00:00:00:01", Some("zzzzzz.bad"));
     req.identity.product_uuid = Some("2222bbbb-0000-0000-0000-000000000001".into());
     let (again, counters_again) = enrolled(decide(&facts(), &req, &known, NOW + 5));
@@ -214,16 +228,14 @@ fn an_approved_host_is_let_in_as_auto() {
         other => panic!("{other:?}"),
     };
     record.status = HostStatus::Approved;
-    let known = Known {
-        matched_ids: vec![record.id.clone()],
-        matched: Some(record.clone()),
-        token: None,
-        counters: Counters {
+    let mut known = bound(
+        &record,
+        Counters {
             next_host: 1,
             ..Counters::default()
         },
-        peer_ip: Some("10.77.0.99".into()),
-    };
+    );
+    known.peer_ip = Some("10.77.0.99".into());
     let (enrolled, _) = enrolled(decide(
         &facts(),
         &request("52:54:00:00:00:77", None),
@@ -268,7 +280,9 @@ fn bad_identities_and_conflicts_are_refused() {
     ];
     for (req, matched, code) in cases {
         let mut known = nothing_known();
-        known.matched_ids = matched.iter().map(|s| s.to_string()).collect();
+        for (i, id) in matched.iter().enumerate() {
+            known.owners.insert(format!("serial:{i}"), id.to_string());
+        }
         match decide(&facts(), &req, &known, NOW) {
             Decision::Refused { code: got, .. } => assert_eq!(got, code, "{req:?}"),
             other => panic!("{req:?}: expected {code}, got {other:?}"),
@@ -312,9 +326,7 @@ fn waiting_hosts_are_counted_and_capped() {
     full.counters.waiting = MAX_WAITING;
     let refused = decide(&facts(), &request("52:54:00:00:00:98", None), &full, NOW);
     assert!(matches!(refused, Decision::Refused { code, .. } if code == codes::NO_CAPACITY));
-    let mut known = full.clone();
-    known.matched_ids = vec![record.id.clone()];
-    known.matched = Some(record);
+    let mut known = bound(&record, full.counters);
     assert!(matches!(
         decide(&facts(), &request("52:54:00:00:00:99", None), &known, NOW),
         Decision::Pending { .. }
@@ -386,4 +398,179 @@ fn generated_names_skip_every_inventory_name_at_any_fleet_size() {
         .map(|e| e.index)
         .collect();
     assert_eq!(found, [0x1387]);
+}
+
+/// A record enrolled (by token) with key 1 and MAC `…:42`.
+fn enrolled_host() -> (HostRecord, Counters) {
+    let mut known = nothing_known();
+    known.token = Some(token(None, NOW + 1));
+    enrolled(decide(
+        &facts(),
+        &request("52:54:00:00:00:42", Some("abcdef.x")),
+        &known,
+        NOW,
+    ))
+}
+
+#[test]
+fn a_request_without_an_identity_key_is_refused() {
+    let known = Known::default();
+    let code = refused_with(decide(
+        &facts(),
+        &request("52:54:00:00:00:01", None),
+        &known,
+        NOW,
+    ));
+    assert_eq!(code, codes::IDENTITY_REQUIRED);
+}
+
+#[test]
+fn the_key_names_the_host_and_a_stranger_claiming_it_is_refused() {
+    let (host, counters) = enrolled_host();
+    assert_eq!(host.key, Some(key(1)));
+    // The bound key is this host, whatever MAC it reports now.
+    let (again, _) = enrolled(decide(
+        &facts(),
+        &request("52:54:00:00:00:43", None),
+        &bound(&host, counters),
+        NOW + 1,
+    ));
+    assert_eq!(again.id, host.id);
+    assert_eq!(
+        again.identity.macs,
+        ["52:54:00:00:00:42", "52:54:00:00:00:43"]
+    );
+    // Another key claiming the host's MAC is refused: the store's owner is bound elsewhere.
+    let mut stranger = nothing_known();
+    stranger.client_key = Some(key(2));
+    stranger
+        .owners
+        .insert("mac:52:54:00:00:00:42".into(), host.id.clone());
+    stranger.matched = Some(host.clone());
+    let code = refused_with(decide(
+        &facts(),
+        &request("52:54:00:00:00:42", None),
+        &stranger,
+        NOW + 2,
+    ));
+    assert_eq!(code, codes::IDENTITY_TAKEN);
+    // After `hosts reset` (no key), the next key that claims it is bound to it.
+    let mut reset = host.clone();
+    reset.key = None;
+    stranger.matched = Some(reset);
+    let (rebound, _) = enrolled(decide(
+        &facts(),
+        &request("52:54:00:00:00:42", None),
+        &stranger,
+        NOW + 3,
+    ));
+    assert_eq!((rebound.id, rebound.key), (host.id, Some(key(2))));
+}
+
+#[test]
+fn an_inventory_entry_held_by_a_bound_host_is_not_taken_through_another_identifier() {
+    let (holder, _) = enrolled(decide(
+        &facts(),
+        &request("52:54:00:00:00:01", None),
+        &nothing_known(),
+        NOW,
+    ));
+    let mut other = nothing_known();
+    other.client_key = Some(key(3));
+    other.inventory_holder = Some(holder);
+    let code = refused_with(decide(
+        &facts(),
+        &request("52:54:00:00:00:01", None),
+        &other,
+        NOW,
+    ));
+    assert_eq!(code, codes::IDENTITY_TAKEN);
+}
+
+#[test]
+fn a_host_gains_no_identifier_another_host_owns_and_at_most_the_cap() {
+    let (host, counters) = enrolled_host();
+    let mut known = bound(&host, counters);
+    known
+        .owners
+        .insert("mac:52:54:00:00:00:50".into(), "h-0099".into());
+    let mut req = request("52:54:00:00:00:50", None);
+    req.identity.macs.push("52:54:00:00:00:51".into());
+    let (again, _) = enrolled(decide(&facts(), &req, &known, NOW + 1));
+    assert_eq!(
+        again.identity.macs,
+        ["52:54:00:00:00:42", "52:54:00:00:00:51"]
+    );
+    // Requests of at most the cap each, many times over: the record stops at the cap.
+    let mut record = again;
+    for round in 0..8u32 {
+        let macs: Vec<String> = (0..MAX_IDENTIFIERS as u32)
+            .map(|i| format!("52:54:01:{:02x}:{:02x}:00", round, i))
+            .collect();
+        let req = EnrollRequest {
+            identity: HostIdentity {
+                macs,
+                ..HostIdentity::default()
+            },
+            token: None,
+            csrs: BTreeMap::new(),
+        };
+        let (next, _) = enrolled(decide(&facts(), &req, &bound(&record, counters), NOW + 2));
+        record = next;
+    }
+    assert_eq!(
+        identity_keys(&record.identity).unwrap().len(),
+        MAX_IDENTIFIERS
+    );
+    // One request with more than the cap is refused outright.
+    let req = EnrollRequest {
+        identity: HostIdentity {
+            macs: (0..=MAX_IDENTIFIERS as u32)
+                .map(|i| format!("52:54:02:00:{:02x}:00", i))
+                .collect(),
+            ..HostIdentity::default()
+        },
+        token: None,
+        csrs: BTreeMap::new(),
+    };
+    assert_eq!(
+        refused_with(decide(&facts(), &req, &bound(&record, counters), NOW + 3)),
+        codes::BAD_REQUEST
+    );
+}
+
+#[test]
+fn identities_are_kept_normalized() {
+    let mut req = request(" 52:54:00:00:00:AB\t", None);
+    req.identity.product_uuid = Some(" 1111AAAA-0000-0000-0000-00000000000F ".into());
+    req.identity.serial = Some("  SN-1 ".into());
+    let Decision::Pending { record, .. } = decide(&facts(), &req, &nothing_known(), NOW) else {
+        panic!("expected pending")
+    };
+    assert_eq!(record.identity.macs, ["52:54:00:00:00:ab"]);
+    assert_eq!(
+        record.identity.product_uuid.as_deref(),
+        Some("1111aaaa-0000-0000-0000-00000000000f")
+    );
+    assert_eq!(record.identity.serial.as_deref(), Some("SN-1"));
+}
+
+#[test]
+fn an_address_another_host_has_is_not_given_twice() {
+    let mut known = nothing_known();
+    known.token = Some(token(None, NOW + 1));
+    known.peer_ip = Some("10.77.0.50".into());
+    known.peer_ip_holder = Some("h-0007".into());
+    let req = request("52:54:00:00:00:42", Some("abcdef.x"));
+    assert_eq!(
+        refused_with(decide(&facts(), &req, &known, NOW)),
+        codes::IDENTITY_CONFLICT
+    );
+    // The inventory's addresses are taken too.
+    known.peer_ip = Some("10.77.0.11".into());
+    known.peer_ip_holder = None;
+    assert_eq!(
+        refused_with(decide(&facts(), &req, &known, NOW)),
+        codes::IDENTITY_CONFLICT
+    );
 }

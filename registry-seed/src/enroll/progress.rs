@@ -1,22 +1,38 @@
 //! What hosts report after enrolling: the phase they are in, since when, and how it went.
 
 use cluster::api::ProgressReport;
+use cluster::pki::HostKeyId;
 use cluster::text::printable;
 
 use crate::store::records::{HostRecord, Progress};
 use crate::store::{Store, StoreError, Table, get_json, put_json, write_with};
 
-/// Records a host's report, its message [`printable`]; `false` when no host has this id.
+/// What became of a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reported {
+    Recorded,
+    /// No host has this id.
+    NoHost,
+    /// The host is not bound to the key the report came with: nothing is recorded.
+    OtherKey,
+}
+
+/// Records a host's report, its message [`printable`], if it came with the key the host is
+/// bound to. A host's reports inform the operator; the seed decides nothing from them.
 pub fn record(
     store: &dyn Store,
     id: &str,
+    key: &HostKeyId,
     report: &ProgressReport,
     now_ms: i64,
-) -> Result<bool, StoreError> {
+) -> Result<Reported, StoreError> {
     write_with(store, |tx| {
         let Some(mut host) = get_json::<HostRecord>(&*tx, Table::Hosts, id)? else {
-            return Ok(false);
+            return Ok(Reported::NoHost);
         };
+        if host.key.as_ref() != Some(key) {
+            return Ok(Reported::OtherKey);
+        }
         let since = match &host.progress {
             Some(p) if p.phase == report.phase => p.phase_since_ms,
             _ => now_ms,
@@ -31,6 +47,6 @@ pub fn record(
         });
         host.last_seen_ms = now_ms;
         put_json(tx, Table::Hosts, id, &host)?;
-        Ok(true)
+        Ok(Reported::Recorded)
     })
 }

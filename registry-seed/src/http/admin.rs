@@ -1,6 +1,7 @@
 //! Admin routes under `/v1/admin`: only with the admin bearer token. Reads answer at once;
-//! changes start a job and answer `{"job": id}`; an etcd client credential is made for the
-//! answer alone, never stored.
+//! approvals and removals start a job and answer `{"job": id}`; a join token and an etcd client
+//! credential are made for the answer alone (a token is stored only as its hash); `hosts reset`
+//! unbinds a host's identity key at once.
 
 use std::sync::Arc;
 
@@ -14,13 +15,14 @@ use cluster::api::codes;
 use cluster::pki::{CaKind, CaSet, CertProfile, SubjectKey, Usage};
 
 use super::{ApiFailure, JsonBody, blocking};
-use crate::enroll::apply::constant_time_eq;
+use crate::enroll::apply::{constant_time_eq, reset_host as reset_host_record};
 use crate::jobs::{self, JobRequest};
 use crate::seed::Seed;
 use crate::store::records::{HostRecord, JobRecord, now_ms};
-use crate::store::{Table, get_json, list_json, read_with};
+use crate::store::{Table, get_json, list_json, read_with, write_with};
 use crate::views::{
-    EtcdClientRequest, EtcdClientView, JobAccepted, StatusView, TokenRequest, host_view,
+    EtcdClientRequest, EtcdClientView, HostResetView, JobAccepted, StatusView, TokenCreated,
+    TokenRequest, host_view,
 };
 
 /// Longest join-token lifetime: 30 days.
@@ -37,6 +39,7 @@ pub fn routes(seed: Arc<Seed>) -> Router<Arc<Seed>> {
         .route("/hosts", get(list_hosts))
         .route("/hosts/{id}", delete(remove_host))
         .route("/hosts/{id}/approve", post(approve_host))
+        .route("/hosts/{id}/reset", post(reset_host))
         .route("/tokens", post(create_token))
         .route("/jobs/{id}", get(get_job))
         .route("/clusters", post(create_cluster))
@@ -152,11 +155,40 @@ async fn create_token(
             format!("ttl_secs must be between 1 and {MAX_TOKEN_TTL_SECS}"),
         ));
     }
-    let job = JobRequest::CreateToken {
-        ttl_secs: request.ttl_secs,
-        role: request.role,
+    let (ttl, role) = (request.ttl_secs, request.role);
+    let (record, token) = blocking("recording the token", move || {
+        jobs::create_token(&seed, ttl, role)
+            .map_err(|e| ApiFailure::internal("recording the token", &e))
+    })
+    .await?;
+    tracing::info!(token = %record.id, "join token made");
+    let body = TokenCreated {
+        id: record.id,
+        token,
+        expires_ms: record.expires_ms,
     };
-    start(&seed, job).await
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// `POST /v1/admin/hosts/{id}/reset`: unbinds the host from its identity key, so that the
+/// machine (re-imaged, or with a new disk) is let in again with a new key. Audited.
+async fn reset_host(
+    State(seed): State<Arc<Seed>>,
+    Path(id): Path<String>,
+) -> Result<Json<HostResetView>, ApiFailure> {
+    let (seed2, id2) = (seed.clone(), id.clone());
+    let before = blocking("resetting the host", move || {
+        write_with(&*seed2.store, |tx| reset_host_record(tx, &id2))
+            .map_err(|e| ApiFailure::internal("resetting the host", &e))
+    })
+    .await?
+    .ok_or_else(|| ApiFailure::new(codes::NOT_FOUND, format!("no host {id}")))?;
+    let key = before.key.map(|k| k.to_string());
+    tracing::warn!(target: "audit", host = %id, key = key.as_deref().unwrap_or("-"), "identity key unbound by an operator");
+    Ok(Json(HostResetView {
+        host: id,
+        unbound_key: key,
+    }))
 }
 
 /// A fresh etcd client certificate and key from the cluster's etcd CA, with that CA.

@@ -10,10 +10,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cluster::api::{EnrollRequest, EnrollResponse, ProgressReport, codes};
 
-use super::{ApiFailure, JsonBody, PeerAddr, blocking};
-use crate::enroll::apply::{self, Enrollment};
+use super::{ApiFailure, ClientKey, JsonBody, PeerAddr, blocking};
+use crate::enroll::apply::{self, Caller, Enrollment};
 use crate::enroll::plan::{BuildError, PlanOutcome};
-use crate::enroll::progress;
+use crate::enroll::progress::{self, Reported};
 use crate::membership::ChangeError;
 use crate::seed::Seed;
 use crate::store::records::now_ms;
@@ -25,14 +25,26 @@ const WAITING_RETRY_SECS: u32 = 3;
 /// Longest progress message kept.
 const MAX_MESSAGE: usize = 4096;
 
-/// `POST /v1/enroll`.
+/// Who sent the request: its address and the identity key its TLS client certificate proved.
+fn caller(
+    peer: Option<axum::Extension<PeerAddr>>,
+    key: Option<axum::Extension<ClientKey>>,
+) -> Caller {
+    Caller {
+        key: key.map(|k| k.0.0),
+        ip: peer.map(|p| p.0.0.ip().to_string()),
+    }
+}
+
+/// `POST /v1/enroll`: the caller must present an identity key.
 pub async fn enroll(
     State(seed): State<Arc<Seed>>,
     peer: Option<axum::Extension<PeerAddr>>,
+    key: Option<axum::Extension<ClientKey>>,
     JsonBody(request): JsonBody<EnrollRequest>,
 ) -> Result<Response, ApiFailure> {
-    let peer_ip = peer.map(|p| p.0.0.ip().to_string());
-    let result = enroll_inner(&seed, request, peer_ip).await;
+    let caller = caller(peer, key);
+    let result = enroll_inner(&seed, request, caller).await;
     let label = match &result {
         Ok((_, label)) => label,
         Err(failure) => failure.code,
@@ -44,22 +56,23 @@ pub async fn enroll(
 async fn enroll_inner(
     seed: &Arc<Seed>,
     request: EnrollRequest,
-    peer_ip: Option<String>,
+    caller: Caller,
 ) -> Result<(Response, &'static str), ApiFailure> {
     let seed2 = seed.clone();
+    let claimed = request.identity.clone();
+    let caller2 = caller.clone();
     let enrollment = blocking("recording the enrollment", move || {
-        apply::enroll(
-            &*seed2.store,
-            seed2.cluster(),
-            &request,
-            peer_ip.as_deref(),
-            now_ms(),
-        )
-        .map_err(|e| ApiFailure::internal("recording the enrollment", &e))
+        apply::enroll(&*seed2.store, seed2.cluster(), &request, &caller2, now_ms())
+            .map_err(|e| ApiFailure::internal("recording the enrollment", &e))
     })
     .await?;
     let (record, plan, joins_etcd) = match enrollment {
-        Enrollment::Refused { code, message } => return Err(ApiFailure::new(code, message)),
+        Enrollment::Refused { code, message } => {
+            if code == codes::IDENTITY_TAKEN {
+                audit_taken(&caller, &format!("{claimed:?}"), &message);
+            }
+            return Err(ApiFailure::new(code, message));
+        }
         Enrollment::Pending { record } => {
             tracing::info!(host = %record.id, "pending approval");
             let message = "not let in yet: an operator must approve this host \
@@ -136,10 +149,20 @@ fn learner_failure(host: &str, err: ChangeError) -> ApiFailure {
     }
 }
 
-/// `POST /v1/hosts/{id}/progress`.
+/// A request that claimed a host bound to another key: logged for the operator at `warn`,
+/// under the `audit` target.
+fn audit_taken(caller: &Caller, claimed: &str, message: &str) {
+    let key = caller.key.map(|k| k.to_string()).unwrap_or_default();
+    let peer = caller.ip.as_deref().unwrap_or("-");
+    tracing::warn!(target: "audit", %peer, %key, claimed, "refused: {message}");
+}
+
+/// `POST /v1/hosts/{id}/progress`: only from the key host `id` is bound to.
 pub async fn progress(
     State(seed): State<Arc<Seed>>,
     Path(id): Path<String>,
+    peer: Option<axum::Extension<PeerAddr>>,
+    key: Option<axum::Extension<ClientKey>>,
     JsonBody(report): JsonBody<ProgressReport>,
 ) -> Result<StatusCode, ApiFailure> {
     if report.message.len() > MAX_MESSAGE {
@@ -148,13 +171,27 @@ pub async fn progress(
             format!("progress messages are limited to {MAX_MESSAGE} bytes"),
         ));
     }
-    let found = blocking("recording progress", move || {
-        progress::record(&*seed.store, &id, &report, now_ms())
+    let caller = caller(peer, key);
+    let Some(client_key) = caller.key else {
+        return Err(ApiFailure::new(
+            codes::IDENTITY_REQUIRED,
+            "progress reports need the host's identity key, presented as its TLS client \
+             certificate",
+        ));
+    };
+    let id2 = id.clone();
+    let outcome = blocking("recording progress", move || {
+        progress::record(&*seed.store, &id2, &client_key, &report, now_ms())
             .map_err(|e| ApiFailure::internal("recording progress", &e))
     })
     .await?;
-    if !found {
-        return Err(ApiFailure::new(codes::NOT_FOUND, "no host with this id"));
+    match outcome {
+        Reported::Recorded => Ok(StatusCode::NO_CONTENT),
+        Reported::NoHost => Err(ApiFailure::new(codes::NOT_FOUND, "no host with this id")),
+        Reported::OtherKey => {
+            let message = format!("host {id} is bound to another identity key");
+            audit_taken(&caller, &format!("progress of {id}"), &message);
+            Err(ApiFailure::new(codes::IDENTITY_TAKEN, message))
+        }
     }
-    Ok(StatusCode::NO_CONTENT)
 }

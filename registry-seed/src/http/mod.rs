@@ -3,10 +3,13 @@
 //! Routes (HTTPS):
 //! - `GET /healthz`, `GET /metrics` (Prometheus text).
 //! - `POST /v1/enroll` (`EnrollRequest` → 200 `Enrolled` plan, or 202 `Pending`), and
-//!   `POST /v1/hosts/{id}/progress` (`ProgressReport` → 204): host routes, no credential.
+//!   `POST /v1/hosts/{id}/progress` (`ProgressReport` → 204): host routes, with the host's
+//!   identity key as the TLS client certificate ([`ClientKey`]); a progress report only from
+//!   the key its host is bound to.
 //! - `/v1/admin/…` with `Authorization: Bearer <state-dir>/admin.token`: `GET hosts` (the
-//!   status view), `GET jobs/{id}`; `POST hosts/{id}/approve`, `DELETE hosts/{id}`,
-//!   `POST tokens {"ttl_secs", "role"?}` answer 202 `{"job": id}` at once;
+//!   status view), `GET jobs/{id}`; `POST hosts/{id}/approve`, `DELETE hosts/{id}` answer
+//!   202 `{"job": id}` at once; `POST tokens {"ttl_secs", "role"?}` answers 201 with the token
+//!   (stored only as its hash); `POST hosts/{id}/reset` unbinds a host's identity key;
 //!   `POST etcd-client {"ttl_secs"?, "holder"?}` answers 200 with the etcd CA and a fresh
 //!   client certificate and key (a day by default, at most seven), stored nowhere.
 //!   `POST clusters` is refused: a seed serves the one cluster of its `--cluster` file.
@@ -14,8 +17,8 @@
 //!   on the plain HTTP listener, see [`plain_app`]), and `/v2/` (the image registry, mounted by
 //!   `serve`).
 //!
-//! Host routes take no credential; admin routes take only the admin bearer token, so neither
-//! kind reaches the other. Every error is `{"code","message"}` with a code of `api::codes`.
+//! Host routes take only a host's identity key; admin routes take only the admin bearer token,
+//! so neither kind reaches the other. Every error is `{"code","message"}` with a code of `api::codes`.
 //! Routes translate requests for the services the seed holds (enrollment, membership, jobs)
 //! and map their errors to that shape; they decide nothing themselves.
 
@@ -172,10 +175,12 @@ pub fn status_of(code: &str) -> StatusCode {
     match code {
         codes::BAD_REQUEST | codes::BAD_CSR => StatusCode::BAD_REQUEST,
         codes::BODY_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
-        codes::UNAUTHORIZED | codes::TOKEN_INVALID | codes::TOKEN_EXPIRED => {
-            StatusCode::UNAUTHORIZED
-        }
-        codes::FORBIDDEN => StatusCode::FORBIDDEN,
+        codes::UNAUTHORIZED
+        | codes::TOKEN_INVALID
+        | codes::TOKEN_EXPIRED
+        | codes::IDENTITY_REQUIRED => StatusCode::UNAUTHORIZED,
+        codes::FORBIDDEN | codes::IDENTITY_TAKEN => StatusCode::FORBIDDEN,
+        codes::RATE_LIMITED => StatusCode::TOO_MANY_REQUESTS,
         codes::NOT_FOUND => StatusCode::NOT_FOUND,
         codes::TOKEN_USED | codes::IDENTITY_CONFLICT | codes::NO_CAPACITY => StatusCode::CONFLICT,
         codes::BUSY => StatusCode::SERVICE_UNAVAILABLE,

@@ -14,9 +14,10 @@ pub use redb_store::RedbStore;
 pub enum Table {
     /// Host id → [`records::HostRecord`].
     Hosts,
-    /// Identity key (`mac:…`, `uuid:…`, `serial:…`) → host id.
+    /// Identifier (`mac:…`, `uuid:…`, `serial:…`) → the host id that owns it (a host let in, or
+    /// approved); `key:sha256:…` (a bound identity key) → host id, for every host.
     Identities,
-    /// Hostname → host id.
+    /// Hostname → host id; `ip:<address>` → the host id that has that address.
     Hostnames,
     /// Token id → [`records::TokenRecord`].
     Tokens,

@@ -1,6 +1,7 @@
 //! The records the seed keeps, as stored (JSON values of the [`super::Table`]s).
 
 use cluster::api::{HostIdentity, Phase, PhaseState, Role};
+use cluster::pki::HostKeyId;
 use serde::{Deserialize, Serialize};
 
 /// Whether a host is let in yet.
@@ -77,6 +78,14 @@ pub struct HostRecord {
     pub progress: Option<Progress>,
     #[serde(default)]
     pub etcd: Option<EtcdMembership>,
+    /// The identity key the host proved it holds at its first enrollment: every later request
+    /// for this host must present it. `None` until then, and after `hosts reset`.
+    #[serde(default)]
+    pub key: Option<HostKeyId>,
+    /// When the seed first gave the host a plan (the seed's clock): from then on a master may
+    /// hold an etcd member, whatever the host reports.
+    #[serde(default)]
+    pub planned_ms: Option<i64>,
 }
 
 impl HostRecord {

@@ -10,14 +10,16 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use cluster::api::Role;
+use cluster::pki::HostKeyId;
 use cluster::spec::ClusterSpec;
 use http_body_util::BodyExt;
 use registry_seed::enroll::apply::token_hash;
-use registry_seed::http::PeerAddr;
+use registry_seed::http::{ClientKey, PeerAddr};
 use registry_seed::seed::Seed;
 use registry_seed::store::records::TokenRecord;
 use registry_seed::store::{Table, put_json, write_with};
 use serde_json::{Value, json};
+use sha2::Digest;
 use testkit::fixtures::ClusterFile;
 use tower::ServiceExt;
 
@@ -107,13 +109,16 @@ pub async fn send(app: &Router, request: Request<Body>) -> Answer {
     }
 }
 
-/// A request from `peer` (the address the seed sees), with an optional bearer token.
+/// A request with an optional bearer token. An enrollment comes from its machine (named by its
+/// first MAC, UUID or serial): that machine's identity key and address; anything else from
+/// 10.77.0.99 with no key.
 pub fn request(
     method: &str,
     path: &str,
     body: Option<&Value>,
     bearer: Option<&str>,
 ) -> Request<Body> {
+    let json_body = body;
     let mut builder = Request::builder().method(method).uri(path);
     if let Some(token) = bearer {
         builder = builder.header("authorization", format!("Bearer {token}"));
@@ -125,10 +130,50 @@ pub fn request(
         }
         None => Body::empty(),
     };
+    let machine = json_body.and_then(machine_of);
     let mut request = builder.body(body).unwrap();
     request
         .extensions_mut()
         .insert(PeerAddr("10.77.0.99:40000".parse().unwrap()));
+    if let Some(machine) = machine {
+        request
+            .extensions_mut()
+            .insert(ClientKey(host_key(&machine)));
+        request
+            .extensions_mut()
+            .insert(PeerAddr(host_addr(&machine)));
+    }
+    request
+}
+
+/// The address the machine named `machine` sends from: one machine, one address.
+pub fn host_addr(machine: &str) -> std::net::SocketAddr {
+    let digest = sha2::Sha256::digest(machine.trim_matches('"').as_bytes());
+    std::net::SocketAddr::from(([10, 200, digest[0], digest[1]], 40000))
+}
+
+/// What names the machine of an enrollment body: its first MAC, UUID or serial.
+fn machine_of(body: &Value) -> Option<String> {
+    let identity = body.get("identity")?;
+    let first = identity["macs"]
+        .get(0)
+        .or(identity.get("product_uuid"))
+        .or(identity.get("serial"));
+    Some(first.map_or("none".to_string(), |v| v.to_string()))
+}
+
+/// The identity key of the machine named `machine` in these tests (as if its TLS client
+/// certificate had proved it): one machine, one key.
+pub fn host_key(machine: &str) -> HostKeyId {
+    let digest = sha2::Sha256::digest(machine.trim_matches('"').as_bytes());
+    format!("sha256:{}", hex::encode(digest)).parse().unwrap()
+}
+
+/// `request` sent by the machine `machine` (its identity key).
+pub fn as_host(mut request: Request<Body>, machine: &str) -> Request<Body> {
+    request
+        .extensions_mut()
+        .insert(ClientKey(host_key(machine)));
     request
 }
 
@@ -182,15 +227,13 @@ pub async fn wait_job(app: &Router, admin: &str, accepted: &Answer) -> Value {
 
 /// Makes a join token through the admin API.
 pub async fn make_token(app: &Router, admin: &str, body: Value) -> String {
-    let accepted = send(
+    let created = send(
         app,
         request("POST", "/v1/admin/tokens", Some(&body), Some(admin)),
     )
     .await;
-    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{accepted:?}");
-    let job = wait_job(app, admin, &accepted).await;
-    assert_eq!(job["state"], "succeeded", "{job}");
-    job["result"]["token"].as_str().unwrap().to_string()
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    created.json["token"].as_str().unwrap().to_string()
 }
 
 /// Every file path of an enrolled answer's plan.
@@ -271,6 +314,12 @@ impl Server {
         format!("https://{}", self.addr)
     }
 
+    /// A blocking HTTPS client of the machine named `machine`: it presents that machine's
+    /// identity key and sends from that machine's own loopback address ([`loopback_of`]).
+    pub fn host_client(&self, machine: &str) -> reqwest::blocking::Client {
+        host_client(&self.state_dir, machine)
+    }
+
     /// A blocking HTTPS client trusting only the seed's CA.
     pub fn client(&self) -> reqwest::blocking::Client {
         let ca = std::fs::read(self.state_dir.join("seed-ca.crt")).unwrap();
@@ -319,4 +368,62 @@ pub fn numbered_mac(i: usize) -> String {
 /// A well-formed join token for the `i`th numbered host, distinct for each `i`.
 pub fn numbered_token(i: usize) -> String {
     format!("t{i:05}.{:016x}", i * 7919)
+}
+
+/// Every entry of every table of a seed's store: what "nothing was written" is checked against.
+pub fn dump(seed: &Seed) -> Vec<(String, String, Vec<u8>)> {
+    registry_seed::store::read_with(&*seed.store, |tx| {
+        let mut all = Vec::new();
+        for table in Table::ALL {
+            for (key, value) in tx.list(table)? {
+                all.push((table.name().to_string(), key, value));
+            }
+        }
+        Ok(all)
+    })
+    .unwrap()
+}
+
+/// The identity key of the machine named `machine`, made once per test process.
+pub fn host_identity(machine: &str) -> cluster::pki::HostIdentityKey {
+    static KEYS: std::sync::Mutex<
+        Option<std::collections::HashMap<String, cluster::pki::HostIdentityKey>>,
+    > = std::sync::Mutex::new(None);
+    let mut keys = KEYS.lock().unwrap();
+    keys.get_or_insert_with(Default::default)
+        .entry(machine.to_string())
+        .or_insert_with(|| cluster::pki::HostIdentityKey::generate().unwrap())
+        .clone()
+}
+
+/// A loopback address of the machine's own (127.x.y.z), so that hosts outside the inventory,
+/// which take the address they come from, each have theirs.
+pub fn loopback_of(machine: &str) -> std::net::IpAddr {
+    let digest = sha2::Sha256::digest(machine.as_bytes());
+    std::net::IpAddr::from([127, digest[0] | 1, digest[1], digest[2] | 1])
+}
+
+/// Writes the machine's identity certificate and key into `dir` for curl's `--cert`/`--key`.
+pub fn identity_files(dir: &Path, machine: &str) -> (PathBuf, PathBuf) {
+    let identity = host_identity(machine);
+    let (cert, key) = (dir.join("identity.crt"), dir.join("identity.key"));
+    std::fs::write(&cert, identity.cert_pem).unwrap();
+    std::fs::write(&key, identity.key_pem).unwrap();
+    (cert, key)
+}
+
+/// [`Server::host_client`] for the seed whose state directory is `state_dir`.
+pub fn host_client(state_dir: &Path, machine: &str) -> reqwest::blocking::Client {
+    let ca = std::fs::read(state_dir.join("seed-ca.crt")).unwrap();
+    let identity = host_identity(machine);
+    let pem = format!("{}{}", identity.cert_pem, identity.key_pem);
+    reqwest::blocking::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap())
+        .local_address(loopback_of(machine))
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
 }
