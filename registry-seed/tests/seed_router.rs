@@ -704,3 +704,36 @@ async fn a_token_is_answered_once_and_stored_only_as_its_hash() {
     let dump = format!("{:?}", dump(&seed));
     assert!(!dump.contains(secret), "the token's secret is in the store");
 }
+
+#[tokio::test]
+async fn pending_hosts_that_stop_asking_expire_and_leave_the_waiting_room() {
+    let (_dir, seed, app) = open(&one_master());
+    let first = enroll(&app, "52:54:00:00:00:77", None).await;
+    let id = first.json["host_id"].as_str().unwrap().to_string();
+    let waiting = |seed: &registry_seed::seed::Seed| {
+        registry_seed::store::read_with(&*seed.store, |tx| {
+            registry_seed::enroll::apply::counters(tx)
+        })
+        .unwrap()
+        .waiting
+    };
+    assert_eq!(waiting(&seed), 1);
+    let before = dump(&seed);
+    let none = registry_seed::enroll::apply::expire_pending(&*seed.store, 0).unwrap();
+    assert!(none.is_empty());
+    assert_eq!(dump(&seed), before, "nothing expired, nothing written");
+    let far = i64::MAX;
+    let gone = registry_seed::enroll::apply::expire_pending(&*seed.store, far).unwrap();
+    assert_eq!(gone, [id]);
+    assert_eq!(waiting(&seed), 0);
+    // Enrolled hosts never expire.
+    assert_eq!(
+        enroll(&app, "52:54:00:00:00:04", None).await.status,
+        StatusCode::OK
+    );
+    assert!(
+        registry_seed::enroll::apply::expire_pending(&*seed.store, far)
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -17,7 +17,8 @@ use super::decide::{
 use super::plan::{BuildError, PlanContext, PlanOutcome, build};
 use crate::store::records::{Counters, HostRecord, HostStatus, TokenRecord, meta};
 use crate::store::{
-    ReadTxn, Store, StoreError, Table, Txn, get_json, list_json, put_json, read_with, write_with,
+    Keep, ReadTxn, Store, StoreError, Table, Txn, get_json, list_json, put_json, read_with,
+    write_or_discard, write_with,
 };
 
 /// What every enrollment is decided and planned against.
@@ -58,10 +59,13 @@ pub fn enroll(
     caller: &Caller,
     now_ms: i64,
 ) -> Result<Enrollment, StoreError> {
-    write_with(store, |tx| {
+    write_or_discard(store, |tx| {
         let decision = record(tx, cluster.facts, request, caller, now_ms)?;
-        Ok(match decision {
-            Decision::Refused { code, message } => Enrollment::Refused { code, message },
+        if let Decision::Refused { code, message } = decision {
+            return Ok((Enrollment::Refused { code, message }, Keep::Discard));
+        }
+        let enrollment = match decision {
+            Decision::Refused { .. } => unreachable!("handled above"),
             Decision::Pending { record, .. } => Enrollment::Pending { record },
             Decision::Enrolled { mut record, .. } => {
                 let (plan, joins_etcd) = plan(tx, cluster, &record, request)?;
@@ -75,7 +79,8 @@ pub fn enroll(
                     joins_etcd,
                 }
             }
-        })
+        };
+        Ok((enrollment, Keep::Commit))
     })
 }
 
@@ -364,15 +369,22 @@ pub fn reset_host(tx: &mut dyn Txn, id: &str) -> Result<Option<HostRecord>, Stor
 /// Forgets hosts that wait for approval and have not asked since `before_ms` (a pending
 /// machine asks again every few seconds). Returns their ids.
 pub fn expire_pending(store: &dyn Store, before_ms: i64) -> Result<Vec<String>, StoreError> {
-    write_with(store, |tx| {
-        let stale: Vec<String> = list_json::<HostRecord>(&*tx, Table::Hosts)?
+    let stale = |tx: &dyn ReadTxn| -> Result<Vec<String>, StoreError> {
+        Ok(list_json::<HostRecord>(tx, Table::Hosts)?
             .into_iter()
             .filter(|h| h.status == HostStatus::Pending && h.last_seen_ms < before_ms)
             .map(|h| h.id)
-            .collect();
-        for id in &stale {
+            .collect())
+    };
+    // Nothing is written (no commit) when nothing expired.
+    if read_with(store, |tx| stale(tx))?.is_empty() {
+        return Ok(Vec::new());
+    }
+    write_with(store, |tx| {
+        let ids = stale(&*tx)?;
+        for id in &ids {
             forget_host(tx, id)?;
         }
-        Ok(stale)
+        Ok(ids)
     })
 }

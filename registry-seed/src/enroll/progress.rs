@@ -5,7 +5,7 @@ use cluster::pki::HostKeyId;
 use cluster::text::printable;
 
 use crate::store::records::{HostRecord, Progress};
-use crate::store::{Store, StoreError, Table, get_json, put_json, write_with};
+use crate::store::{Keep, Store, StoreError, Table, get_json, put_json, write_or_discard};
 
 /// What became of a report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,12 +26,12 @@ pub fn record(
     report: &ProgressReport,
     now_ms: i64,
 ) -> Result<Reported, StoreError> {
-    write_with(store, |tx| {
+    write_or_discard(store, |tx| {
         let Some(mut host) = get_json::<HostRecord>(&*tx, Table::Hosts, id)? else {
-            return Ok(Reported::NoHost);
+            return Ok((Reported::NoHost, Keep::Discard));
         };
         if host.key.as_ref() != Some(key) {
-            return Ok(Reported::OtherKey);
+            return Ok((Reported::OtherKey, Keep::Discard));
         }
         let since = match &host.progress {
             Some(p) if p.phase == report.phase => p.phase_since_ms,
@@ -47,6 +47,6 @@ pub fn record(
         });
         host.last_seen_ms = now_ms;
         put_json(tx, Table::Hosts, id, &host)?;
-        Ok(Reported::Recorded)
+        Ok((Reported::Recorded, Keep::Commit))
     })
 }

@@ -69,6 +69,9 @@ pub enum StoreError {
     },
     #[error("writing in a read-only transaction")]
     ReadOnly,
+    /// Not an error: how [`write_or_discard`] ends a transaction without committing it.
+    #[error("the transaction was discarded")]
+    Discarded,
 }
 
 /// Reads inside a transaction.
@@ -161,6 +164,34 @@ pub fn write_with<S: Store + ?Sized, T>(
         Ok(())
     })?;
     Ok(out.expect("a committed write produced its value"))
+}
+
+/// Whether a write transaction's changes are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    Commit,
+    /// Nothing is committed, not even an empty transaction: the store's file is unchanged.
+    Discard,
+}
+
+/// Runs a write closure that decides whether its transaction is committed.
+pub fn write_or_discard<S: Store + ?Sized, T>(
+    store: &S,
+    mut f: impl FnMut(&mut dyn Txn) -> Result<(T, Keep), StoreError>,
+) -> Result<T, StoreError> {
+    let mut out = None;
+    let result = store.write(&mut |tx| {
+        let (value, keep) = f(tx)?;
+        out = Some(value);
+        match keep {
+            Keep::Commit => Ok(()),
+            Keep::Discard => Err(StoreError::Discarded),
+        }
+    });
+    match result {
+        Ok(()) | Err(StoreError::Discarded) => Ok(out.expect("a write closure produced its value")),
+        Err(err) => Err(err),
+    }
 }
 
 /// Runs a read closure that produces a value.
