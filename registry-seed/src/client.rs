@@ -12,8 +12,8 @@ use crate::store::records::{HostRecord, JobRecord, JobState};
 use crate::store::{RedbStore, Table, list_json, read_with};
 use crate::tls::{SeedCa, ca_cert_path};
 use crate::views::{
-    EtcdClientRequest, EtcdClientView, HostResetView, JobAccepted, StatusView, TokenCreated,
-    TokenRequest, host_view, render_table,
+    EtcdClientRequest, EtcdClientView, HostResetView, JobAccepted, KubeconfigRequest,
+    KubeconfigView, StatusView, TokenCreated, TokenRequest, host_view, render_table,
 };
 
 /// Where to find the seed and its credential.
@@ -113,6 +113,22 @@ pub struct EtcdClientArgs {
     /// Who holds the credential, named in the certificate's subject.
     #[arg(long, default_value = "admin")]
     pub holder: String,
+}
+
+/// `launcher-seed kubeconfig`.
+#[derive(Debug, clap::Args)]
+pub struct KubeconfigArgs {
+    #[command(flatten)]
+    pub seed: SeedArgs,
+    /// Who the credential is for: its certificate's CN, the user Kubernetes sees.
+    #[arg(long)]
+    pub user: String,
+    /// How long the certificate is valid: `90s`, `30m`, `1h`, `7d` (at most 7d).
+    #[arg(long, default_value = "24h", value_parser = parse_ttl)]
+    pub ttl: u64,
+    /// Write the kubeconfig to this file (0600) instead of printing it.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// The files of an etcd client credential in a directory.
@@ -402,6 +418,31 @@ pub fn jobs(cmd: JobsCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+pub fn kubeconfig(args: KubeconfigArgs) -> anyhow::Result<()> {
+    let client = AdminClient::new(&args.seed)?;
+    let request = KubeconfigRequest {
+        user: args.user,
+        ttl_secs: Some(args.ttl),
+    };
+    let answer = client.post("/v1/admin/kubeconfig", &serde_json::to_value(&request)?)?;
+    let view: KubeconfigView =
+        serde_json::from_value(answer).context("reading the seed's kubeconfig")?;
+    match &args.out {
+        Some(path) => {
+            durable::write_atomic(path, view.kubeconfig.as_bytes(), 0o600)?;
+            eprintln!(
+                "{}: {} ({}) at {}",
+                path.display(),
+                view.user,
+                view.group,
+                view.server
+            );
+        }
+        None => print!("{}", view.kubeconfig),
+    }
+    Ok(())
 }
 
 pub fn etcd_client(args: EtcdClientArgs) -> anyhow::Result<()> {

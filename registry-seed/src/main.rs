@@ -43,6 +43,14 @@ enum Command {
     /// --cert OUT/client.crt --key OUT/client.key`. The certificate is for client
     /// authentication only and expires after --ttl (at most 7d); ask again for a new one.
     EtcdClient(client::EtcdClientArgs),
+    /// Get a kubeconfig for an operator from a running seed, aimed at the cluster's
+    /// control-plane endpoint.
+    ///
+    /// Its client certificate is signed by the cluster CA for this answer alone (never stored),
+    /// names --user as the user and the cluster administrators' group (kubeadm's
+    /// `kubeadm:cluster-admins`, `system:masters` before 1.29), and expires after --ttl (at
+    /// most 7d). Printed, or written to --out with mode 0600.
+    Kubeconfig(client::KubeconfigArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -64,6 +72,7 @@ fn main() -> std::process::ExitCode {
         Command::Tokens(cmd) => client::tokens(cmd),
         Command::Jobs(cmd) => client::jobs(cmd),
         Command::EtcdClient(args) => client::etcd_client(args),
+        Command::Kubeconfig(args) => client::kubeconfig(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

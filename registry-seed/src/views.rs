@@ -80,6 +80,39 @@ pub struct EtcdClientRequest {
     pub holder: Option<String>,
 }
 
+/// `POST /v1/admin/kubeconfig`: who the credential is for, and how long it lasts (a day when
+/// unset, at most seven).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubeconfigRequest {
+    pub user: String,
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+}
+
+/// An operator's kubeconfig made for one answer, aimed at the control-plane endpoint: the seed
+/// keeps neither its key nor a record.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KubeconfigView {
+    pub kubeconfig: String,
+    /// The user (certificate CN) and group (O) Kubernetes sees.
+    pub user: String,
+    pub group: String,
+    pub server: String,
+    pub not_after_ms: i64,
+}
+
+impl std::fmt::Debug for KubeconfigView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeconfigView")
+            .field("user", &self.user)
+            .field("group", &self.group)
+            .field("server", &self.server)
+            .field("not_after_ms", &self.not_after_ms)
+            .finish_non_exhaustive()
+    }
+}
+
 /// An etcd client credential made for one answer: the seed keeps neither the key nor a record.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EtcdClientView {

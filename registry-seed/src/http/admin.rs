@@ -12,7 +12,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use cluster::api::codes;
-use cluster::pki::{CaKind, CaSet, CertProfile, SubjectKey, Usage};
+use cluster::pki::{
+    CaKind, CaSet, CertProfile, ClientCredential, Convention, Kubeconfig, KubeconfigKind,
+    SubjectKey, Usage,
+};
 
 use super::{ApiFailure, JsonBody, blocking};
 use crate::enroll::apply::{constant_time_eq, reset_host as reset_host_record};
@@ -21,8 +24,8 @@ use crate::seed::Seed;
 use crate::store::records::{HostRecord, JobRecord, now_ms};
 use crate::store::{Table, get_json, list_json, read_with, write_with};
 use crate::views::{
-    EtcdClientRequest, EtcdClientView, HostResetView, JobAccepted, StatusView, TokenCreated,
-    TokenRequest, host_view,
+    EtcdClientRequest, EtcdClientView, HostResetView, JobAccepted, KubeconfigRequest,
+    KubeconfigView, StatusView, TokenCreated, TokenRequest, host_view,
 };
 
 /// Longest join-token lifetime: 30 days.
@@ -44,6 +47,7 @@ pub fn routes(seed: Arc<Seed>) -> Router<Arc<Seed>> {
         .route("/jobs/{id}", get(get_job))
         .route("/clusters", post(create_cluster))
         .route("/etcd-client", post(create_etcd_client))
+        .route("/kubeconfig", post(create_kubeconfig))
         .route_layer(middleware::from_fn_with_state(seed, require_admin))
 }
 
@@ -191,12 +195,78 @@ async fn reset_host(
     }))
 }
 
+/// A kubeconfig for an operator, aimed at the control-plane endpoint, with a client
+/// certificate the cluster CA signs for this answer alone: the user's name as its CN and the
+/// cluster administrators' group (`kubeadm:cluster-admins`, or `system:masters` before 1.29)
+/// as its O, as kubeadm's `admin.conf`.
+async fn create_kubeconfig(
+    State(seed): State<Arc<Seed>>,
+    JsonBody(request): JsonBody<KubeconfigRequest>,
+) -> Result<Json<KubeconfigView>, ApiFailure> {
+    let (ttl_secs, user) = credential_terms(request.ttl_secs, Some(&request.user), "user")?;
+    let view = blocking("signing an operator's client certificate", move || {
+        issue_kubeconfig(&seed, &user, ttl_secs, time::OffsetDateTime::now_utc())
+    })
+    .await?;
+    tracing::info!(user = %view.user, group = %view.group, not_after_ms = view.not_after_ms, "issued a kubeconfig");
+    Ok(Json(view))
+}
+
+fn issue_kubeconfig(
+    seed: &Seed,
+    user: &str,
+    ttl_secs: u64,
+    now: time::OffsetDateTime,
+) -> Result<KubeconfigView, ApiFailure> {
+    let spec = &seed.spec;
+    let convention = Convention::for_minor(spec.kubernetes_version.minor());
+    let mut profile = KubeconfigKind::Admin.profile(convention);
+    profile.common_name = user.to_string();
+    let group = profile.organization.clone().unwrap_or_default();
+    let validity = time::Duration::seconds(ttl_secs as i64);
+    let issued = seed
+        .cas
+        .ca
+        .issue_for(
+            &profile,
+            SubjectKey::Fresh(seed.cas.key_algorithm()),
+            now,
+            validity,
+        )
+        .map_err(|e| ApiFailure::internal("signing an operator's client certificate", &e))?;
+    let key = issued.key.ok_or_else(|| {
+        ApiFailure::internal(
+            "signing an operator's client certificate",
+            &"no key was made",
+        )
+    })?;
+    let server = cluster::plan::api_server_url(spec);
+    let config = Kubeconfig {
+        cluster_name: spec.name.to_string(),
+        server: server.clone(),
+        ca_pem: seed.cas.ca.cert_pem().to_owned(),
+        user: user.to_string(),
+        credential: ClientCredential::Embedded {
+            cert_pem: issued.cert_pem,
+            key_pem: key.pem().to_owned(),
+        },
+    };
+    Ok(KubeconfigView {
+        kubeconfig: config.render(),
+        user: user.to_string(),
+        group,
+        server,
+        not_after_ms: ((now + validity).unix_timestamp_nanos() / 1_000_000) as i64,
+    })
+}
+
 /// A fresh etcd client certificate and key from the cluster's etcd CA, with that CA.
 async fn create_etcd_client(
     State(seed): State<Arc<Seed>>,
     JsonBody(request): JsonBody<EtcdClientRequest>,
 ) -> Result<Json<EtcdClientView>, ApiFailure> {
-    let (ttl_secs, holder) = etcd_client_terms(&request)?;
+    let (ttl_secs, holder) =
+        credential_terms(request.ttl_secs, request.holder.as_deref(), "holder")?;
     let view = blocking("signing an etcd client certificate", move || {
         issue_etcd_client(
             &seed.cas,
@@ -214,21 +284,26 @@ async fn create_etcd_client(
     Ok(Json(view))
 }
 
-/// The lifetime and holder a request asks for, or the `bad_request` that refuses it.
-fn etcd_client_terms(request: &EtcdClientRequest) -> Result<(u64, String), ApiFailure> {
-    let ttl_secs = request.ttl_secs.unwrap_or(DEFAULT_ETCD_CLIENT_TTL_SECS);
+/// The lifetime and name (`what`: a holder, a user) a credential request asks for, or the
+/// `bad_request` that refuses it.
+fn credential_terms(
+    ttl_secs: Option<u64>,
+    name: Option<&str>,
+    what: &str,
+) -> Result<(u64, String), ApiFailure> {
+    let ttl_secs = ttl_secs.unwrap_or(DEFAULT_ETCD_CLIENT_TTL_SECS);
     if ttl_secs == 0 || ttl_secs > MAX_ETCD_CLIENT_TTL_SECS {
         return Err(ApiFailure::new(
             codes::BAD_REQUEST,
             format!("ttl_secs must be between 1 and {MAX_ETCD_CLIENT_TTL_SECS}"),
         ));
     }
-    let holder = request.holder.as_deref().unwrap_or("admin");
+    let holder = name.unwrap_or("admin");
     let fits = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
     if holder.is_empty() || holder.len() > MAX_HOLDER_LEN || !holder.chars().all(fits) {
         return Err(ApiFailure::new(
             codes::BAD_REQUEST,
-            format!("holder must be 1 to {MAX_HOLDER_LEN} ASCII letters, digits, '.', '_' or '-'"),
+            format!("{what} must be 1 to {MAX_HOLDER_LEN} ASCII letters, digits, '.', '_' or '-'"),
         ));
     }
     Ok((ttl_secs, holder.to_string()))
