@@ -24,6 +24,80 @@ const CA_KEYS: [&str; 4] = [
     "/etc/kubernetes/pki/sa.key",
 ];
 
+/// `launcher-seed ARGS` against the lab's seed, from inside its namespace.
+fn seed_cli(run: &std::path::Path, namespace: &str, args: &[&str]) -> String {
+    let output = Command::new("ip")
+        .args(["netns", "exec", namespace])
+        .arg(testkit::workspace_bin("launcher-seed"))
+        .args(args)
+        .arg("--state-dir")
+        .arg(run.join("seed"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "launcher-seed {args:?}: {}",
+        text(&output.stderr)
+    );
+    text(&output.stdout)
+}
+
+/// The worker's row of the seed's host list: (id, bound key).
+fn worker_row(run: &std::path::Path, namespace: &str) -> (String, String) {
+    let hosts: serde_json::Value =
+        serde_json::from_str(&seed_cli(run, namespace, &["hosts", "ls", "--json"])).unwrap();
+    let worker = hosts["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["role"] == "worker")
+        .expect("the worker's row")
+        .clone();
+    (
+        worker["id"].as_str().unwrap().to_string(),
+        worker["key"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+/// The worker's disk is replaced: the machine comes back with a new identity key and is
+/// refused (its record untouched) until the operator resets it; then it is done again under
+/// the same id, bound to its new key.
+fn a_new_disk_is_refused_until_the_host_is_reset(run: &std::path::Path, namespace: &str) {
+    let (id, first_key) = worker_row(run, namespace);
+    assert!(first_key.starts_with("sha256:"), "{first_key}");
+    let off = common::lab(run, &["power", "off", "w1"]);
+    assert!(off.status.success(), "{}", text(&off.stderr));
+    let on = common::lab(run, &["power", "on", "w1", "--new-disk"]);
+    assert!(on.status.success(), "{}", text(&on.stderr));
+    let refusal = format!("host {id} is bound to another identity key");
+    testkit::wait_for(
+        "the seed to refuse the new disk's key",
+        std::time::Duration::from_secs(600),
+        || {
+            let log = std::fs::read_to_string(run.join("seed.log")).unwrap_or_default();
+            log.lines()
+                .any(|l| l.contains("audit") && l.contains(&refusal))
+                .then_some(())
+        },
+    );
+    assert_eq!(worker_row(run, namespace), (id.clone(), first_key.clone()));
+    let reset = seed_cli(run, namespace, &["hosts", "reset", &id]);
+    assert!(reset.contains(&first_key), "{reset}");
+    let wait = common::lab(run, &["wait", "--timeout", "900"]);
+    assert!(
+        wait.status.success(),
+        "{}{}",
+        text(&wait.stdout),
+        text(&wait.stderr)
+    );
+    let (again, second_key) = worker_row(run, namespace);
+    assert_eq!(again, id);
+    assert!(
+        second_key.starts_with("sha256:") && second_key != first_key,
+        "{second_key}"
+    );
+}
+
 #[test]
 fn one_master_and_one_worker_boot_by_pxe_and_reach_done() {
     let Some(image) = common::image_or_skip() else {
@@ -77,6 +151,7 @@ fn one_master_and_one_worker_boot_by_pxe_and_reach_done() {
                 && m1.contains(" ms off"),
             "{stdout}"
         );
+        a_new_disk_is_refused_until_the_host_is_reset(&run, &state.namespace);
     });
     if let Err(panic) = checked {
         print_logs(&run);

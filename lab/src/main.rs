@@ -39,6 +39,11 @@ enum Cmd {
         state: PowerState,
         /// The VM: `m1`, `w2`, … as `up` lists them.
         vm: String,
+        /// With `on`: give the VM a new blank data disk first, as when a disk is replaced. The
+        /// seed refuses the machine's new identity key (`identity_taken`) until an operator
+        /// runs `launcher-seed hosts reset ID`.
+        #[arg(long)]
+        new_disk: bool,
         /// The run directory `up` used.
         #[arg(long, default_value = "lab-run")]
         run_dir: PathBuf,
@@ -185,9 +190,17 @@ fn main() -> ExitCode {
         Cmd::Down { run_dir } => absolute(&run_dir)
             .and_then(|dir| runner::down(&dir))
             .map(|()| ExitCode::SUCCESS),
-        Cmd::Power { state, vm, run_dir } => absolute(&run_dir)
+        Cmd::Power {
+            state,
+            vm,
+            new_disk,
+            run_dir,
+        } => absolute(&run_dir)
             .and_then(|dir| match state {
-                PowerState::On => runner::power_on(&dir, &vm),
+                PowerState::On => runner::power_on(&dir, &vm, new_disk),
+                PowerState::Off if new_disk => {
+                    anyhow::bail!("--new-disk goes with `power on`")
+                }
                 PowerState::Off => runner::power_off(&dir, &vm),
             })
             .map(|()| ExitCode::SUCCESS),

@@ -87,6 +87,7 @@ mod tests {
             phase_since_ms: Some(since_ms),
             message: String::new(),
             last_seen_ms: since_ms,
+            key: None,
         }
     }
 

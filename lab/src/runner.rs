@@ -97,7 +97,8 @@ pub fn down(run_dir: &Path) -> anyhow::Result<()> {
 
 /// Powers on VM `label` of the lab in `run_dir` (again, or for the first time for a spare
 /// master: it is listed in the cluster file, `masters` raised, and the seed restarted to read it).
-pub fn power_on(run_dir: &Path, label: &str) -> anyhow::Result<()> {
+/// With `new_disk`, its data disk is replaced by a blank one first.
+pub fn power_on(run_dir: &Path, label: &str, new_disk: bool) -> anyhow::Result<()> {
     let mut lab = Lab::from_state(run_dir)?;
     let labels: Vec<&str> = lab.plan.vms.iter().map(|v| v.label.as_str()).collect();
     let vm = lab
@@ -120,6 +121,10 @@ pub fn power_on(run_dir: &Path, label: &str) -> anyhow::Result<()> {
         );
         lab.stop_process("seed")?;
         lab.seed()?;
+    }
+    if new_disk {
+        crate::host::make_disk(&vm, lab.plan.options.disk_mib)?;
+        println!("launcher-lab: {label} has a new blank data disk");
     }
     lab.power_on(&vm)?;
     println!(
@@ -183,7 +188,7 @@ mod tests {
             "no lab in {0}; start one with `launcher-lab up --run-dir {0}`",
             run.display()
         );
-        assert_eq!(err(power_on(run, "m1")), no_lab);
+        assert_eq!(err(power_on(run, "m1", false)), no_lab);
         assert_eq!(err(power_off(run, "m1")), no_lab);
         let state = LabState {
             namespace: "launcher-lab-00000000".into(),
@@ -210,7 +215,7 @@ mod tests {
         state.save(run).unwrap();
         let cases = [
             (
-                power_on(run, "m9"),
+                power_on(run, "m9", false),
                 "this lab has no VM m9; it has m1, m2, w1",
             ),
             (power_off(run, "w1"), "w1 is not powered on in this lab"),
@@ -226,7 +231,7 @@ mod tests {
         };
         old.save(run).unwrap();
         assert_eq!(
-            err(power_on(run, "m1")),
+            err(power_on(run, "m1", false)),
             format!(
                 "the lab state in {} does not say how the lab was made; `launcher-lab down` and `up` it again",
                 run.display()

@@ -245,6 +245,7 @@ mod tests {
             phase_since_ms: Some(10_000),
             message: "waiting for 1 more member\nsecond line".into(),
             last_seen_ms: 0,
+            key: None,
         }
     }
 
