@@ -1,9 +1,10 @@
-//! Talking to the seed over pinned TLS: enrollment (with polite retries) and progress reports.
+//! Talking to the seed over pinned TLS, presenting the host's identity key: enrollment (with
+//! polite retries) and progress reports.
 
 use crate::os::Os;
 use crate::tls::{self, PinOutcome, PinVerifier};
 use cluster::api::{self, ApiError, EnrollRequest, EnrollResponse, Plan, ProgressReport};
-use cluster::pki::CaPin;
+use cluster::pki::{CaPin, HostIdentityKey};
 use cluster::spec::SeedUrl;
 use rand::Rng;
 use std::sync::{Arc, Mutex};
@@ -42,6 +43,8 @@ pub enum SeedError {
         attempts: u32,
         last: String,
     },
+    #[error(transparent)]
+    ClientCert(#[from] tls::ClientCertError),
     #[error("building the https client")]
     Client(#[source] reqwest::Error),
 }
@@ -86,11 +89,12 @@ pub struct SeedClient {
 }
 
 impl SeedClient {
-    pub fn new(pin: CaPin) -> Result<SeedClient, SeedError> {
+    /// A client trusting only `pin` and presenting `identity` on every connection.
+    pub fn new(pin: CaPin, identity: &HostIdentityKey) -> Result<SeedClient, SeedError> {
         let verifier = Arc::new(PinVerifier::new(pin));
         let outcome = verifier.outcome();
         let http = reqwest::blocking::Client::builder()
-            .use_preconfigured_tls(tls::client_config(verifier))
+            .use_preconfigured_tls(tls::client_config(verifier, identity)?)
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
             .build()
