@@ -4,7 +4,7 @@
 use crate::config::Config;
 use crate::journal::{DONE_MARKER, Journal};
 use crate::os::Os;
-use crate::seed::SeedClient;
+use crate::seed::{NotYet, SeedClient};
 use crate::{fsutil, hostkey, identify, keys, materialize, node, preload, storage, time};
 use cluster::api::{EnrollRequest, Phase, PhaseState, ProgressReport};
 use cluster::spec::SeedUrl;
@@ -192,7 +192,10 @@ impl Runner<'_> {
             &self.o.config.seeds,
             &req,
             self.o.enroll_wait,
-            |id, msg| tracing::info!("pending as {id}: {msg}"),
+            |not_yet| match not_yet {
+                NotYet::IdentityTaken { .. } => tracing::warn!("{not_yet}"),
+                _ => tracing::info!("not enrolled yet: {not_yet}"),
+            },
         )?;
         tracing::info!(
             host_id = %enrolled.plan.host_id,
