@@ -6,7 +6,7 @@
 //! resumes from the journal on its disk. A partition named `LAUNCHER-DATA` without a filesystem
 //! is formatted only when `launcher.wipe=1` says so, and then before the host's identity key is
 //! made ([`format_early`], see `hostkey`), so that the key is born on the disk. A formatted disk
-//! is never reformatted.
+//! is never reformatted, even before udev has made its by-label link: the superblock is read.
 
 use crate::fsutil::{self, FsError};
 use crate::os::{Cmd, Os, OsError};
@@ -165,12 +165,36 @@ fn attach_device(root: &Path, os: &dyn Os, device: &Path) -> Result<bool, Storag
     Ok(true)
 }
 
+/// Where an ext2/3/4 superblock keeps its magic number, and the number.
+const EXT_MAGIC_AT: u64 = 1024 + 0x38;
+const EXT_MAGIC: [u8; 2] = [0x53, 0xef];
+
+/// Whether `device` holds an ext filesystem, read from the device itself: its by-label link
+/// comes from udev, which may not have made it yet.
+fn has_ext_filesystem(device: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut magic = [0u8; 2];
+    std::fs::File::open(device)
+        .and_then(|mut f| {
+            f.seek(SeekFrom::Start(EXT_MAGIC_AT))?;
+            f.read_exact(&mut magic)
+        })
+        .is_ok_and(|()| magic == EXT_MAGIC)
+}
+
 fn format_and_attach(root: &Path, os: &dyn Os, device: &Path) -> Result<bool, StorageError> {
-    let dev = device.to_string_lossy();
-    os.run(&Cmd::new(
-        "mkfs.ext4",
-        &["-F", "-q", "-L", DATA_LABEL, &dev],
-    ))?;
+    if has_ext_filesystem(device) {
+        tracing::info!(
+            "{} already has a filesystem: attaching it without formatting",
+            device.display()
+        );
+    } else {
+        let dev = device.to_string_lossy();
+        os.run(&Cmd::new(
+            "mkfs.ext4",
+            &["-F", "-q", "-L", DATA_LABEL, &dev],
+        ))?;
+    }
     attach_device(root, os, device)
 }
 
@@ -308,6 +332,27 @@ mod tests {
             .count();
         assert_eq!(formats, 1, "{:?}", os.actions());
         assert_eq!(os.actions().len(), 6, "mkfs, the mount and four binds");
+    }
+
+    #[test]
+    fn a_filesystem_udev_has_not_labelled_yet_is_attached_not_formatted() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let mut device = vec![0u8; 4096];
+        device[EXT_MAGIC_AT as usize..][..2].copy_from_slice(&EXT_MAGIC);
+        std::fs::create_dir_all(r.join("dev/disk/by-partlabel")).unwrap();
+        std::fs::write(r.join("dev/disk/by-partlabel/LAUNCHER-DATA"), device).unwrap();
+        let os = RecordingOs::new(std::time::Duration::ZERO, false);
+        format_early(r, &os, true).unwrap();
+        let actions = os.actions();
+        assert!(
+            matches!(&actions[0], Action::Mount { bind: false, .. }),
+            "{actions:?}"
+        );
+        assert!(
+            !actions.iter().any(|a| matches!(a, Action::Run { .. })),
+            "{actions:?}"
+        );
     }
 
     #[test]
