@@ -17,7 +17,9 @@ pub const EXIT_STOPPED: i32 = 75;
 /// LAUNCHER-DATA disk, preloads images, starts etcd (masters) and runs kubeadm or the kubelet.
 ///
 /// Each phase is journaled in /var/lib/launcher/firstboot.json after it succeeds; a rerun
-/// resumes at the first unfinished phase. Configuration comes from /etc/launcher/firstboot.toml,
+/// resumes at the first unfinished phase. The host's identity key, made on its first boot, is
+/// kept beside it in /var/lib/launcher/identity/key.pem and presented to the seed on every
+/// connection. Configuration comes from /etc/launcher/firstboot.toml,
 /// then the kernel command line (launcher.seed=, launcher.pin=, launcher.token=, launcher.ntp=,
 /// launcher.wipe=1), then these flags.
 #[derive(Debug, Parser)]

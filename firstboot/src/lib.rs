@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod config;
 pub mod fsutil;
+pub mod hostkey;
 pub mod identify;
 pub mod journal;
 pub mod keys;

@@ -4,8 +4,8 @@
 use crate::config::Config;
 use crate::journal::{DONE_MARKER, Journal};
 use crate::os::Os;
-use crate::seed::SeedClient;
-use crate::{fsutil, identify, keys, materialize, node, preload, storage, time};
+use crate::seed::{NotYet, SeedClient};
+use crate::{fsutil, hostkey, identify, keys, materialize, node, preload, storage, time};
 use cluster::api::{EnrollRequest, Phase, PhaseState, ProgressReport};
 use cluster::spec::SeedUrl;
 use std::path::PathBuf;
@@ -192,7 +192,10 @@ impl Runner<'_> {
             &self.o.config.seeds,
             &req,
             self.o.enroll_wait,
-            |id, msg| tracing::info!("pending as {id}: {msg}"),
+            |not_yet| match not_yet {
+                NotYet::IdentityTaken { .. } => tracing::warn!("{not_yet}"),
+                _ => tracing::info!("not enrolled yet: {not_yet}"),
+            },
         )?;
         tracing::info!(
             host_id = %enrolled.plan.host_id,
@@ -209,7 +212,8 @@ impl Runner<'_> {
 }
 
 /// Runs every unfinished phase. The data disk, when there is one, is attached before the
-/// journal is read, so that a rebooted host resumes from the journal on its disk.
+/// journal is read, so that a rebooted host resumes from the journal on its disk, and the
+/// identity key beside it is read (or made, see `hostkey`) before any request to the seed.
 pub fn run(o: &Options, os: &dyn Os) -> Result<Outcome, PhaseFailure> {
     let early = |e: &dyn std::error::Error, what: &str| {
         failure("start", what.to_string(), "the message above".into(), e)
@@ -224,7 +228,14 @@ pub fn run(o: &Options, os: &dyn Os) -> Result<Outcome, PhaseFailure> {
     if rebooted {
         tracing::info!("the host rebooted: redoing time, materialize, etcd and install");
     }
-    let client = SeedClient::new(o.config.pin).map_err(|e| early(&e, "making the https client"))?;
+    let identity = hostkey::load_or_make(&o.root, os, o.config.wipe)
+        .map_err(|e| early(&e, "reading or making the host's identity key"))?;
+    match identity.id() {
+        Ok(id) => tracing::info!("identity key {id}"),
+        Err(e) => tracing::warn!("the identity key's id: {e}"),
+    }
+    let client = SeedClient::new(o.config.pin, &identity)
+        .map_err(|e| early(&e, "making the https client"))?;
     let mut runner = Runner {
         o,
         os,

@@ -1,11 +1,14 @@
-//! Talking to the seed over pinned TLS: enrollment (with polite retries) and progress reports.
+//! Talking to the seed over pinned TLS, presenting the host's identity key: enrollment (with
+//! polite retries) and progress reports.
 
 use crate::os::Os;
 use crate::tls::{self, PinOutcome, PinVerifier};
-use cluster::api::{self, ApiError, EnrollRequest, EnrollResponse, Plan, ProgressReport};
-use cluster::pki::CaPin;
+use cluster::api::{self, ApiError, EnrollRequest, EnrollResponse, Plan, ProgressReport, codes};
+use cluster::pki::{CaPin, HostIdentityKey};
 use cluster::spec::SeedUrl;
 use rand::Rng;
+use reqwest::StatusCode;
+use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,6 +16,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 const PROGRESS_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_CAP: Duration = Duration::from_secs(60);
+/// How often a host whose identity is bound to another key asks again, so that it comes in by
+/// itself once an operator has reset it.
+const IDENTITY_TAKEN_RETRY: Duration = Duration::from_secs(30);
+/// The longest `Retry-After` obeyed.
+const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SeedError {
@@ -42,21 +50,27 @@ pub enum SeedError {
         attempts: u32,
         last: String,
     },
+    #[error(
+        "the seed at {seed} says the request came without this host's identity key ({message}), yet firstboot presents it on every connection: this is a bug, please report it with this log"
+    )]
+    IdentityRequired { seed: String, message: String },
+    #[error(transparent)]
+    ClientCert(#[from] tls::ClientCertError),
     #[error("building the https client")]
     Client(#[source] reqwest::Error),
 }
 
 /// Codes after which asking again cannot help.
 const FATAL_CODES: [&str; 9] = [
-    api::codes::BAD_REQUEST,
-    api::codes::BODY_TOO_LARGE,
-    api::codes::UNAUTHORIZED,
-    api::codes::FORBIDDEN,
-    api::codes::TOKEN_INVALID,
-    api::codes::TOKEN_EXPIRED,
-    api::codes::TOKEN_USED,
-    api::codes::BAD_CSR,
-    api::codes::IDENTITY_CONFLICT,
+    codes::BAD_REQUEST,
+    codes::BODY_TOO_LARGE,
+    codes::UNAUTHORIZED,
+    codes::FORBIDDEN,
+    codes::TOKEN_INVALID,
+    codes::TOKEN_EXPIRED,
+    codes::TOKEN_USED,
+    codes::BAD_CSR,
+    codes::IDENTITY_CONFLICT,
 ];
 
 /// What enrollment gave: the plan, which seed gave it and the seed CA that matched the pin.
@@ -70,12 +84,101 @@ pub struct Enrolled {
 /// One answer to one attempt.
 enum Attempt {
     Enrolled(Box<Plan>),
+    NotYet(NotYet),
+}
+
+/// Why enrollment has to ask again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotYet {
+    /// The seed holds the host until an operator approves it.
     Pending {
         host_id: String,
         retry_after: Duration,
         message: String,
     },
-    Retry(String),
+    /// The identity the host claims (MAC, UUID, serial) is bound to another key.
+    IdentityTaken { message: String },
+    /// The seed asks this address to come back later (`Retry-After`, when it said).
+    RateLimited { retry_after: Option<Duration> },
+    /// No answer, or one that asking again may change.
+    Unanswered(String),
+}
+
+impl NotYet {
+    /// How long to wait before asking again, given the backoff's (jittered) wait.
+    pub fn wait(&self, backoff: Duration) -> Duration {
+        match self {
+            NotYet::Pending { retry_after, .. } => backoff.max(*retry_after),
+            NotYet::IdentityTaken { .. } => IDENTITY_TAKEN_RETRY,
+            NotYet::RateLimited { retry_after } => {
+                backoff.max(retry_after.unwrap_or_default().min(RETRY_AFTER_CAP))
+            }
+            NotYet::Unanswered(_) => backoff,
+        }
+    }
+}
+
+impl fmt::Display for NotYet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotYet::Pending {
+                host_id, message, ..
+            } => write!(f, "pending as {host_id}: {message}"),
+            NotYet::IdentityTaken { message } => write!(
+                f,
+                "the seed has this host's identity bound to another key: if this machine was re-imaged or its disk replaced, run `launcher-seed hosts reset <host id>` on the seed (the seed said: {message}); retrying every {} s",
+                IDENTITY_TAKEN_RETRY.as_secs()
+            ),
+            NotYet::RateLimited { retry_after } => match retry_after {
+                Some(d) => write!(
+                    f,
+                    "the seed asks to slow down: retrying in {} s",
+                    d.min(&RETRY_AFTER_CAP).as_secs()
+                ),
+                None => write!(f, "the seed asks to slow down"),
+            },
+            NotYet::Unanswered(why) => f.write_str(why),
+        }
+    }
+}
+
+/// What a refusal (a non-2xx answer) means: wait and ask again, or stop.
+fn refusal(
+    seed: &SeedUrl,
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> Result<NotYet, SeedError> {
+    let Ok(e) = serde_json::from_slice::<ApiError>(body) else {
+        return Ok(if status == StatusCode::TOO_MANY_REQUESTS {
+            NotYet::RateLimited { retry_after }
+        } else {
+            NotYet::Unanswered(format!("{status} from {seed}"))
+        });
+    };
+    match e.code.as_str() {
+        codes::IDENTITY_TAKEN => Ok(NotYet::IdentityTaken { message: e.message }),
+        codes::RATE_LIMITED => Ok(NotYet::RateLimited { retry_after }),
+        codes::IDENTITY_REQUIRED => Err(SeedError::IdentityRequired {
+            seed: seed.to_string(),
+            message: e.message,
+        }),
+        code if FATAL_CODES.contains(&code) => Err(SeedError::Refused {
+            seed: seed.to_string(),
+            code: e.code,
+            message: e.message,
+        }),
+        _ => Ok(NotYet::Unanswered(format!(
+            "{status}: {}: {}",
+            e.code, e.message
+        ))),
+    }
+}
+
+/// `Retry-After` in seconds (the seed never sends the HTTP-date form).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse().ok().map(Duration::from_secs)
 }
 
 #[derive(Debug)]
@@ -86,11 +189,12 @@ pub struct SeedClient {
 }
 
 impl SeedClient {
-    pub fn new(pin: CaPin) -> Result<SeedClient, SeedError> {
+    /// A client trusting only `pin` and presenting `identity` on every connection.
+    pub fn new(pin: CaPin, identity: &HostIdentityKey) -> Result<SeedClient, SeedError> {
         let verifier = Arc::new(PinVerifier::new(pin));
         let outcome = verifier.outcome();
         let http = reqwest::blocking::Client::builder()
-            .use_preconfigured_tls(tls::client_config(verifier))
+            .use_preconfigured_tls(tls::client_config(verifier, identity)?)
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
             .build()
@@ -118,24 +222,14 @@ impl SeedClient {
                         seen: seen.join(", "),
                     });
                 }
-                return Ok(Attempt::Retry(error_chain(&e)));
+                return Ok(Attempt::NotYet(NotYet::Unanswered(error_chain(&e))));
             }
         };
         let status = resp.status();
+        let wait = retry_after(resp.headers());
         let body = resp.bytes().unwrap_or_default();
         if !status.is_success() {
-            return match serde_json::from_slice::<ApiError>(&body) {
-                Ok(e) if FATAL_CODES.contains(&e.code.as_str()) => Err(SeedError::Refused {
-                    seed: seed.to_string(),
-                    code: e.code,
-                    message: e.message,
-                }),
-                Ok(e) => Ok(Attempt::Retry(format!(
-                    "{status}: {}: {}",
-                    e.code, e.message
-                ))),
-                Err(_) => Ok(Attempt::Retry(format!("{status} from {url}"))),
-            };
+            return refusal(seed, status, wait, &body).map(Attempt::NotYet);
         }
         match serde_json::from_slice::<EnrollResponse>(&body) {
             Ok(EnrollResponse::Enrolled(plan)) if plan.verify() => Ok(Attempt::Enrolled(plan)),
@@ -146,32 +240,37 @@ impl SeedClient {
                 host_id,
                 retry_after_secs,
                 message,
-            }) => Ok(Attempt::Pending {
+            }) => Ok(Attempt::NotYet(NotYet::Pending {
                 host_id,
                 retry_after: Duration::from_secs(u64::from(retry_after_secs)),
                 message,
-            }),
-            Err(e) => Ok(Attempt::Retry(format!("unreadable answer from {url}: {e}"))),
+            })),
+            Err(e) => Ok(Attempt::NotYet(NotYet::Unanswered(format!(
+                "unreadable answer from {url}: {e}"
+            )))),
         }
     }
 
     /// Enrolls, trying each seed in turn, with exponential backoff and jitter while the host is
-    /// pending or no seed answers. `wait` bounds the whole (None: until enrolled).
+    /// pending or no seed answers, every 30 s while its identity is bound to another key, and
+    /// no sooner than a `Retry-After` (at most a minute) says. `wait` bounds the whole (None:
+    /// until enrolled). `on_change` hears why the host is not enrolled yet, once per change.
     pub fn enroll(
         &self,
         os: &dyn Os,
         seeds: &[SeedUrl],
         req: &EnrollRequest,
         wait: Option<Duration>,
-        mut on_pending: impl FnMut(&str, &str),
+        mut on_change: impl FnMut(&NotYet),
     ) -> Result<Enrolled, SeedError> {
         let start = Instant::now();
         let mut backoff = BACKOFF_START;
         let mut attempts = 0u32;
+        let mut told: Option<NotYet> = None;
         loop {
             let seed = &seeds[attempts as usize % seeds.len()];
             attempts += 1;
-            let (last, floor) = match self.attempt(seed, req)? {
+            let not_yet = match self.attempt(seed, req)? {
                 Attempt::Enrolled(plan) => {
                     let seed_ca_pem = self.seed_ca_pem().unwrap_or_default();
                     return Ok(Enrolled {
@@ -180,25 +279,21 @@ impl SeedClient {
                         seed_ca_pem,
                     });
                 }
-                Attempt::Pending {
-                    host_id,
-                    retry_after,
-                    message,
-                } => {
-                    on_pending(&host_id, &message);
-                    (format!("pending as {host_id}: {message}"), retry_after)
-                }
-                Attempt::Retry(why) => (why, Duration::ZERO),
+                Attempt::NotYet(n) => n,
             };
-            tracing::info!(seed = %seed, attempts, "not enrolled yet: {last}");
+            tracing::debug!(seed = %seed, attempts, "not enrolled yet: {not_yet}");
+            if told.as_ref() != Some(&not_yet) {
+                on_change(&not_yet);
+                told = Some(not_yet.clone());
+            }
             if wait.is_some_and(|w| start.elapsed() >= w) {
                 return Err(SeedError::GaveUp {
                     waited_secs: start.elapsed().as_secs(),
                     attempts,
-                    last,
+                    last: not_yet.to_string(),
                 });
             }
-            os.sleep(jittered(backoff).max(floor));
+            os.sleep(not_yet.wait(jittered(backoff)));
             backoff = (backoff * 2).min(BACKOFF_CAP);
         }
     }
@@ -214,7 +309,17 @@ impl SeedClient {
             .send();
         match sent {
             Ok(r) if r.status().is_success() => {}
-            Ok(r) => tracing::warn!("progress report to {url} answered {}", r.status()),
+            Ok(r) => {
+                let status = r.status();
+                match serde_json::from_slice::<ApiError>(&r.bytes().unwrap_or_default()) {
+                    Ok(e) => tracing::warn!(
+                        "progress report to {url} answered {status}: {}: {}",
+                        e.code,
+                        e.message
+                    ),
+                    Err(_) => tracing::warn!("progress report to {url} answered {status}"),
+                }
+            }
             Err(e) => tracing::warn!("progress report to {url} failed: {}", error_chain(&e)),
         }
     }
@@ -240,6 +345,64 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_say_whether_to_wait_and_how_long() {
+        let seed: SeedUrl = "https://10.0.0.1:8443".parse().unwrap();
+        let body = |code: &str| format!(r#"{{"code":"{code}","message":"m"}}"#).into_bytes();
+        // Seconds to wait after an answer when the backoff says 4 s.
+        let wait = |status, after: Option<u64>, body: &[u8]| {
+            let not_yet = refusal(&seed, status, after.map(Duration::from_secs), body).unwrap();
+            not_yet.wait(Duration::from_secs(4)).as_secs()
+        };
+        let (taken, rated) = (body(codes::IDENTITY_TAKEN), body(codes::RATE_LIMITED));
+        let too_many = StatusCode::TOO_MANY_REQUESTS;
+        assert_eq!(wait(StatusCode::CONFLICT, None, &taken), 30);
+        assert_eq!(wait(too_many, Some(7), &rated), 7, "Retry-After obeyed");
+        assert_eq!(
+            wait(too_many, Some(2), &rated),
+            4,
+            "not sooner than the backoff"
+        );
+        assert_eq!(wait(too_many, Some(3600), &rated), 60, "at most a minute");
+        assert_eq!(wait(too_many, None, &rated), 4);
+        assert_eq!(wait(too_many, Some(9), b"slow down"), 9, "a 429 of a proxy");
+        let busy = body(codes::BUSY);
+        assert_eq!(wait(StatusCode::SERVICE_UNAVAILABLE, None, &busy), 4);
+
+        let taken = refusal(&seed, StatusCode::CONFLICT, None, &taken).unwrap();
+        assert_eq!(
+            taken.to_string(),
+            "the seed has this host's identity bound to another key: if this machine was re-imaged or its disk replaced, run `launcher-seed hosts reset <host id>` on the seed (the seed said: m); retrying every 30 s"
+        );
+        let stops = [
+            (
+                codes::IDENTITY_REQUIRED,
+                "the seed at https://10.0.0.1:8443 says the request came without this host's identity key (m), yet firstboot presents it on every connection: this is a bug, please report it with this log",
+            ),
+            (
+                codes::TOKEN_USED,
+                "the seed at https://10.0.0.1:8443 refused the enrollment: token_used: m",
+            ),
+        ];
+        for (code, want) in stops {
+            let err = refusal(&seed, StatusCode::FORBIDDEN, None, &body(code)).unwrap_err();
+            assert_eq!(err.to_string(), want);
+        }
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        assert_eq!(retry_after(&headers), None);
+        headers.insert(reqwest::header::RETRY_AFTER, "12".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(12)));
+        headers.insert(
+            reqwest::header::RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&headers), None);
+    }
 
     #[test]
     fn jitter_stays_between_half_and_all_of_the_backoff() {

@@ -4,7 +4,9 @@
 //! A formatted disk (filesystem label `LAUNCHER-DATA`) is mounted and the state directories are
 //! bind-mounted onto it; this also happens before the journal is read, so a rebooted host
 //! resumes from the journal on its disk. A partition named `LAUNCHER-DATA` without a filesystem
-//! is formatted only when `launcher.wipe=1` says so. A formatted disk is never reformatted.
+//! is formatted only when `launcher.wipe=1` says so, and then before the host's identity key is
+//! made ([`format_early`], see `hostkey`), so that the key is born on the disk. A formatted disk
+//! is never reformatted, even before udev has made its by-label link: the superblock is read.
 
 use crate::fsutil::{self, FsError};
 use crate::os::{Cmd, Os, OsError};
@@ -105,11 +107,15 @@ fn is_empty_dir(dir: &Path) -> bool {
     std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none())
 }
 
+/// Whether the data disk was attached earlier in this boot.
+fn attached(root: &Path) -> Result<bool, StorageError> {
+    Ok(fsutil::under_root(root, ATTACHED_MARKER)?.exists())
+}
+
 /// Mounts a formatted data disk and binds the state directories onto it, once per boot.
 /// Returns whether the host's state lives on a data disk.
 pub fn attach(root: &Path, os: &dyn Os) -> Result<bool, StorageError> {
-    let marker = fsutil::under_root(root, ATTACHED_MARKER)?;
-    if marker.exists() {
+    if attached(root)? {
         return Ok(true);
     }
     let Disk::Formatted(device) = find(root) else {
@@ -159,17 +165,61 @@ fn attach_device(root: &Path, os: &dyn Os, device: &Path) -> Result<bool, Storag
     Ok(true)
 }
 
+/// Where an ext2/3/4 superblock keeps its magic number, and the number.
+const EXT_MAGIC_AT: u64 = 1024 + 0x38;
+const EXT_MAGIC: [u8; 2] = [0x53, 0xef];
+
+/// Whether `device` holds an ext filesystem, read from the device itself: its by-label link
+/// comes from udev, which may not have made it yet.
+fn has_ext_filesystem(device: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut magic = [0u8; 2];
+    std::fs::File::open(device)
+        .and_then(|mut f| {
+            f.seek(SeekFrom::Start(EXT_MAGIC_AT))?;
+            f.read_exact(&mut magic)
+        })
+        .is_ok_and(|()| magic == EXT_MAGIC)
+}
+
+fn format_and_attach(root: &Path, os: &dyn Os, device: &Path) -> Result<bool, StorageError> {
+    if has_ext_filesystem(device) {
+        tracing::info!(
+            "{} already has a filesystem: attaching it without formatting",
+            device.display()
+        );
+    } else {
+        let dev = device.to_string_lossy();
+        os.run(&Cmd::new(
+            "mkfs.ext4",
+            &["-F", "-q", "-L", DATA_LABEL, &dev],
+        ))?;
+    }
+    attach_device(root, os, device)
+}
+
+/// Formats and attaches an empty `LAUNCHER-DATA` partition now, ahead of the storage phase, if
+/// `wipe` allows formatting it; otherwise does nothing and leaves the storage phase to say what
+/// it found. Called before something that must outlive this boot is first written.
+pub fn format_early(root: &Path, os: &dyn Os, wipe: bool) -> Result<(), StorageError> {
+    if let Disk::Unformatted(device) = find(root)
+        && wipe
+        && !attached(root)?
+    {
+        format_and_attach(root, os, &device)?;
+    }
+    Ok(())
+}
+
 /// The phase: attach a formatted disk, format an empty one only if `wipe`, else run from RAM.
+/// A disk already attached in this boot (by [`attach`] or [`format_early`]) is kept as it is:
+/// its by-label link may not exist yet right after `mkfs`.
 pub fn storage(root: &Path, os: &dyn Os, wipe: bool) -> Result<bool, StorageError> {
+    if attached(root)? {
+        return Ok(true);
+    }
     match find(root) {
-        Disk::Unformatted(device) if wipe => {
-            let dev = device.to_string_lossy();
-            os.run(&Cmd::new(
-                "mkfs.ext4",
-                &["-F", "-q", "-L", DATA_LABEL, &dev],
-            ))?;
-            attach_device(root, os, &device)
-        }
+        Disk::Unformatted(device) if wipe => format_and_attach(root, os, &device),
         Disk::Unformatted(device) => {
             tracing::warn!(
                 "{} has no filesystem; boot with launcher.wipe=1 to format it. Running from RAM",
@@ -260,6 +310,49 @@ mod tests {
         assert!(storage(r, &os, true).unwrap());
         let first = os.actions()[0].clone();
         assert!(matches!(first, Action::Run { cmd } if cmd.program == "mkfs.ext4"));
+    }
+
+    #[test]
+    fn a_partition_formatted_early_is_not_formatted_again_by_the_phase() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("dev/disk/by-partlabel")).unwrap();
+        std::fs::write(r.join("dev/disk/by-partlabel/LAUNCHER-DATA"), "").unwrap();
+        let os = RecordingOs::new(std::time::Duration::ZERO, false);
+        format_early(r, &os, false).unwrap();
+        assert!(os.actions().is_empty(), "formatted without wipe");
+        format_early(r, &os, true).unwrap();
+        format_early(r, &os, true).unwrap();
+        // The fake's mkfs makes no by-label link: only the marker says the disk is attached.
+        assert!(storage(r, &os, true).unwrap());
+        let formats = os
+            .actions()
+            .into_iter()
+            .filter(|a| matches!(a, Action::Run { cmd } if cmd.program == "mkfs.ext4"))
+            .count();
+        assert_eq!(formats, 1, "{:?}", os.actions());
+        assert_eq!(os.actions().len(), 6, "mkfs, the mount and four binds");
+    }
+
+    #[test]
+    fn a_filesystem_udev_has_not_labelled_yet_is_attached_not_formatted() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let mut device = vec![0u8; 4096];
+        device[EXT_MAGIC_AT as usize..][..2].copy_from_slice(&EXT_MAGIC);
+        std::fs::create_dir_all(r.join("dev/disk/by-partlabel")).unwrap();
+        std::fs::write(r.join("dev/disk/by-partlabel/LAUNCHER-DATA"), device).unwrap();
+        let os = RecordingOs::new(std::time::Duration::ZERO, false);
+        format_early(r, &os, true).unwrap();
+        let actions = os.actions();
+        assert!(
+            matches!(&actions[0], Action::Mount { bind: false, .. }),
+            "{actions:?}"
+        );
+        assert!(
+            !actions.iter().any(|a| matches!(a, Action::Run { .. })),
+            "{actions:?}"
+        );
     }
 
     #[test]

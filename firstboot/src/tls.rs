@@ -3,12 +3,15 @@
 //! The seed presents its chain (server certificate, then its CA). [`PinVerifier`] looks for the
 //! certificate whose SPKI SHA-256 equals the pin, makes it the only trust anchor, and lets
 //! webpki verify the chain (signatures, validity, server-auth usage, the name asked for).
+//! Every connection presents the host's identity certificate as its client certificate (see
+//! `hostkey`).
 
-use cluster::pki::CaPin;
+use cluster::pki::{CaPin, HostIdentityKey};
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use std::sync::{Arc, Mutex};
 
@@ -131,15 +134,28 @@ impl ServerCertVerifier for PinVerifier {
     }
 }
 
-/// A TLS client config whose only trust is the pin.
-pub fn client_config(verifier: Arc<PinVerifier>) -> rustls::ClientConfig {
+/// The host's identity could not be made into a TLS client certificate.
+#[derive(Debug, thiserror::Error)]
+#[error("presenting the identity key as the tls client certificate: {0}")]
+pub struct ClientCertError(String);
+
+/// A TLS client config whose only trust is the pin, presenting `identity` as its certificate.
+pub fn client_config(
+    verifier: Arc<PinVerifier>,
+    identity: &HostIdentityKey,
+) -> Result<rustls::ClientConfig, ClientCertError> {
+    let fail = |e: &dyn std::fmt::Display| ClientCertError(e.to_string());
+    let cert =
+        CertificateDer::from_pem_slice(identity.cert_pem.as_bytes()).map_err(|e| fail(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes()).map_err(|e| fail(&e))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("ring supports the default protocol versions")
         .dangerous()
         .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth()
+        .with_client_auth_cert(vec![cert], key)
+        .map_err(|e| fail(&e))
 }
 
 /// PEM text of a DER certificate.

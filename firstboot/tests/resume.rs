@@ -1,5 +1,5 @@
-//! Resuming: firstboot stopped right after each phase in turn finishes on the rerun, and every
-//! phase and every action happens once.
+//! Resuming: firstboot stopped right after each phase in turn finishes on the rerun with the
+//! same identity key, and every phase and every action happens once.
 
 mod common;
 
@@ -35,9 +35,12 @@ fn a_run_stopped_after_any_phase_resumes_and_does_each_phase_once() {
         );
         let done = host.done_phases();
         assert_eq!(done.last().map(String::as_str), Some(*stop));
+        let key = std::fs::read_to_string(firstboot::hostkey::key_path(host.root())).unwrap();
 
         run_to_the_end(&format!("rerun after {stop}"), &host, &seed, -3600);
         assert_eq!(host.done_phases(), PHASES, "after {stop}");
+        let again = std::fs::read_to_string(firstboot::hostkey::key_path(host.root())).unwrap();
+        assert_eq!(again, key, "the rerun after {stop} kept the identity key");
 
         let actions = host.actions();
         let count = |pred: &dyn Fn(&Action) -> bool| actions.iter().filter(|a| pred(a)).count();
