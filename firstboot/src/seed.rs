@@ -126,7 +126,7 @@ impl fmt::Display for NotYet {
             } => write!(f, "pending as {host_id}: {message}"),
             NotYet::IdentityTaken { message } => write!(
                 f,
-                "the seed has this host's identity bound to another key: if this machine was re-imaged or its disk replaced, run `launcher-seed hosts reset <host id>` on the seed (the seed said: {message}); retrying every {} s",
+                "the seed has this host's identity bound to another key ({message}); retrying every {} s",
                 IDENTITY_TAKEN_RETRY.as_secs()
             ),
             NotYet::RateLimited { retry_after } => match retry_after {
@@ -373,7 +373,7 @@ mod tests {
         let taken = refusal(&seed, StatusCode::CONFLICT, None, &taken).unwrap();
         assert_eq!(
             taken.to_string(),
-            "the seed has this host's identity bound to another key: if this machine was re-imaged or its disk replaced, run `launcher-seed hosts reset <host id>` on the seed (the seed said: m); retrying every 30 s"
+            "the seed has this host's identity bound to another key (m); retrying every 30 s"
         );
         let stops = [
             (

@@ -169,7 +169,6 @@ fn a_wrong_pin_is_refused_and_nothing_is_written() {
 
 #[test]
 fn a_tampered_or_truncated_journaled_plan_is_refused_and_nothing_is_written() {
-    let seed = Seed::start();
     type Damage = fn(&str) -> String;
     let cases: [(&str, Damage, &str); 2] = [
         (
@@ -184,6 +183,8 @@ fn a_tampered_or_truncated_journaled_plan_is_refused_and_nothing_is_written() {
         ),
     ];
     for (name, damage, want) in cases {
+        // Each case is a machine of its own seed: the seed binds a machine to its first key.
+        let seed = Seed::start();
         let host = Host::new(4);
         let out = run_with_seed(&host, &seed, 0, &["--stop-after", "enroll"]);
         assert_eq!(out.status.code(), Some(75), "{name}: {}", stderr(&out));

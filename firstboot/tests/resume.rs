@@ -20,8 +20,10 @@ const PHASES: [&str; 9] = [
 
 #[test]
 fn a_run_stopped_after_any_phase_resumes_and_does_each_phase_once() {
-    let seed = Seed::start();
     for stop in &PHASES[..8] {
+        // A new machine each time, so a seed of its own: the seed binds a machine to its first
+        // key.
+        let seed = Seed::start();
         let host = Host::new(1);
         // A data disk and an image archive, so that storage and preload act.
         host.put("dev/disk/by-label/LAUNCHER-DATA", "");
