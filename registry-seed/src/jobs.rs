@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::enroll::apply::{forget_host, token_hash};
 use crate::membership::ChangeError;
+use crate::seal::{Purpose, SealKey, Sealed};
 use crate::seed::{Seed, random_secret};
 use crate::store::records::{
     HostRecord, HostStatus, JobRecord, JobState, TokenRecord, meta, now_ms,
@@ -189,10 +190,31 @@ fn create_token(seed: &Seed, ttl_secs: u64, role: Option<Role>) -> Outcome {
     };
     write_with(&*seed.store, |tx| put_json(tx, Table::Tokens, &id, &record))
         .map_err(|e| format!("recording the token: {e}"))?;
+    // The job record keeps the token until the operator reads it: sealed, as the CA keys are.
+    let sealed = seed
+        .seal
+        .seal(Purpose::JOIN_TOKEN, token.as_bytes())
+        .map_err(|e| format!("sealing the token: {e}"))?;
     Ok((
         format!("token {id} made; it works once until it expires"),
-        serde_json::json!({"token": token, "expires_ms": expires_ms}),
+        serde_json::json!({"token": sealed, "expires_ms": expires_ms}),
     ))
+}
+
+/// A job as the operator reads it: a join token sealed in its result is opened. (Results of
+/// seeds before sealing hold the token as a string.)
+pub fn opened(seal: &SealKey, mut job: JobRecord) -> Result<JobRecord, String> {
+    let Some(token) = job.result.get("token").filter(|t| t.is_object()) else {
+        return Ok(job);
+    };
+    let sealed: Sealed = serde_json::from_value(token.clone())
+        .map_err(|e| format!("reading the job's sealed token: {e}"))?;
+    let plain = seal
+        .open(Purpose::JOIN_TOKEN, &sealed)
+        .map_err(|e| format!("opening the job's token: {e}"))?;
+    let token = String::from_utf8(plain).map_err(|_| "the job's token is not text".to_string())?;
+    job.result["token"] = serde_json::Value::String(token);
+    Ok(job)
 }
 
 /// Whether a master may hold an etcd member: added as a learner, or past the etcd phase.

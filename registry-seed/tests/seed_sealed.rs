@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use registry_seed::seed::{STORE_FILE, Seed};
+use registry_seed::seed::{STORE_FILE, Seed, read_admin_token};
 use registry_seed::store::records::meta;
 use registry_seed::store::{RedbStore, Table, put_json, write_with};
 use serde_json::{Value, json};
@@ -49,6 +49,31 @@ fn file_text<'a>(plan: &'a Value, path: &str) -> &'a str {
         .unwrap_or_else(|| panic!("the plan has no {path}"))
 }
 
+/// A one-time join token made through the admin API.
+fn make_token(server: &Server) -> String {
+    let admin = read_admin_token(&server.state_dir).unwrap();
+    let client = server.client();
+    let accepted: Value = client
+        .post(format!("{}/v1/admin/tokens", server.url()))
+        .bearer_auth(&admin)
+        .json(&json!({"ttl_secs": 3600}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = accepted["job"].as_str().unwrap().to_string();
+    testkit::wait_for("the token job", Duration::from_secs(20), || {
+        let job: Value = client
+            .get(format!("{}/v1/admin/jobs/{id}", server.url()))
+            .bearer_auth(&admin)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        (job["state"] == "succeeded").then(|| job["result"]["token"].as_str().unwrap().to_string())
+    })
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -71,6 +96,7 @@ fn a_copy_of_the_store_yields_no_private_key_and_the_seal_key_is_needed_to_start
     let cluster = cluster_file(dir.path(), &one_master());
     let server = Server::start(&cluster, &state, "127.0.0.1:0");
     let plan = enroll_master(&server);
+    let token = make_token(&server);
     stop(server);
 
     let store = std::fs::read(state.join(STORE_FILE)).unwrap();

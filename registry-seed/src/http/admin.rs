@@ -91,10 +91,13 @@ async fn get_job(
     Path(id): Path<String>,
 ) -> Result<Json<JobRecord>, ApiFailure> {
     let job = blocking("reading the job", move || {
-        read_with(&*seed.store, |tx| {
+        let job = read_with(&*seed.store, |tx| {
             get_json::<JobRecord>(tx, Table::Jobs, &id)
         })
-        .map_err(|e| ApiFailure::internal("reading the job", &e))
+        .map_err(|e| ApiFailure::internal("reading the job", &e))?;
+        job.map(|job| jobs::opened(&seed.seal, job))
+            .transpose()
+            .map_err(|e| ApiFailure::internal("reading the job", &e))
     })
     .await?;
     job.map(Json)
