@@ -16,12 +16,12 @@ use lab::plan::namespace_for;
 use lab::procs::Procfs;
 use lab::state::LabState;
 
-/// CA keys kubeadm's tree holds on a master and never on a worker.
-const CA_KEYS: [&str; 4] = [
-    "/etc/kubernetes/pki/ca.key",
+/// CA keys a master holds and a worker never does.
+const CA_KEYS: [&str; 2] = ["/etc/kubernetes/pki/ca.key", "/etc/kubernetes/pki/sa.key"];
+/// CA keys no host holds: the seed signs every etcd and front-proxy certificate.
+const SEED_ONLY_KEYS: [&str; 2] = [
     "/etc/kubernetes/pki/etcd/ca.key",
     "/etc/kubernetes/pki/front-proxy-ca.key",
-    "/etc/kubernetes/pki/sa.key",
 ];
 
 /// `launcher-seed ARGS` against the lab's seed, from inside its namespace.
@@ -187,6 +187,10 @@ fn one_master_and_one_worker_boot_by_pxe_and_reach_done() {
             plan_file(&master_plan, key).is_some(),
             "the master lacks {key}"
         );
+        assert_eq!(plan_file(&worker_plan, key), None, "the worker got {key}");
+    }
+    for key in SEED_ONLY_KEYS {
+        assert_eq!(plan_file(&master_plan, key), None, "the master got {key}");
         assert_eq!(plan_file(&worker_plan, key), None, "the worker got {key}");
     }
     let ca_key = plan_file(&master_plan, CA_KEYS[0]).unwrap();

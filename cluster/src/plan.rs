@@ -151,9 +151,34 @@ pub fn api_server_url(spec: &ClusterSpec) -> String {
     format!("https://{}", spec.control_plane_endpoint)
 }
 
-/// The CA material kubeadm needs on a control-plane host: the three CAs and the SA key pair.
+/// The files of the CA set every master gets, under `/etc/kubernetes/pki` (ARCHITECTURE.md,
+/// "What each role receives", says which kubeadm code or component needs each):
+/// - `ca.crt`, `ca.key`: kubeadm makes `apiserver.crt` with them (`CreatePKIAssets`), and the
+///   controller-manager signs CSRs with them (`--cluster-signing-key-file`, which kubeadm
+///   leaves empty without `ca.key`: `UsingExternalCA`).
+/// - `sa.key`, `sa.pub`: `SharedCertificateExists` requires them on a joining master; the API
+///   server and the controller-manager sign service-account tokens with `sa.key`.
+/// - `front-proxy-ca.crt`: `SharedCertificateExists`; `--requestheader-client-ca-file`.
+/// - `etcd/ca.crt`: etcd's trusted CA and kubeadm's `etcd.external.caFile`.
+///
+/// Not `front-proxy-ca.key`: the seed signs `front-proxy-client`, and kubeadm, finding the CA
+/// without its key, uses that certificate as given (`UsingExternalFrontProxyCA`). Not
+/// `etcd/ca.key`: etcd is external to kubeadm and the seed signs every etcd certificate.
+pub const MASTER_CA_FILES: [&str; 6] = [
+    "ca.crt",
+    "ca.key",
+    "etcd/ca.crt",
+    "front-proxy-ca.crt",
+    "sa.key",
+    "sa.pub",
+];
+
 fn ca_files(cas: &CaSet, files: &mut Vec<PlanFile>) {
-    for (name, text) in cas.to_files() {
+    let mut all = cas.to_files();
+    for name in MASTER_CA_FILES {
+        let text = all
+            .remove(name)
+            .expect("the CA set has every file it lists");
         let mode = if name.ends_with(".key") {
             SECRET
         } else {
@@ -214,7 +239,9 @@ fn master_files(
         KubeconfigKind::ControllerManager,
         KubeconfigKind::Scheduler,
     ];
-    // kubeadm makes super-admin.conf on the first control-plane node only.
+    // kubeadm makes super-admin.conf in `kubeadm init` only; a joining master's kubeconfig
+    // phase (`CreateJoinControlPlaneKubeConfigFiles`) makes admin, controller-manager and
+    // scheduler.
     if input.first_master && convention.has_super_admin() {
         kinds.push(KubeconfigKind::SuperAdmin);
     }

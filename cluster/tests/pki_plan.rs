@@ -97,16 +97,130 @@ fn text_of<'a>(plan: &'a Plan, path: &str) -> &'a str {
     }
 }
 
-const CA_MATERIAL: [&str; 8] = [
+/// The CA set's files a master gets; never `etcd/ca.key` nor `front-proxy-ca.key`.
+const MASTER_CA_MATERIAL: [&str; 6] = [
     "/etc/kubernetes/pki/ca.crt",
     "/etc/kubernetes/pki/ca.key",
     "/etc/kubernetes/pki/etcd/ca.crt",
-    "/etc/kubernetes/pki/etcd/ca.key",
     "/etc/kubernetes/pki/front-proxy-ca.crt",
-    "/etc/kubernetes/pki/front-proxy-ca.key",
     "/etc/kubernetes/pki/sa.key",
     "/etc/kubernetes/pki/sa.pub",
 ];
+
+/// Every private key a master gets when it sent no CSR: the cluster CA's and the
+/// service-account key, then the seed-made keys of its leaf certificates. Sorted.
+const MASTER_KEYS: [&str; 8] = [
+    "/etc/kubernetes/pki/apiserver-etcd-client.key",
+    "/etc/kubernetes/pki/apiserver-kubelet-client.key",
+    "/etc/kubernetes/pki/ca.key",
+    "/etc/kubernetes/pki/etcd/healthcheck-client.key",
+    "/etc/kubernetes/pki/etcd/peer.key",
+    "/etc/kubernetes/pki/etcd/server.key",
+    "/etc/kubernetes/pki/front-proxy-client.key",
+    "/etc/kubernetes/pki/sa.key",
+];
+
+/// One row of the role table: a host, and exactly the `*.key` and `*.conf` files it gets.
+struct Row {
+    version: &'static str,
+    host: &'static str,
+    ip: &'static str,
+    role: Role,
+    first: bool,
+    keys: &'static [&'static str],
+    confs: &'static [&'static str],
+}
+
+/// The plan's paths ending in `suffix`, sorted.
+fn paths_ending<'a>(plan: &'a Plan, suffix: &str) -> Vec<&'a str> {
+    let mut found: Vec<&str> = plan
+        .files
+        .iter()
+        .map(|f| f.path.as_str())
+        .filter(|p| p.ends_with(suffix))
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn each_role_gets_exactly_its_keys_and_kubeconfigs() {
+    let table = [
+        Row {
+            version: "v1.33.4",
+            host: "demo-m1",
+            ip: "10.77.0.11",
+            role: Role::Master,
+            first: true,
+            keys: &MASTER_KEYS,
+            confs: &[
+                "/etc/kubernetes/admin.conf",
+                "/etc/kubernetes/controller-manager.conf",
+                "/etc/kubernetes/kubelet.conf",
+                "/etc/kubernetes/scheduler.conf",
+                "/etc/kubernetes/super-admin.conf",
+            ],
+        },
+        Row {
+            version: "v1.33.4",
+            host: "demo-m2",
+            ip: "10.77.0.12",
+            role: Role::Master,
+            first: false,
+            keys: &MASTER_KEYS,
+            confs: &[
+                "/etc/kubernetes/admin.conf",
+                "/etc/kubernetes/controller-manager.conf",
+                "/etc/kubernetes/discovery.conf",
+                "/etc/kubernetes/scheduler.conf",
+            ],
+        },
+        Row {
+            version: "v1.28.15",
+            host: "demo-m1",
+            ip: "10.77.0.11",
+            role: Role::Master,
+            first: true,
+            keys: &MASTER_KEYS,
+            confs: &[
+                "/etc/kubernetes/admin.conf",
+                "/etc/kubernetes/controller-manager.conf",
+                "/etc/kubernetes/kubelet.conf",
+                "/etc/kubernetes/scheduler.conf",
+            ],
+        },
+        Row {
+            version: "v1.28.15",
+            host: "demo-m2",
+            ip: "10.77.0.12",
+            role: Role::Master,
+            first: false,
+            keys: &MASTER_KEYS,
+            confs: &[
+                "/etc/kubernetes/admin.conf",
+                "/etc/kubernetes/controller-manager.conf",
+                "/etc/kubernetes/discovery.conf",
+                "/etc/kubernetes/scheduler.conf",
+            ],
+        },
+        Row {
+            version: "v1.33.4",
+            host: "demo-w1",
+            ip: "10.77.0.14",
+            role: Role::Worker,
+            first: false,
+            keys: &[],
+            confs: &["/etc/kubernetes/kubelet.conf"],
+        },
+    ];
+    for row in table {
+        let fx = Fixture::new(row.version);
+        let plan = fx.plan_without_csrs(row.host, row.role, row.ip, row.first);
+        let name = format!("{} {} first={}", row.version, row.host, row.first);
+        assert_eq!(paths_ending(&plan, ".key"), row.keys, "{name}");
+        assert_eq!(paths_ending(&plan, ".conf"), row.confs, "{name}");
+    }
+}
 
 #[test]
 fn the_first_master_gets_everything_kubeadm_init_needs() {
@@ -114,7 +228,7 @@ fn the_first_master_gets_everything_kubeadm_init_needs() {
     let plan = fx.plan_without_csrs("demo-m1", Role::Master, "10.77.0.11", true);
     assert!(plan.verify());
     let all = paths(&plan);
-    for path in CA_MATERIAL {
+    for path in MASTER_CA_MATERIAL {
         assert!(all.contains(&path), "missing {path}");
     }
     for stem in [
@@ -205,8 +319,17 @@ fn other_masters_join_without_a_super_admin() {
     );
     let kubeadm = text_of(&plan, "/etc/kubernetes/kubeadm.yaml");
     assert!(kubeadm.contains("kind: JoinConfiguration"), "{kubeadm}");
-    for path in CA_MATERIAL {
+    for path in MASTER_CA_MATERIAL {
         assert!(all.contains(&path), "missing {path}");
+    }
+    for (name, kind) in [
+        ("etcd/ca.key", "etcd"),
+        ("front-proxy-ca.key", "front-proxy"),
+    ] {
+        assert!(
+            !all.contains(&format!("/etc/kubernetes/pki/{name}").as_str()),
+            "a master got the {kind} CA key"
+        );
     }
     assert!(matches!(
         plan.install,

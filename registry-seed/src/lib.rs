@@ -3,6 +3,7 @@
 
 pub mod boot;
 pub mod client;
+pub mod cluster_ca;
 pub mod enroll;
 pub mod generate;
 pub mod http;
@@ -12,6 +13,7 @@ pub mod metrics;
 pub mod ntp;
 pub mod oci;
 pub mod range;
+pub mod seal;
 pub mod seed;
 pub mod serve;
 pub mod store;

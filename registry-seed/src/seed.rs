@@ -13,8 +13,9 @@ use crate::enroll::decide::{ClusterFacts, InventoryEntry};
 use crate::membership::{Membership, MembershipService};
 use crate::metrics::Metrics;
 use crate::ntp::NtpStats;
+use crate::seal::SealKey;
 use crate::store::records::meta;
-use crate::store::{RedbStore, Store, Table, write_with};
+use crate::store::{RedbStore, Store, Table, read_with, write_with};
 
 pub const STORE_FILE: &str = "state.redb";
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
@@ -27,6 +28,8 @@ pub struct Seed {
     pub store: Arc<dyn Store>,
     pub cas: Arc<CaSet>,
     pub admin_token: String,
+    /// Seals what the store keeps secret: the CA keys (at open) and join tokens in job results.
+    pub seal: SealKey,
     pub metrics: Metrics,
     pub ntp_stats: Option<Arc<NtpStats>>,
     /// etcd membership changes: joining masters' learners, leaving masters' removal.
@@ -52,8 +55,8 @@ pub fn private_umask() {
 }
 
 /// Makes the state directory 0700 and whatever a former run left in it owner-only: it holds the
-/// cluster's CA keys (in the store) and the admin token. New files come out 0600 by the umask
-/// `launcher-seed` sets at start and by explicit modes.
+/// cluster's CA keys (sealed in the store), their seal key and the admin token. New files come
+/// out 0600 by the umask `launcher-seed` sets at start and by explicit modes.
 fn private_state_dir(state_dir: &Path) -> anyhow::Result<()> {
     durable::private_dir(state_dir)?;
     for entry in walk(state_dir)? {
@@ -94,12 +97,14 @@ fn walk(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 
 impl Seed {
     /// Opens the seed's state in `state_dir` for the cluster `spec`: the store, the cluster's
-    /// CA set (made once and kept in the store) and the admin credential (made once, 0600).
+    /// CA set (made once and kept in the store, its keys sealed with `seal.key`) and the admin
+    /// credential (made once, 0600). A state it must refuse is left as it was.
     pub fn open(spec: ClusterSpec, state_dir: &Path) -> anyhow::Result<Seed> {
         private_state_dir(state_dir)?;
         let store = RedbStore::open(&state_dir.join(STORE_FILE))?;
         claim_for_cluster(&store, &spec, state_dir)?;
-        let cas = load_or_create_cas(&store, &spec)?;
+        let (cas, seal) = crate::cluster_ca::load_or_create(&store, &spec, state_dir)?;
+        let store = crate::cluster_ca::scrub(store)?;
         let admin_token = load_or_create_admin_token(state_dir)?;
         let store: Arc<dyn Store> = Arc::new(store);
         let (facts, cas) = (Arc::new(facts_of(&spec)), Arc::new(cas));
@@ -110,6 +115,7 @@ impl Seed {
             store,
             cas,
             admin_token,
+            seal,
             metrics: Metrics::default(),
             ntp_stats: None,
             membership: Arc::new(membership),
@@ -164,15 +170,21 @@ fn claim_for_cluster(
     state_dir: &Path,
 ) -> anyhow::Result<()> {
     let name = spec.name.to_string();
-    let owner = write_with(store, |tx| {
-        match crate::store::get_json::<String>(&*tx, Table::Meta, meta::CLUSTER)? {
-            Some(owner) => Ok(owner),
-            None => {
-                crate::store::put_json(tx, Table::Meta, meta::CLUSTER, &name)?;
-                Ok(name.clone())
-            }
-        }
+    let recorded = read_with(store, |tx| {
+        crate::store::get_json::<String>(tx, Table::Meta, meta::CLUSTER)
     })?;
+    let owner = match recorded {
+        Some(owner) => owner,
+        None => write_with(store, |tx| {
+            match crate::store::get_json::<String>(&*tx, Table::Meta, meta::CLUSTER)? {
+                Some(owner) => Ok(owner),
+                None => {
+                    crate::store::put_json(tx, Table::Meta, meta::CLUSTER, &name)?;
+                    Ok(name.clone())
+                }
+            }
+        })?,
+    };
     anyhow::ensure!(
         owner == name,
         "the state directory {} belongs to cluster {owner:?}, not {name:?}; give each cluster \
@@ -180,25 +192,6 @@ fn claim_for_cluster(
         state_dir.display()
     );
     Ok(())
-}
-
-fn load_or_create_cas(store: &dyn Store, spec: &ClusterSpec) -> anyhow::Result<CaSet> {
-    let files = write_with(store, |tx| {
-        if let Some(files) = crate::store::get_json(&*tx, Table::Meta, meta::CA_SET)? {
-            return Ok(Ok(files));
-        }
-        let now = time::OffsetDateTime::now_utc();
-        let set = match CaSet::generate(spec.key_algorithm, now) {
-            Ok(set) => set,
-            Err(err) => return Ok(Err(err)),
-        };
-        let files = set.to_files();
-        crate::store::put_json(tx, Table::Meta, meta::CA_SET, &files)?;
-        tracing::info!(cluster = %spec.name, "made the cluster's CA set");
-        Ok(Ok(files))
-    })?
-    .context("making the cluster's CA set")?;
-    CaSet::from_files(&files).context("reading the cluster's CA set from the store")
 }
 
 fn load_or_create_admin_token(state_dir: &Path) -> anyhow::Result<String> {

@@ -430,8 +430,8 @@ fn hosts_get_what_their_role_needs_and_workers_no_secrets() {
         "etc/kubernetes/pki/ca.key",
         "etc/kubernetes/pki/sa.key",
         "etc/kubernetes/pki/sa.pub",
-        "etc/kubernetes/pki/etcd/ca.key",
-        "etc/kubernetes/pki/front-proxy-ca.key",
+        "etc/kubernetes/pki/front-proxy-ca.crt",
+        "etc/kubernetes/pki/front-proxy-client.key",
         "etc/kubernetes/kubeadm.yaml",
         "etc/kubernetes/admin.conf",
         "etc/etcd/etcd.yaml",
@@ -442,7 +442,17 @@ fn hosts_get_what_their_role_needs_and_workers_no_secrets() {
             "demo-m2 lacks {must}"
         );
     }
-    assert!(!master.contains(&PathBuf::from("etc/kubernetes/super-admin.conf")));
+    // Only the seed signs etcd and front-proxy certificates: masters get neither CA key.
+    for never in [
+        "etc/kubernetes/pki/etcd/ca.key",
+        "etc/kubernetes/pki/front-proxy-ca.key",
+        "etc/kubernetes/super-admin.conf",
+    ] {
+        assert!(
+            !master.contains(&PathBuf::from(never)),
+            "demo-m2 has {never}"
+        );
+    }
     assert!(!master.contains(&PathBuf::from("etc/kubernetes/kubelet.conf")));
     assert!(master.contains(&PathBuf::from("etc/kubernetes/discovery.conf")));
     assert!(!master.contains(&PathBuf::from("etc/kubernetes/pki/apiserver.crt")));

@@ -61,6 +61,7 @@ fn the_state_directory_and_every_file_in_it_are_owner_only() {
         "admin.token",
         "seed-ca.key",
         "seed-ca.crt",
+        "seal.key",
         "serve.addr",
     ] {
         assert!(entries.contains(&state.join(name)), "{name} missing");

@@ -1,7 +1,9 @@
 //! The kubeadm stand-in's checks: API version for the Kubernetes version, the JSON schema of
-//! each kubeadm document, and every file the config refers to.
+//! each kubeadm document, every file the config refers to, and the certificates and kubeconfig
+//! files kubeadm requires ([`crate::certs`]).
 
 use crate::Root;
+use crate::certs;
 use crate::docs::{self, Doc, str_at};
 use serde_json::Value;
 
@@ -63,18 +65,18 @@ pub struct Checked {
     pub api_version: String,
     pub kubernetes_version: Option<String>,
     pub kinds: Vec<String>,
-    /// Every file the config refers to, each found to exist.
+    /// Every file the config refers to or kubeadm requires, each found to exist.
     pub files: Vec<String>,
+    /// Files real kubeadm would write itself because they are missing.
+    pub generated: Vec<String>,
+    /// What real kubeadm would warn about and go on.
+    pub warnings: Vec<String>,
 }
 
 /// The kubeadm API version a Kubernetes version is rendered with (`v1.31.0` and later:
 /// v1beta4; 1.22 to 1.30: v1beta3).
 pub fn expected_api(kubernetes_version: &str) -> Result<&'static str, String> {
-    let minor = kubernetes_version
-        .strip_prefix('v')
-        .and_then(|v| v.strip_prefix("1."))
-        .and_then(|v| v.split('.').next())
-        .and_then(|m| m.parse::<u32>().ok())
+    let minor = minor_of(kubernetes_version)
         .ok_or_else(|| format!("kubernetesVersion {kubernetes_version:?} is not v1.MINOR.PATCH"))?;
     match minor {
         31.. => Ok(V1BETA4),
@@ -178,52 +180,86 @@ fn kind<'a>(docs: &'a [Doc], kind: &str) -> Option<&'a Value> {
     docs.iter().find(|d| d.kind == kind).map(|d| &d.value)
 }
 
-/// The files a config refers to: (field, path).
-fn referenced_files(verb: Verb, docs: &[Doc]) -> Vec<(String, String)> {
-    let mut files = Vec::new();
-    let mut add = |field: &str, path: String| files.push((field.to_string(), path));
+/// The files the config refers to, and what kubeadm's certificate and kubeconfig handling
+/// needs on disk ([`certs`]).
+fn check_files(
+    root: &Root,
+    file: &str,
+    verb: Verb,
+    docs: &[Doc],
+    kubernetes_version: Option<&str>,
+) -> Result<certs::Outcome, String> {
+    let missing =
+        |field: &str, path: &str| format!("{file}: {field} names {path}, which does not exist");
     match verb {
         Verb::Init => {
             let cluster = kind(docs, "ClusterConfiguration");
             let pki = cluster
                 .and_then(|c| str_at(c, "certificatesDir"))
-                .unwrap_or(DEFAULT_PKI)
-                .to_string();
-            add("certificatesDir (CA certificate)", format!("{pki}/ca.crt"));
-            add("certificatesDir (CA key)", format!("{pki}/ca.key"));
+                .unwrap_or(DEFAULT_PKI);
+            let mut etcd_files = Vec::new();
+            // Preflight ExternalEtcdClientCertificates.
             for f in ["caFile", "certFile", "keyFile"] {
                 if let Some(p) = cluster.and_then(|c| str_at(c, &format!("etcd/external/{f}"))) {
-                    add(&format!("etcd.external.{f}"), p.to_string());
+                    if !root.path(p).exists() {
+                        return Err(missing(&format!("etcd.external.{f}"), p));
+                    }
+                    etcd_files.push(p.to_string());
                 }
             }
+            let minor = kubernetes_version.and_then(minor_of).unwrap_or(0);
+            let mut out = certs::init(root, file, pki, minor)?;
+            out.present.extend(etcd_files);
+            Ok(out)
         }
         Verb::Join => {
             let join = kind(docs, "JoinConfiguration");
             let ca = join
                 .and_then(|j| str_at(j, "caCertPath"))
                 .unwrap_or("/etc/kubernetes/pki/ca.crt");
-            add("caCertPath", ca.to_string());
+            let mut present = Vec::new();
             if let Some(p) = join.and_then(|j| str_at(j, "discovery/file/kubeConfigPath")) {
-                add("discovery.file.kubeConfigPath", p.to_string());
-            }
-            if join.is_some_and(|j| j.get("controlPlane").is_some()) {
-                let pki = ca.rsplit_once('/').map_or(DEFAULT_PKI, |(d, _)| d);
-                for name in [
-                    "ca.key",
-                    "sa.key",
-                    "sa.pub",
-                    "front-proxy-ca.crt",
-                    "front-proxy-ca.key",
-                ] {
-                    add(
-                        "controlPlane (shared certificates)",
-                        format!("{pki}/{name}"),
-                    );
+                if !root.path(p).exists() {
+                    return Err(missing("discovery.file.kubeConfigPath", p));
                 }
+                present.push(p.to_string());
             }
+            let control_plane = join.and_then(|j| j.get("controlPlane"));
+            let Some(control_plane) = control_plane else {
+                // Preflight FileAvailable: a worker's join writes the CA itself.
+                if root.path(ca).exists() {
+                    return Err(format!(
+                        "{file}: caCertPath names {ca}, which exists: kubeadm join refuses it on \
+                         a worker (preflight FileAvailable)"
+                    ));
+                }
+                return Ok(certs::Outcome {
+                    present,
+                    ..Default::default()
+                });
+            };
+            if control_plane.get("certificateKey").is_some() {
+                return Err(format!(
+                    "{file}: controlPlane.certificateKey asks kubeadm to download the \
+                     kubeadm-certs Secret, which the stand-in cannot"
+                ));
+            }
+            // The cluster's certificatesDir, which the stand-in cannot read: caCertPath's.
+            let pki = ca.rsplit_once('/').map_or(DEFAULT_PKI, |(d, _)| d);
+            let mut out = certs::join_control_plane(root, file, pki)?;
+            out.present.splice(0..0, present);
+            Ok(out)
         }
     }
-    files
+}
+
+/// The minor of `v1.MINOR.PATCH`.
+fn minor_of(kubernetes_version: &str) -> Option<u32> {
+    kubernetes_version
+        .strip_prefix('v')
+        .and_then(|v| v.strip_prefix("1."))
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.parse::<u32>().ok())
 }
 
 /// Checks the config file of `kubeadm <verb> --config FILE`. `join_version` is the Kubernetes
@@ -260,22 +296,16 @@ pub fn check(
     {
         schema_errors(file, doc)?;
     }
-    let mut files = Vec::new();
-    for (field, path) in referenced_files(verb, &docs) {
-        if !root.path(&path).exists() {
-            return Err(format!(
-                "{file}: {field} names {path}, which does not exist"
-            ));
-        }
-        files.push(path);
-    }
+    let outcome = check_files(root, file, verb, &docs, kubernetes_version.as_deref())?;
     let kinds = docs.iter().map(|d| d.kind.clone()).collect();
     Ok((
         Checked {
             api_version,
             kubernetes_version,
             kinds,
-            files,
+            files: outcome.present,
+            generated: outcome.generated,
+            warnings: outcome.warnings,
         },
         docs,
     ))

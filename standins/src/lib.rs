@@ -7,6 +7,7 @@
 //!
 //! `LAUNCHER_STANDIN_ROOT` places every path they read or write under another directory (tests).
 
+pub mod certs;
 pub mod docs;
 pub mod kubeadm;
 pub mod kubelet;

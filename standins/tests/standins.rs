@@ -43,13 +43,15 @@ controlPlane:
     advertiseAddress: 10.77.0.12
 "#;
 
-const PKI: [&str; 10] = [
+/// What the seed gives a master: no front-proxy CA key (the seed signs front-proxy-client).
+const PKI: [&str; 11] = [
     "etc/kubernetes/pki/ca.crt",
     "etc/kubernetes/pki/ca.key",
     "etc/kubernetes/pki/sa.key",
     "etc/kubernetes/pki/sa.pub",
     "etc/kubernetes/pki/front-proxy-ca.crt",
-    "etc/kubernetes/pki/front-proxy-ca.key",
+    "etc/kubernetes/pki/front-proxy-client.crt",
+    "etc/kubernetes/pki/front-proxy-client.key",
     "etc/kubernetes/pki/etcd/ca.crt",
     "etc/kubernetes/pki/apiserver-etcd-client.crt",
     "etc/kubernetes/pki/apiserver-etcd-client.key",
@@ -106,7 +108,22 @@ fn a_good_init_config_is_accepted_and_recorded() {
         serde_json::from_slice(&std::fs::read(rec.join("kubeadm-init.json")).unwrap()).unwrap();
     assert_eq!(json["checked"]["api_version"], "kubeadm.k8s.io/v1beta4");
     assert_eq!(json["checked"]["kubernetes_version"], "v1.33.4");
-    assert_eq!(json["checked"]["files"].as_array().unwrap().len(), 5);
+    assert_eq!(json["checked"]["files"].as_array().unwrap().len(), 7);
+    // With ca.key, kubeadm makes what the seed does not give; front-proxy-client is given.
+    assert_eq!(
+        json["checked"]["generated"],
+        serde_json::json!([
+            "/etc/kubernetes/pki/apiserver.crt",
+            "/etc/kubernetes/pki/apiserver.key",
+            "/etc/kubernetes/pki/apiserver-kubelet-client.crt",
+            "/etc/kubernetes/pki/apiserver-kubelet-client.key",
+            "/etc/kubernetes/admin.conf",
+            "/etc/kubernetes/controller-manager.conf",
+            "/etc/kubernetes/scheduler.conf",
+            "/etc/kubernetes/kubelet.conf",
+            "/etc/kubernetes/super-admin.conf",
+        ])
+    );
     let kubelet = std::fs::read_to_string(root.path().join("var/lib/kubelet/config.yaml")).unwrap();
     assert!(kubelet.contains("cgroupDriver: systemd"));
 }
@@ -119,6 +136,55 @@ fn a_good_control_plane_join_is_accepted() {
         KUBEADM,
         root.path(),
         &["join", "--config=/etc/kubernetes/join.yaml"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // As kubeadm's validateCACertAndKey: a CA key missing on a joining master is a warning.
+    assert_eq!(
+        stderr.trim(),
+        "kubeadm-standin: warning (as kubeadm): assuming external key for front-proxy CA: /etc/kubernetes/pki/front-proxy-ca.key is absent"
+    );
+    let rec = root
+        .path()
+        .join("var/lib/launcher/standin/kubeadm-join.json");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(rec).unwrap()).unwrap();
+    assert_eq!(
+        json["checked"]["generated"],
+        serde_json::json!([
+            "/etc/kubernetes/pki/apiserver.crt",
+            "/etc/kubernetes/pki/apiserver.key",
+            "/etc/kubernetes/pki/apiserver-kubelet-client.crt",
+            "/etc/kubernetes/pki/apiserver-kubelet-client.key",
+            "/etc/kubernetes/admin.conf",
+            "/etc/kubernetes/controller-manager.conf",
+            "/etc/kubernetes/scheduler.conf",
+        ])
+    );
+}
+
+#[test]
+fn a_worker_join_refuses_a_ca_already_in_place() {
+    let root = root_with_pki();
+    let worker = JOIN_V1BETA3.replace(
+        "controlPlane:\n  localAPIEndpoint:\n    advertiseAddress: 10.77.0.12\n",
+        "",
+    );
+    assert!(!worker.contains("controlPlane"));
+    put(root.path(), "etc/kubernetes/join.yaml", &worker);
+    let out = run(
+        KUBEADM,
+        root.path(),
+        &["join", "--config", "/etc/kubernetes/join.yaml"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "kubeadm-standin: refused: /etc/kubernetes/join.yaml: caCertPath names /etc/kubernetes/pki/ca.crt, which exists: kubeadm join refuses it on a worker (preflight FileAvailable)"
+    );
+    std::fs::remove_file(root.path().join("etc/kubernetes/pki/ca.crt")).unwrap();
+    let out = run(
+        KUBEADM,
+        root.path(),
+        &["join", "--config", "/etc/kubernetes/join.yaml"],
     );
     assert!(
         out.status.success(),
@@ -170,8 +236,14 @@ fn bad_kubeadm_configs_are_refused_with_exact_errors() {
         (
             "missing CA key",
             INIT_V1BETA4.to_string(),
-            "kubeadm-standin: refused: /etc/kubernetes/kubeadm.yaml: certificatesDir (CA key) names /etc/kubernetes/pki/ca.key, which does not exist",
+            "kubeadm-standin: refused: /etc/kubernetes/kubeadm.yaml: /etc/kubernetes/pki/ca.key is absent, so kubeadm takes the CA as external (UsingExternalCA) and needs /etc/kubernetes/pki/apiserver.crt, which does not exist",
             Some("etc/kubernetes/pki/ca.key"),
+        ),
+        (
+            "missing front-proxy client key",
+            INIT_V1BETA4.to_string(),
+            "kubeadm-standin: refused: /etc/kubernetes/kubeadm.yaml: /etc/kubernetes/pki/front-proxy-ca.key is absent, so kubeadm takes the front-proxy CA as external (UsingExternalFrontProxyCA) and needs /etc/kubernetes/pki/front-proxy-client.key, which does not exist",
+            Some("etc/kubernetes/pki/front-proxy-client.key"),
         ),
         (
             "join kind for init",

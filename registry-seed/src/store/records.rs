@@ -152,12 +152,16 @@ pub struct JobRecord {
 /// Meta keys.
 pub mod meta {
     pub const COUNTERS: &str = "counters";
+    /// The cluster's CA set, its private keys sealed (`cluster_ca::StoredCaSet`).
     pub const CA_SET: &str = "ca_set";
     /// The name of the cluster the state belongs to.
     pub const CLUSTER: &str = "cluster";
     /// How many masters started etcd together, recorded when the first of them got its plan.
     /// Masters enrolled after that join as learners even if `cluster.masters` was raised since.
     pub const ETCD_COHORT: &str = "etcd_cohort";
+    /// Set in the transaction that sealed CA keys an older seed stored in the clear: the store
+    /// file is to be rewritten so that no freed page keeps them (`cluster_ca::scrub`).
+    pub const REWRITE_PENDING: &str = "rewrite_pending";
 }
 
 /// Monotonic counters, in one record so they change in the same transaction as the decision.

@@ -1,6 +1,6 @@
 //! The embedded [`Store`]: one redb file in the state directory, every commit fsynced.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableTable, TableDefinition};
 
@@ -22,23 +22,82 @@ fn backend(op: &'static str, table: Table, err: impl std::fmt::Display) -> Store
 #[derive(Debug)]
 pub struct RedbStore {
     db: Database,
+    path: PathBuf,
 }
 
 impl RedbStore {
-    /// Opens (or creates) the database at `path` and makes sure every table exists.
+    /// Opens (or creates) the database at `path` and makes sure every table exists. Opening a
+    /// store that has them all commits nothing: a seed that then refuses to start leaves the
+    /// file as it was.
     pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
         let open_err = |e: &dyn std::fmt::Display| StoreError::Open {
             path: path.display().to_string(),
             message: e.to_string(),
         };
         let db = Database::create(path).map_err(|e| open_err(&e))?;
-        let tx = db.begin_write().map_err(|e| open_err(&e))?;
-        for table in Table::ALL {
-            tx.open_table(def(table)).map_err(|e| open_err(&e))?;
+        if !has_every_table(&db).map_err(|e| open_err(&e))? {
+            let tx = db.begin_write().map_err(|e| open_err(&e))?;
+            for table in Table::ALL {
+                tx.open_table(def(table)).map_err(|e| open_err(&e))?;
+            }
+            tx.commit().map_err(|e| open_err(&e))?;
         }
-        tx.commit().map_err(|e| open_err(&e))?;
-        Ok(RedbStore { db })
+        Ok(RedbStore {
+            db,
+            path: path.to_path_buf(),
+        })
     }
+
+    /// Copies every table into a new file and renames it over this one. Pages freed by earlier
+    /// commits, which may still hold values replaced since, are not carried over: after a
+    /// value was replaced by a sealed one, a copy of the file no longer holds the old one.
+    pub fn rewrite(self) -> Result<RedbStore, StoreError> {
+        let path = self.path.clone();
+        let fail = |e: &dyn std::fmt::Display| StoreError::Open {
+            path: path.display().to_string(),
+            message: format!("rewriting: {e}"),
+        };
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let tmp = path.with_file_name(format!(".{name}.rewrite"));
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(&e)),
+            _ => {}
+        }
+        {
+            let fresh = Database::create(&tmp).map_err(|e| fail(&e))?;
+            let out = fresh.begin_write().map_err(|e| fail(&e))?;
+            self.read(&mut |old| {
+                for table in Table::ALL {
+                    let mut t = out.open_table(def(table)).map_err(|e| fail(&e))?;
+                    for (key, value) in old.list(table)? {
+                        t.insert(key.as_str(), value.as_slice())
+                            .map_err(|e| backend("put", table, e))?;
+                    }
+                }
+                Ok(())
+            })?;
+            out.commit().map_err(|e| fail(&e))?;
+        }
+        drop(self);
+        std::fs::rename(&tmp, &path).map_err(|e| fail(&e))?;
+        if let Some(dir) = path.parent() {
+            durable::sync_dir(dir).map_err(|e| fail(&e))?;
+        }
+        RedbStore::open(&path)
+    }
+}
+
+/// Whether every [`Table`] exists, read without a write transaction.
+fn has_every_table(db: &Database) -> Result<bool, String> {
+    let tx = db.begin_read().map_err(|e| e.to_string())?;
+    for table in Table::ALL {
+        match tx.open_table(def(table)) {
+            Ok(_) => {}
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(true)
 }
 
 struct WriteTx<'a>(&'a redb::WriteTransaction);

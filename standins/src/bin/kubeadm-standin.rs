@@ -16,8 +16,12 @@ usage:
 Checks: every document parses; kubeadm documents are kubeadm.k8s.io/v1beta3 for Kubernetes
 1.22-1.30 and v1beta4 for 1.31 and later (a join is checked against LAUNCHER_STANDIN_KUBERNETES_VERSION
 or /etc/launcher/kubernetes-version when present); each matches kubeadm's JSON schema; every file
-the config refers to exists (CA, shared control-plane certificates, external etcd certificates,
-discovery kubeconfig). Anything else is refused.
+the config refers to exists (external etcd certificates, discovery kubeconfig); and the
+certificates and kubeconfigs are there as kubeadm requires them: a CA whose key is absent is
+external, so every certificate it would sign must be given (and, for the cluster CA at init,
+every kubeconfig); a control-plane join needs ca.crt, sa.key, sa.pub and front-proxy-ca.crt
+(an absent CA key is only a warning); a worker join refuses an existing caCertPath. What kubeadm
+would make itself is recorded as `generated`. Anything else is refused.
 
 Records: /var/lib/launcher/standin/kubeadm-<init|join>.yaml (the config) and .json (argv, checks).
 Writes what later steps read: /var/lib/kubelet/config.yaml (from a KubeletConfiguration
@@ -110,6 +114,9 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         serde_json::to_vec_pretty(&record)?.as_slice(),
     )?;
     kubelet_outputs(&root, &docs)?;
+    for warning in &checked.warnings {
+        eprintln!("kubeadm-standin: warning (as kubeadm): {warning}");
+    }
     println!(
         "kubeadm-standin {}: {} accepted ({} documents, {} files present); stand-in only, no control plane was started",
         verb.as_str(),
