@@ -10,6 +10,7 @@ use cluster::pki::CaSet;
 use cluster::spec::ClusterSpec;
 
 use crate::enroll::decide::{ClusterFacts, InventoryEntry};
+use crate::limits::SourceLimiter;
 use crate::membership::{Membership, MembershipService};
 use crate::metrics::Metrics;
 use crate::ntp::NtpStats;
@@ -29,6 +30,8 @@ pub struct Seed {
     pub admin_token: String,
     pub metrics: Metrics,
     pub ntp_stats: Option<Arc<NtpStats>>,
+    /// Enrollments let through per source address; none: no limit.
+    pub enroll_limit: Option<SourceLimiter>,
     /// etcd membership changes: joining masters' learners, leaving masters' removal.
     pub membership: Arc<MembershipService>,
     pub state_dir: PathBuf,
@@ -112,6 +115,7 @@ impl Seed {
             admin_token,
             metrics: Metrics::default(),
             ntp_stats: None,
+            enroll_limit: None,
             membership: Arc::new(membership),
             state_dir: state_dir.to_path_buf(),
             boot: None,
