@@ -33,14 +33,6 @@ impl Rate {
         ((MIN_RATE..=MAX_RATE).contains(&per_second) && burst > 0)
             .then_some(Rate { per_second, burst })
     }
-
-    pub fn per_second(&self) -> f64 {
-        self.per_second
-    }
-
-    pub fn burst(&self) -> u32 {
-        self.burst
-    }
 }
 
 /// Parses a rate flag: a number of requests a second, 0 for no limit.
@@ -124,10 +116,6 @@ impl SourceLimiter {
         }
     }
 
-    pub fn rate(&self) -> Rate {
-        self.rate
-    }
-
     /// Counts one request from `source`: `Err` says how long until it would be let through.
     pub fn check(&self, source: IpAddr, now: Instant) -> Result<(), Duration> {
         let source = source.to_canonical();
@@ -188,7 +176,7 @@ pub fn raise_nofile() -> std::io::Result<u64> {
     Ok(getrlimit(Resource::RLIMIT_NOFILE)?.0)
 }
 
-/// How long a listener's connections may sit without a request in flight.
+/// What one listener holds its connections to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnLimits {
     /// Connections open at once.
