@@ -3,7 +3,7 @@
 //! Pure: the caller reads the clock and the socket and passes timestamps and bytes in.
 //!
 //! What the server refuses, decided once (each refusal is an [`NtpError`] variant):
-//! - anything shorter than the 48-byte header;
+//! - anything shorter than the 48-byte header, or longer than [`MAX_REQUEST_LEN`];
 //! - versions other than 3 and 4: version 0 and 5..7 do not exist, and versions 1 and 2
 //!   (RFC 1059/1119) are decades obsolete and laid out differently enough (v1 has no mode field)
 //!   that answering them only widens what the seed reacts to;
@@ -21,6 +21,14 @@ use std::time::Duration;
 
 /// Length of the NTP header, and of every answer the seed sends.
 pub const HEADER_LEN: usize = 48;
+
+/// Longest request the server answers: the header and at most 1024 bytes of extension fields,
+/// the bound chrony assumes of every packet it receives (`NTP_MAX_EXTENSIONS_LENGTH`). RFC 5905
+/// and RFC 7822 set none; a server that reads into a buffer one byte longer knows a datagram it
+/// filled was longer still. Lengths between 48 and this bound that are not a whole number of
+/// 4-byte words are refused as malformed extension fields: the header, every extension field
+/// and a MAC (20 or 24 bytes) are each whole words.
+pub const MAX_REQUEST_LEN: usize = HEADER_LEN + 1024;
 
 /// Seconds between the NTP epoch (1900-01-01) and the Unix epoch (1970-01-01).
 pub const UNIX_EPOCH_NTP_SECS: u64 = 2_208_988_800;
@@ -147,6 +155,8 @@ impl fmt::Display for Mode {
 pub enum NtpError {
     #[error("packet of {0} bytes is shorter than the 48-byte header")]
     TooShort(usize),
+    #[error("request of {0} bytes is longer than the {max} bytes answered", max = MAX_REQUEST_LEN)]
+    TooLong(usize),
     #[error("ntp version {0} is not answered (only 3 and 4)")]
     UnsupportedVersion(u8),
     #[error("mode {0} is not a client request")]
@@ -255,6 +265,9 @@ fn check_trailer(packet: &[u8]) -> Result<(), NtpError> {
 
 /// Checks a datagram a client sent to the server; `Ok` is the request's header.
 pub fn check_request(request: &[u8]) -> Result<Packet, NtpError> {
+    if request.len() > MAX_REQUEST_LEN {
+        return Err(NtpError::TooLong(request.len()));
+    }
     let packet = Packet::decode(request)?;
     if !(3..=4).contains(&packet.version) {
         return Err(NtpError::UnsupportedVersion(packet.version));

@@ -8,6 +8,7 @@ pub mod enroll;
 pub mod generate;
 pub mod http;
 pub mod jobs;
+pub mod limits;
 pub mod membership;
 pub mod metrics;
 pub mod ntp;

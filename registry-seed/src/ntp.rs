@@ -3,7 +3,8 @@
 //! The seed is the LAN's time reference for hosts that boot before they can reach anything else,
 //! so it answers as a local clock (stratum 8, reference id `LOCL`, see
 //! [`cluster::ntp::LOCAL_STRATUM`]). What is answered and what is refused is decided in
-//! [`cluster::ntp::answer`]; this module only reads the clock and moves datagrams.
+//! [`cluster::ntp::answer`]; this module only reads the clock, moves datagrams and, when given a
+//! [`SourceLimiter`], drops requests from a source that asks more often than it allows.
 
 use cluster::ntp::{self, NtpTimestamp, ServerClock, ServerParams};
 use std::io;
@@ -14,15 +15,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 
-/// Larger than any datagram a client sends: the header plus extension fields fit in a few
-/// hundred bytes, and a longer datagram is refused whatever its tail holds.
-const RECEIVE_BUFFER: usize = 4096;
+use crate::limits::SourceLimiter;
+
+/// One byte more than the longest request answered: a datagram that fills it was longer (the
+/// kernel cuts the rest) and is refused as [`ntp::NtpError::TooLong`].
+const RECEIVE_BUFFER: usize = ntp::MAX_REQUEST_LEN + 1;
 
 /// Counters for `/metrics`, shared with the HTTP side.
 #[derive(Debug, Default)]
 pub struct NtpStats {
     answered: AtomicU64,
     refused: AtomicU64,
+    rate_limited: AtomicU64,
     send_failed: AtomicU64,
 }
 
@@ -41,6 +45,11 @@ impl NtpStats {
         self.refused.load(Ordering::Relaxed)
     }
 
+    /// Valid requests dropped because their source asked too often.
+    pub fn rate_limited(&self) -> u64 {
+        self.rate_limited.load(Ordering::Relaxed)
+    }
+
     /// Answers the socket failed to send.
     pub fn send_failed(&self) -> u64 {
         self.send_failed.load(Ordering::Relaxed)
@@ -54,9 +63,11 @@ impl NtpStats {
              # TYPE launcher_seed_ntp_requests_total counter\n\
              launcher_seed_ntp_requests_total{{result=\"answered\"}} {}\n\
              launcher_seed_ntp_requests_total{{result=\"refused\"}} {}\n\
+             launcher_seed_ntp_requests_total{{result=\"rate_limited\"}} {}\n\
              launcher_seed_ntp_requests_total{{result=\"send_failed\"}} {}\n",
             self.answered(),
             self.refused(),
+            self.rate_limited(),
             self.send_failed()
         )
     }
@@ -89,8 +100,9 @@ fn now() -> NtpTimestamp {
 }
 
 /// Answers requests on `socket` until the task is dropped. Every datagram counts once in
-/// `stats`: answered, refused, or send_failed.
-pub async fn serve(socket: UdpSocket, stats: Arc<NtpStats>) {
+/// `stats`: answered, refused, rate_limited or send_failed. A request is checked before it is
+/// counted against its source, so what is refused anyway costs a source nothing.
+pub async fn serve(socket: UdpSocket, stats: Arc<NtpStats>, limiter: Option<SourceLimiter>) {
     let params = ServerParams::local();
     let mut buf = vec![0u8; RECEIVE_BUFFER];
     loop {
@@ -117,6 +129,13 @@ pub async fn serve(socket: UdpSocket, stats: Arc<NtpStats>) {
                 continue;
             }
         };
+        if let Some(limiter) = &limiter
+            && limiter.check(peer.ip(), std::time::Instant::now()).is_err()
+        {
+            stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+            tracing::trace!(%peer, "ntp request over its source's rate");
+            continue;
+        }
         ntp::stamp_transmit(&mut reply, now());
         match socket.send_to(&reply, peer).await {
             Ok(_) => {
@@ -130,10 +149,20 @@ pub async fn serve(socket: UdpSocket, stats: Arc<NtpStats>) {
     }
 }
 
-/// Runs [`serve`] on the current tokio runtime; abort the handle to stop it.
+/// Runs [`serve`] without a rate limit on the current tokio runtime; abort the handle to stop it.
 pub fn spawn(socket: UdpSocket, stats: Arc<NtpStats>) -> JoinHandle<()> {
+    spawn_limited(socket, stats, None)
+}
+
+/// Runs [`serve`] on the current tokio runtime, answering each source at most as often as
+/// `limiter` allows; abort the handle to stop it.
+pub fn spawn_limited(
+    socket: UdpSocket,
+    stats: Arc<NtpStats>,
+    limiter: Option<SourceLimiter>,
+) -> JoinHandle<()> {
     if let Ok(addr) = socket.local_addr() {
         tracing::info!(%addr, "ntp server listening");
     }
-    tokio::spawn(serve(socket, stats))
+    tokio::spawn(serve(socket, stats, limiter))
 }

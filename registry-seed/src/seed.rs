@@ -10,6 +10,7 @@ use cluster::pki::CaSet;
 use cluster::spec::ClusterSpec;
 
 use crate::enroll::decide::{ClusterFacts, InventoryEntry};
+use crate::limits::SourceLimiter;
 use crate::membership::{Membership, MembershipService};
 use crate::metrics::Metrics;
 use crate::ntp::NtpStats;
@@ -32,6 +33,8 @@ pub struct Seed {
     pub seal: SealKey,
     pub metrics: Metrics,
     pub ntp_stats: Option<Arc<NtpStats>>,
+    /// Enrollments let through per source address; none: no limit.
+    pub enroll_limit: Option<SourceLimiter>,
     /// etcd membership changes: joining masters' learners, leaving masters' removal.
     pub membership: Arc<MembershipService>,
     pub state_dir: PathBuf,
@@ -118,6 +121,7 @@ impl Seed {
             seal,
             metrics: Metrics::default(),
             ntp_stats: None,
+            enroll_limit: None,
             membership: Arc::new(membership),
             state_dir: state_dir.to_path_buf(),
             boot: None,

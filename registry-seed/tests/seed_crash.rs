@@ -13,6 +13,8 @@ use support::seed::*;
 
 const HOSTS: usize = 240;
 const CLIENTS: usize = 12;
+/// Every simulated host enrolls from 127.0.0.1.
+const UNLIMITED: &[&str] = &["--enroll-rate", "0"];
 
 /// Prepares a state directory with one join token per host.
 fn prepare(state: &std::path::Path, cluster_text: &str) {
@@ -68,7 +70,7 @@ fn a_seed_killed_mid_burst_loses_and_duplicates_nothing() {
     let state = dir.path().join("state");
     prepare(&state, &text);
     let listen = format!("127.0.0.1:{}", testkit::free_tcp_port());
-    let mut server = Server::start(&cluster, &state, &listen);
+    let mut server = Server::start_with(&cluster, &state, &listen, UNLIMITED);
     let url = server.url();
 
     let enrolled = Arc::new(AtomicUsize::new(0));
@@ -97,7 +99,7 @@ fn a_seed_killed_mid_burst_loses_and_duplicates_nothing() {
     let at_kill = enrolled.load(Ordering::SeqCst);
     assert!(at_kill < HOSTS, "the burst ended before the kill");
     std::thread::sleep(Duration::from_millis(300));
-    let server = Server::start(&cluster, &state, &listen);
+    let server = Server::start_with(&cluster, &state, &listen, UNLIMITED);
     for worker in workers {
         worker.join().unwrap();
     }

@@ -132,7 +132,11 @@ fn transmit_is_stamped_last() {
 
 #[test]
 fn answers_requests_with_well_formed_extension_fields_in_48_bytes() {
-    for trailer in [field(28), [field(16), field(32)].concat()] {
+    for trailer in [
+        field(28),
+        [field(16), field(32)].concat(),
+        field((MAX_REQUEST_LEN - HEADER_LEN) as u16),
+    ] {
         let req = with_trailer(&trailer);
         let reply = answer(&req, &ServerParams::local(), clock()).unwrap();
         assert!(reply.len() <= req.len());
@@ -261,6 +265,16 @@ fn refuses_malformed_and_unwanted_packets_with_their_reason() {
             zero_transmit,
             NtpError::NoTransmitTimestamp,
         ),
+        (
+            "one byte over the bound",
+            with_trailer(&[field(1024), vec![0]].concat()),
+            NtpError::TooLong(MAX_REQUEST_LEN + 1),
+        ),
+        (
+            "4097 bytes",
+            with_trailer(&[field(4048), vec![0]].concat()),
+            NtpError::TooLong(4097),
+        ),
     ];
     for (name, bytes, expected) in cases {
         assert_eq!(
@@ -280,6 +294,10 @@ fn refusals_read_as_sentences() {
     assert_eq!(
         NtpError::TooShort(12).to_string(),
         "packet of 12 bytes is shorter than the 48-byte header"
+    );
+    assert_eq!(
+        NtpError::TooLong(4097).to_string(),
+        "request of 4097 bytes is longer than the 1072 bytes answered"
     );
 }
 

@@ -216,6 +216,8 @@ impl Seed {
                 .arg("--state-dir")
                 .arg(&state)
                 .args(["--listen", "127.0.0.1:0", "--ntp-listen", "127.0.0.1:0"])
+                // Every simulated host asks the time from 127.0.0.1, one after another.
+                .args(["--ntp-rate", "0"])
                 .stdout(log.try_clone().unwrap())
                 .stderr(log),
         );

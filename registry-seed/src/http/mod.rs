@@ -2,7 +2,8 @@
 //!
 //! Routes (HTTPS):
 //! - `GET /healthz`, `GET /metrics` (Prometheus text).
-//! - `POST /v1/enroll` (`EnrollRequest` → 200 `Enrolled` plan, or 202 `Pending`), and
+//! - `POST /v1/enroll` (`EnrollRequest` → 200 `Enrolled` plan, or 202 `Pending`; 429
+//!   `rate_limited` with `Retry-After` past the seed's per-source limit), and
 //!   `POST /v1/hosts/{id}/progress` (`ProgressReport` → 204): host routes, with the host's
 //!   identity key as the TLS client certificate ([`ClientKey`]); a progress report only from
 //!   the key its host is bound to.
@@ -41,6 +42,7 @@ use cluster::api::{self, ApiError, codes};
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
+use crate::limits::body_timed_out;
 use crate::seed::Seed;
 
 /// Builds the router of every route the seed serves over HTTPS.
@@ -49,7 +51,11 @@ pub fn app(seed: Arc<Seed>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/v1/enroll", post(hosts::enroll))
+        .route(
+            "/v1/enroll",
+            post(hosts::enroll)
+                .route_layer(middleware::from_fn_with_state(seed.clone(), limit_enroll)),
+        )
         .route("/v1/hosts/{id}/progress", post(hosts::progress))
         .nest("/v1/admin", admin)
         .merge(boot::routes())
@@ -132,6 +138,24 @@ async fn observe(State(seed): State<Arc<Seed>>, request: Request, next: Next) ->
         );
     });
     response
+}
+
+/// Answers `rate_limited` with `Retry-After` to a source past the seed's enrollment limit.
+async fn limit_enroll(State(seed): State<Arc<Seed>>, request: Request, next: Next) -> Response {
+    let peer = request.extensions().get::<PeerAddr>().map(|p| p.0.ip());
+    if let (Some(limit), Some(peer)) = (&seed.enroll_limit, peer)
+        && let Err(wait) = limit.check(peer, Instant::now())
+    {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        seed.metrics.enrollment(codes::RATE_LIMITED);
+        let message = format!("too many enrollments from {peer}; ask again in {secs} s");
+        let mut response = ApiFailure::new(codes::RATE_LIMITED, message).into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        return response;
+    }
+    next.run(request).await
 }
 
 /// The error code of a response, for the metrics.
@@ -234,7 +258,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
         let body: Body = request.into_body();
         let bytes = axum::body::to_bytes(body, api::MAX_REQUEST_BYTES)
             .await
-            .map_err(|_| too_large())?;
+            .map_err(|e| match body_timed_out(&e) {
+                Some(late) => ApiFailure::new(codes::BAD_REQUEST, late.to_string())
+                    .with_status(StatusCode::REQUEST_TIMEOUT),
+                None => too_large(),
+            })?;
         let value = serde_json::from_slice(&bytes).map_err(|e| {
             ApiFailure::new(
                 codes::BAD_REQUEST,
