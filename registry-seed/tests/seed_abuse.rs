@@ -244,7 +244,14 @@ fn every_abuse_is_refused_and_changes_nothing() {
         },
     ];
 
-    for case in cases {
+    let tokens: Vec<String> = (0..cases.len())
+        .map(|_| {
+            let token = cli(&["tokens", "create", "--ttl", "1h", "--state-dir", &state_dir]);
+            token.trim().to_string()
+        })
+        .collect();
+    let hosts_before = cases.len();
+    for (n, case) in cases.into_iter().enumerate() {
         let before = store_hash(&state);
         let (status, code) = (case.send)();
         assert_eq!(
@@ -261,15 +268,56 @@ fn every_abuse_is_refused_and_changes_nothing() {
         );
         let health = anon.get(format!("{url}/healthz")).send().unwrap();
         assert_eq!(health.status(), 200, "{}: /healthz", case.name);
-        let (status, _) = post(&master, &enroll_url, &enroll_body(MASTER, None));
-        assert_eq!(status, 200, "{}: the master's own enrollment", case.name);
+        // A new machine with its join token is let in.
+        let machine = format!("52:54:00:cc:00:{n:02x}");
+        let legit = server.host_client(&machine);
+        let (status, _) = post(
+            &legit,
+            &enroll_url,
+            &enroll_body(&machine, Some(&tokens[n])),
+        );
+        assert_eq!(
+            status, 200,
+            "{}: a legitimate enrollment after it",
+            case.name
+        );
     }
 
-    // The operator sees every host once, each bound to its own key.
+    // A flood from one source: past the burst, 429 with Retry-After, and nothing written.
+    let flooder = server.host_client("a flooder");
+    let mut answers = Vec::new();
+    for i in 0..12 {
+        let before = store_hash(&state);
+        let answer = flooder
+            .post(&enroll_url)
+            .json(&enroll_body(&format!("52:54:00:dd:00:{i:02x}"), None))
+            .send()
+            .unwrap();
+        let retry_after = answer.headers().get("retry-after").cloned();
+        let (status, code) = outcome(answer);
+        if status == 429 {
+            assert_eq!(code, "rate_limited");
+            let secs: u64 = retry_after.unwrap().to_str().unwrap().parse().unwrap();
+            assert!((1..=60).contains(&secs), "Retry-After {secs}");
+            assert_eq!(store_hash(&state), before, "a refused flood request wrote");
+        }
+        answers.push(status);
+    }
+    assert_eq!(
+        answers[..10],
+        [202; 10],
+        "the burst is answered: {answers:?}"
+    );
+    assert_eq!(answers[10..], [429, 429], "{answers:?}");
+    let (status, _) = post(&master, &enroll_url, &enroll_body(MASTER, None));
+    assert_eq!(status, 200, "the master is let in during the flood");
+
+    // The operator sees every host once, each bound to its own key: the three, the machine
+    // let in after each case, and the flooder's one pending record.
     let table = cli(&["hosts", "ls", "--json", "--state-dir", &state_dir]);
     let view: Value = serde_json::from_str(&table).unwrap();
     let hosts = view["hosts"].as_array().unwrap();
-    assert_eq!(hosts.len(), 3, "{table}");
+    assert_eq!(hosts.len(), 3 + hosts_before + 1, "{table}");
     for host in hosts {
         assert!(
             host["key"].as_str().unwrap().starts_with("sha256:"),
