@@ -7,6 +7,9 @@
 //! clear message, and record what they received under `/var/lib/launcher/standin/`.
 //!
 //! `LAUNCHER_STANDIN_ROOT` places every path they read or write under another directory (tests).
+//!
+//! `kube-apiserver-standin` ([`apiserver`]) is the stand-in for kube-apiserver: it takes the
+//! flags of kubeadm's manifest and serves what kubelets and `kubectl get nodes` need.
 
 pub mod apiserver;
 pub mod certs;
