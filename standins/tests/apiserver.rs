@@ -84,7 +84,7 @@ impl Setup {
     }
 }
 
-fn start_etcd(setup: &Setup, port: u16, peer: u16) -> ChildGuard {
+fn start_etcd(setup: &Setup, peer: u16) -> ChildGuard {
     let log = std::fs::File::create(setup.dir.join("etcd.log")).unwrap();
     let mut cmd = Command::new(testkit::which("etcd").unwrap());
     cmd.arg("--name=e1")
@@ -103,7 +103,6 @@ fn start_etcd(setup: &Setup, port: u16, peer: u16) -> ChildGuard {
         .arg("--enable-grpc-gateway=true")
         .stdout(Stdio::null())
         .stderr(log);
-    let _ = port;
     ChildGuard::spawn("etcd", &mut cmd)
 }
 
@@ -233,7 +232,7 @@ fn kubectl_and_a_node_against_the_standin_and_real_etcd() {
     server.dns_names = vec!["localhost".to_owned()];
     issue(&ca, &server, dir.path(), "apiserver");
 
-    let mut etcd = start_etcd(&setup, etcd_port, peer_port);
+    let mut etcd = start_etcd(&setup, peer_port);
     let log = std::fs::File::create(dir.path().join("standin.log")).unwrap();
     let mut cmd = standin();
     cmd.args(kubeadm_flags(&setup, port))
@@ -263,6 +262,12 @@ fn kubectl_and_a_node_against_the_standin_and_real_etcd() {
         r.status().is_success().then_some(())
     });
 
+    // The installed kubectl picks its release by the server's version: 1.33 here.
+    let (ok, out) = kubectl(&admin, &["version", "-o", "json"]);
+    assert!(ok, "{out}");
+    let versions: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(versions["serverVersion"]["gitVersion"], "v1.33.0", "{out}");
+    assert_eq!(versions["clientVersion"]["minor"], "33", "{out}");
     let (ok, out) = kubectl(&admin, &["get", "nodes"]);
     assert!(ok && out.contains("No resources found"), "{out}");
 
