@@ -202,7 +202,7 @@ fn an_unknown_flag_and_a_missing_required_flag_fail_at_start() {
 
 #[test]
 fn kubectl_and_a_node_against_the_standin_and_real_etcd() {
-    if !testkit::require(&["etcd", "kubectl"]) {
+    if !testkit::require(&["etcd", "etcdctl", "kubectl"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -339,6 +339,25 @@ fn kubectl_and_a_node_against_the_standin_and_real_etcd() {
         .find(|l| l.starts_with("w1"))
         .unwrap_or_default();
     assert!(row.split_whitespace().nth(1) == Some("Ready"), "{out}");
+
+    // The Node is in etcd where kube-apiserver keeps it.
+    let stored = Command::new(testkit::which("etcdctl").unwrap())
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", setup.etcd_url))
+        .arg(format!("--cacert={}", setup.path("etcd-ca.crt")))
+        .arg(format!(
+            "--cert={}",
+            setup.path("apiserver-etcd-client.crt")
+        ))
+        .arg(format!("--key={}", setup.path("apiserver-etcd-client.key")))
+        .args(["get", "/registry/minions/w1", "--print-value-only"])
+        .output()
+        .unwrap();
+    let stored: Value = serde_json::from_slice(&stored.stdout).unwrap();
+    assert_eq!(
+        stored["status"]["conditions"][0]["status"], "True",
+        "{stored}"
+    );
 
     // Another node's object is not the node's to change.
     let other = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "w2"}});

@@ -75,6 +75,8 @@ struct TxnResponse {
 pub struct Etcd {
     http: reqwest::Client,
     endpoints: Vec<String>,
+    /// `--etcd-prefix` (`/registry`), put before every key.
+    prefix: String,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, EtcdError> {
@@ -92,6 +94,7 @@ impl Etcd {
     /// A client trusting `ca` and presenting `cert`/`key` when both are given.
     pub fn new(
         endpoints: Vec<String>,
+        prefix: &str,
         ca: Option<&Path>,
         cert_key: Option<(&Path, &Path)>,
     ) -> Result<Etcd, EtcdError> {
@@ -118,7 +121,11 @@ impl Etcd {
         let http = builder
             .build()
             .map_err(|e| bad("building the https client", e))?;
-        Ok(Etcd { http, endpoints })
+        Ok(Etcd {
+            http,
+            endpoints,
+            prefix: prefix.trim_end_matches('/').to_owned(),
+        })
     }
 
     /// POSTs `body` to `path` on the first endpoint that answers, within `timeout`.
@@ -162,6 +169,11 @@ impl Etcd {
         })
     }
 
+    /// The stored key of `key` (relative to the prefix).
+    fn key(&self, key: &str) -> String {
+        format!("{}/{key}", self.prefix)
+    }
+
     fn kvs(raw: Vec<RawKv>) -> Vec<Kv> {
         raw.into_iter()
             .map(|kv| Kv {
@@ -175,15 +187,16 @@ impl Etcd {
             .collect()
     }
 
-    /// The key, if it exists (a linearizable read).
+    /// The key (relative to the prefix, as every key here), if it exists (a linearizable read).
     pub async fn get(&self, key: &str) -> Result<Option<Kv>, EtcdError> {
-        let body = json!({ "key": B64.encode(key) });
+        let body = json!({ "key": B64.encode(self.key(key)) });
         let got: RangeResponse = self.call("/v3/kv/range", body, REQUEST_TIMEOUT).await?;
         Ok(Etcd::kvs(got.kvs).into_iter().next())
     }
 
     /// Every key under `prefix`, and the store's revision at the read.
     pub async fn list(&self, prefix: &str) -> Result<(Vec<Kv>, i64), EtcdError> {
+        let prefix = self.key(prefix);
         let mut end = prefix.as_bytes().to_vec();
         if let Some(last) = end.last_mut() {
             *last += 1;
@@ -196,7 +209,7 @@ impl Etcd {
     /// Whether etcd answers a linearizable read (which needs a leader, so a quorum) within
     /// `timeout`.
     pub async fn ready(&self, timeout: Duration) -> Result<(), EtcdError> {
-        let body = json!({ "key": B64.encode("/registry/health"), "count_only": true });
+        let body = json!({ "key": B64.encode(self.key("health")), "count_only": true });
         let _: RangeResponse = self.call("/v3/kv/range", body, timeout).await?;
         Ok(())
     }
@@ -209,6 +222,7 @@ impl Etcd {
         mod_revision: i64,
         value: &[u8],
     ) -> Result<Option<i64>, EtcdError> {
+        let key = &self.key(key);
         let compare = if mod_revision == 0 {
             json!({ "key": B64.encode(key), "target": "CREATE", "result": "EQUAL",
                     "create_revision": "0" })
@@ -233,7 +247,7 @@ impl Etcd {
             #[serde(default)]
             deleted: Option<String>,
         }
-        let body = json!({ "key": B64.encode(key) });
+        let body = json!({ "key": B64.encode(self.key(key)) });
         let done: Deleted = self
             .call("/v3/kv/deleterange", body, REQUEST_TIMEOUT)
             .await?;

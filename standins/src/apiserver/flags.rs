@@ -20,8 +20,9 @@ use Kind::{Bool, Value};
 /// `staging/src/k8s.io/apiserver/pkg/server/options/*.go` (serving, etcd, audit, features,
 /// server run options), plus component-base's logs, metrics and tracing flags. Every flag
 /// kubeadm's `getAPIServerCommand` (`cmd/kubeadm/app/phases/controlplane/manifests.go`)
-/// passes is here. The stand-in acts on the serving, client CA and etcd flags; the rest are
-/// accepted and ignored. A real flag missing here is refused: the table errs on the strict side.
+/// passes is here. The stand-in acts on the serving, client CA and etcd flags (connection and
+/// `etcd-prefix`); the rest are accepted and ignored. A real flag missing here is refused: the
+/// table errs on the strict side.
 const FLAGS: &[(&str, Kind)] = &[
     // server run options
     ("advertise-address", Value),
@@ -226,6 +227,7 @@ pub struct Options {
     pub tls_private_key_file: PathBuf,
     pub client_ca_file: PathBuf,
     pub etcd_servers: Vec<String>,
+    pub etcd_prefix: String,
     pub etcd_cafile: Option<PathBuf>,
     pub etcd_certfile: Option<PathBuf>,
     pub etcd_keyfile: Option<PathBuf>,
@@ -327,6 +329,10 @@ pub fn parse(args: &[String]) -> Result<Command, FlagError> {
         tls_private_key_file: required("tls-private-key-file")?,
         client_ca_file: required("client-ca-file")?,
         etcd_servers,
+        etcd_prefix: given
+            .get("etcd-prefix")
+            .cloned()
+            .unwrap_or_else(|| "/registry".to_owned()),
         etcd_cafile: path("etcd-cafile"),
         etcd_certfile: path("etcd-certfile"),
         etcd_keyfile: path("etcd-keyfile"),

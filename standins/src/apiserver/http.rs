@@ -454,7 +454,13 @@ mod tests {
 
     /// An app whose etcd never answers: these requests are decided before the store.
     fn app_without_etcd() -> Router {
-        let etcd = Etcd::new(vec!["https://127.0.0.1:9".to_owned()], None, None).unwrap();
+        let etcd = Etcd::new(
+            vec!["https://127.0.0.1:9".to_owned()],
+            "/registry",
+            None,
+            None,
+        )
+        .unwrap();
         app(Api {
             etcd,
             version: "v1.33.0".to_owned(),

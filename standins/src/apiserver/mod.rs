@@ -29,7 +29,8 @@ pub const HELP: &str = "kube-apiserver-standin: a stand-in for kube-apiserver (n
 
 Takes kube-apiserver's flags (--flag=value) and refuses any it does not have. Acts on
 --bind-address, --secure-port, --tls-cert-file, --tls-private-key-file, --client-ca-file,
---etcd-servers, --etcd-cafile, --etcd-certfile and --etcd-keyfile; accepts the rest.
+--etcd-servers, --etcd-prefix, --etcd-cafile, --etcd-certfile and --etcd-keyfile;
+accepts the rest.
 Serves /livez, /readyz, /healthz, /version, discovery, Nodes and Leases in kube-node-lease.
 KUBE_APISERVER_STANDIN_VERSION sets the version /version reports (default v1.33.0).
 ";
@@ -52,6 +53,7 @@ pub async fn run(options: flags::Options) -> anyhow::Result<()> {
         .zip(options.etcd_keyfile.as_deref());
     let etcd = etcd::Etcd::new(
         options.etcd_servers.clone(),
+        &options.etcd_prefix,
         options.etcd_cafile.as_deref(),
         cert_key,
     )?;

@@ -1,5 +1,5 @@
 //! Nodes and Leases in etcd, as the real apiserver keeps them (`/registry/minions/<name>`,
-//! `/registry/leases/<namespace>/<name>`; JSON values here), every change one compare-and-swap
+//! `/registry/leases/<namespace>/<name>` under the default `--etcd-prefix`; JSON values here), every change one compare-and-swap
 //! on the revision it was decided from; and the `Status` errors the API answers with.
 
 use super::auth::Resource;
@@ -75,7 +75,7 @@ pub const NODE: Kind = Kind {
     api_version: "v1",
     kind: "Node",
     plural: "nodes",
-    prefix: "/registry/minions/",
+    prefix: "minions/",
 };
 
 pub const LEASE: Kind = Kind {
@@ -83,7 +83,7 @@ pub const LEASE: Kind = Kind {
     api_version: "coordination.k8s.io/v1",
     kind: "Lease",
     plural: "leases",
-    prefix: "/registry/leases/",
+    prefix: "leases/",
 };
 
 /// Where an object lives: its namespace (Leases) and name.
