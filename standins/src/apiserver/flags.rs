@@ -238,7 +238,7 @@ pub struct Options {
 pub enum Command {
     Help,
     Version,
-    Serve(Options),
+    Serve(Box<Options>),
 }
 
 /// Flags as given, the last one winning (as pflag does for a plain string flag).
@@ -322,7 +322,7 @@ pub fn parse(args: &[String]) -> Result<Command, FlagError> {
     if etcd_servers.is_empty() {
         return Err(FlagError::Missing("etcd-servers"));
     }
-    Ok(Command::Serve(Options {
+    Ok(Command::Serve(Box::new(Options {
         bind_address,
         secure_port,
         tls_cert_file: required("tls-cert-file")?,
@@ -336,7 +336,7 @@ pub fn parse(args: &[String]) -> Result<Command, FlagError> {
         etcd_cafile: path("etcd-cafile"),
         etcd_certfile: path("etcd-certfile"),
         etcd_keyfile: path("etcd-keyfile"),
-    }))
+    })))
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ fn main() {
         }
     };
     let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
-    if let Err(err) = runtime.block_on(apiserver::run(options)) {
+    if let Err(err) = runtime.block_on(apiserver::run(*options)) {
         eprintln!("Error: {err:#}");
         std::process::exit(1);
     }
