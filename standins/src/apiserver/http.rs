@@ -3,7 +3,7 @@
 
 use super::auth::{self, Caller, Verb};
 use super::etcd::Etcd;
-use super::objects::{self, ApiError, Kind, LEASE, NODE, PatchType, Place};
+use super::objects::{self, ApiError, Kind, LEASE, NODE, Part, PatchType, Place};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -59,7 +59,7 @@ pub fn app(api: Api) -> Router {
         )
         .route(
             &format!("{node}/status"),
-            get(get_node).put(update_node).patch(patch_status),
+            get(get_node).put(update_status).patch(patch_status),
         )
         .route(leases, axum::routing::post(create_lease))
         .route(
@@ -291,18 +291,39 @@ async fn create_node(
     )
 }
 
+async fn update_any(
+    api: Api,
+    ext: Option<Extension<Caller>>,
+    name: String,
+    body: Bytes,
+    part: Part,
+) -> Answer {
+    let sub = if part == Part::Status { "/status" } else { "" };
+    authorize(&caller(ext), Verb::Update, NODE, sub, Some(&name), None)?;
+    let object = parse_body(&body)?;
+    let place = node_place(&name);
+    ok(
+        StatusCode::OK,
+        objects::update(&api.etcd, &place, object, part).await?,
+    )
+}
+
 async fn update_node(
     State(api): State<Api>,
     ext: Option<Extension<Caller>>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Answer {
-    authorize(&caller(ext), Verb::Update, NODE, "", Some(&name), None)?;
-    let object = parse_body(&body)?;
-    ok(
-        StatusCode::OK,
-        objects::update(&api.etcd, &node_place(&name), object).await?,
-    )
+    update_any(api, ext, name, body, Part::Main).await
+}
+
+async fn update_status(
+    State(api): State<Api>,
+    ext: Option<Extension<Caller>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Answer {
+    update_any(api, ext, name, body, Part::Status).await
 }
 
 fn patch_type(headers: &HeaderMap) -> Result<PatchType, ApiError> {
@@ -329,16 +350,16 @@ async fn patch_any(
     name: String,
     headers: HeaderMap,
     body: Bytes,
-    status_only: bool,
+    part: Part,
 ) -> Answer {
-    let sub = if status_only { "/status" } else { "" };
+    let sub = if part == Part::Status { "/status" } else { "" };
     authorize(&caller(ext), Verb::Patch, NODE, sub, Some(&name), None)?;
     let kind = patch_type(&headers)?;
     let patch = parse_body(&body)?;
     let place = node_place(&name);
     ok(
         StatusCode::OK,
-        objects::patch(&api.etcd, &place, kind, &patch, status_only).await?,
+        objects::patch(&api.etcd, &place, kind, &patch, part).await?,
     )
 }
 
@@ -349,7 +370,7 @@ async fn patch_node(
     headers: HeaderMap,
     body: Bytes,
 ) -> Answer {
-    patch_any(api, ext, name, headers, body, false).await
+    patch_any(api, ext, name, headers, body, Part::Main).await
 }
 
 async fn patch_status(
@@ -359,7 +380,7 @@ async fn patch_status(
     headers: HeaderMap,
     body: Bytes,
 ) -> Answer {
-    patch_any(api, ext, name, headers, body, true).await
+    patch_any(api, ext, name, headers, body, Part::Status).await
 }
 
 async fn delete_node(
@@ -441,7 +462,7 @@ async fn update_lease(
     let object = parse_body(&body)?;
     ok(
         StatusCode::OK,
-        objects::update(&api.etcd, &lease_place(&ns, &name)?, object).await?,
+        objects::update(&api.etcd, &lease_place(&ns, &name)?, object, Part::Whole).await?,
     )
 }
 

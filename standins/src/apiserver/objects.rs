@@ -189,35 +189,59 @@ pub async fn create(etcd: &Etcd, place: &Place<'_>, mut object: Value) -> Result
     }
 }
 
-/// Replaces the object at the `resourceVersion` the body carries (409 Conflict when it moved).
-pub async fn update(etcd: &Etcd, place: &Place<'_>, object: Value) -> Result<Value, ApiError> {
+/// Which part of an object a write may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Everything (a Lease, which has no status).
+    Whole,
+    /// All but `status` (a Node itself).
+    Main,
+    /// Only `status` (the `/status` subresource).
+    Status,
+}
+
+/// Keeps what `part` may not change from `old`, and what the server owns.
+fn keep(old: &Value, mut new: Value, part: Part) -> Value {
+    match part {
+        Part::Whole => {}
+        Part::Main => new["status"] = old["status"].clone(),
+        Part::Status => {
+            let status = new["status"].take();
+            new = old.clone();
+            new["status"] = status;
+        }
+    }
+    for field in ["name", "uid", "creationTimestamp", "namespace"] {
+        new["metadata"][field] = old["metadata"][field].clone();
+    }
+    if let Some(meta) = new["metadata"].as_object_mut() {
+        meta.retain(|_, v| !v.is_null());
+    }
+    if let Some(top) = new.as_object_mut() {
+        top.retain(|_, v| !v.is_null());
+    }
+    new
+}
+
+/// Replaces `part` of the object. With a `resourceVersion` in the body the write happens only
+/// at that revision (409 Conflict when it moved); without one it is unconditional, as Nodes
+/// and Leases allow, yet still one compare-and-swap on the revision read.
+pub async fn update(
+    etcd: &Etcd,
+    place: &Place<'_>,
+    object: Value,
+    part: Part,
+) -> Result<Value, ApiError> {
     check_body(place, &object)?;
-    let expected: i64 = object["metadata"]["resourceVersion"]
+    let given: Option<i64> = object["metadata"]["resourceVersion"]
         .as_str()
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| {
-            ApiError::new(
-                422,
-                "Invalid",
-                format!(
-                    "{} \"{}\" is invalid: metadata.resourceVersion: Invalid value: 0x0: \
-                     must be specified for an update",
-                    place.kind.kind, place.name
-                ),
-            )
-        })?;
+        .and_then(|v| v.parse().ok());
     let current = etcd
         .get(&place.key())
         .await?
         .ok_or_else(|| ApiError::not_found(&place.kind, place.name))?;
-    let mut object = object;
-    let old: Value = shown(&current)?;
-    // What the server owns stays as it was.
-    for field in ["uid", "creationTimestamp", "namespace"] {
-        if !old["metadata"][field].is_null() {
-            object["metadata"][field] = old["metadata"][field].clone();
-        }
-    }
+    let expected = given.unwrap_or(current.mod_revision);
+    let mut object = keep(&shown(&current)?, object, part);
     object["apiVersion"] = json!(place.kind.api_version);
     object["kind"] = json!(place.kind.kind);
     match etcd
@@ -240,14 +264,13 @@ pub enum PatchType {
 }
 
 /// Applies a patch to the current object and writes it at the revision it was read at,
-/// rereading on a lost race as the real apiserver does. `status_only` keeps everything but
-/// `status` as stored (the `/status` subresource); otherwise `status` is kept.
+/// rereading on a lost race as the real apiserver does; only `part` changes.
 pub async fn patch(
     etcd: &Etcd,
     place: &Place<'_>,
     kind: PatchType,
     patch: &Value,
-    status_only: bool,
+    part: Part,
 ) -> Result<Value, ApiError> {
     for _ in 0..5 {
         let current = etcd
@@ -257,19 +280,7 @@ pub async fn patch(
         let old = shown(&current)?;
         let mut new = old.clone();
         merge(&mut new, patch, kind);
-        if status_only {
-            let status = new["status"].take();
-            new = old.clone();
-            new["status"] = status;
-        } else {
-            new["status"] = old["status"].clone();
-        }
-        for field in ["name", "uid", "creationTimestamp", "namespace"] {
-            new["metadata"][field] = old["metadata"][field].clone();
-        }
-        if let Some(meta) = new["metadata"].as_object_mut() {
-            meta.retain(|_, v| !v.is_null());
-        }
+        let new = keep(&old, new, part);
         if let Some(revision) = etcd
             .put_if(&place.key(), current.mod_revision, &stored(&new))
             .await?
@@ -358,6 +369,29 @@ pub fn now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_changes_only_its_part_and_never_what_the_server_owns() {
+        let old = json!({"metadata": {"name": "w1", "uid": "u", "labels": {"a": "1"}},
+                         "spec": {"unschedulable": false}, "status": {"phase": "old"}});
+        let new = json!({"metadata": {"name": "w1", "uid": "other", "labels": {"a": "2"}},
+                         "spec": {"unschedulable": true}, "status": {"phase": "new"}});
+        let main = keep(&old, new.clone(), Part::Main);
+        assert_eq!(
+            main["metadata"],
+            json!({"name": "w1", "uid": "u", "labels": {"a": "2"}})
+        );
+        assert_eq!(
+            (&main["spec"]["unschedulable"], &main["status"]),
+            (&json!(true), &old["status"])
+        );
+        let status = keep(&old, new.clone(), Part::Status);
+        assert_eq!(
+            (&status["spec"], &status["status"]),
+            (&old["spec"], &new["status"])
+        );
+        assert_eq!(status["metadata"], old["metadata"]);
+    }
 
     #[test]
     fn strategic_merge_of_conditions_keys_on_type() {
