@@ -382,6 +382,19 @@ fn kubectl_and_a_node_against_the_standin_and_real_etcd() {
     );
     assert!(!ok && out.contains("forbidden"), "{out}");
 
+    // The admin deletes w2; it is gone.
+    let (code, deleted) = json_of(admin_http.delete(url("/api/v1/nodes/w2")).send().unwrap());
+    assert_eq!(
+        (code, &deleted["metadata"]["name"]),
+        (200, &json!("w2")),
+        "{deleted}"
+    );
+    assert_status(
+        json_of(admin_http.get(url("/api/v1/nodes/w2")).send().unwrap()),
+        404,
+        "NotFound",
+    );
+
     // A certificate from another CA is 401.
     let stranger = setup.http("stranger");
     assert_status(

@@ -240,17 +240,17 @@ impl Etcd {
             .then(|| revision(done.header.revision.as_deref())))
     }
 
-    /// Deletes `key`; whether it existed.
-    pub async fn delete(&self, key: &str) -> Result<bool, EtcdError> {
+    /// Deletes `key`; what it held, if it existed.
+    pub async fn delete(&self, key: &str) -> Result<Option<Kv>, EtcdError> {
         #[derive(Deserialize)]
         struct Deleted {
             #[serde(default)]
-            deleted: Option<String>,
+            prev_kvs: Vec<RawKv>,
         }
-        let body = json!({ "key": B64.encode(self.key(key)) });
+        let body = json!({ "key": B64.encode(self.key(key)), "prev_kv": true });
         let done: Deleted = self
             .call("/v3/kv/deleterange", body, REQUEST_TIMEOUT)
             .await?;
-        Ok(revision(done.deleted.as_deref()) > 0)
+        Ok(Etcd::kvs(done.prev_kvs).into_iter().next())
     }
 }

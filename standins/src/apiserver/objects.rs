@@ -291,13 +291,12 @@ pub async fn patch(
     Err(ApiError::conflict(&place.kind, place.name))
 }
 
-/// Deletes the object; the deleted object is returned.
+/// Deletes the object in one request; the deleted object is returned.
 pub async fn delete(etcd: &Etcd, place: &Place<'_>) -> Result<Value, ApiError> {
-    let object = get(etcd, place).await?;
-    if !etcd.delete(&place.key()).await? {
-        return Err(ApiError::not_found(&place.kind, place.name));
+    match etcd.delete(&place.key()).await? {
+        Some(kv) => shown(&kv),
+        None => Err(ApiError::not_found(&place.kind, place.name)),
     }
-    Ok(object)
 }
 
 /// Merges `patch` into `target`: objects recursively, `null` deletes, lists replaced, except
