@@ -1,4 +1,5 @@
-//! Stand-ins for Kubernetes' own `kubeadm` and `kubelet`, which cannot be downloaded here.
+//! Stand-ins for Kubernetes' own `kubeadm`, `kubelet` and `kube-apiserver`, which cannot be
+//! downloaded here.
 //!
 //! They are named as what they are (`kubeadm-standin`, `kubelet-standin`; an image installs them
 //! as `kubeadm`/`kubelet` only when no real Kubernetes bundle is given). They check exactly what
@@ -6,7 +7,11 @@
 //! clear message, and record what they received under `/var/lib/launcher/standin/`.
 //!
 //! `LAUNCHER_STANDIN_ROOT` places every path they read or write under another directory (tests).
+//!
+//! `kube-apiserver-standin` ([`apiserver`]) is the stand-in for kube-apiserver: it takes the
+//! flags of kubeadm's manifest and serves what kubelets and `kubectl get nodes` need.
 
+pub mod apiserver;
 pub mod certs;
 pub mod docs;
 pub mod kubeadm;
