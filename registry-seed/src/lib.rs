@@ -6,6 +6,7 @@ pub mod client;
 pub mod enroll;
 pub mod generate;
 pub mod http;
+pub mod ipxe;
 pub mod jobs;
 pub mod membership;
 pub mod metrics;
