@@ -126,7 +126,7 @@ pub(super) fn build(request: &Request<'_>) -> Result<Built, BuildError> {
         std::fs::write(&path, text).map_err(io("writing", &path))?;
     }
     let log = work.join("build.log");
-    make(&src, &recipe, &script, &ca, request.jobs, &log)?;
+    make(&src, &recipe, [&script, &ca, work], request.jobs, &log)?;
     let manifest = publish(&recipe, &key, &src, &log, request.out)?;
     Ok(Built {
         manifest,
@@ -232,20 +232,21 @@ fn unpack(tarball: &Path, work: &Path) -> Result<PathBuf, BuildError> {
     }
 }
 
+/// Runs make in `src` with the script, the CA and the work directory at `paths`.
 fn make(
     src: &Path,
     recipe: &Recipe,
-    script: &Path,
-    ca: &Path,
+    paths: [&Path; 3],
     jobs: usize,
     log: &Path,
 ) -> Result<(), BuildError> {
+    let [script, ca, work] = paths.map(|p| p.to_string_lossy().into_owned());
     let mut make = Command::new("make");
     make.arg("-C")
         .arg(src)
         .arg(format!("-j{}", jobs.max(1)))
         .args(TARGETS.map(|(target, _)| target))
-        .args(recipe.make_vars(&script.to_string_lossy(), &ca.to_string_lossy()))
+        .args(recipe.make_vars(&script, &ca, &work))
         // A make or a cargo above this one must not hand it its jobserver or flags.
         .env_remove("MAKEFLAGS")
         .env_remove("MFLAGS")

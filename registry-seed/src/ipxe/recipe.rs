@@ -149,12 +149,17 @@ impl Recipe {
         )
     }
 
-    /// The make arguments after the targets, given where the script and the CA were written.
-    pub fn make_vars(&self, script: &str, ca: &str) -> Vec<String> {
+    /// The make arguments after the targets, given where the script and the CA were written
+    /// and the work directory they and the source tree are in. The debug information of the
+    /// objects names the work directory as `/build`: the build ID iPXE puts in ipxe.efi is a
+    /// checksum of the objects, so a path there would change the bytes from one build to the
+    /// next.
+    pub fn make_vars(&self, script: &str, ca: &str, work: &str) -> Vec<String> {
         vec![
             format!("EMBED={script}"),
             format!("TRUST={ca}"),
             format!("SOURCE_DATE_EPOCH={SOURCE_DATE_EPOCH}"),
+            format!("EXTRA_CFLAGS=-ffile-prefix-map={work}=/build"),
         ]
     }
 
@@ -167,12 +172,13 @@ impl Recipe {
             .map(|(name, text)| format!("{name}={text}\n"))
             .collect();
         let text = format!(
-            "launcher-ipxe v1\nsource={}\nca={}\nscript={}\n{config}targets={}\n\
-             source_date_epoch={SOURCE_DATE_EPOCH}\ntoolchain={}\n",
+            "launcher-ipxe v1\nsource={}\nca={}\nscript={}\n{config}targets={}\nmake={}\n\
+             toolchain={}\n",
             self.source.sha256,
             self.ca_fingerprint,
             self.script(),
             targets.join(","),
+            self.make_vars("SCRIPT", "CA", "WORK").join(" "),
             toolchain.trim(),
         );
         hex::encode(Sha256::digest(text.as_bytes()))
@@ -330,11 +336,12 @@ mod tests {
         let json = serde_json::to_string(&manifest).unwrap();
         assert_eq!(serde_json::from_str::<Manifest>(&json).unwrap(), manifest);
         assert_eq!(
-            base.make_vars("/w/launcher.ipxe", "/w/seed-ca.crt"),
+            base.make_vars("/w/launcher.ipxe", "/w/seed-ca.crt", "/w"),
             [
                 "EMBED=/w/launcher.ipxe",
                 "TRUST=/w/seed-ca.crt",
-                "SOURCE_DATE_EPOCH=1772812135"
+                "SOURCE_DATE_EPOCH=1772812135",
+                "EXTRA_CFLAGS=-ffile-prefix-map=/w=/build",
             ]
         );
     }
