@@ -345,6 +345,8 @@ impl LabPlan {
         vec![
             "--enable-tftp".into(),
             format!("--tftp-root={}", dir.display()),
+            // Each request's user class and tags in the log: which iPXE asked, what it got.
+            "--log-dhcp".into(),
             format!("--dhcp-userclass=set:trusted,{TRUSTED_USER_CLASS}"),
             // RFC 4578 client architectures 7 and 9: x86-64 UEFI.
             "--dhcp-match=set:efi64,option:client-arch,7".into(),
@@ -665,6 +667,7 @@ pub(crate) mod tests {
             [
                 "--enable-tftp",
                 "--tftp-root=/work/ipxe",
+                "--log-dhcp",
                 "--dhcp-userclass=set:trusted,launcher-trusted-ipxe",
                 "--dhcp-match=set:efi64,option:client-arch,7",
                 "--dhcp-match=set:efi64,option:client-arch,9",

@@ -30,7 +30,7 @@ pub struct IpxeArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// The seed's URL (`https://HOST:PORT`) the script boots from; its host must be in the
-    /// seed's server certificate. Default: `[seed] url` of --cluster.
+    /// seed's server certificate. Either this or --cluster.
     #[arg(long, required_unless_present = "cluster")]
     pub seed_url: Option<SeedUrl>,
     /// The cluster file whose `[seed] url` the script boots from.
