@@ -100,6 +100,12 @@ struct UpArgs {
     /// Stop the lab after the summary even when it came up.
     #[arg(long)]
     then_down: bool,
+    /// Boot the VMs with the trusted iPXE in this directory (`launcher-seed ipxe --state-dir
+    /// RUN_DIR/seed --seed-url https://10.77.0.1:8443 --out DIR`): dnsmasq hands it out by
+    /// TFTP, it fetches everything from the seed over HTTPS trusting only the seed's CA, and
+    /// the seed serves nothing over plain HTTP.
+    #[arg(long)]
+    trusted_ipxe: Option<PathBuf>,
 }
 
 fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
@@ -144,6 +150,7 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         seed_bin: lab::host::sibling_bin("launcher-seed"),
         memory_mib: args.memory,
         disk_mib: 1024,
+        trusted_ipxe: args.trusted_ipxe.as_deref().map(absolute).transpose()?,
     })?;
     let flag = Arc::new(AtomicBool::new(false));
     watch_signals(flag.clone());

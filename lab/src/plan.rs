@@ -5,6 +5,8 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use cluster::api::Role;
+// The DHCP user class of the trusted iPXE's requests (its script sets it).
+use registry_seed::ipxe::recipe::USER_CLASS as TRUSTED_USER_CLASS;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -16,7 +18,8 @@ pub const PREFIX: u8 = 24;
 pub const BRIDGE: &str = "br0";
 /// The seed's HTTPS API (the cluster file's `seed.url`).
 pub const HTTPS_PORT: u16 = 8443;
-/// Plain HTTP for iPXE: qemu's iPXE ROM does not trust the seed's CA.
+/// Plain HTTP for iPXE: qemu's iPXE ROM does not trust the seed's CA (unless the lab boots a
+/// trusted iPXE, when there is no plain HTTP).
 pub const HTTP_PORT: u16 = 8080;
 /// The seed's NTP server.
 pub const NTP_PORT: u16 = 123;
@@ -57,6 +60,11 @@ pub struct LabOptions {
     pub memory_mib: u32,
     /// Size of each VM's `LAUNCHER-DATA` disk.
     pub disk_mib: u32,
+    /// A trusted iPXE (`launcher-seed ipxe --out DIR`): dnsmasq hands it to the VMs' ROM by
+    /// TFTP, it boots them from the seed over HTTPS, and the seed serves nothing over plain
+    /// HTTP.
+    #[serde(default)]
+    pub trusted_ipxe: Option<PathBuf>,
 }
 
 /// One VM of the lab.
@@ -139,10 +147,17 @@ impl LabPlan {
         if total > MAX_VMS {
             return Err(PlanError::TooMany(total));
         }
+        let trusted = options
+            .trusted_ipxe
+            .iter()
+            .map(|dir| ("the trusted iPXE directory", dir));
         for (what, path) in [
             ("the run directory", &options.run_dir),
             ("the image directory", &options.image_dir),
-        ] {
+        ]
+        .into_iter()
+        .chain(trusted)
+        {
             if !path.is_absolute() {
                 return Err(PlanError::Relative {
                     what,
@@ -186,9 +201,15 @@ impl LabPlan {
         format!("https://{SEED_IP}:{HTTPS_PORT}")
     }
 
-    /// What iPXE clients are told to fetch.
+    /// What iPXE clients are told to fetch (without a trusted iPXE).
     pub fn boot_url(&self) -> String {
         format!("http://{SEED_IP}:{HTTP_PORT}/boot.ipxe")
+    }
+
+    /// Whether the seed serves boot files over plain HTTP: only when the VMs' ROM iPXE boots
+    /// from it, not with a trusted iPXE.
+    pub fn plain_http(&self) -> bool {
+        self.options.trusted_ipxe.is_none()
     }
 
     pub fn masters(&self) -> impl Iterator<Item = &Vm> {
@@ -272,7 +293,11 @@ impl LabPlan {
         args.extend([
             format!("--listen={SEED_IP}:{HTTPS_PORT}"),
             format!("--ntp-listen={SEED_IP}:{NTP_PORT}"),
-            format!("--http-listen={SEED_IP}:{HTTP_PORT}"),
+        ]);
+        if self.plain_http() {
+            args.push(format!("--http-listen={SEED_IP}:{HTTP_PORT}"));
+        }
+        args.extend([
             format!("--boot-dir={}", self.options.image_dir.display()),
             "--kernel-arg=console=ttyS0,115200".into(),
             // The data disk comes with an empty partition; firstboot formats it when told.
@@ -281,7 +306,8 @@ impl LabPlan {
         args
     }
 
-    /// `dnsmasq` arguments: DHCP only, a fixed address per VM, iPXE sent to the seed.
+    /// `dnsmasq` arguments: a fixed address per VM; iPXE sent to the seed over plain HTTP, or
+    /// with a trusted iPXE, that iPXE by TFTP (see [`LabPlan::trusted_boot_args`]).
     pub fn dnsmasq_args(&self) -> Vec<String> {
         let mut args = words(&[
             "--no-daemon",
@@ -301,9 +327,33 @@ impl LabPlan {
         for vm in &self.vms {
             args.push(format!("--dhcp-host={},{}", vm.mac, vm.ip));
         }
-        args.push("--dhcp-match=set:ipxe,175".into());
-        args.push(format!("--dhcp-boot=tag:ipxe,{}", self.boot_url()));
+        match &self.options.trusted_ipxe {
+            None => {
+                args.push("--dhcp-match=set:ipxe,175".into());
+                args.push(format!("--dhcp-boot=tag:ipxe,{}", self.boot_url()));
+            }
+            Some(dir) => args.extend(Self::trusted_boot_args(dir)),
+        }
         args
+    }
+
+    /// DHCP and TFTP for a trusted iPXE in `dir`: the VMs' firmware (a PXE ROM, or the iPXE
+    /// ROM qemu has) gets `undionly.kpxe` (BIOS) or `ipxe.efi` (UEFI) by TFTP. The trusted iPXE
+    /// then asks DHCP again with its own user class and gets no boot file: its script chains
+    /// to the seed by itself, and a boot file would only have it load itself again.
+    pub fn trusted_boot_args(dir: &Path) -> Vec<String> {
+        vec![
+            "--enable-tftp".into(),
+            format!("--tftp-root={}", dir.display()),
+            // Each request's user class and tags in the log: which iPXE asked, what it got.
+            "--log-dhcp".into(),
+            format!("--dhcp-userclass=set:trusted,{TRUSTED_USER_CLASS}"),
+            // RFC 4578 client architectures 7 and 9: x86-64 UEFI.
+            "--dhcp-match=set:efi64,option:client-arch,7".into(),
+            "--dhcp-match=set:efi64,option:client-arch,9".into(),
+            "--dhcp-boot=tag:!trusted,tag:efi64,ipxe.efi".into(),
+            "--dhcp-boot=tag:!trusted,tag:!efi64,undionly.kpxe".into(),
+        ]
     }
 
     /// `qemu-system-x86_64` arguments for one VM: network boot, its data disk, its clock.
@@ -365,6 +415,15 @@ pub(crate) mod tests {
             seed_bin: "/usr/bin/launcher-seed".into(),
             memory_mib: 1536,
             disk_mib: 1024,
+            trusted_ipxe: None,
+        }
+    }
+
+    /// Options of a lab that boots the trusted iPXE in `/work/ipxe`.
+    pub(crate) fn trusted(masters: u32, workers: u32) -> LabOptions {
+        LabOptions {
+            trusted_ipxe: Some("/work/ipxe".into()),
+            ..options(masters, workers)
         }
     }
 
@@ -454,7 +513,17 @@ pub(crate) mod tests {
                 },
             ),
         ];
-        for (opts, want) in cases {
+        let relative_ipxe = (
+            LabOptions {
+                trusted_ipxe: Some("ipxe".into()),
+                ..options(1, 0)
+            },
+            PlanError::Relative {
+                what: "the trusted iPXE directory",
+                path: "ipxe".into(),
+            },
+        );
+        for (opts, want) in cases.into_iter().chain([relative_ipxe]) {
             assert_eq!(LabPlan::new(opts).unwrap_err(), want);
         }
         assert_eq!(
@@ -582,6 +651,55 @@ pub(crate) mod tests {
                 "{want} missing from {args:?}"
             );
         }
+    }
+
+    #[test]
+    fn with_a_trusted_ipxe_dnsmasq_hands_it_out_by_tftp_and_never_to_itself() {
+        let plan = LabPlan::new(trusted(1, 1)).unwrap();
+        let args = plan.dnsmasq_args();
+        let tail: Vec<&str> = args
+            .iter()
+            .skip_while(|a| a.starts_with("--dhcp-host=") || !a.starts_with("--enable-tftp"))
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            tail,
+            [
+                "--enable-tftp",
+                "--tftp-root=/work/ipxe",
+                "--log-dhcp",
+                "--dhcp-userclass=set:trusted,launcher-trusted-ipxe",
+                "--dhcp-match=set:efi64,option:client-arch,7",
+                "--dhcp-match=set:efi64,option:client-arch,9",
+                "--dhcp-boot=tag:!trusted,tag:efi64,ipxe.efi",
+                "--dhcp-boot=tag:!trusted,tag:!efi64,undionly.kpxe",
+            ]
+        );
+        // The address of every VM is pinned as without it; nothing points at plain HTTP.
+        assert!(args.contains(&"--dhcp-host=52:54:00:77:00:02,10.77.0.102".to_string()));
+        assert!(
+            !args
+                .iter()
+                .any(|a| a.contains("http:") || a.contains(",175")),
+            "{args:?}"
+        );
+    }
+
+    #[test]
+    fn with_a_trusted_ipxe_the_seed_listens_for_nothing_in_the_clear() {
+        let plan = LabPlan::new(trusted(1, 0)).unwrap();
+        assert!(!plan.plain_http());
+        assert_eq!(
+            plan.seed_args().join(" "),
+            "serve --cluster /tmp/lab-run/cluster.toml --state-dir /tmp/lab-run/seed \
+             --listen=10.77.0.1:8443 --ntp-listen=10.77.0.1:123 \
+             --boot-dir=/work/out --kernel-arg=console=ttyS0,115200 --kernel-arg=launcher.wipe=1"
+        );
+        // The VMs still boot from the network, the same way.
+        assert_eq!(
+            plan.qemu_args(&plan.vms[0]),
+            LabPlan::new(options(1, 0)).unwrap().qemu_args(&plan.vms[0])
+        );
     }
 
     #[test]

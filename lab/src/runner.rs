@@ -38,6 +38,10 @@ pub fn up(
         plan.namespace,
         plan.namespace
     );
+    let trusted = match &plan.options.trusted_ipxe {
+        Some(dir) => Some(crate::trusted::check(dir, &plan.seed_url())?),
+        None => None,
+    };
     durable::write_atomic(
         &plan.cluster_file(),
         plan.cluster_toml(&[]).as_bytes(),
@@ -55,11 +59,19 @@ pub fn up(
         children: Vec::new(),
     };
     lab.state.save(&run_dir)?;
-    let started = lab
-        .network()
-        .and_then(|()| lab.seed())
-        .and_then(|()| lab.dnsmasq())
-        .and_then(|()| lab.vms());
+    let started = lab.network().and_then(|()| lab.seed()).and_then(|()| {
+        if let Some(manifest) = &trusted {
+            println!(
+                "launcher-lab: the VMs get the trusted iPXE by TFTP and boot from the seed over \
+                 HTTPS only (it trusts the CA with pin {}); no plain HTTP",
+                manifest.ca_pin
+            );
+            if let Some(warning) = crate::trusted::other_ca(manifest, &lab.plan.seed_dir()) {
+                println!("launcher-lab: warning: {warning}");
+            }
+        }
+        lab.dnsmasq().and_then(|()| lab.vms())
+    });
     let outcome = match started {
         Ok(()) => progress::until_ready(&mut lab, settings, &stop_flag),
         Err(err) => Outcome::Failed(format!("{err:#}")),
@@ -209,6 +221,7 @@ mod tests {
                 seed_bin: "/nonexistent/launcher-seed".into(),
                 memory_mib: 1536,
                 disk_mib: 1024,
+                trusted_ipxe: None,
             }),
             added: Vec::new(),
         };

@@ -162,7 +162,12 @@ impl Lab {
         let log = plan.run_dir().join("seed.log");
         self.spawn("seed", &plan.options.seed_bin, &plan.seed_args(), &log)?;
         let started = Instant::now();
-        while !(seed_dir.join("serve.addr").exists() && seed_dir.join("http.addr").exists()) {
+        // Without plain HTTP (a trusted iPXE) the seed writes no http.addr.
+        let mut bound = vec!["serve.addr"];
+        if plan.plain_http() {
+            bound.push("http.addr");
+        }
+        while !bound.iter().all(|f| seed_dir.join(f).exists()) {
             if !self.alive("seed") || started.elapsed() > Duration::from_secs(60) {
                 bail!("the seed did not start; see {}", log.display());
             }

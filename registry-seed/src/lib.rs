@@ -7,6 +7,7 @@ pub mod cluster_ca;
 pub mod enroll;
 pub mod generate;
 pub mod http;
+pub mod ipxe;
 pub mod jobs;
 pub mod limits;
 pub mod membership;

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use registry_seed::{client, generate, oci, serve};
+use registry_seed::{client, generate, ipxe, oci, serve};
 
 /// The seed: PXE boot files, enrollment, LAN time, container images and cluster state, from one
 /// process.
@@ -24,6 +24,14 @@ enum Command {
     Images(oci::ImagesCommand),
     /// Print the SPKI pin (`sha256:<hex>`) of the seed CA that images carry.
     Pin(client::PinArgs),
+    /// Build an iPXE that trusts only this seed's CA and boots from the seed over HTTPS.
+    ///
+    /// From a pinned iPXE 2.0.0 source tarball, with gcc and make: `undionly.kpxe` (BIOS, for
+    /// a PXE ROM to chainload by TFTP) and `ipxe.efi` (UEFI), whose built-in script gets an
+    /// address by DHCP, sets the clock from the seed's NTP and chains to
+    /// `https://SEED/boot.ipxe`, and `manifest.json` saying what they were built from. Same
+    /// inputs, same bytes.
+    Ipxe(ipxe::IpxeArgs),
     /// Show every host: role, hostname, MAC, phase, state and time in phase.
     Status(client::StatusArgs),
     /// List, approve and remove hosts through a running seed.
@@ -67,6 +75,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Images(cmd) => oci::run(cmd),
         Command::Pin(args) => client::pin(args),
+        Command::Ipxe(args) => ipxe::run(args),
         Command::Status(args) => client::status(args),
         Command::Hosts(cmd) => client::hosts(cmd),
         Command::Tokens(cmd) => client::tokens(cmd),

@@ -1,4 +1,5 @@
-//! Network boot from the real seed over plain HTTP, as iPXE asks for it (curl plays iPXE).
+//! Network boot from the real seed over plain HTTP and over HTTPS (HTTP/1.1 and HTTP/2), as
+//! iPXE asks for it (curl plays iPXE).
 
 mod support;
 
@@ -103,5 +104,71 @@ fn machines_get_their_script_kernel_and_initrd() {
         let code = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(code == "404" || code == "405", "{path}: {code}");
     }
+    over_https_every_url_is_https(&server, &state.join("seed-ca.crt"));
     drop(server);
+}
+
+/// A trusted iPXE asks over HTTPS: the scripts send it on over HTTPS to the address it used,
+/// whether it speaks HTTP/1.1 (the `Host` header) or HTTP/2 (the URI's authority).
+fn over_https_every_url_is_https(server: &Server, ca: &std::path::Path) {
+    let base = server.url();
+    for version in ["--http1.1", "--http2"] {
+        let get = |path: &str| {
+            let (body, _) = curl(&[
+                "--fail",
+                version,
+                "--cacert",
+                ca.to_str().unwrap(),
+                "-w",
+                "\n%{http_version}",
+                &format!("{base}{path}"),
+            ]);
+            let (body, used) = body.rsplit_once('\n').unwrap();
+            let want = if version == "--http2" { "2" } else { "1.1" };
+            assert_eq!(used, want, "{version} {path}");
+            body.to_string()
+        };
+        assert_eq!(
+            get("/boot.ipxe"),
+            format!(
+                "#!ipxe\nchain {base}/ipxe?mac=${{mac:hexhyp}}&uuid=${{uuid}}&serial=${{serial}}\n"
+            ),
+            "{version}"
+        );
+        let known = get("/ipxe?mac=52-54-00-00-00-04&uuid=&serial=");
+        assert!(
+            known.starts_with(&format!("#!ipxe\nkernel {base}/boot/vmlinuz ")),
+            "{version}: {known}"
+        );
+        assert!(
+            known.contains(&format!("\ninitrd {base}/boot/initrd.img\n")),
+            "{version}: {known}"
+        );
+        assert_eq!(get("/boot/initrd.img"), "initrd");
+    }
+    // The seed logs each boot file it serves with the scheme it was asked over.
+    let log = std::fs::read_to_string(server.state_dir.join("seed.log")).unwrap();
+    let log = without_colours(&log);
+    for (file, scheme) in [("vmlinuz", "http"), ("initrd.img", "https")] {
+        assert!(
+            log.lines().any(|l| l.contains("boot file asked for")
+                && l.contains(&format!("file={file}"))
+                && l.contains(&format!("scheme=\"{scheme}\""))),
+            "{file} over {scheme}: {log}"
+        );
+    }
+}
+
+/// `text` without the terminal colour sequences the seed's log carries.
+fn without_colours(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|c| c.is_ascii_alphabetic());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cluster::api::{HostIdentity, codes};
@@ -26,15 +26,25 @@ pub fn routes() -> Router<Arc<Seed>> {
         .route("/boot/{file}", get(file))
 }
 
-/// The seed as the machine reached it (scheme and `Host`), for absolute URLs in scripts.
-fn base_url(headers: &HeaderMap, scheme: Option<axum::Extension<Scheme>>) -> String {
+/// The seed as the machine reached it, for absolute URLs in scripts: the connection's scheme,
+/// and the authority of the request's URI (where HTTP/2 puts `:authority`), else the `Host`
+/// header (HTTP/1.1).
+fn base_url(uri: &Uri, headers: &HeaderMap, scheme: Option<axum::Extension<Scheme>>) -> String {
     let scheme = scheme.map_or("http", |s| s.0.0);
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            h.chars()
+    let plain = |h: &&str| {
+        !h.is_empty()
+            && h.chars()
                 .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+    };
+    let host = uri
+        .authority()
+        .map(|a| a.as_str())
+        .filter(plain)
+        .or_else(|| {
+            headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .filter(plain)
         })
         .unwrap_or("localhost");
     format!("{scheme}://{host}")
@@ -44,8 +54,10 @@ fn ipxe(text: String) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
 }
 
-async fn chain(headers: HeaderMap, scheme: Option<axum::Extension<Scheme>>) -> Response {
-    ipxe(chain_script(&base_url(&headers, scheme)))
+async fn chain(uri: Uri, headers: HeaderMap, scheme: Option<axum::Extension<Scheme>>) -> Response {
+    let base = base_url(&uri, &headers, scheme);
+    tracing::info!(%base, "boot script chain asked for");
+    ipxe(chain_script(&base))
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,11 +72,12 @@ struct MachineQuery {
 
 async fn machine(
     State(seed): State<Arc<Seed>>,
+    uri: Uri,
     headers: HeaderMap,
     scheme: Option<axum::Extension<Scheme>>,
     Query(query): Query<MachineQuery>,
 ) -> Result<Response, ApiFailure> {
-    let base = base_url(&headers, scheme);
+    let base = base_url(&uri, &headers, scheme);
     let Some(config) = seed.boot.clone() else {
         return Err(ApiFailure::new(
             codes::NOT_FOUND,
@@ -90,7 +103,7 @@ async fn machine(
             .map_err(|e| ApiFailure::internal("looking the machine up", &e))
     })
     .await?;
-    tracing::info!(%mac, known, "boot script asked for");
+    tracing::info!(%base, %mac, known, "boot script asked for");
     Ok(ipxe(if known {
         boot_script(&base, &config)
     } else {
@@ -103,6 +116,7 @@ async fn file(
     Path(name): Path<String>,
     method: Method,
     headers: HeaderMap,
+    scheme: Option<axum::Extension<Scheme>>,
 ) -> Result<Response, ApiFailure> {
     let dir = seed.boot.as_ref().and_then(|b| b.dir.clone());
     let (Some(dir), true) = (dir, FILES.contains(&name.as_str())) else {
@@ -111,6 +125,8 @@ async fn file(
     let file = tokio::fs::File::open(dir.join(&name))
         .await
         .map_err(|_| ApiFailure::new(codes::NOT_FOUND, "no such boot file"))?;
+    let scheme = scheme.map_or("http", |s| s.0.0);
+    tracing::info!(file = %name, scheme, "boot file asked for");
     match range::respond(file, &headers, method == Method::HEAD).await {
         Ok(response) => Ok(response),
         Err(RangeError::Unsatisfiable { len }) => {
