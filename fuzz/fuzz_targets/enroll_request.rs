@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
     );
 
     if let Ok(keys) = identity_keys(&request.identity) {
-        assert!((1..=64).contains(&keys.len()));
+        assert!((1..=registry_seed::enroll::decide::MAX_IDENTIFIERS).contains(&keys.len()));
         assert!(
             keys.windows(2).all(|w| w[0] < w[1]),
             "sorted, no duplicates"
@@ -43,12 +43,15 @@ fn facts() -> ClusterFacts {
     ClusterFacts::new("demo".into(), 1, vec![entry])
 }
 
+/// A host with an identity key nothing is bound to, from an address nobody has.
 fn nothing_known() -> Known {
     Known {
-        matched_ids: Vec::new(),
-        matched: None,
-        token: None,
-        counters: Default::default(),
+        client_key: Some(
+            "sha256:0101010101010101010101010101010101010101010101010101010101010101"
+                .parse()
+                .unwrap(),
+        ),
         peer_ip: Some("10.77.0.99".into()),
+        ..Known::default()
     }
 }
