@@ -229,6 +229,9 @@ impl IntoResponse for ApiFailure {
     }
 }
 
+/// How much of a declared-too-large body is read and dropped before the refusal is sent.
+const DRAIN_BYTES: usize = 4 * api::MAX_REQUEST_BYTES;
+
 /// A JSON request body, at most [`api::MAX_REQUEST_BYTES`], refused with `body_too_large` or
 /// `bad_request` in the one error shape.
 #[derive(Debug)]
@@ -252,10 +255,16 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > api::MAX_REQUEST_BYTES) {
+        let body: Body = request.into_body();
+        if let Some(n) = declared.filter(|&n| n > api::MAX_REQUEST_BYTES) {
+            // A client still writing its body when the connection closes sees a broken pipe,
+            // not the answer: a body up to DRAIN_BYTES is read and dropped (under the same body
+            // timeouts) so the sender learns why; anything larger is cut off unread.
+            if n <= DRAIN_BYTES {
+                let _ = axum::body::to_bytes(body, DRAIN_BYTES).await;
+            }
             return Err(too_large());
         }
-        let body: Body = request.into_body();
         let bytes = axum::body::to_bytes(body, api::MAX_REQUEST_BYTES)
             .await
             .map_err(|e| match body_timed_out(&e) {
