@@ -122,6 +122,10 @@ pub struct Plan {
     #[serde(default)]
     pub etcd: Option<EtcdInstructions>,
     pub install: InstallAction,
+    /// Masters of a cluster whose endpoint is a virtual IP (`cluster::vip`); absent otherwise,
+    /// and then left out of the JSON, so plans without one keep their digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vip: Option<VipInstructions>,
     /// The container images the host runs, decided by `kubeadm::node_images`.
     pub images: NodeImages,
     /// `sha256:<hex>` of [`Plan::canonical_bytes`].
@@ -170,6 +174,19 @@ pub struct EtcdInstructions {
     pub config_path: String,
     /// Client URLs of every member, to wait on health.
     pub client_urls: Vec<String>,
+}
+
+/// How a master takes part in holding the control-plane VIP (keepalived's VRRP instance). The
+/// interface and its prefix are the host's to find: the ones that carry [`Plan::ip`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VipInstructions {
+    /// The control-plane endpoint's address.
+    pub address: std::net::Ipv4Addr,
+    /// VRRP's virtual router id, the same on every master of the cluster.
+    pub router_id: u8,
+    pub priority: u8,
+    /// VRRPv3's advertisement interval, in centiseconds.
+    pub advert_interval_cs: u16,
 }
 
 /// What the install phase runs.
@@ -331,6 +348,7 @@ mod tests {
             install: InstallAction::Init {
                 config_path: "/etc/kubernetes/kubeadm.yaml".into(),
             },
+            vip: None,
             images: NodeImages {
                 sandbox: "10.77.0.1:8443/pause:3.10".into(),
                 all: vec!["10.77.0.1:8443/pause:3.10".into()],

@@ -30,3 +30,4 @@ pub mod pki;
 pub mod plan;
 pub mod spec;
 pub mod text;
+pub mod vip;

@@ -13,6 +13,7 @@ use crate::pki::{
     PkiError, SubjectKey,
 };
 use crate::spec::{ClusterSpec, Hostname};
+use crate::vip;
 
 /// kubeadm's config file on masters.
 pub const KUBEADM_CONFIG_PATH: &str = "/etc/kubernetes/kubeadm.yaml";
@@ -99,6 +100,10 @@ pub fn plan_host(input: &HostInput<'_>) -> Result<api::Plan, PlanError> {
         files,
         etcd,
         install: install_action(input),
+        vip: match input.role {
+            Role::Master => vip::instructions(input.spec, input.ip),
+            Role::Worker => None,
+        },
         images: kubeadm::node_images(&input.spec.kubernetes_version, &input.spec.seed.registry),
         digest: String::new(),
     }

@@ -537,3 +537,20 @@ fn a_master_joining_a_running_etcd_is_a_learner_of_an_existing_cluster() {
         InstallAction::JoinControlPlane { .. }
     ));
 }
+
+#[test]
+fn masters_of_a_cluster_whose_endpoint_no_host_has_hold_the_vip_and_workers_do_not() {
+    let f = Fixture::new("v1.33.4");
+    let master = f.plan_without_csrs("demo-m2", Role::Master, "10.77.0.12", false);
+    let vip = master
+        .vip
+        .expect("the demo's endpoint 10.77.0.10 is no host's");
+    assert_eq!(vip.address.to_string(), "10.77.0.10");
+    assert_eq!(vip.router_id, cluster::vip::router_id("demo"));
+    assert_eq!(
+        vip.priority,
+        cluster::vip::priority("10.77.0.12".parse().unwrap())
+    );
+    let worker = f.plan_without_csrs("demo-w1", Role::Worker, "10.77.0.14", false);
+    assert_eq!(worker.vip, None);
+}
