@@ -70,6 +70,16 @@ pub struct Cli {
     /// Exit (status 75) right after journaling this phase, to test resuming.
     #[arg(long, value_name = "PHASE", value_parser = parse_phase)]
     pub stop_after: Option<Phase>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Exit 0 when the local API server is ready (`GET https://127.0.0.1:6443/readyz`, verified
+    /// with <root>/etc/kubernetes/pki/ca.crt), 1 otherwise: keepalived's health check for the
+    /// control-plane VIP.
+    CheckApiserver,
 }
 
 fn parse_phase(text: &str) -> Result<Phase, String> {
@@ -113,6 +123,15 @@ fn options(cli: &Cli) -> anyhow::Result<Options> {
 
 /// Runs on this machine and returns the process exit status.
 pub fn main(cli: Cli) -> i32 {
+    if let Some(Command::CheckApiserver) = cli.command {
+        return match crate::vip::check_apiserver(&cli.root) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("launcher-firstboot check-apiserver: {}", run::chain(&e));
+                1
+            }
+        };
+    }
     run_with(&cli, &RealOs, &mut std::io::stderr())
 }
 

@@ -19,6 +19,7 @@ pub mod seed;
 pub mod storage;
 pub mod time;
 pub mod tls;
+pub mod vip;
 
 #[cfg(test)]
 #[path = "../tests/common/plan.rs"]

@@ -2,8 +2,8 @@
 //! `kubeadm init`/`join` on masters or start the kubelet on workers.
 
 use crate::fsutil::{self, FsError};
-use crate::keys;
 use crate::os::{ClientTls, Cmd, Os, OsError};
+use crate::{keys, vip};
 use cluster::api::{EtcdInstructions, InstallAction, Plan};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -30,6 +30,8 @@ pub enum NodeError {
         state: String,
         log: String,
     },
+    #[error(transparent)]
+    Vip(#[from] vip::KeepalivedError),
     #[error(transparent)]
     Fs(#[from] FsError),
     #[error(transparent)]
@@ -225,8 +227,13 @@ pub fn etcd(root: &Path, os: &dyn Os, plan: &Plan, wait: Duration) -> Result<boo
 }
 
 /// Makes the host a node: `kubeadm init`/`join` on masters, the kubelet on workers. After a
-/// reboot, a master whose control plane manifests survived is not initialised again.
+/// reboot, a master whose control plane manifests survived is not initialised again. A master
+/// of a cluster with a VIP starts keepalived first, so that the VIP answers as soon as an API
+/// server is ready, which `kubeadm init` waits for.
 pub fn install(root: &Path, os: &dyn Os, plan: &Plan, rebooted: bool) -> Result<(), NodeError> {
+    if plan.role == cluster::api::Role::Master && vip::configure(root, os, plan)? {
+        start_unit(os, cluster::vip::UNIT)?;
+    }
     let manifests = fsutil::under_root(root, "/etc/kubernetes/manifests/kube-apiserver.yaml")?;
     if rebooted && plan.role == cluster::api::Role::Master && manifests.exists() {
         tracing::info!("control plane manifests survived the reboot: not running kubeadm again");
@@ -293,6 +300,7 @@ mod tests {
             install: InstallAction::JoinControlPlane {
                 config_path: "/etc/kubernetes/kubeadm.yaml".into(),
             },
+            vip: None,
             images: cluster::kubeadm::node_images(
                 &"v1.33.0".parse().unwrap(),
                 &"10.0.0.1:8443".parse().unwrap(),

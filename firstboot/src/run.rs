@@ -44,7 +44,8 @@ pub struct PhaseFailure {
     pub check: String,
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
+/// An error and its sources, `: `-separated.
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {

@@ -23,6 +23,7 @@ pub fn worker_plan(host_id: &str, version: &str, files: Vec<PlanFile>) -> Plan {
             kubelet_config_path: "/var/lib/kubelet/config.yaml".into(),
             kubeconfig_path: "/etc/kubernetes/kubelet.conf".into(),
         },
+        vip: None,
         images: node_images(&v, &registry),
         digest: String::new(),
     }
