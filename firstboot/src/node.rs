@@ -276,7 +276,9 @@ pub fn install(root: &Path, os: &dyn Os, plan: &Plan, rebooted: bool) -> Result<
 mod tests {
     use super::*;
     use crate::os::{Action, RecordingOs};
+    use crate::vip::tests::{commands, join, master as vip_master, recording};
     use cluster::api::Role;
+    use std::os::unix::fs::PermissionsExt;
 
     fn master() -> Plan {
         Plan {
@@ -446,6 +448,79 @@ mod tests {
                      last lines of its log:\nrefused: bad kubeconfig"
                 )
             );
+        }
+    }
+
+    // The control-plane VIP: keepalived before kubeadm on masters that hold one, never elsewhere.
+    #[test]
+    fn a_master_starts_keepalived_before_kubeadm() {
+        let init = InstallAction::Init {
+            config_path: "/etc/kubernetes/kubeadm.yaml".into(),
+        };
+        for (action, kubeadm) in [(init, "init"), (join(), "join")] {
+            let root = tempfile::tempdir().unwrap();
+            let os = recording();
+            install(root.path(), &os, &vip_master(action, true), false).unwrap();
+            let cfg = root.path().join("etc/kubernetes/kubeadm.yaml");
+            assert_eq!(
+                commands(&os),
+                [
+                    "ip -o -4 addr show".to_string(),
+                    "systemctl daemon-reload".into(),
+                    "systemctl enable --now keepalived.service".into(),
+                    format!("kubeadm {kubeadm} --config {}", cfg.display()),
+                ]
+            );
+            let conf = root.path().join("etc/keepalived/keepalived.conf");
+            let mode = std::fs::metadata(&conf).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+            let text = std::fs::read_to_string(&conf).unwrap();
+            assert!(text.contains("    interface enp0s3\n"), "{text}");
+            assert!(
+                text.contains("        10.77.0.10/24 dev enp0s3\n"),
+                "{text}"
+            );
+            assert!(text.contains("    mcast_src_ip 10.77.0.12\n"), "{text}");
+            assert!(text.contains("script \"/usr/bin/launcher-firstboot check-apiserver\""));
+        }
+    }
+
+    #[test]
+    fn a_rebooted_master_starts_keepalived_even_when_kubeadm_is_not_run_again() {
+        let root = tempfile::tempdir().unwrap();
+        let manifest = root
+            .path()
+            .join("etc/kubernetes/manifests/kube-apiserver.yaml");
+        std::fs::create_dir_all(manifest.parent().unwrap()).unwrap();
+        std::fs::write(&manifest, "").unwrap();
+        let os = recording();
+        install(root.path(), &os, &vip_master(join(), true), true).unwrap();
+        assert_eq!(
+            commands(&os).last().unwrap(),
+            "systemctl enable --now keepalived.service"
+        );
+    }
+
+    #[test]
+    fn workers_and_clusters_without_a_vip_start_no_keepalived() {
+        let mut worker = crate::test_plan::worker_plan("h", "v1.33.4", vec![]);
+        worker.vip = vip_master(join(), true).vip;
+        let single = vip_master(join(), false);
+        for plan in [worker, single] {
+            let root = tempfile::tempdir().unwrap();
+            let mut os = recording();
+            os.outputs.insert(
+                "systemctl".into(),
+                "ActiveState=active\nNRestarts=0\n".into(),
+            );
+            install(root.path(), &os, &plan, false).unwrap();
+            let ran = commands(&os);
+            assert!(
+                !ran.iter()
+                    .any(|c| c.contains("keepalived") || c.starts_with("ip ")),
+                "{ran:?}"
+            );
+            assert!(!root.path().join("etc/keepalived").exists());
         }
     }
 }

@@ -86,8 +86,8 @@ fn describe(phase: Phase, o: &Options) -> (String, String) {
             "`journalctl -u launcher-etcd` and the other masters".into(),
         ),
         Phase::Install => (
-            "kubeadm init/join or starting the kubelet".into(),
-            "the output above and the config files the plan wrote".into(),
+            "keepalived (masters with a VIP) then kubeadm init/join, or starting the kubelet".into(),
+            "the output above, the config files the plan wrote, and `journalctl -u keepalived`".into(),
         ),
         Phase::Done => ("writing the done marker".into(), "free space under /var/lib/launcher".into()),
     };

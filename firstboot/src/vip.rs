@@ -140,4 +140,4 @@ pub fn check_apiserver(root: &Path) -> Result<(), CheckError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

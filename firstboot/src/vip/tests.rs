@@ -1,11 +1,9 @@
-//! The VIP on a master: the interface found from `ip`, keepalived configured and started before
-//! kubeadm, and nothing of it on workers or in clusters without a VIP.
+//! The VIP on a master: the interface found from `ip`, keepalived's configuration, the check;
+//! the plans and recording `Os` that `node`'s tests start keepalived before kubeadm with.
 
 use super::*;
-use crate::node;
 use crate::os::{Action, RecordingOs};
 use cluster::api::{InstallAction, Role, VipInstructions};
-use std::os::unix::fs::PermissionsExt;
 
 const IP_ADDR: &str = "\
 1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever
@@ -34,7 +32,7 @@ fn the_interface_is_the_one_carrying_the_hosts_address() {
     );
 }
 
-fn master(install: InstallAction, vip: bool) -> Plan {
+pub(crate) fn master(install: InstallAction, vip: bool) -> Plan {
     Plan {
         role: Role::Master,
         hostname: "demo-m2".into(),
@@ -50,13 +48,13 @@ fn master(install: InstallAction, vip: bool) -> Plan {
     }
 }
 
-fn join() -> InstallAction {
+pub(crate) fn join() -> InstallAction {
     InstallAction::JoinControlPlane {
         config_path: "/etc/kubernetes/kubeadm.yaml".into(),
     }
 }
 
-fn commands(os: &RecordingOs) -> Vec<String> {
+pub(crate) fn commands(os: &RecordingOs) -> Vec<String> {
     os.actions()
         .into_iter()
         .filter_map(|a| match a {
@@ -66,82 +64,10 @@ fn commands(os: &RecordingOs) -> Vec<String> {
         .collect()
 }
 
-fn recording() -> RecordingOs {
+pub(crate) fn recording() -> RecordingOs {
     let mut os = RecordingOs::new(Duration::ZERO, false);
     os.outputs.insert("ip".into(), IP_ADDR.into());
     os
-}
-
-#[test]
-fn a_master_starts_keepalived_before_kubeadm() {
-    let init = InstallAction::Init {
-        config_path: "/etc/kubernetes/kubeadm.yaml".into(),
-    };
-    for (action, kubeadm) in [(init, "init"), (join(), "join")] {
-        let root = tempfile::tempdir().unwrap();
-        let os = recording();
-        node::install(root.path(), &os, &master(action, true), false).unwrap();
-        let cfg = root.path().join("etc/kubernetes/kubeadm.yaml");
-        assert_eq!(
-            commands(&os),
-            [
-                "ip -o -4 addr show".to_string(),
-                "systemctl daemon-reload".into(),
-                "systemctl enable --now keepalived.service".into(),
-                format!("kubeadm {kubeadm} --config {}", cfg.display()),
-            ]
-        );
-        let conf = root.path().join("etc/keepalived/keepalived.conf");
-        let mode = std::fs::metadata(&conf).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        let text = std::fs::read_to_string(&conf).unwrap();
-        assert!(text.contains("    interface enp0s3\n"), "{text}");
-        assert!(
-            text.contains("        10.77.0.10/24 dev enp0s3\n"),
-            "{text}"
-        );
-        assert!(text.contains("    mcast_src_ip 10.77.0.12\n"), "{text}");
-        assert!(text.contains("script \"/usr/bin/launcher-firstboot check-apiserver\""));
-    }
-}
-
-#[test]
-fn a_rebooted_master_starts_keepalived_even_when_kubeadm_is_not_run_again() {
-    let root = tempfile::tempdir().unwrap();
-    let manifest = root
-        .path()
-        .join("etc/kubernetes/manifests/kube-apiserver.yaml");
-    std::fs::create_dir_all(manifest.parent().unwrap()).unwrap();
-    std::fs::write(&manifest, "").unwrap();
-    let os = recording();
-    node::install(root.path(), &os, &master(join(), true), true).unwrap();
-    assert_eq!(
-        commands(&os).last().unwrap(),
-        "systemctl enable --now keepalived.service"
-    );
-}
-
-#[test]
-fn workers_and_clusters_without_a_vip_start_no_keepalived() {
-    let mut worker = crate::test_plan::worker_plan("h", "v1.33.4", vec![]);
-    worker.vip = master(join(), true).vip;
-    let single = master(join(), false);
-    for plan in [worker, single] {
-        let root = tempfile::tempdir().unwrap();
-        let mut os = recording();
-        os.outputs.insert(
-            "systemctl".into(),
-            "ActiveState=active\nNRestarts=0\n".into(),
-        );
-        node::install(root.path(), &os, &plan, false).unwrap();
-        let ran = commands(&os);
-        assert!(
-            !ran.iter()
-                .any(|c| c.contains("keepalived") || c.starts_with("ip ")),
-            "{ran:?}"
-        );
-        assert!(!root.path().join("etc/keepalived").exists());
-    }
 }
 
 #[test]
@@ -152,7 +78,7 @@ fn a_master_whose_address_no_interface_carries_stops_before_kubeadm() {
         "ip".into(),
         "1: lo    inet 127.0.0.1/8 scope host lo\n".into(),
     );
-    let err = node::install(root.path(), &os, &master(join(), true), false).unwrap_err();
+    let err = configure(root.path(), &os, &master(join(), true)).unwrap_err();
     assert_eq!(
         err.to_string(),
         "no interface carries 10.77.0.12; `ip -o -4 addr show` lists:\n\
