@@ -1,6 +1,8 @@
 //! The kubelet stand-in's checks: a KubeletConfiguration and a kubeconfig whose referenced
 //! certificate files exist.
 
+pub mod node;
+
 use crate::Root;
 use crate::docs::{self, str_at};
 use serde_json::Value;

@@ -15,6 +15,7 @@ pub mod apiserver;
 pub mod certs;
 pub mod docs;
 pub mod kubeadm;
+pub mod kubeclient;
 pub mod kubelet;
 
 use std::path::{Path, PathBuf};

@@ -403,10 +403,100 @@ fn kubectl_and_a_node_against_the_standin_and_real_etcd() {
         "Unauthorized",
     );
 
+    kubelet_registers_and_renews(&setup, &ca, &admin, &admin_http);
+
     // Without etcd, /readyz fails.
     etcd.kill();
     let r = admin_http.get(url("/readyz")).send().unwrap();
     assert_eq!(r.status().as_u16(), 500);
     let r = admin_http.get(url("/livez")).send().unwrap();
     assert_eq!(r.status().as_u16(), 200);
+}
+
+/// Runs `kubelet-standin` under the test's directory as `LAUNCHER_STANDIN_ROOT`, with `/kubelet.yaml`
+/// and the kubeconfig `/<kubeconfig>`; its stdout goes to `<log>`.
+fn kubelet(setup: &Setup, kubeconfig: &str, node: &str, log: &str) -> ChildGuard {
+    let config = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
+        authentication:\n  x509:\n    clientCAFile: /ca.crt\n\
+        registerWithTaints:\n- key: dedicated\n  value: infra\n  effect: NoSchedule\n";
+    std::fs::write(setup.dir.join("kubelet.yaml"), config).unwrap();
+    let out = std::fs::File::create(setup.dir.join(log)).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubelet-standin"));
+    cmd.env("LAUNCHER_STANDIN_ROOT", &setup.dir)
+        .env("KUBELET_STANDIN_VERSION", "v1.33.4")
+        .args(["--config", "/kubelet.yaml", "--kubeconfig"])
+        .arg(format!("/{kubeconfig}"))
+        .args(["--hostname-override", node, "--node-ip", "127.0.0.1"])
+        .args(["--node-labels", "tier=gold"])
+        .stdout(out)
+        .stderr(Stdio::null());
+    ChildGuard::spawn("kubelet-standin", &mut cmd)
+}
+
+/// The kubelet stand-in registers its Node with its labels and taints, holds its Lease and
+/// reports Ready, as `kubectl get nodes` shows; one whose kubeconfig names another CA says why
+/// it cannot reach the server and registers nothing.
+fn kubelet_registers_and_renews(
+    setup: &Setup,
+    ca: &Ca,
+    admin: &str,
+    admin_http: &reqwest::blocking::Client,
+) {
+    setup.kubeconfig(ca, "system:node:w5", Some("system:nodes"), "w5");
+    let _kubelet = kubelet(setup, "w5", "w5", "kubelet.log");
+    let url = |path: &str| format!("{}{path}", setup.server);
+    let lease = url("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/w5");
+    let held = testkit::wait_for("the kubelet's Lease", Duration::from_secs(30), || {
+        let (code, body) = json_of(admin_http.get(&lease).send().ok()?);
+        (code == 200 && body["spec"]["holderIdentity"] == "w5").then_some(body)
+    });
+    assert_eq!(held["spec"]["leaseDurationSeconds"], 40, "{held}");
+    let (ok, out) = kubectl(admin, &["get", "node", "w5", "-o", "json"]);
+    assert!(ok, "{out}");
+    let node: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(node["metadata"]["labels"]["tier"], "gold", "{node}");
+    assert_eq!(
+        node["status"]["addresses"][0]["address"], "127.0.0.1",
+        "{node}"
+    );
+    assert_eq!(
+        node["spec"]["taints"],
+        json!([{"key": "dedicated", "value": "infra", "effect": "NoSchedule"}]),
+        "{node}"
+    );
+    let (ok, out) = kubectl(admin, &["get", "nodes", "--no-headers"]);
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("w5 "))
+        .unwrap_or_default();
+    assert!(
+        ok && row.split_whitespace().nth(1) == Some("Ready"),
+        "{out}"
+    );
+    let log = std::fs::read_to_string(setup.dir.join("kubelet.log")).unwrap();
+    assert!(log.contains("(server https://127.0.0.1:"), "{log}");
+
+    // A kubeconfig that trusts another CA: the server's certificate is refused.
+    let other = Ca::generate("kubernetes", ALGORITHM, now()).unwrap();
+    let wrong = Setup {
+        dir: setup.dir.clone(),
+        ca_pem: other.cert_pem().to_owned(),
+        server: setup.server.clone(),
+        etcd_url: setup.etcd_url.clone(),
+    };
+    wrong.kubeconfig(ca, "system:node:w3", Some("system:nodes"), "w3");
+    let _lost = kubelet(setup, "w3", "w3", "stranger-kubelet.log");
+    let why = testkit::wait_for(
+        "the stranger kubelet's error",
+        Duration::from_secs(20),
+        || {
+            let log = std::fs::read_to_string(setup.dir.join("stranger-kubelet.log")).ok()?;
+            log.lines()
+                .find(|l| l.contains("retrying"))
+                .map(str::to_owned)
+        },
+    );
+    assert!(why.contains("invalid peer certificate"), "{why}");
+    let (code, _) = json_of(admin_http.get(url("/api/v1/nodes/w3")).send().unwrap());
+    assert_eq!(code, 404);
 }

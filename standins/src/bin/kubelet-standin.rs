@@ -1,17 +1,22 @@
 //! `kubelet-standin`: a stand-in for Kubernetes' kubelet that checks and records its flags.
 
-use anyhow::bail;
+use anyhow::{Context, bail};
+use standins::kubeclient::KubeClient;
+use standins::kubelet::node::{self, NodeAgent, NodeFacts};
 use standins::{RECORD_DIR, Root, kubelet};
 
 const HELP: &str = "kubelet-standin: a STAND-IN for Kubernetes' kubelet, not the kubelet itself.
 
-It checks its configuration and records it, then stays running like the daemon would (or exits
-with --exit-after-checks). It runs no pods.
+It checks its configuration and records it, then (unless --exit-after-checks) stays running like
+the daemon: it registers its Node with the API server of --kubeconfig (the well-known labels,
+--node-labels, registerWithTaints or --register-with-taints, its address) and renews its Lease in
+kube-node-lease and its Ready condition every 10 s, retrying while the server does not answer.
 
 usage:
   kubelet-standin --config FILE --kubeconfig FILE [--exit-after-checks]
                   [--bootstrap-kubeconfig FILE] [--container-runtime-endpoint X]
-                  [--node-ip X] [--hostname-override X]
+                  [--node-ip X] [--hostname-override X] [--node-labels k=v,...]
+                  [--register-with-taints key[=value]:Effect,...]
 
 Checks: --config is one kubelet.config.k8s.io/v1beta1 KubeletConfiguration whose client CA and
 TLS files exist; --kubeconfig is a v1 Config whose current context has an https server, a CA and
@@ -26,6 +31,10 @@ struct Flags {
     config: Option<String>,
     kubeconfig: Option<String>,
     bootstrap_kubeconfig: Option<String>,
+    node_ip: Option<String>,
+    hostname_override: Option<String>,
+    node_labels: Option<String>,
+    register_with_taints: Option<String>,
     exit: bool,
 }
 
@@ -52,9 +61,20 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Flags>> {
                     bail!("{name} needs a value");
                 }
             }
-            "--container-runtime-endpoint" | "--node-ip" | "--hostname-override" => {
-                if value().is_none() {
+            "--container-runtime-endpoint"
+            | "--node-ip"
+            | "--hostname-override"
+            | "--node-labels"
+            | "--register-with-taints" => {
+                let Some(v) = value() else {
                     bail!("{name} needs a value");
+                };
+                match name {
+                    "--node-ip" => f.node_ip = Some(v),
+                    "--hostname-override" => f.hostname_override = Some(v),
+                    "--node-labels" => f.node_labels = Some(v),
+                    "--register-with-taints" => f.register_with_taints = Some(v),
+                    _ => {}
                 }
             }
             other => bail!("kubelet-standin does not accept {other:?} (see --help)"),
@@ -66,12 +86,57 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Flags>> {
     Ok(Some(f))
 }
 
-fn run(args: &[String]) -> anyhow::Result<bool> {
+/// The Node this kubelet registers: its name (`--hostname-override`, else the host name), its
+/// address, labels and taints (the flag, else the configuration's `registerWithTaints`).
+fn node_facts(root: &Root, flags: &Flags, config_text: &str) -> anyhow::Result<NodeFacts> {
+    let name = match &flags.hostname_override {
+        Some(name) => name.clone(),
+        None => standins::read(root, "/proc/sys/kernel/hostname")
+            .or_else(|_| standins::read(root, "/etc/hostname"))
+            .context("finding the node name (no --hostname-override)")?
+            .trim()
+            .to_lowercase(),
+    };
+    let labels = node::parse_labels(flags.node_labels.as_deref().unwrap_or(""))
+        .map_err(|e| anyhow::anyhow!("--node-labels: {e}"))?;
+    let taints = match &flags.register_with_taints {
+        Some(flag) => {
+            node::parse_taints(flag).map_err(|e| anyhow::anyhow!("--register-with-taints: {e}"))?
+        }
+        None => {
+            let config: serde_yaml::Value = serde_yaml::from_str(config_text)?;
+            let config = serde_json::to_value(config)?;
+            config["registerWithTaints"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        }
+    };
+    let kubelet_version = std::env::var("KUBELET_STANDIN_VERSION")
+        .ok()
+        .or_else(|| standins::read(root, "/etc/launcher/kubernetes-version").ok())
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| format!("v{}-standin", env!("CARGO_PKG_VERSION")));
+    Ok(NodeFacts {
+        name,
+        ip: flags.node_ip.clone(),
+        labels,
+        taints,
+        kubelet_version,
+    })
+}
+
+/// Checks and records; then the Node agent to run, unless `--exit-after-checks`.
+fn run(args: &[String]) -> anyhow::Result<Option<NodeAgent>> {
     let Some(flags) = parse(args)? else {
-        return Ok(true);
+        return Ok(None);
     };
     let root = Root::from_env();
-    let (config, kubeconfig) = (flags.config.unwrap(), flags.kubeconfig.unwrap());
+    let (config, kubeconfig) = (
+        flags.config.clone().unwrap(),
+        flags.kubeconfig.clone().unwrap(),
+    );
     let mut files = Vec::new();
     let config_text = standins::read(&root, &config)?;
     kubelet::check_config(&root, &config, &config_text, &mut files)
@@ -79,6 +144,9 @@ fn run(args: &[String]) -> anyhow::Result<bool> {
     let kubeconfig_text = standins::read(&root, &kubeconfig)?;
     let server = kubelet::check_kubeconfig(&root, &kubeconfig, &kubeconfig_text, &mut files)
         .map_err(|e| anyhow::anyhow!("refused: {e}"))?;
+    let client = KubeClient::from_kubeconfig(&root, &kubeconfig)
+        .map_err(|e| anyhow::anyhow!("refused: {e}"))?;
+    let facts = node_facts(&root, &flags, &config_text)?;
     standins::write(
         &root,
         &format!("{RECORD_DIR}/kubelet-config.yaml"),
@@ -91,6 +159,7 @@ fn run(args: &[String]) -> anyhow::Result<bool> {
         "kubeconfig": kubeconfig,
         "bootstrap_kubeconfig": flags.bootstrap_kubeconfig,
         "server": server,
+        "node": facts.name,
         "files": files,
     });
     standins::write(
@@ -99,19 +168,34 @@ fn run(args: &[String]) -> anyhow::Result<bool> {
         serde_json::to_vec_pretty(&record)?.as_slice(),
     )?;
     println!(
-        "kubelet-standin: config and kubeconfig accepted (server {server}); stand-in only, no pods run"
+        "kubelet-standin: config and kubeconfig accepted (server {server}, node {})",
+        facts.name
     );
-    Ok(flags.exit)
+    Ok((!flags.exit).then(|| NodeAgent::new(client, facts)))
+}
+
+/// Registers and renews until stopped (systemd stops it with SIGTERM), printing each change of
+/// state once rather than every tick.
+fn serve(mut agent: NodeAgent) -> ! {
+    let mut last = String::new();
+    loop {
+        let line = match agent.tick(time::OffsetDateTime::now_utc()) {
+            Ok(did) => format!("kubelet-standin: {did}"),
+            Err(why) => format!("kubelet-standin: the API server: {why}; retrying"),
+        };
+        if line != last {
+            println!("{line}");
+        }
+        last = line;
+        std::thread::sleep(std::time::Duration::from_secs(node::RENEW_SECONDS));
+    }
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args) {
-        Ok(true) => {}
-        // Stay running like the daemon; systemd stops it with SIGTERM.
-        Ok(false) => loop {
-            std::thread::sleep(std::time::Duration::from_secs(3600));
-        },
+        Ok(None) => {}
+        Ok(Some(agent)) => serve(agent),
         Err(e) => {
             eprintln!("kubelet-standin: {e:#}");
             std::process::exit(1);
