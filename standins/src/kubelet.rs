@@ -2,6 +2,7 @@
 //! certificate files exist.
 
 pub mod node;
+pub mod pods;
 
 use crate::Root;
 use crate::docs::{self, str_at};

@@ -14,6 +14,7 @@
 pub mod apiserver;
 pub mod certs;
 pub mod docs;
+pub mod images;
 pub mod kubeadm;
 pub mod kubeclient;
 pub mod kubelet;

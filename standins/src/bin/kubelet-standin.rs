@@ -2,7 +2,10 @@
 
 use anyhow::{Context, bail};
 use standins::kubeclient::KubeClient;
+use std::path::PathBuf;
+
 use standins::kubelet::node::{self, NodeAgent, NodeFacts};
+use standins::kubelet::pods;
 use standins::{RECORD_DIR, Root, kubelet};
 
 const HELP: &str = "kubelet-standin: a STAND-IN for Kubernetes' kubelet, not the kubelet itself.
@@ -10,7 +13,12 @@ const HELP: &str = "kubelet-standin: a STAND-IN for Kubernetes' kubelet, not the
 It checks its configuration and records it, then (unless --exit-after-checks) stays running like
 the daemon: it registers its Node with the API server of --kubeconfig (the well-known labels,
 --node-labels, registerWithTaints or --register-with-taints, its address) and renews its Lease in
-kube-node-lease and its Ready condition every 10 s, retrying while the server does not answer.
+kube-node-lease and its Ready condition every 10 s, retrying while the server does not answer;
+and it runs the static Pods of the configuration's staticPodPath through containerd (at
+--container-runtime-endpoint, `ctr` in the k8s.io namespace): each image pulled by the node's
+/etc/containerd/certs.d mirrors unless present, run with the host's network and the manifest's
+hostPath volumes, started again when it stops or its manifest changes (its last output line is
+reported), stopped when its manifest is gone. Output: /var/log/containers/<id>.log.
 
 usage:
   kubelet-standin --config FILE --kubeconfig FILE [--exit-after-checks]
@@ -35,6 +43,7 @@ struct Flags {
     hostname_override: Option<String>,
     node_labels: Option<String>,
     register_with_taints: Option<String>,
+    runtime_endpoint: Option<String>,
     exit: bool,
 }
 
@@ -74,6 +83,7 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Flags>> {
                     "--hostname-override" => f.hostname_override = Some(v),
                     "--node-labels" => f.node_labels = Some(v),
                     "--register-with-taints" => f.register_with_taints = Some(v),
+                    "--container-runtime-endpoint" => f.runtime_endpoint = Some(v),
                     _ => {}
                 }
             }
@@ -127,8 +137,43 @@ fn node_facts(root: &Root, flags: &Flags, config_text: &str) -> anyhow::Result<N
     })
 }
 
-/// Checks and records; then the Node agent to run, unless `--exit-after-checks`.
-fn run(args: &[String]) -> anyhow::Result<Option<NodeAgent>> {
+/// What the daemon runs: the Node's registration and renewal, and the static Pods of
+/// `staticPodPath` when the configuration names one.
+struct Kubelet {
+    agent: NodeAgent,
+    pods: Option<(pods::Ctr, PathBuf, String)>,
+}
+
+/// The static Pods' runtime: containerd at the runtime endpoint, the node's registry mirrors.
+fn static_pods(
+    root: &Root,
+    flags: &Flags,
+    config_text: &str,
+    node: &str,
+) -> anyhow::Result<Option<(pods::Ctr, PathBuf, String)>> {
+    let config: serde_yaml::Value = serde_yaml::from_str(config_text)?;
+    let Some(dir) = config.get("staticPodPath").and_then(|v| v.as_str()) else {
+        return Ok(None);
+    };
+    let endpoint = flags
+        .runtime_endpoint
+        .as_deref()
+        .unwrap_or("unix:///run/containerd/containerd.sock");
+    let Some(socket) = endpoint.strip_prefix("unix://") else {
+        bail!("--container-runtime-endpoint {endpoint:?} is not a unix:// socket");
+    };
+    let under = |p: &str| root.path(p).display().to_string();
+    let ctr = pods::Ctr {
+        address: under(socket),
+        hosts_dir: under("/etc/containerd/certs.d"),
+        log_dir: under("/var/log/containers"),
+        root: root.clone(),
+    };
+    Ok(Some((ctr, root.path(dir), node.to_string())))
+}
+
+/// Checks and records; then what the daemon runs, unless `--exit-after-checks`.
+fn run(args: &[String]) -> anyhow::Result<Option<Kubelet>> {
     let Some(flags) = parse(args)? else {
         return Ok(None);
     };
@@ -171,22 +216,34 @@ fn run(args: &[String]) -> anyhow::Result<Option<NodeAgent>> {
         "kubelet-standin: config and kubeconfig accepted (server {server}, node {})",
         facts.name
     );
-    Ok((!flags.exit).then(|| NodeAgent::new(client, facts)))
+    let pods = static_pods(&root, &flags, &config_text, &facts.name)?;
+    Ok((!flags.exit).then(|| Kubelet {
+        agent: NodeAgent::new(client, facts),
+        pods,
+    }))
 }
 
-/// Registers and renews until stopped (systemd stops it with SIGTERM), printing each change of
-/// state once rather than every tick.
-fn serve(mut agent: NodeAgent) -> ! {
-    let mut last = String::new();
+/// Runs the static Pods and registers and renews until stopped (systemd stops it with
+/// SIGTERM), printing each change and each new error once rather than every tick.
+fn serve(mut kubelet: Kubelet) -> ! {
+    let mut last = Vec::new();
     loop {
-        let line = match agent.tick(time::OffsetDateTime::now_utc()) {
-            Ok(did) => format!("kubelet-standin: {did}"),
-            Err(why) => format!("kubelet-standin: the API server: {why}; retrying"),
-        };
-        if line != last {
-            println!("{line}");
+        let mut lines = Vec::new();
+        if let Some((ctr, dir, node)) = &kubelet.pods {
+            let round = pods::reconcile(ctr, dir, node);
+            for change in round.changes {
+                println!("kubelet-standin: {change}");
+            }
+            lines.extend(round.errors.into_iter().map(|e| format!("static Pod: {e}")));
         }
-        last = line;
+        lines.push(match kubelet.agent.tick(time::OffsetDateTime::now_utc()) {
+            Ok(did) => did.to_string(),
+            Err(why) => format!("the API server: {why}; retrying"),
+        });
+        for line in lines.iter().filter(|l| !last.contains(*l)) {
+            println!("kubelet-standin: {line}");
+        }
+        last = lines;
         std::thread::sleep(std::time::Duration::from_secs(node::RENEW_SECONDS));
     }
 }
@@ -195,7 +252,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args) {
         Ok(None) => {}
-        Ok(Some(agent)) => serve(agent),
+        Ok(Some(kubelet)) => serve(kubelet),
         Err(e) => {
             eprintln!("kubelet-standin: {e:#}");
             std::process::exit(1);
