@@ -401,3 +401,179 @@ fn swap_is_only_a_warning() {
         stderr(&out)
     );
 }
+
+/// An HTTPS client with the CA and embedded credentials of a kubeconfig.
+fn client_of(kubeconfig: &str) -> reqwest::blocking::Client {
+    use base64::Engine;
+    let config: Value = serde_yaml::from_str(kubeconfig).unwrap();
+    let data = |v: &Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap()
+    };
+    let user = &config["users"][0]["user"];
+    let mut identity = data(&user["client-certificate-data"]);
+    identity.extend(data(&user["client-key-data"]));
+    let ca = data(&config["clusters"][0]["cluster"]["certificate-authority-data"]);
+    reqwest::blocking::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .identity(reqwest::Identity::from_pem(&identity).unwrap())
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// etcd on the master's own certificates, mutual TLS, on 127.0.0.1.
+fn start_etcd(root: &Path, client_port: u16) -> testkit::ChildGuard {
+    let peer = testkit::free_tcp_port();
+    let file = |p: &str| root.join(p.trim_start_matches('/')).display().to_string();
+    let log = std::fs::File::create(root.join("etcd.log")).unwrap();
+    let url = format!("https://127.0.0.1:{client_port}");
+    let mut cmd = Command::new(testkit::which("etcd").unwrap());
+    cmd.arg("--name=demo-m1")
+        .arg(format!("--data-dir={}", root.join("etcd.data").display()))
+        .arg(format!("--listen-client-urls={url}"))
+        .arg(format!("--advertise-client-urls={url}"))
+        .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
+        .arg(format!(
+            "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
+        ))
+        .arg(format!("--initial-cluster=demo-m1=http://127.0.0.1:{peer}"))
+        .arg("--client-cert-auth")
+        .arg(format!(
+            "--trusted-ca-file={}",
+            file("/etc/kubernetes/pki/etcd/ca.crt")
+        ))
+        .arg(format!(
+            "--cert-file={}",
+            file("/etc/kubernetes/pki/etcd/server.crt")
+        ))
+        .arg(format!(
+            "--key-file={}",
+            file("/etc/kubernetes/pki/etcd/server.key")
+        ))
+        .arg("--enable-grpc-gateway=true")
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    testkit::ChildGuard::spawn("etcd", &mut cmd)
+}
+
+/// Starts kube-apiserver's stand-in as the kubelet would from the manifest kubeadm wrote, its
+/// host paths placed under the root.
+fn start_api_server(root: &Path) -> testkit::ChildGuard {
+    let manifest = root.join(MANIFESTS).join("kube-apiserver.yaml");
+    let pod: Value = serde_yaml::from_str(&std::fs::read_to_string(manifest).unwrap()).unwrap();
+    let command: Vec<String> =
+        serde_json::from_value(pod["spec"]["containers"][0]["command"].clone()).unwrap();
+    let args = command[1..].iter().map(|a| match a.split_once("=/") {
+        Some((flag, path)) => format!("{flag}={}", root.join(path).display()),
+        None => a.clone(),
+    });
+    let log = std::fs::File::create(root.join("kube-apiserver.log")).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kube-apiserver-standin"));
+    cmd.args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    testkit::ChildGuard::spawn("kube-apiserver-standin", &mut cmd)
+}
+
+/// `kubeadm init` through mark-control-plane against the real API server stand-in: the Node
+/// the kubelet registers gets the control-plane label, and the NoSchedule taint unless the
+/// masters are schedulable.
+fn marked_node(schedulable: bool) -> Value {
+    let mut m = Master::new(schedulable);
+    let etcd_port = testkit::free_tcp_port();
+    let cluster = m.cluster_doc();
+    cluster["etcd"]["external"]["endpoints"] = json!([format!("https://127.0.0.1:{etcd_port}")]);
+    cluster["apiServer"]["certSANs"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("127.0.0.1"));
+    let timeouts = &mut m.init_doc()["timeouts"];
+    timeouts["controlPlaneComponentHealthCheck"] = json!("40s");
+    timeouts["kubernetesAPICall"] = json!("20s");
+    let server = format!("https://127.0.0.1:{}", m.bind_port);
+    for conf in ["admin.conf", "kubelet.conf"] {
+        let text = m.read(&format!("etc/kubernetes/{conf}"));
+        assert!(text.contains("https://10.77.0.11:6443"), "{conf}");
+        put(
+            m.root(),
+            &format!("/etc/kubernetes/{conf}"),
+            &text.replace("https://10.77.0.11:6443", &server),
+        );
+    }
+    let _etcd = start_etcd(m.root(), etcd_port);
+    put(m.root(), CONFIG, &support::render(&m.docs));
+    let kubeadm = Command::new(KUBEADM)
+        .args(["init", "--config", CONFIG])
+        .env("LAUNCHER_STANDIN_ROOT", m.root())
+        .env("PATH", support::PATH)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let manifest = m.root().join(MANIFESTS).join("kube-apiserver.yaml");
+    testkit::wait_for("the manifests", std::time::Duration::from_secs(20), || {
+        manifest.exists().then_some(())
+    });
+    let _api = start_api_server(m.root());
+    // The kubelet registers its Node once the API server answers.
+    let kubelet = client_of(&m.read("etc/kubernetes/kubelet.conf"));
+    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "demo-m1",
+        "labels": {"kubernetes.io/hostname": "demo-m1"}}});
+    testkit::wait_for(
+        "the Node registered",
+        std::time::Duration::from_secs(30),
+        || {
+            let sent = kubelet
+                .post(format!("{server}/api/v1/nodes"))
+                .json(&node)
+                .send();
+            sent.ok().filter(|r| r.status().as_u16() == 201).map(|_| ())
+        },
+    );
+    let out = kubeadm.wait_with_output().unwrap();
+    assert_ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("[mark-control-plane] Marking the node demo-m1 as control-plane"),
+        "{stdout}"
+    );
+    let admin = client_of(&m.read("etc/kubernetes/admin.conf"));
+    let got = admin
+        .get(format!("{server}/api/v1/nodes/demo-m1"))
+        .send()
+        .unwrap();
+    assert_eq!(got.status().as_u16(), 200);
+    got.json().unwrap()
+}
+
+#[test]
+fn mark_control_plane_labels_and_taints_the_node_the_kubelet_registered() {
+    if !testkit::require(&["etcd"]) {
+        return;
+    }
+    let node = marked_node(false);
+    let labels = &node["metadata"]["labels"];
+    assert_eq!(
+        labels["node-role.kubernetes.io/control-plane"], "",
+        "{node}"
+    );
+    assert_eq!(
+        labels["node.kubernetes.io/exclude-from-external-load-balancers"],
+        ""
+    );
+    assert_eq!(labels["kubernetes.io/hostname"], "demo-m1");
+    assert_eq!(
+        node["spec"]["taints"],
+        json!([{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}])
+    );
+    let node = marked_node(true);
+    assert_eq!(
+        node["metadata"]["labels"]["node-role.kubernetes.io/control-plane"],
+        ""
+    );
+    assert_eq!(node["spec"]["taints"], Value::Null, "{node}");
+}
