@@ -8,7 +8,7 @@ use cluster::pki::Ca;
 use serde_json::{Value, json};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use support::*;
+use support::kube::*;
 use testkit::ChildGuard;
 
 #[test]

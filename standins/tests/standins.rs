@@ -1,6 +1,8 @@
 //! The stand-in binaries against good and bad configs: exact refusals, nothing recorded for a
 //! refused config, and what an accepted one leaves behind.
 
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -72,6 +74,7 @@ fn run(bin: &str, root: &Path, args: &[&str]) -> Output {
     Command::new(bin)
         .args(args)
         .env("LAUNCHER_STANDIN_ROOT", root)
+        .env("PATH", support::PATH)
         .env_remove("LAUNCHER_STANDIN_KUBERNETES_VERSION")
         .output()
         .unwrap()
@@ -83,10 +86,42 @@ fn put(root: &Path, rel: &str, text: &str) {
     std::fs::write(p, text).unwrap();
 }
 
+/// The init config with the API server's port a free one, the fixed ports something here
+/// holds ignored, and mark-control-plane skipped (no API server runs here).
+fn init_on_a_good_host() -> String {
+    let port = testkit::free_tcp_port();
+    let ignored = support::busy_fixed_ports().join(", ");
+    INIT_V1BETA4
+        .replace("bindPort: 6443", &format!("bindPort: {port}"))
+        .replace(
+            "criSocket: unix:///run/containerd/containerd.sock\n",
+            &format!(
+                "criSocket: unix:///run/containerd/containerd.sock\n  \
+                 ignorePreflightErrors: [{ignored}]\nskipPhases: [mark-control-plane]\n"
+            ),
+        )
+}
+
 #[test]
 fn a_good_init_config_is_accepted_and_recorded() {
     let root = root_with_pki();
-    put(root.path(), "etc/kubernetes/kubeadm.yaml", INIT_V1BETA4);
+    // init signs what is missing with the cluster CA, so that one is real here.
+    let cas = cluster::pki::CaSet::generate(
+        cluster::pki::KeyAlgorithm::EcdsaP256,
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap()
+    .to_files();
+    for name in ["ca.crt", "ca.key"] {
+        put(
+            root.path(),
+            &format!("etc/kubernetes/pki/{name}"),
+            &cas[name],
+        );
+    }
+    let _cri = support::good_host(root.path());
+    let config = init_on_a_good_host();
+    put(root.path(), "etc/kubernetes/kubeadm.yaml", &config);
     let out = run(
         KUBEADM,
         root.path(),
@@ -102,7 +137,7 @@ fn a_good_init_config_is_accepted_and_recorded() {
     let rec = root.path().join("var/lib/launcher/standin");
     assert_eq!(
         std::fs::read_to_string(rec.join("kubeadm-init.yaml")).unwrap(),
-        INIT_V1BETA4
+        config
     );
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(rec.join("kubeadm-init.json")).unwrap()).unwrap();

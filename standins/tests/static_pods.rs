@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use support::*;
+use support::kube::*;
 use testkit::{ChildGuard, wait_for};
 
 const IMAGE: &str = "registry.test:5000/kube-apiserver:v1.33.4";

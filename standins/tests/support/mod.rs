@@ -1,209 +1,169 @@
-//! What the stand-in tests against a real etcd share: certificates, etcd, the API server
-//! stand-in's flags as kubeadm writes them, kubectl and the Kubernetes error shape.
+//! What the kubeadm stand-in's tests share: a host under a temporary root that passes
+//! kubeadm's preflight (its `/proc`, `/sys`, executables and CRI socket), and the files the
+//! seed gives the first master, planned by `cluster`.
+
 #![allow(dead_code)]
 
-use cluster::pki::{
-    Ca, CaKind, CertProfile, ClientCredential, Convention, KeyAlgorithm, Kubeconfig, SubjectKey,
-    Usage,
-};
+pub mod kube;
+
+use cluster::api::{FileSource, Role};
+use cluster::etcd::{ClusterState, Member};
+use cluster::pki::{CaSet, KeyAlgorithm};
+use cluster::plan::{EtcdPlacement, HostInput, plan_host};
+use cluster::spec::{ClusterSpec, Hostname};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
-use testkit::ChildGuard;
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use testkit::fixtures::ClusterFile;
 
-pub const ALGORITHM: KeyAlgorithm = KeyAlgorithm::EcdsaP256;
+/// The PATH the stand-in is run with; its directories are looked up under the root.
+pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-pub fn now() -> time::OffsetDateTime {
-    time::OffsetDateTime::now_utc()
+/// Executables kubeadm 1.33's preflight looks for.
+pub const EXECUTABLES: [&str; 9] = [
+    "ip", "iptables", "mount", "nsenter", "ebtables", "ethtool", "socat", "tc", "touch",
+];
+
+pub fn put(root: &Path, host_path: &str, text: &str) {
+    let p = root.join(host_path.trim_start_matches('/'));
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
 }
 
-/// Issues `profile` from `ca` and writes `<name>.crt`/`<name>.key` into `dir`.
-pub fn issue(ca: &Ca, profile: &CertProfile, dir: &Path, name: &str) -> (String, String) {
-    let issued = ca
-        .issue(profile, SubjectKey::Fresh(ALGORITHM), now())
-        .unwrap();
-    let key = issued.key.unwrap().pem().to_owned();
-    std::fs::write(dir.join(format!("{name}.crt")), &issued.cert_pem).unwrap();
-    std::fs::write(dir.join(format!("{name}.key")), &key).unwrap();
-    (issued.cert_pem, key)
-}
-
-pub fn client(cn: &str, org: Option<&str>) -> CertProfile {
-    CertProfile {
-        name: cn.to_owned(),
-        issuer: CaKind::Kubernetes,
-        common_name: cn.to_owned(),
-        organization: org.map(str::to_owned),
-        usage: Usage::Client,
-        dns_names: Vec::new(),
-        ips: Vec::new(),
-    }
-}
-
-/// Everything the processes of the test read.
-pub struct Setup {
-    pub dir: PathBuf,
-    pub ca_pem: String,
-    pub server: String,
-    pub etcd_url: String,
-}
-
-impl Setup {
-    pub fn path(&self, file: &str) -> String {
-        self.dir.join(file).display().to_string()
-    }
-
-    /// A kubeconfig for `cn`/`org` signed by `ca`, written as `<file>`.
-    pub fn kubeconfig(&self, ca: &Ca, cn: &str, org: Option<&str>, file: &str) -> String {
-        let (cert_pem, key_pem) = issue(ca, &client(cn, org), &self.dir, file);
-        let config = Kubeconfig {
-            cluster_name: "kubernetes".to_owned(),
-            server: self.server.clone(),
-            ca_pem: self.ca_pem.clone(),
-            user: cn.to_owned(),
-            credential: ClientCredential::Embedded { cert_pem, key_pem },
+/// A host kubeadm's preflight accepts: 4 CPUs, 4 GiB, no swap, forwarding on, every
+/// executable, a CRI socket that answers (kept open by the returned listener).
+pub fn good_host(root: &Path) -> UnixListener {
+    use std::os::unix::fs::PermissionsExt;
+    put(root, "/sys/devices/system/cpu/online", "0-3\n");
+    put(
+        root,
+        "/proc/meminfo",
+        "MemTotal:        4194304 kB\nMemFree:         1000 kB\n",
+    );
+    put(
+        root,
+        "/proc/swaps",
+        "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n",
+    );
+    put(root, "/proc/sys/net/ipv4/ip_forward", "1\n");
+    for exe in EXECUTABLES {
+        let dir = if exe == "touch" || exe == "mount" {
+            "/usr/bin"
+        } else {
+            "/usr/sbin"
         };
-        std::fs::write(self.dir.join(file), config.render()).unwrap();
-        self.path(file)
+        let path = format!("{dir}/{exe}");
+        put(root, &path, "#!/bin/sh\n");
+        let file = root.join(path.trim_start_matches('/'));
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
+    let socket = root.join("run/containerd/containerd.sock");
+    std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+    UnixListener::bind(socket).unwrap()
+}
 
-    /// A blocking HTTPS client presenting `<name>.crt`/`<name>.key`.
-    pub fn http(&self, name: &str) -> reqwest::blocking::Client {
-        let read = |f: String| std::fs::read(self.dir.join(f)).unwrap();
-        let mut pem = read(format!("{name}.crt"));
-        pem.extend(read(format!("{name}.key")));
-        reqwest::blocking::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap())
-            .identity(reqwest::Identity::from_pem(&pem).unwrap())
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap()
+/// kubeadm's fixed ports (kubelet, scheduler, controller-manager) that something on this
+/// machine already holds: preflight is told to ignore those, as an operator would.
+pub fn busy_fixed_ports() -> Vec<String> {
+    let busy: Vec<String> = [10250u16, 10257, 10259]
+        .into_iter()
+        .filter(|p| TcpListener::bind(("0.0.0.0", *p)).is_err())
+        .map(|p| format!("Port-{p}"))
+        .collect();
+    if !busy.is_empty() {
+        eprintln!("note: {busy:?} in use on this machine; preflight ignores them here");
     }
+    busy
 }
 
-pub fn start_etcd(setup: &Setup, peer: u16) -> ChildGuard {
-    let log = std::fs::File::create(setup.dir.join("etcd.log")).unwrap();
-    let mut cmd = Command::new(testkit::which("etcd").unwrap());
-    cmd.arg("--name=e1")
-        .arg(format!("--data-dir={}", setup.path("etcd.data")))
-        .arg(format!("--listen-client-urls={}", setup.etcd_url))
-        .arg(format!("--advertise-client-urls={}", setup.etcd_url))
-        .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
-        .arg(format!(
-            "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
-        ))
-        .arg(format!("--initial-cluster=e1=http://127.0.0.1:{peer}"))
-        .arg("--client-cert-auth")
-        .arg(format!("--trusted-ca-file={}", setup.path("etcd-ca.crt")))
-        .arg(format!("--cert-file={}", setup.path("etcd-server.crt")))
-        .arg(format!("--key-file={}", setup.path("etcd-server.key")))
-        .arg("--enable-grpc-gateway=true")
-        .stdout(Stdio::null())
-        .stderr(log);
-    ChildGuard::spawn("etcd", &mut cmd)
+/// The one-master cluster of `testkit::fixtures` (10.77.0.11, endpoint 10.77.0.11:6443).
+pub fn spec(schedulable: bool) -> ClusterSpec {
+    let text = ClusterFile {
+        schedulable_masters: schedulable,
+        ..ClusterFile::one_master("10.77.0.1:8443")
+    }
+    .render();
+    ClusterSpec::parse("cluster.toml", &text).unwrap().spec
 }
 
-/// The flags kubeadm's manifest gives kube-apiserver, on this test's files and ports.
-pub fn kubeadm_flags(setup: &Setup, port: u16) -> Vec<String> {
-    let p = |f: &str| setup.path(f);
-    [
-        "--advertise-address=127.0.0.1".to_owned(),
-        "--allow-privileged=true".to_owned(),
-        "--authorization-mode=Node,RBAC".to_owned(),
-        "--bind-address=127.0.0.1".to_owned(),
-        format!("--client-ca-file={}", p("ca.crt")),
-        "--enable-admission-plugins=NodeRestriction".to_owned(),
-        "--enable-bootstrap-token-auth=true".to_owned(),
-        format!("--etcd-cafile={}", p("etcd-ca.crt")),
-        format!("--etcd-certfile={}", p("apiserver-etcd-client.crt")),
-        format!("--etcd-keyfile={}", p("apiserver-etcd-client.key")),
-        format!("--etcd-servers={}", setup.etcd_url),
-        format!("--kubelet-client-certificate={}", p("none.crt")),
-        format!("--kubelet-client-key={}", p("none.key")),
-        "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname".to_owned(),
-        format!("--proxy-client-cert-file={}", p("none.crt")),
-        format!("--proxy-client-key-file={}", p("none.key")),
-        "--requestheader-allowed-names=front-proxy-client".to_owned(),
-        format!("--requestheader-client-ca-file={}", p("none.crt")),
-        "--requestheader-extra-headers-prefix=X-Remote-Extra-".to_owned(),
-        "--requestheader-group-headers=X-Remote-Group".to_owned(),
-        "--requestheader-username-headers=X-Remote-User".to_owned(),
-        format!("--secure-port={port}"),
-        "--service-account-issuer=https://kubernetes.default.svc.cluster.local".to_owned(),
-        format!("--service-account-key-file={}", p("none.pub")),
-        format!("--service-account-signing-key-file={}", p("none.key")),
-        "--service-cluster-ip-range=10.96.0.0/12".to_owned(),
-        format!("--tls-cert-file={}", p("apiserver.crt")),
-        format!("--tls-private-key-file={}", p("apiserver.key")),
-    ]
-    .into()
-}
-
-pub fn standin() -> Command {
-    Command::new(testkit::workspace_bin("kube-apiserver-standin"))
-}
-
-pub fn kubectl(kubeconfig: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(testkit::which("kubectl").unwrap())
-        .arg(format!("--kubeconfig={kubeconfig}"))
-        .arg("--request-timeout=10s")
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-pub fn json_of(response: reqwest::blocking::Response) -> (u16, Value) {
-    let code = response.status().as_u16();
-    (code, response.json().unwrap_or(Value::Null))
-}
-
-pub fn assert_status(got: (u16, Value), code: u16, reason: &str) {
-    let (got_code, body) = got;
-    assert_eq!(got_code, code, "{body}");
-    assert_eq!(body["kind"], "Status", "{body}");
-    assert_eq!(body["status"], "Failure", "{body}");
-    assert_eq!(body["reason"], reason, "{body}");
-    assert_eq!(body["code"], code, "{body}");
-}
-
-/// A cluster CA and an etcd CA, etcd's server certificate, the API server's etcd client and
-/// serving certificates (for 127.0.0.1) in `dir`; then the setup, etcd's peer port and the API
-/// server's port.
-pub fn prepare(dir: &Path) -> (Ca, Setup, u16, u16) {
-    let (etcd_port, peer_port, port) = (
-        testkit::free_tcp_port(),
-        testkit::free_tcp_port(),
-        testkit::free_tcp_port(),
-    );
-    let ca = Ca::generate(CaKind::Kubernetes.common_name(), ALGORITHM, now()).unwrap();
-    let etcd_ca = Ca::generate(CaKind::Etcd.common_name(), ALGORITHM, now()).unwrap();
-    let setup = Setup {
-        dir: dir.to_owned(),
-        ca_pem: ca.cert_pem().to_owned(),
-        server: format!("https://127.0.0.1:{port}"),
-        etcd_url: format!("https://127.0.0.1:{etcd_port}"),
+/// Every file the seed gives the first master of `spec`, by host path.
+pub fn first_master_files(spec: &ClusterSpec) -> BTreeMap<String, String> {
+    let now = time::OffsetDateTime::now_utc();
+    let cas = CaSet::generate(KeyAlgorithm::EcdsaP256, now).unwrap();
+    let hostname: Hostname = "demo-m1".parse().unwrap();
+    let ip = "10.77.0.11".parse().unwrap();
+    let input = HostInput {
+        spec,
+        cas: &cas,
+        host_id: "h-1",
+        hostname: &hostname,
+        role: Role::Master,
+        ip: Some(ip),
+        first_master: true,
+        etcd: Some(EtcdPlacement {
+            members: vec![Member::new("demo-m1", ip)],
+            state: ClusterState::New,
+            learner: false,
+        }),
+        csrs: &BTreeMap::new(),
+        now,
     };
-    std::fs::write(dir.join("ca.crt"), ca.cert_pem()).unwrap();
-    std::fs::write(dir.join("etcd-ca.crt"), etcd_ca.cert_pem()).unwrap();
-    let localhost: std::net::IpAddr = "127.0.0.1".parse().unwrap();
-    let etcd_server = CertProfile::etcd_server("e1", localhost);
-    issue(&etcd_ca, &etcd_server, dir, "etcd-server");
-    let etcd_client = CertProfile::apiserver_etcd_client(Convention::for_minor(33));
-    issue(&etcd_ca, &etcd_client, dir, "apiserver-etcd-client");
-    let mut server = client("kube-apiserver", None);
-    server.usage = Usage::Server;
-    server.ips = vec![localhost];
-    server.dns_names = vec!["localhost".to_owned()];
-    issue(&ca, &server, dir, "apiserver");
+    let plan = plan_host(&input).unwrap();
+    plan.files
+        .into_iter()
+        .map(|f| match f.source {
+            FileSource::Text { text } => (f.path, text),
+            FileSource::HostKey { name } => panic!("{} is the host's key {name}", f.path),
+        })
+        .collect()
+}
 
-    (ca, setup, peer_port, port)
+pub fn write_files(root: &Path, files: &BTreeMap<String, String>) {
+    for (path, text) in files {
+        put(root, path, text);
+    }
+}
+
+/// The documents of a multi-document YAML file, as JSON values.
+pub fn documents(text: &str) -> Vec<Value> {
+    use serde::Deserialize;
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| serde_json::to_value(serde_yaml::Value::deserialize(d).unwrap()).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// `documents` written back as one file.
+pub fn render(docs: &[Value]) -> String {
+    docs.iter()
+        .map(|d| format!("---\n{}", serde_yaml::to_string(d).unwrap()))
+        .collect()
+}
+
+/// The first document of `kind` in `docs`.
+pub fn kind_mut<'a>(docs: &'a mut [Value], kind: &str) -> &'a mut Value {
+    docs.iter_mut().find(|d| d["kind"] == kind).unwrap()
+}
+
+/// Every file under `dir`, by relative path, with its bytes.
+pub fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if path.is_file() {
+                let rel = path.strip_prefix(dir).unwrap().display().to_string();
+                out.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
 }
