@@ -50,7 +50,7 @@ fn every_bad_input_gets_its_exact_error() {
         (
             "unknown field",
             edit("masters = 3", "masters = 3\nmastres = 3"),
-            "c.toml:9:1: field `cluster.mastres`: unknown field `mastres`, expected one of `name`, `kubernetes_version`, `control_plane_endpoint`, `pod_subnet`, `service_subnet`, `dns_domain`, `masters`, `schedulable_masters`, `key_algorithm`",
+            "c.toml:9:1: field `cluster.mastres`: unknown field `mastres`, expected one of `name`, `kubernetes_version`, `control_plane_endpoint`, `pod_subnet`, `service_subnet`, `dns_domain`, `masters`, `schedulable_masters`, `key_algorithm`, `ignore_preflight_errors`, `skip_phases`",
         ),
         (
             "unknown table field",
@@ -225,6 +225,30 @@ fn every_bad_input_gets_its_exact_error() {
             "bad key algorithm",
             edit("ecdsa-p256", "ed25519"),
             "c.toml:10:17: field `cluster.key_algorithm`: \"ed25519\" is not a key algorithm; expected \"ecdsa-p256\" or \"rsa-2048\"",
+        ),
+        (
+            "bad preflight check name",
+            edit(
+                "key_algorithm = \"ecdsa-p256\"",
+                "key_algorithm = \"ecdsa-p256\"\nignore_preflight_errors = [\"NumCPU\", \"Mem ory\"]",
+            ),
+            "c.toml:11:38: field `cluster.ignore_preflight_errors`: \"Mem ory\" is not a preflight check name (letters, digits, '-', '_' and '.', like NumCPU or Port-6443)",
+        ),
+        (
+            "unknown init phase",
+            edit(
+                "key_algorithm = \"ecdsa-p256\"",
+                "key_algorithm = \"ecdsa-p256\"\nskip_phases = [\"mark-controlplane\"]",
+            ),
+            "c.toml:11:16: field `cluster.skip_phases`: \"mark-controlplane\" is not a kubeadm init phase (one of preflight, certs, kubeconfig, etcd, control-plane, kubelet-start, wait-control-plane, upload-config, upload-certs, mark-control-plane, bootstrap-token, kubelet-finalize, addon, show-join-command, or phase/subphase)",
+        ),
+        (
+            "init subphase not a name",
+            edit(
+                "key_algorithm = \"ecdsa-p256\"",
+                "key_algorithm = \"ecdsa-p256\"\nskip_phases = [\"addon/\"]",
+            ),
+            "c.toml:11:16: field `cluster.skip_phases`: \"addon/\" is not a kubeadm init phase (one of preflight, certs, kubeconfig, etcd, control-plane, kubelet-start, wait-control-plane, upload-config, upload-certs, mark-control-plane, bootstrap-token, kubelet-finalize, addon, show-join-command, or phase/subphase)",
         ),
         (
             "bad cluster name",

@@ -48,6 +48,17 @@ enum Cmd {
         #[arg(long, default_value = "lab-run")]
         run_dir: PathBuf,
     },
+    /// Run kubectl against the lab's cluster: inside the lab's namespace, through the
+    /// control-plane endpoint, as an administrator whose short-lived certificate the seed signs
+    /// (`launcher-lab kubectl get nodes -o wide`).
+    Kubectl {
+        /// The run directory `up` used.
+        #[arg(long, default_value = "lab-run")]
+        run_dir: PathBuf,
+        /// kubectl's arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
+    },
     /// Watch a running lab until every powered-on host is done (again, after a power-on) and
     /// etcd has every powered-on master, healthy (exit 0), or something fails (exit 1).
     Wait {
@@ -212,6 +223,9 @@ fn main() -> ExitCode {
             })
             .map(|()| ExitCode::SUCCESS),
         Cmd::Wait { run_dir, timeout } => wait(&run_dir, timeout),
+        Cmd::Kubectl { run_dir, args } => absolute(&run_dir)
+            .and_then(|dir| runner::kubectl(&dir, &args))
+            .map(|code| ExitCode::from(u8::try_from(code).unwrap_or(1))),
     };
     result.unwrap_or_else(|err| {
         eprintln!("launcher-lab: {err:#}");
@@ -227,5 +241,26 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn kubectl_passes_its_arguments_through_flags_included() {
+        let cli = Cli::try_parse_from([
+            "launcher-lab",
+            "kubectl",
+            "--run-dir",
+            "r",
+            "get",
+            "nodes",
+            "-o",
+            "wide",
+        ])
+        .unwrap();
+        let Cmd::Kubectl { run_dir, args } = cli.command else {
+            panic!("not kubectl: {cli:?}");
+        };
+        assert_eq!(run_dir, PathBuf::from("r"));
+        assert_eq!(args, ["get", "nodes", "-o", "wide"]);
+        assert!(Cli::try_parse_from(["launcher-lab", "kubectl"]).is_err());
     }
 }

@@ -242,10 +242,15 @@ impl LabPlan {
              control_plane_endpoint = \"{CONTROL_PLANE_IP}:6443\"\n\
              pod_subnet = \"10.244.0.0/16\"\nservice_subnet = \"10.96.0.0/12\"\n\
              dns_domain = \"cluster.local\"\nmasters = {masters}\nschedulable_masters = true\n\
-             key_algorithm = \"ecdsa-p256\"\n\n\
+             key_algorithm = \"ecdsa-p256\"\n\
+             # The VMs have one CPU and {memory} MiB, under kubeadm's 2 CPUs and 1700 MiB.\n\
+             ignore_preflight_errors = [\"NumCPU\", \"Mem\"]\n\
+             # No API server answers at the endpoint yet: the lab holds no VIP.\n\
+             skip_phases = [\"mark-control-plane\"]\n\n\
              [seed]\nurl = \"{url}\"\nregistry = \"{SEED_IP}:{HTTPS_PORT}\"\n",
             run = self.run_dir().display(),
             url = self.seed_url(),
+            memory = self.options.memory_mib,
         );
         for vm in listed {
             text.push_str(&format!(

@@ -186,6 +186,27 @@ pub fn wait(
     Ok(progress::until_ready(&mut lab, settings, stop_flag))
 }
 
+/// Runs the real `kubectl ARGS…` inside the lab's namespace, where the control-plane endpoint
+/// answers, with an administrator's kubeconfig the seed signs for this call (an hour, kept in
+/// `RUN_DIR/admin.kubeconfig`, 0600). Returns kubectl's exit code.
+pub fn kubectl(run_dir: &Path, args: &[String]) -> anyhow::Result<i32> {
+    let lab = Lab::from_state(run_dir)?;
+    let kubectl = crate::which("kubectl").context(
+        "kubectl is not installed (Debian: the kubernetes-client package; or put it on PATH)",
+    )?;
+    let kubeconfig = run_dir.join("admin.kubeconfig");
+    crate::seed_api::kubeconfig(&lab.plan.namespace, &lab.plan.seed_dir(), &kubeconfig)?;
+    let status = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.plan.namespace])
+        .arg(&kubectl)
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(args)
+        .status()
+        .with_context(|| format!("running kubectl in the namespace {}", lab.plan.namespace))?;
+    Ok(status.code().unwrap_or(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

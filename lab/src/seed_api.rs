@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use nix::sched::{CloneFlags, setns};
 use registry_seed::client::{AdminClient, EtcdClientFiles, SeedArgs};
-use registry_seed::views::{EtcdClientRequest, StatusView};
+use registry_seed::views::{EtcdClientRequest, KubeconfigRequest, StatusView};
 
 use crate::plan::LabPlan;
 
@@ -57,6 +57,22 @@ pub fn etcd_client(namespace: &str, seed_dir: &Path, out: &Path) -> anyhow::Resu
         Ok(())
     })
     .context("getting an etcd client certificate from the seed")
+}
+
+/// Asks the seed for an administrator's kubeconfig aimed at the control-plane endpoint (valid
+/// an hour) and writes it to `out` (0600).
+pub fn kubeconfig(namespace: &str, seed_dir: &Path, out: &Path) -> anyhow::Result<()> {
+    let (args, out) = (seed_args(seed_dir), out.to_path_buf());
+    let request = KubeconfigRequest {
+        user: "launcher-lab".to_string(),
+        ttl_secs: Some(3600),
+    };
+    in_namespace(namespace, move || {
+        let view = AdminClient::new(&args)?.kubeconfig(&request)?;
+        durable::write_atomic(&out, view.kubeconfig.as_bytes(), 0o600)?;
+        Ok(())
+    })
+    .context("getting a kubeconfig from the seed")
 }
 
 /// The lab's seed's view of every host; `None` while the seed does not answer.

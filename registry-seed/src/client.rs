@@ -277,6 +277,12 @@ impl AdminClient {
         serde_json::from_value(answer).context("reading the seed's etcd client credential")
     }
 
+    /// An operator's kubeconfig for the control-plane endpoint (`POST /v1/admin/kubeconfig`).
+    pub fn kubeconfig(&self, request: &KubeconfigRequest) -> anyhow::Result<KubeconfigView> {
+        let answer = self.post("/v1/admin/kubeconfig", &serde_json::to_value(request)?)?;
+        serde_json::from_value(answer).context("reading the seed's kubeconfig")
+    }
+
     /// Polls a job until it ends (at most `timeout`).
     pub fn wait_job(
         &self,
@@ -421,14 +427,10 @@ pub fn jobs(cmd: JobsCommand) -> anyhow::Result<()> {
 }
 
 pub fn kubeconfig(args: KubeconfigArgs) -> anyhow::Result<()> {
-    let client = AdminClient::new(&args.seed)?;
-    let request = KubeconfigRequest {
+    let view = AdminClient::new(&args.seed)?.kubeconfig(&KubeconfigRequest {
         user: args.user,
         ttl_secs: Some(args.ttl),
-    };
-    let answer = client.post("/v1/admin/kubeconfig", &serde_json::to_value(&request)?)?;
-    let view: KubeconfigView =
-        serde_json::from_value(answer).context("reading the seed's kubeconfig")?;
+    })?;
     match &args.out {
         Some(path) => {
             durable::write_atomic(path, view.kubeconfig.as_bytes(), 0o600)?;

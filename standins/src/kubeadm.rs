@@ -1,6 +1,14 @@
 //! The kubeadm stand-in's checks: API version for the Kubernetes version, the JSON schema of
 //! each kubeadm document, every file the config refers to, and the certificates and kubeconfig
-//! files kubeadm requires ([`crate::certs`]).
+//! files kubeadm requires ([`crate::certs`]). `init`'s on-disk phases (preflight, certs,
+//! control-plane) are in [`init`], mark-control-plane in [`mark_control_plane`].
+
+pub mod config;
+pub mod init;
+pub mod manifests;
+pub mod mark_control_plane;
+pub mod pki;
+pub mod preflight;
 
 use crate::Root;
 use crate::certs;

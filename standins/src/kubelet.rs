@@ -1,6 +1,9 @@
 //! The kubelet stand-in's checks: a KubeletConfiguration and a kubeconfig whose referenced
 //! certificate files exist.
 
+pub mod node;
+pub mod pods;
+
 use crate::Root;
 use crate::docs::{self, str_at};
 use serde_json::Value;

@@ -14,7 +14,9 @@
 pub mod apiserver;
 pub mod certs;
 pub mod docs;
+pub mod images;
 pub mod kubeadm;
+pub mod kubeclient;
 pub mod kubelet;
 
 use std::path::{Path, PathBuf};

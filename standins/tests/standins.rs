@@ -1,6 +1,8 @@
 //! The stand-in binaries against good and bad configs: exact refusals, nothing recorded for a
 //! refused config, and what an accepted one leaves behind.
 
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -72,6 +74,7 @@ fn run(bin: &str, root: &Path, args: &[&str]) -> Output {
     Command::new(bin)
         .args(args)
         .env("LAUNCHER_STANDIN_ROOT", root)
+        .env("PATH", support::PATH)
         .env_remove("LAUNCHER_STANDIN_KUBERNETES_VERSION")
         .output()
         .unwrap()
@@ -83,10 +86,42 @@ fn put(root: &Path, rel: &str, text: &str) {
     std::fs::write(p, text).unwrap();
 }
 
+/// The init config with the API server's port a free one, the fixed ports something here
+/// holds ignored, and mark-control-plane skipped (no API server runs here).
+fn init_on_a_good_host() -> String {
+    let port = testkit::free_tcp_port();
+    let ignored = support::busy_fixed_ports().join(", ");
+    INIT_V1BETA4
+        .replace("bindPort: 6443", &format!("bindPort: {port}"))
+        .replace(
+            "criSocket: unix:///run/containerd/containerd.sock\n",
+            &format!(
+                "criSocket: unix:///run/containerd/containerd.sock\n  \
+                 ignorePreflightErrors: [{ignored}]\nskipPhases: [mark-control-plane]\n"
+            ),
+        )
+}
+
 #[test]
 fn a_good_init_config_is_accepted_and_recorded() {
     let root = root_with_pki();
-    put(root.path(), "etc/kubernetes/kubeadm.yaml", INIT_V1BETA4);
+    // init signs what is missing with the cluster CA, so that one is real here.
+    let cas = cluster::pki::CaSet::generate(
+        cluster::pki::KeyAlgorithm::EcdsaP256,
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap()
+    .to_files();
+    for name in ["ca.crt", "ca.key"] {
+        put(
+            root.path(),
+            &format!("etc/kubernetes/pki/{name}"),
+            &cas[name],
+        );
+    }
+    let _cri = support::good_host(root.path());
+    let config = init_on_a_good_host();
+    put(root.path(), "etc/kubernetes/kubeadm.yaml", &config);
     let out = run(
         KUBEADM,
         root.path(),
@@ -102,7 +137,7 @@ fn a_good_init_config_is_accepted_and_recorded() {
     let rec = root.path().join("var/lib/launcher/standin");
     assert_eq!(
         std::fs::read_to_string(rec.join("kubeadm-init.yaml")).unwrap(),
-        INIT_V1BETA4
+        config
     );
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(rec.join("kubeadm-init.json")).unwrap()).unwrap();
@@ -392,7 +427,20 @@ fn the_kubelet_checks_its_config_and_kubeconfig() {
         "kubelet-standin: refused: /etc/kubernetes/kubelet.conf: client-key names /var/lib/kubelet/pki/kubelet-client.key, which does not exist"
     );
     assert!(!r.join("var/lib/launcher/standin/kubelet.json").exists());
+    // Files that exist but hold no certificate and key are refused too.
     put(r, "var/lib/kubelet/pki/kubelet-client.key", "x");
+    let out = run(KUBELET, r, &args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim(),
+        "kubelet-standin: refused: /etc/kubernetes/kubelet.conf: the cluster's CA holds no PEM certificate"
+    );
+    assert!(!r.join("var/lib/launcher/standin/kubelet.json").exists());
+    let (cert, key) = node_credential("w1");
+    put(r, "etc/kubernetes/pki/ca.crt", &cert.0);
+    put(r, "var/lib/kubelet/pki/kubelet-client.crt", &cert.1);
+    put(r, "var/lib/kubelet/pki/kubelet-client.key", &key);
+    put(r, "etc/hostname", "w1\n");
     let out = run(KUBELET, r, &args);
     assert!(
         out.status.success(),
@@ -473,15 +521,25 @@ fn the_kubelet_stays_running_like_a_daemon() {
     let root = root_with_pki();
     let r = root.path();
     put(r, "var/lib/kubelet/config.yaml", KUBELET_CONFIG);
-    put(r, "etc/kubernetes/kubelet.conf", KUBECONFIG);
-    put(r, "var/lib/kubelet/pki/kubelet-client.crt", "x");
-    put(r, "var/lib/kubelet/pki/kubelet-client.key", "x");
+    // No API server answers on this loopback port: the daemon keeps running and retrying.
+    let server = format!("https://127.0.0.1:{}", testkit::free_tcp_port());
+    put(
+        r,
+        "etc/kubernetes/kubelet.conf",
+        &KUBECONFIG.replace("https://10.77.0.11:6443", &server),
+    );
+    let (cert, key) = node_credential("w1");
+    put(r, "etc/kubernetes/pki/ca.crt", &cert.0);
+    put(r, "var/lib/kubelet/pki/kubelet-client.crt", &cert.1);
+    put(r, "var/lib/kubelet/pki/kubelet-client.key", &key);
     let mut child = Command::new(KUBELET)
         .args([
             "--config",
             "/var/lib/kubelet/config.yaml",
             "--kubeconfig",
             "/etc/kubernetes/kubelet.conf",
+            "--hostname-override",
+            "w1",
         ])
         .env("LAUNCHER_STANDIN_ROOT", r)
         .stdout(std::process::Stdio::null())
@@ -497,4 +555,25 @@ fn the_kubelet_stays_running_like_a_daemon() {
     assert!(child.try_wait().unwrap().is_none(), "the stand-in exited");
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// A cluster CA (PEM) and a node's client certificate and key signed by it.
+fn node_credential(node: &str) -> ((String, String), String) {
+    use cluster::pki::{Ca, CaKind, CertProfile, KeyAlgorithm, SubjectKey, Usage};
+    let now = time::OffsetDateTime::now_utc();
+    let ca = Ca::generate("kubernetes", KeyAlgorithm::EcdsaP256, now).unwrap();
+    let profile = CertProfile {
+        name: "kubelet-client".into(),
+        issuer: CaKind::Kubernetes,
+        common_name: format!("system:node:{node}"),
+        organization: Some("system:nodes".into()),
+        usage: Usage::Client,
+        dns_names: Vec::new(),
+        ips: Vec::new(),
+    };
+    let issued = ca
+        .issue(&profile, SubjectKey::Fresh(KeyAlgorithm::EcdsaP256), now)
+        .unwrap();
+    let key = issued.key.unwrap().pem().to_owned();
+    ((ca.cert_pem().to_owned(), issued.cert_pem), key)
 }

@@ -26,6 +26,9 @@ pub fn render_init(node: &NodeConfig) -> String {
     if api == KubeadmApi::V1Beta4 {
         init["timeouts"] = timeouts();
     }
+    if !node.spec.skip_phases.is_empty() {
+        init["skipPhases"] = json!(node.spec.skip_phases);
+    }
     documents(&[
         init,
         cluster_configuration(node, api),
@@ -100,6 +103,9 @@ fn node_registration(node: &NodeConfig, api: KubeadmApi) -> Value {
     // Unset means kubeadm's NoSchedule control-plane taint; an empty list means none.
     if node.spec.schedulable_masters {
         reg["taints"] = json!([]);
+    }
+    if !node.spec.ignore_preflight_errors.is_empty() {
+        reg["ignorePreflightErrors"] = json!(node.spec.ignore_preflight_errors);
     }
     reg
 }

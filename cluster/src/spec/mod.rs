@@ -18,8 +18,8 @@ use serde::Serialize;
 pub use self::cidr::Cidr;
 pub use self::error::SpecError;
 pub use self::types::{
-    ClusterName, DnsDomain, Endpoint, Host, Hostname, JoinToken, MacAddr, NtpServer, ProductUuid,
-    RegistryHost, SeedUrl, Serial, ValueError,
+    ClusterName, DnsDomain, Endpoint, Host, Hostname, INIT_PHASES, InitPhase, JoinToken, MacAddr,
+    NtpServer, PreflightCheck, ProductUuid, RegistryHost, SeedUrl, Serial, ValueError,
 };
 pub use self::version::{KubeVersion, KubeadmApi, MAX_MINOR, MIN_MINOR};
 use crate::api::Role;
@@ -39,6 +39,10 @@ pub struct ClusterSpec {
     /// Masters also run workloads: no `NoSchedule` taint.
     pub schedulable_masters: bool,
     pub key_algorithm: KeyAlgorithm,
+    /// kubeadm preflight checks every node tolerates (`nodeRegistration.ignorePreflightErrors`).
+    pub ignore_preflight_errors: Vec<PreflightCheck>,
+    /// Phases the first master's `kubeadm init` skips (`skipPhases`).
+    pub skip_phases: Vec<InitPhase>,
     pub seed: SeedSpec,
     /// The inventory: hosts known by MAC (others may enroll by token or approval).
     pub hosts: Vec<HostSpec>,

@@ -28,6 +28,10 @@ pub(crate) struct RawCluster {
     pub schedulable_masters: bool,
     #[serde(default)]
     pub key_algorithm: Option<Spanned<String>>,
+    #[serde(default)]
+    pub ignore_preflight_errors: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub skip_phases: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

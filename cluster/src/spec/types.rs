@@ -507,3 +507,66 @@ impl FromStr for JoinToken {
         Ok(JoinToken(s.to_owned()))
     }
 }
+
+/// A kubeadm preflight check to tolerate (`NumCPU`, `Mem`, `Port-6443`, or `all`), as
+/// `nodeRegistration.ignorePreflightErrors` names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PreflightCheck(String);
+string_newtype!(PreflightCheck);
+
+impl FromStr for PreflightCheck {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+        if s.is_empty() || s.len() > 128 || !s.chars().all(allowed) {
+            return Err(ValueError(format!(
+                "{s:?} is not a preflight check name (letters, digits, '-', '_' and '.', like NumCPU or Port-6443)"
+            )));
+        }
+        Ok(PreflightCheck(s.to_owned()))
+    }
+}
+
+/// The phases of `kubeadm init` (kubeadm 1.33's `kubeadm init --help`), which `skipPhases` may
+/// name, alone or as `phase/subphase`.
+pub const INIT_PHASES: [&str; 14] = [
+    "preflight",
+    "certs",
+    "kubeconfig",
+    "etcd",
+    "control-plane",
+    "kubelet-start",
+    "wait-control-plane",
+    "upload-config",
+    "upload-certs",
+    "mark-control-plane",
+    "bootstrap-token",
+    "kubelet-finalize",
+    "addon",
+    "show-join-command",
+];
+
+/// A phase of `kubeadm init` to skip (`mark-control-plane`, `addon/kube-proxy`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct InitPhase(String);
+string_newtype!(InitPhase);
+
+impl FromStr for InitPhase {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        let (phase, sub) = match s.split_once('/') {
+            Some((phase, sub)) => (phase, Some(sub)),
+            None => (s, None),
+        };
+        let sub_ok = sub.is_none_or(|sub| {
+            !sub.is_empty() && sub.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+        });
+        if !INIT_PHASES.contains(&phase) || !sub_ok {
+            return Err(ValueError(format!(
+                "{s:?} is not a kubeadm init phase (one of {}, or phase/subphase)",
+                INIT_PHASES.join(", ")
+            )));
+        }
+        Ok(InitPhase(s.to_owned()))
+    }
+}

@@ -83,6 +83,16 @@ impl Validator<'_> {
         let masters = self.masters(&c.masters)?;
         let key_algorithm = self.key_algorithm(&c.key_algorithm)?;
         let seed = self.seed(raw.seed.get_ref())?;
+        let ignore_preflight_errors = c
+            .ignore_preflight_errors
+            .iter()
+            .map(|s| self.value("cluster.ignore_preflight_errors", s))
+            .collect::<Result<_, _>>()?;
+        let skip_phases = c
+            .skip_phases
+            .iter()
+            .map(|s| self.value("cluster.skip_phases", s))
+            .collect::<Result<_, _>>()?;
         let mut spec = ClusterSpec {
             name,
             kubernetes_version,
@@ -93,6 +103,8 @@ impl Validator<'_> {
             masters,
             schedulable_masters: c.schedulable_masters,
             key_algorithm,
+            ignore_preflight_errors,
+            skip_phases,
             seed,
             hosts: Vec::new(),
         };

@@ -1,12 +1,13 @@
 //! `kubeadm-standin`: a stand-in for Kubernetes' kubeadm that checks and records its config.
 
 use anyhow::{Context, bail};
-use standins::kubeadm::{self, Verb};
+use standins::kubeadm::{self, Verb, init, mark_control_plane};
 use standins::{RECORD_DIR, Root};
 
 const HELP: &str = "kubeadm-standin: a STAND-IN for Kubernetes' kubeadm, not kubeadm itself.
 
-It checks the config it is given and records it; it starts no control plane.
+It checks the config it is given and records it. `init` also does kubeadm's on-disk
+control-plane work; it starts no container itself (the kubelet runs the static Pods).
 
 usage:
   kubeadm-standin init --config FILE   check an InitConfiguration/ClusterConfiguration file
@@ -22,6 +23,16 @@ external, so every certificate it would sign must be given (and, for the cluster
 every kubeconfig); a control-plane join needs ca.crt, sa.key, sa.pub and front-proxy-ca.crt
 (an absent CA key is only a warning); a worker join refuses an existing caCertPath. What kubeadm
 would make itself is recorded as `generated`. Anything else is refused.
+
+init then runs kubeadm's phases (as kubeadm v1.33; `skipPhases` honoured): preflight (CPUs and
+memory from /sys and /proc, free ports, manifests not there yet, the CRI socket, swap, the
+executables on PATH, ip_forward; `nodeRegistration.ignorePreflightErrors` makes errors
+warnings); certs (apiserver, apiserver-kubelet-client, front-proxy-client and sa.key, only
+those missing, signed by the CA whose key is here; existing files are kept); control-plane
+(the static Pods of kube-apiserver, kube-controller-manager and kube-scheduler in
+/etc/kubernetes/manifests, refused whole if kube-apiserver would not take its flags);
+mark-control-plane (with /etc/kubernetes/admin.conf: waits for the API server and the Node,
+then adds the control-plane label and, unless `taints: []`, its NoSchedule taint).
 
 Records: /var/lib/launcher/standin/kubeadm-<init|join>.yaml (the config) and .json (argv, checks).
 Writes what later steps read: /var/lib/kubelet/config.yaml (from a KubeletConfiguration
@@ -91,6 +102,21 @@ fn kubelet_outputs(root: &Root, docs: &[standins::docs::Doc]) -> anyhow::Result<
     standins::write(root, "/var/lib/kubelet/kubeadm-flags.env", env.as_bytes())
 }
 
+/// `kubeadm init`'s phases after the checks: certs and control-plane, then (after the
+/// records and the kubelet's files) mark-control-plane.
+fn init_phases(
+    root: &Root,
+    checked: &kubeadm::Checked,
+    docs: &[standins::docs::Doc],
+) -> anyhow::Result<(init::Prepared, init::Applied)> {
+    let prepared = init::prepare(root, docs, &checked.generated)?;
+    for warning in &prepared.warnings {
+        eprintln!("\t{warning}");
+    }
+    let applied = prepared.apply(root, &checked.generated, time::OffsetDateTime::now_utc())?;
+    Ok((prepared, applied))
+}
+
 fn run(args: &[String]) -> anyhow::Result<()> {
     let Some((verb, config)) = parse(args)? else {
         return Ok(());
@@ -100,6 +126,13 @@ fn run(args: &[String]) -> anyhow::Result<()> {
     let version = join_version(&root);
     let (checked, docs) = kubeadm::check(&root, &config, &text, verb, version.as_deref())
         .map_err(|e| anyhow::anyhow!("refused: {e}"))?;
+    for warning in &checked.warnings {
+        eprintln!("kubeadm-standin: warning (as kubeadm): {warning}");
+    }
+    let init = match verb {
+        Verb::Init => Some(init_phases(&root, &checked, &docs)?),
+        Verb::Join => None,
+    };
     let name = format!("{RECORD_DIR}/kubeadm-{}", verb.as_str());
     standins::write(&root, &format!("{name}.yaml"), text.as_bytes())?;
     let record = serde_json::json!({
@@ -107,6 +140,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         "argv": std::env::args().collect::<Vec<_>>(),
         "config": config,
         "checked": checked,
+        "applied": init.as_ref().map(|(_, applied)| applied),
     });
     standins::write(
         &root,
@@ -114,15 +148,22 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         serde_json::to_vec_pretty(&record)?.as_slice(),
     )?;
     kubelet_outputs(&root, &docs)?;
-    for warning in &checked.warnings {
-        eprintln!("kubeadm-standin: warning (as kubeadm): {warning}");
+    if let Some((prepared, _)) = &init
+        && !prepared.config.skips("mark-control-plane")
+    {
+        mark_control_plane::run(&root, &prepared.config, mark_control_plane::ADMIN_CONF)
+            .context("error execution phase mark-control-plane")?;
     }
     println!(
-        "kubeadm-standin {}: {} accepted ({} documents, {} files present); stand-in only, no control plane was started",
+        "kubeadm-standin {}: {} accepted ({} documents, {} files present); stand-in only: {}",
         verb.as_str(),
         checked.api_version,
         checked.kinds.len(),
-        checked.files.len()
+        checked.files.len(),
+        match verb {
+            Verb::Init => "certificates and static Pod manifests written, no container started",
+            Verb::Join => "checked and recorded, no control plane was started",
+        }
     );
     Ok(())
 }

@@ -1,17 +1,30 @@
 //! `kubelet-standin`: a stand-in for Kubernetes' kubelet that checks and records its flags.
 
-use anyhow::bail;
+use anyhow::{Context, bail};
+use standins::kubeclient::KubeClient;
+use std::path::PathBuf;
+
+use standins::kubelet::node::{self, NodeAgent, NodeFacts};
+use standins::kubelet::pods;
 use standins::{RECORD_DIR, Root, kubelet};
 
 const HELP: &str = "kubelet-standin: a STAND-IN for Kubernetes' kubelet, not the kubelet itself.
 
-It checks its configuration and records it, then stays running like the daemon would (or exits
-with --exit-after-checks). It runs no pods.
+It checks its configuration and records it, then (unless --exit-after-checks) stays running like
+the daemon: it registers its Node with the API server of --kubeconfig (the well-known labels,
+--node-labels, registerWithTaints or --register-with-taints, its address) and renews its Lease in
+kube-node-lease and its Ready condition every 10 s, retrying while the server does not answer;
+and it runs the static Pods of the configuration's staticPodPath through containerd (at
+--container-runtime-endpoint, `ctr` in the k8s.io namespace): each image pulled by the node's
+/etc/containerd/certs.d mirrors unless present, run with the host's network and the manifest's
+hostPath volumes, started again when it stops or its manifest changes (its last output line is
+reported), stopped when its manifest is gone. Output: /var/log/containers/<id>.log.
 
 usage:
   kubelet-standin --config FILE --kubeconfig FILE [--exit-after-checks]
                   [--bootstrap-kubeconfig FILE] [--container-runtime-endpoint X]
-                  [--node-ip X] [--hostname-override X]
+                  [--node-ip X] [--hostname-override X] [--node-labels k=v,...]
+                  [--register-with-taints key[=value]:Effect,...]
 
 Checks: --config is one kubelet.config.k8s.io/v1beta1 KubeletConfiguration whose client CA and
 TLS files exist; --kubeconfig is a v1 Config whose current context has an https server, a CA and
@@ -26,6 +39,11 @@ struct Flags {
     config: Option<String>,
     kubeconfig: Option<String>,
     bootstrap_kubeconfig: Option<String>,
+    node_ip: Option<String>,
+    hostname_override: Option<String>,
+    node_labels: Option<String>,
+    register_with_taints: Option<String>,
+    runtime_endpoint: Option<String>,
     exit: bool,
 }
 
@@ -52,9 +70,21 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Flags>> {
                     bail!("{name} needs a value");
                 }
             }
-            "--container-runtime-endpoint" | "--node-ip" | "--hostname-override" => {
-                if value().is_none() {
+            "--container-runtime-endpoint"
+            | "--node-ip"
+            | "--hostname-override"
+            | "--node-labels"
+            | "--register-with-taints" => {
+                let Some(v) = value() else {
                     bail!("{name} needs a value");
+                };
+                match name {
+                    "--node-ip" => f.node_ip = Some(v),
+                    "--hostname-override" => f.hostname_override = Some(v),
+                    "--node-labels" => f.node_labels = Some(v),
+                    "--register-with-taints" => f.register_with_taints = Some(v),
+                    "--container-runtime-endpoint" => f.runtime_endpoint = Some(v),
+                    _ => {}
                 }
             }
             other => bail!("kubelet-standin does not accept {other:?} (see --help)"),
@@ -66,12 +96,92 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Flags>> {
     Ok(Some(f))
 }
 
-fn run(args: &[String]) -> anyhow::Result<bool> {
+/// The Node this kubelet registers: its name (`--hostname-override`, else the host name), its
+/// address, labels and taints (the flag, else the configuration's `registerWithTaints`).
+fn node_facts(root: &Root, flags: &Flags, config_text: &str) -> anyhow::Result<NodeFacts> {
+    let name = match &flags.hostname_override {
+        Some(name) => name.clone(),
+        None => standins::read(root, "/proc/sys/kernel/hostname")
+            .or_else(|_| standins::read(root, "/etc/hostname"))
+            .context("finding the node name (no --hostname-override)")?
+            .trim()
+            .to_lowercase(),
+    };
+    let labels = node::parse_labels(flags.node_labels.as_deref().unwrap_or(""))
+        .map_err(|e| anyhow::anyhow!("--node-labels: {e}"))?;
+    let taints = match &flags.register_with_taints {
+        Some(flag) => {
+            node::parse_taints(flag).map_err(|e| anyhow::anyhow!("--register-with-taints: {e}"))?
+        }
+        None => {
+            let config: serde_yaml::Value = serde_yaml::from_str(config_text)?;
+            let config = serde_json::to_value(config)?;
+            config["registerWithTaints"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        }
+    };
+    let kubelet_version = std::env::var("KUBELET_STANDIN_VERSION")
+        .ok()
+        .or_else(|| standins::read(root, "/etc/launcher/kubernetes-version").ok())
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| format!("v{}-standin", env!("CARGO_PKG_VERSION")));
+    Ok(NodeFacts {
+        name,
+        ip: flags.node_ip.clone(),
+        labels,
+        taints,
+        kubelet_version,
+    })
+}
+
+/// What the daemon runs: the Node's registration and renewal, and the static Pods of
+/// `staticPodPath` when the configuration names one.
+struct Kubelet {
+    agent: NodeAgent,
+    pods: Option<(pods::Ctr, PathBuf, String)>,
+}
+
+/// The static Pods' runtime: containerd at the runtime endpoint, the node's registry mirrors.
+fn static_pods(
+    root: &Root,
+    flags: &Flags,
+    config_text: &str,
+    node: &str,
+) -> anyhow::Result<Option<(pods::Ctr, PathBuf, String)>> {
+    let config: serde_yaml::Value = serde_yaml::from_str(config_text)?;
+    let Some(dir) = config.get("staticPodPath").and_then(|v| v.as_str()) else {
+        return Ok(None);
+    };
+    let endpoint = flags
+        .runtime_endpoint
+        .as_deref()
+        .unwrap_or("unix:///run/containerd/containerd.sock");
+    let Some(socket) = endpoint.strip_prefix("unix://") else {
+        bail!("--container-runtime-endpoint {endpoint:?} is not a unix:// socket");
+    };
+    let under = |p: &str| root.path(p).display().to_string();
+    let ctr = pods::Ctr {
+        address: under(socket),
+        hosts_dir: under("/etc/containerd/certs.d"),
+        log_dir: under("/var/log/containers"),
+        root: root.clone(),
+    };
+    Ok(Some((ctr, root.path(dir), node.to_string())))
+}
+
+/// Checks and records; then what the daemon runs, unless `--exit-after-checks`.
+fn run(args: &[String]) -> anyhow::Result<Option<Kubelet>> {
     let Some(flags) = parse(args)? else {
-        return Ok(true);
+        return Ok(None);
     };
     let root = Root::from_env();
-    let (config, kubeconfig) = (flags.config.unwrap(), flags.kubeconfig.unwrap());
+    let (config, kubeconfig) = (
+        flags.config.clone().unwrap(),
+        flags.kubeconfig.clone().unwrap(),
+    );
     let mut files = Vec::new();
     let config_text = standins::read(&root, &config)?;
     kubelet::check_config(&root, &config, &config_text, &mut files)
@@ -79,6 +189,9 @@ fn run(args: &[String]) -> anyhow::Result<bool> {
     let kubeconfig_text = standins::read(&root, &kubeconfig)?;
     let server = kubelet::check_kubeconfig(&root, &kubeconfig, &kubeconfig_text, &mut files)
         .map_err(|e| anyhow::anyhow!("refused: {e}"))?;
+    let client = KubeClient::from_kubeconfig(&root, &kubeconfig)
+        .map_err(|e| anyhow::anyhow!("refused: {e}"))?;
+    let facts = node_facts(&root, &flags, &config_text)?;
     standins::write(
         &root,
         &format!("{RECORD_DIR}/kubelet-config.yaml"),
@@ -91,6 +204,7 @@ fn run(args: &[String]) -> anyhow::Result<bool> {
         "kubeconfig": kubeconfig,
         "bootstrap_kubeconfig": flags.bootstrap_kubeconfig,
         "server": server,
+        "node": facts.name,
         "files": files,
     });
     standins::write(
@@ -99,19 +213,46 @@ fn run(args: &[String]) -> anyhow::Result<bool> {
         serde_json::to_vec_pretty(&record)?.as_slice(),
     )?;
     println!(
-        "kubelet-standin: config and kubeconfig accepted (server {server}); stand-in only, no pods run"
+        "kubelet-standin: config and kubeconfig accepted (server {server}, node {})",
+        facts.name
     );
-    Ok(flags.exit)
+    let pods = static_pods(&root, &flags, &config_text, &facts.name)?;
+    Ok((!flags.exit).then(|| Kubelet {
+        agent: NodeAgent::new(client, facts),
+        pods,
+    }))
+}
+
+/// Runs the static Pods and registers and renews until stopped (systemd stops it with
+/// SIGTERM), printing each change and each new error once rather than every tick.
+fn serve(mut kubelet: Kubelet) -> ! {
+    let mut last = Vec::new();
+    loop {
+        let mut lines = Vec::new();
+        if let Some((ctr, dir, node)) = &kubelet.pods {
+            let round = pods::reconcile(ctr, dir, node);
+            for change in round.changes {
+                println!("kubelet-standin: {change}");
+            }
+            lines.extend(round.errors.into_iter().map(|e| format!("static Pod: {e}")));
+        }
+        lines.push(match kubelet.agent.tick(time::OffsetDateTime::now_utc()) {
+            Ok(did) => did.to_string(),
+            Err(why) => format!("the API server: {why}; retrying"),
+        });
+        for line in lines.iter().filter(|l| !last.contains(*l)) {
+            println!("kubelet-standin: {line}");
+        }
+        last = lines;
+        std::thread::sleep(std::time::Duration::from_secs(node::RENEW_SECONDS));
+    }
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args) {
-        Ok(true) => {}
-        // Stay running like the daemon; systemd stops it with SIGTERM.
-        Ok(false) => loop {
-            std::thread::sleep(std::time::Duration::from_secs(3600));
-        },
+        Ok(None) => {}
+        Ok(Some(kubelet)) => serve(kubelet),
         Err(e) => {
             eprintln!("kubelet-standin: {e:#}");
             std::process::exit(1);

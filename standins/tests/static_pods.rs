@@ -1,0 +1,267 @@
+//! The kubelet stand-in runs kube-apiserver as a static Pod through a real containerd and runc,
+//! from the stand-in image `standin-images` makes, against a real etcd; then registers its Node
+//! through that API server, as `kubectl get nodes` shows. A manifest whose process refuses its
+//! flags and one whose image nobody has are each reported with their reason, and stopped once
+//! their manifest is gone.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use support::kube::*;
+use testkit::{ChildGuard, wait_for};
+
+const IMAGE: &str = "registry.test:5000/kube-apiserver:v1.33.4";
+
+/// A containerd of its own whose socket is where the node's would be under `root`.
+struct Containerd {
+    socket: PathBuf,
+    _guard: ChildGuard,
+}
+
+impl Containerd {
+    fn start(root: &Path, state: &Path) -> Containerd {
+        let socket = root.join("run/containerd/containerd.sock");
+        std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+        std::fs::create_dir_all(state).unwrap();
+        let config = format!(
+            "version = 2\nroot = \"{s}/root\"\nstate = \"{s}/state\"\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n\
+             [debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n\
+             [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{s}/opt\"\n",
+            s = state.display(),
+            sock = socket.display()
+        );
+        std::fs::write(state.join("config.toml"), config).unwrap();
+        let log = std::fs::File::create(state.join("containerd.log")).unwrap();
+        let guard = ChildGuard::spawn(
+            "containerd",
+            Command::new("containerd")
+                .arg("--config")
+                .arg(state.join("config.toml"))
+                .stdout(log.try_clone().unwrap())
+                .stderr(log),
+        );
+        let c = Containerd {
+            socket,
+            _guard: guard,
+        };
+        wait_for("containerd to answer", Duration::from_secs(30), || {
+            c.ctr(&["version"]).status.success().then_some(())
+        });
+        c
+    }
+
+    fn ctr(&self, args: &[&str]) -> Output {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(&self.socket)
+            .args(["--namespace", "k8s.io"])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn task_state(&self, id: &str) -> Option<String> {
+        let out = String::from_utf8(self.ctr(&["task", "ls"]).stdout).unwrap();
+        out.lines().find_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.first() == Some(&id)).then(|| cols.get(2).unwrap_or(&"").to_string())
+        })
+    }
+}
+
+impl Drop for Containerd {
+    /// The containers' processes outlive containerd unless their tasks are deleted first.
+    fn drop(&mut self) {
+        let ids = String::from_utf8(self.ctr(&["containers", "ls", "-q"]).stdout).unwrap();
+        for id in ids.lines() {
+            self.ctr(&["task", "kill", "--signal", "SIGKILL", id]);
+            for _ in 0..50 {
+                if self.ctr(&["task", "delete", id]).status.success()
+                    || self.task_state(id).is_none()
+                {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            self.ctr(&["containers", "delete", id]);
+        }
+    }
+}
+
+/// A static Pod manifest running the stand-in image with `flags`, its certificates mounted
+/// from the node's `/etc/kubernetes/pki` where the flags name them.
+fn manifest(name: &str, image: &str, flags: &[String], pki: &Path) -> String {
+    let mut command = vec!["kube-apiserver".to_owned()];
+    command.extend(flags.iter().cloned());
+    let pod = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "kube-system"},
+        "spec": {
+            "hostNetwork": true,
+            "containers": [{
+                "name": name,
+                "image": image,
+                "command": command,
+                "volumeMounts": [{"name": "k8s-certs", "mountPath": pki, "readOnly": true}],
+            }],
+            "volumes": [{"name": "k8s-certs",
+                "hostPath": {"path": "/etc/kubernetes/pki", "type": "DirectoryOrCreate"}}],
+        },
+    });
+    serde_yaml::to_string(&pod).unwrap()
+}
+
+fn log_line(log: &Path, needle: &str) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines().find(|l| l.contains(needle)).map(str::to_owned)
+}
+
+#[test]
+fn the_kubelet_runs_the_api_server_as_a_static_pod_and_registers_through_it() {
+    if !testkit::require(&["etcd", "kubectl", "containerd", "ctr", "runc", "ldd"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let pki = root.join("etc/kubernetes/pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    let (ca, setup, peer_port, port) = prepare(&pki);
+    let _etcd = start_etcd(&setup, peer_port);
+
+    // The stand-in image, made from the built binaries and imported into containerd.
+    let images = tmp.path().join("images");
+    let out = Command::new(env!("CARGO_BIN_EXE_standin-images"))
+        .args(["--registry", "registry.test:5000", "--kubernetes-version"])
+        .args(["v1.33.4", "--out"])
+        .arg(&images)
+        .arg("--bin-dir")
+        .arg(
+            Path::new(env!("CARGO_BIN_EXE_kube-apiserver-standin"))
+                .parent()
+                .unwrap(),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let containerd = Containerd::start(&root, &tmp.path().join("containerd"));
+    let archive = images.join("kube-apiserver.tar");
+    let imported = containerd.ctr(&["images", "import", archive.to_str().unwrap()]);
+    assert!(imported.status.success(), "{imported:?}");
+
+    let manifests = root.join("etc/kubernetes/manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    let flags = kubeadm_flags(&setup, port);
+    std::fs::write(
+        manifests.join("kube-apiserver.yaml"),
+        manifest("kube-apiserver", IMAGE, &flags, &pki),
+    )
+    .unwrap();
+    let config = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
+        staticPodPath: /etc/kubernetes/manifests\n\
+        authentication:\n  x509:\n    clientCAFile: /etc/kubernetes/pki/ca.crt\n";
+    std::fs::write(root.join("kubelet.yaml"), config).unwrap();
+    setup.kubeconfig(&ca, "system:node:m1", Some("system:nodes"), "kubelet.conf");
+    std::fs::rename(pki.join("kubelet.conf"), root.join("kubelet.conf")).unwrap();
+    let admin = setup.kubeconfig(
+        &ca,
+        "kubernetes-admin",
+        Some("kubeadm:cluster-admins"),
+        "admin",
+    );
+
+    let log = tmp.path().join("kubelet.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubelet-standin"));
+    cmd.env("LAUNCHER_STANDIN_ROOT", &root)
+        .env("KUBELET_STANDIN_VERSION", "v1.33.4")
+        .args(["--config", "/kubelet.yaml", "--kubeconfig", "/kubelet.conf"])
+        .args(["--hostname-override", "m1", "--node-ip", "127.0.0.1"])
+        .args([
+            "--container-runtime-endpoint",
+            "unix:///run/containerd/containerd.sock",
+        ])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null());
+    let _kubelet = ChildGuard::spawn("kubelet-standin", &mut cmd);
+
+    let id = "k8s_kube-apiserver_kube-apiserver-m1";
+    let row = wait_for(
+        "m1 Ready in kubectl get nodes",
+        Duration::from_secs(90),
+        || {
+            let (ok, out) = kubectl(&admin, &["get", "nodes", "--no-headers"]);
+            let row = out.lines().find(|l| l.starts_with("m1 "))?.to_owned();
+            (ok && row.split_whitespace().nth(1) == Some("Ready")).then_some(row)
+        },
+    );
+    assert_eq!(row.split_whitespace().last(), Some("v1.33.4"), "{row}");
+    assert_eq!(containerd.task_state(id).as_deref(), Some("RUNNING"));
+    let started = log_line(&log, &format!("started {id} ({IMAGE})"));
+    assert!(
+        started.is_some(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+
+    // A process that refuses a flag, and an image that is nowhere: each said, with why.
+    let mut bad_flags = flags.clone();
+    bad_flags.push("--no-such-flag=1".to_owned());
+    bad_flags.retain(|f| !f.starts_with("--secure-port="));
+    bad_flags.push(format!("--secure-port={}", testkit::free_tcp_port()));
+    std::fs::write(
+        manifests.join("refused.yaml"),
+        manifest("refused", IMAGE, &bad_flags, &pki),
+    )
+    .unwrap();
+    let nowhere = format!(
+        "127.0.0.1:{}/kube-scheduler:v1.33.4",
+        testkit::free_tcp_port()
+    );
+    std::fs::write(
+        manifests.join("missing.yaml"),
+        manifest("missing", &nowhere, &flags, &pki),
+    )
+    .unwrap();
+    let exited = wait_for("the refused flag reported", Duration::from_secs(40), || {
+        log_line(&log, "k8s_refused_refused-m1 exited:")
+    });
+    assert!(
+        exited.ends_with("exited: Error: unknown flag: --no-such-flag"),
+        "{exited}"
+    );
+    let pull = wait_for(
+        "the missing image reported",
+        Duration::from_secs(40),
+        || log_line(&log, "k8s_missing_missing-m1: pulling"),
+    );
+    assert!(
+        pull.contains(&format!("pulling {nowhere}: ctr images pull")),
+        "{pull}"
+    );
+    assert!(pull.contains("connection refused"), "{pull}");
+
+    // Their manifests gone, their containers go; the API server keeps running.
+    std::fs::remove_file(manifests.join("refused.yaml")).unwrap();
+    std::fs::remove_file(manifests.join("missing.yaml")).unwrap();
+    wait_for(
+        "the refused container stopped",
+        Duration::from_secs(30),
+        || {
+            log_line(
+                &log,
+                "stopped k8s_refused_refused-m1 (its manifest is gone)",
+            )
+        },
+    );
+    assert_eq!(containerd.task_state(id).as_deref(), Some("RUNNING"));
+    assert_eq!(containerd.task_state("k8s_refused_refused-m1"), None);
+}
