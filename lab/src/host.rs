@@ -42,6 +42,55 @@ pub fn ensure_image(image_dir: &Path, definition: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Makes the stand-in container images of the lab's Kubernetes version under the seed's
+/// registry (`standin-images`, beside `launcher-seed`) in `out`, and imports them into the
+/// seed's store at `seed_dir` (`launcher-seed images import`), before the seed serves: the
+/// masters' kubelets pull their static Pods' images from there.
+pub fn import_standin_images(plan: &LabPlan, out: &Path) -> anyhow::Result<()> {
+    let seed_bin = &plan.options.seed_bin;
+    let bin_dir = seed_bin.parent().unwrap_or(Path::new("."));
+    let tool = bin_dir.join("standin-images");
+    anyhow::ensure!(
+        tool.is_file(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        tool.display()
+    );
+    let made = Command::new(&tool)
+        .args(["--registry", &plan.registry(), "--kubernetes-version"])
+        .arg(crate::plan::KUBERNETES_VERSION)
+        .arg("--out")
+        .arg(out)
+        .arg("--bin-dir")
+        .arg(bin_dir)
+        .output()
+        .with_context(|| format!("running {}", tool.display()))?;
+    if !made.status.success() {
+        bail!(
+            "standin-images failed: {}",
+            String::from_utf8_lossy(&made.stderr).trim()
+        );
+    }
+    let archives: Vec<&str> = std::str::from_utf8(&made.stdout)
+        .unwrap_or("")
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(1))
+        .collect();
+    let imported = Command::new(seed_bin)
+        .args(["images", "import", "--state-dir"])
+        .arg(plan.seed_dir())
+        .args(&archives)
+        .output()
+        .with_context(|| format!("running {} images import", seed_bin.display()))?;
+    if !imported.status.success() {
+        bail!(
+            "launcher-seed images import failed: {}",
+            String::from_utf8_lossy(&imported.stderr).trim()
+        );
+    }
+    print!("{}", String::from_utf8_lossy(&imported.stdout));
+    Ok(())
+}
+
 pub fn run_ip(args: &[String]) -> anyhow::Result<()> {
     let output = Command::new("ip")
         .args(args)

@@ -17,6 +17,7 @@ mod running;
 pub mod seed_api;
 pub mod state;
 pub mod trusted;
+pub mod vip;
 pub mod watch;
 
 /// Finds a tool on PATH or in the sbin directories, as the tests do.

@@ -48,6 +48,12 @@ enum Cmd {
         #[arg(long, default_value = "lab-run")]
         run_dir: PathBuf,
     },
+    /// Print which VM holds the control-plane VIP (exit 1 when none does).
+    Vip {
+        /// The run directory `up` used.
+        #[arg(long, default_value = "lab-run")]
+        run_dir: PathBuf,
+    },
     /// Run kubectl against the lab's cluster: inside the lab's namespace, through the
     /// control-plane endpoint, as an administrator whose short-lived certificate the seed signs
     /// (`launcher-lab kubectl get nodes -o wide`).
@@ -223,6 +229,7 @@ fn main() -> ExitCode {
             })
             .map(|()| ExitCode::SUCCESS),
         Cmd::Wait { run_dir, timeout } => wait(&run_dir, timeout),
+        Cmd::Vip { run_dir } => absolute(&run_dir).and_then(|dir| runner::vip(&dir)),
         Cmd::Kubectl { run_dir, args } => absolute(&run_dir)
             .and_then(|dir| runner::kubectl(&dir, &args))
             .map(|code| ExitCode::from(u8::try_from(code).unwrap_or(1))),

@@ -27,6 +27,8 @@ pub const NTP_PORT: u16 = 123;
 pub const CONTROL_PLANE_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
 /// Most VMs a lab has: MACs end in the two decimal digits of the VM's number.
 pub const MAX_VMS: u32 = 99;
+/// The Kubernetes version of the lab's cluster (and of the stand-in images the seed serves).
+pub const KUBERNETES_VERSION: &str = "v1.33.4";
 /// Past and future years (none past 2035, where NTP's era 0 ends) the VMs' clocks start in.
 const WRONG_YEARS: [u32; 8] = [2001, 2034, 2012, 2030, 2005, 2028, 2018, 2032];
 
@@ -188,6 +190,11 @@ impl LabPlan {
     }
 
     /// The seed's state directory.
+    /// The seed's registry as image references name it.
+    pub fn registry(&self) -> String {
+        format!("{SEED_IP}:{HTTPS_PORT}")
+    }
+
     pub fn seed_dir(&self) -> PathBuf {
         self.run_dir().join("seed")
     }
@@ -238,7 +245,7 @@ impl LabPlan {
         let masters = listed.iter().filter(|vm| vm.role == Role::Master).count();
         let mut text = format!(
             "# Written by launcher-lab for the VMs of {run}.\n\n\
-             [cluster]\nname = \"lab\"\nkubernetes_version = \"v1.33.4\"\n\
+             [cluster]\nname = \"lab\"\nkubernetes_version = \"{KUBERNETES_VERSION}\"\n\
              control_plane_endpoint = \"{CONTROL_PLANE_IP}:6443\"\n\
              pod_subnet = \"10.244.0.0/16\"\nservice_subnet = \"10.96.0.0/12\"\n\
              dns_domain = \"cluster.local\"\nmasters = {masters}\nschedulable_masters = true\n\
@@ -247,10 +254,11 @@ impl LabPlan {
              ignore_preflight_errors = [\"NumCPU\", \"Mem\"]\n\
              # No API server answers at the endpoint yet: the lab holds no VIP.\n\
              skip_phases = [\"mark-control-plane\"]\n\n\
-             [seed]\nurl = \"{url}\"\nregistry = \"{SEED_IP}:{HTTPS_PORT}\"\n",
+             [seed]\nurl = \"{url}\"\nregistry = \"{registry}\"\n",
             run = self.run_dir().display(),
             url = self.seed_url(),
             memory = self.options.memory_mib,
+            registry = self.registry(),
         );
         for vm in listed {
             text.push_str(&format!(

@@ -3,6 +3,7 @@
 //! start time, and by namespace.
 
 use std::path::Path;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -59,6 +60,7 @@ pub fn up(
         children: Vec::new(),
     };
     lab.state.save(&run_dir)?;
+    crate::host::import_standin_images(&lab.plan, &run_dir.join("images"))?;
     let started = lab.network().and_then(|()| lab.seed()).and_then(|()| {
         if let Some(manifest) = &trusted {
             println!(
@@ -184,6 +186,21 @@ pub fn wait(
 ) -> anyhow::Result<Outcome> {
     let mut lab = Lab::from_state(run_dir)?;
     Ok(progress::until_ready(&mut lab, settings, stop_flag))
+}
+
+/// Prints the VM holding the control-plane VIP; fails when none answers for it.
+pub fn vip(run_dir: &Path) -> anyhow::Result<ExitCode> {
+    let lab = Lab::from_state(run_dir)?;
+    match crate::vip::holder(&lab.plan) {
+        Some(vm) => {
+            println!("{vm} holds {}", crate::plan::CONTROL_PLANE_IP);
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            println!("no VM answers for {}", crate::plan::CONTROL_PLANE_IP);
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 /// Runs the real `kubectl ARGS…` inside the lab's namespace, where the control-plane endpoint

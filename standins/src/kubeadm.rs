@@ -318,3 +318,65 @@ pub fn check(
         docs,
     ))
 }
+
+/// The kubelet flags kubeadm writes into `/var/lib/kubelet/kubeadm-flags.env` from
+/// `nodeRegistration`: the CRI endpoint, the node name (`--hostname-override`, which kubeadm
+/// adds when the name is not the host's; always here, which means the same), then
+/// `kubeletExtraArgs` (v1beta4's list of `{name, value}` or v1beta3's map).
+pub fn kubelet_flags(registration: Option<&Value>) -> Vec<String> {
+    let field = |name: &str| registration.and_then(|r| r.get(name));
+    let endpoint = field("criSocket")
+        .and_then(Value::as_str)
+        .unwrap_or("unix:///run/containerd/containerd.sock");
+    let mut flags = vec![format!("--container-runtime-endpoint={endpoint}")];
+    if let Some(name) = field("name").and_then(Value::as_str) {
+        flags.push(format!("--hostname-override={name}"));
+    }
+    match field("kubeletExtraArgs") {
+        Some(Value::Array(list)) => {
+            for arg in list {
+                if let (Some(n), Some(v)) = (arg["name"].as_str(), arg["value"].as_str()) {
+                    flags.push(format!("--{n}={v}"));
+                }
+            }
+        }
+        Some(Value::Object(map)) => {
+            for (n, v) in map {
+                if let Some(v) = v.as_str() {
+                    flags.push(format!("--{n}={v}"));
+                }
+            }
+        }
+        _ => {}
+    }
+    flags
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn kubelet_flags_carry_the_name_and_extra_args_of_either_api() {
+        let v1beta4 = json!({"name": "m1", "criSocket": "unix:///run/c.sock",
+            "kubeletExtraArgs": [{"name": "node-ip", "value": "10.0.0.1"}]});
+        assert_eq!(
+            kubelet_flags(Some(&v1beta4)),
+            [
+                "--container-runtime-endpoint=unix:///run/c.sock",
+                "--hostname-override=m1",
+                "--node-ip=10.0.0.1"
+            ]
+        );
+        let v1beta3 = json!({"name": "m1", "kubeletExtraArgs": {"node-ip": "10.0.0.1"}});
+        assert_eq!(
+            kubelet_flags(Some(&v1beta3))[1..],
+            ["--hostname-override=m1", "--node-ip=10.0.0.1"]
+        );
+        assert_eq!(
+            kubelet_flags(None),
+            ["--container-runtime-endpoint=unix:///run/containerd/containerd.sock"]
+        );
+    }
+}

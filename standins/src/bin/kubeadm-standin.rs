@@ -93,12 +93,14 @@ fn kubelet_outputs(root: &Root, docs: &[standins::docs::Doc]) -> anyhow::Result<
         let yaml = serde_yaml::to_string(&doc.value).context("rendering the kubelet config")?;
         standins::write(root, "/var/lib/kubelet/config.yaml", yaml.as_bytes())?;
     }
-    let endpoint = docs
+    let registration = docs
         .iter()
         .filter(|d| d.kind == "InitConfiguration" || d.kind == "JoinConfiguration")
-        .find_map(|d| standins::docs::str_at(&d.value, "nodeRegistration/criSocket"))
-        .unwrap_or("unix:///run/containerd/containerd.sock");
-    let env = format!("KUBELET_KUBEADM_ARGS=\"--container-runtime-endpoint={endpoint}\"\n");
+        .find_map(|d| d.value.get("nodeRegistration"));
+    let env = format!(
+        "KUBELET_KUBEADM_ARGS=\"{}\"\n",
+        kubeadm::kubelet_flags(registration).join(" ")
+    );
     standins::write(root, "/var/lib/kubelet/kubeadm-flags.env", env.as_bytes())
 }
 
