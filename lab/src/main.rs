@@ -108,8 +108,9 @@ struct UpArgs {
     /// Give up when the hosts are not all done after this many seconds.
     #[arg(long, default_value_t = 1200)]
     timeout: u64,
-    /// Memory of each VM, MiB.
-    #[arg(long, default_value_t = 1536)]
+    /// Memory of each VM, MiB: its root file system lives in half of it, and kubeadm's preflight
+    /// wants 1700.
+    #[arg(long, default_value_t = 2048)]
     memory: u32,
     /// Leave everything running after a failure or Ctrl-C (to look at it); `down` stops it.
     #[arg(long)]

@@ -250,14 +250,11 @@ impl LabPlan {
              pod_subnet = \"10.244.0.0/16\"\nservice_subnet = \"10.96.0.0/12\"\n\
              dns_domain = \"cluster.local\"\nmasters = {masters}\nschedulable_masters = true\n\
              key_algorithm = \"ecdsa-p256\"\n\
-             # The VMs have one CPU and {memory} MiB, under kubeadm's 2 CPUs and 1700 MiB.\n\
-             ignore_preflight_errors = [\"NumCPU\", \"Mem\"]\n\
-             # No API server answers at the endpoint yet: the lab holds no VIP.\n\
-             skip_phases = [\"mark-control-plane\"]\n\n\
+             # The VMs have one CPU each, under kubeadm's two.\n\
+             ignore_preflight_errors = [\"NumCPU\"]\n\n\
              [seed]\nurl = \"{url}\"\nregistry = \"{registry}\"\n",
             run = self.run_dir().display(),
             url = self.seed_url(),
-            memory = self.options.memory_mib,
             registry = self.registry(),
         );
         for vm in listed {
@@ -426,7 +423,7 @@ pub(crate) mod tests {
             run_dir: "/tmp/lab-run".into(),
             image_dir: "/work/out".into(),
             seed_bin: "/usr/bin/launcher-seed".into(),
-            memory_mib: 1536,
+            memory_mib: 2048,
             disk_mib: 1024,
             trusted_ipxe: None,
         }
@@ -721,7 +718,7 @@ pub(crate) mod tests {
         let args = plan.qemu_args(&plan.vms[1]).join(" ");
         assert_eq!(
             args,
-            "-name lab-w1 -accel tcg -smp 1 -m 1536 -display none -monitor none -boot n \
+            "-name lab-w1 -accel tcg -smp 1 -m 2048 -display none -monitor none -boot n \
              -serial file:/tmp/lab-run/vm-2.console \
              -netdev tap,id=n0,ifname=tap2,script=no,downscript=no \
              -device virtio-net-pci,netdev=n0,mac=52:54:00:77:00:02 -device virtio-rng-pci \

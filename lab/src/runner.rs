@@ -257,7 +257,7 @@ mod tests {
                 run_dir: run.to_path_buf(),
                 image_dir: "/nonexistent".into(),
                 seed_bin: "/nonexistent/launcher-seed".into(),
-                memory_mib: 1536,
+                memory_mib: 2048,
                 disk_mib: 1024,
                 trusted_ipxe: None,
             }),
