@@ -66,6 +66,7 @@ pub fn kubeconfig(namespace: &str, seed_dir: &Path, out: &Path) -> anyhow::Resul
     let request = KubeconfigRequest {
         user: "launcher-lab".to_string(),
         ttl_secs: Some(3600),
+        group: None,
     };
     in_namespace(namespace, move || {
         let view = AdminClient::new(&args)?.kubeconfig(&request)?;

@@ -123,6 +123,10 @@ pub struct KubeconfigArgs {
     /// Who the credential is for: its certificate's CN, the user Kubernetes sees.
     #[arg(long)]
     pub user: String,
+    /// The group Kubernetes sees (the certificate's O) instead of the cluster administrators',
+    /// e.g. `--user system:node:w1 --group system:nodes` to act as that node.
+    #[arg(long)]
+    pub group: Option<String>,
     /// How long the certificate is valid: `90s`, `30m`, `1h`, `7d` (at most 7d).
     #[arg(long, default_value = "24h", value_parser = parse_ttl)]
     pub ttl: u64,
@@ -430,6 +434,7 @@ pub fn kubeconfig(args: KubeconfigArgs) -> anyhow::Result<()> {
     let view = AdminClient::new(&args.seed)?.kubeconfig(&KubeconfigRequest {
         user: args.user,
         ttl_secs: Some(args.ttl),
+        group: args.group,
     })?;
     match &args.out {
         Some(path) => {

@@ -56,8 +56,8 @@ enum Command {
     ///
     /// Its client certificate is signed by the cluster CA for this answer alone (never stored),
     /// names --user as the user and the cluster administrators' group (kubeadm's
-    /// `kubeadm:cluster-admins`, `system:masters` before 1.29), and expires after --ttl (at
-    /// most 7d). Printed, or written to --out with mode 0600.
+    /// `kubeadm:cluster-admins`, `system:masters` before 1.29) or --group, and expires after
+    /// --ttl (at most 7d). Printed, or written to --out with mode 0600.
     Kubeconfig(client::KubeconfigArgs),
 }
 

@@ -88,6 +88,9 @@ pub struct KubeconfigRequest {
     pub user: String,
     #[serde(default)]
     pub ttl_secs: Option<u64>,
+    /// The certificate's O, the group Kubernetes sees; the cluster administrators' when unset.
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 /// An operator's kubeconfig made for one answer, aimed at the control-plane endpoint: the seed

@@ -17,7 +17,8 @@ const ROUTE: &str = "/v1/admin/kubeconfig";
 async fn only_the_admin_token_gets_one_and_bad_terms_are_refused() {
     let (_dir, seed, app) = open(&one_master());
     let admin = seed.admin_token.clone();
-    let name_rule = "user must be 1 to 64 ASCII letters, digits, '.', '_' or '-'";
+    let name_rule = "user must be 1 to 64 ASCII letters, digits, '.', '_', '-' or ':'";
+    let group_rule = "group must be 1 to 64 ASCII letters, digits, '.', '_', '-' or ':'";
     let cases: Vec<(Option<&str>, Value, StatusCode, &str, &str)> = vec![
         (
             None,
@@ -49,10 +50,24 @@ async fn only_the_admin_token_gets_one_and_bad_terms_are_refused() {
         ),
         (
             Some(&admin),
-            json!({"user": "system:masters"}),
+            json!({"user": "alice smith"}),
             StatusCode::BAD_REQUEST,
             "bad_request",
             name_rule,
+        ),
+        (
+            Some(&admin),
+            json!({"user": "alice", "group": "system:masters"}),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "group system:masters is not given out: RBAC cannot limit it; leave the group unset for the cluster administrators'",
+        ),
+        (
+            Some(&admin),
+            json!({"user": "system:node:w1", "group": "nodes/all"}),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            group_rule,
         ),
         (
             Some(&admin),
@@ -115,6 +130,35 @@ fn the_cli_writes_a_kubeconfig_kubectl_reads_for_the_endpoint() {
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
         0o600
+    );
+    // Another identity, to check what it may do: a node's name in the nodes' group.
+    let node = cli(&[
+        "kubeconfig",
+        "--user",
+        "system:node:w1",
+        "--group",
+        "system:nodes",
+        "--state-dir",
+        sd,
+    ]);
+    let node_cert = node
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("client-certificate-data: "))
+        .expect("an embedded certificate");
+    let node_pem = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(node_cert)
+            .unwrap()
+    };
+    let node_crt = dir.path().join("node.crt");
+    std::fs::write(&node_crt, node_pem).unwrap();
+    let (_, subject) = run(Command::new("openssl")
+        .args(["x509", "-noout", "-subject", "-in"])
+        .arg(&node_crt));
+    assert!(
+        subject.contains("O = system:nodes") && subject.contains("CN = system:node:w1"),
+        "{subject}"
     );
     let printed = cli(&["kubeconfig", "--user", "bob", "--state-dir", sd]);
     assert!(

@@ -198,14 +198,34 @@ async fn reset_host(
 /// A kubeconfig for an operator, aimed at the control-plane endpoint, with a client
 /// certificate the cluster CA signs for this answer alone: the user's name as its CN and the
 /// cluster administrators' group (`kubeadm:cluster-admins`, or `system:masters` before 1.29)
-/// as its O, as kubeadm's `admin.conf`.
+/// as its O, as kubeadm's `admin.conf`, or the group asked for (to act as another identity,
+/// e.g. `system:node:w1` in `system:nodes`, when checking what it may do).
 async fn create_kubeconfig(
     State(seed): State<Arc<Seed>>,
     JsonBody(request): JsonBody<KubeconfigRequest>,
 ) -> Result<Json<KubeconfigView>, ApiFailure> {
-    let (ttl_secs, user) = credential_terms(request.ttl_secs, Some(&request.user), "user")?;
+    let (ttl_secs, _) = credential_terms(request.ttl_secs, None, "user")?;
+    let user = kubernetes_name(&request.user, "user")?;
+    let group = match &request.group {
+        // kubeadm's super-admin group bypasses authorization altogether: the seed never
+        // signs into it (nor writes super-admin.conf).
+        Some(group) if group == "system:masters" => {
+            return Err(ApiFailure::new(
+                codes::BAD_REQUEST,
+                "group system:masters is not given out: RBAC cannot limit it; leave the group unset for the cluster administrators'",
+            ));
+        }
+        Some(group) => Some(kubernetes_name(group, "group")?),
+        None => None,
+    };
     let view = blocking("signing an operator's client certificate", move || {
-        issue_kubeconfig(&seed, &user, ttl_secs, time::OffsetDateTime::now_utc())
+        issue_kubeconfig(
+            &seed,
+            &user,
+            group,
+            ttl_secs,
+            time::OffsetDateTime::now_utc(),
+        )
     })
     .await?;
     tracing::info!(user = %view.user, group = %view.group, not_after_ms = view.not_after_ms, "issued a kubeconfig");
@@ -215,6 +235,7 @@ async fn create_kubeconfig(
 fn issue_kubeconfig(
     seed: &Seed,
     user: &str,
+    group: Option<String>,
     ttl_secs: u64,
     now: time::OffsetDateTime,
 ) -> Result<KubeconfigView, ApiFailure> {
@@ -222,6 +243,9 @@ fn issue_kubeconfig(
     let convention = Convention::for_minor(spec.kubernetes_version.minor());
     let mut profile = KubeconfigKind::Admin.profile(convention);
     profile.common_name = user.to_string();
+    if group.is_some() {
+        profile.organization = group;
+    }
     let group = profile.organization.clone().unwrap_or_default();
     let validity = time::Duration::seconds(ttl_secs as i64);
     let issued = seed
@@ -307,6 +331,21 @@ fn credential_terms(
         ));
     }
     Ok((ttl_secs, holder.to_string()))
+}
+
+/// A Kubernetes user or group name as a certificate carries it: 1 to [`MAX_HOLDER_LEN`]
+/// ASCII letters, digits, '.', '_', '-' or ':' (`system:node:w1`, `kubeadm:cluster-admins`).
+fn kubernetes_name(name: &str, what: &str) -> Result<String, ApiFailure> {
+    let fits = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':');
+    if name.is_empty() || name.len() > MAX_HOLDER_LEN || !name.chars().all(fits) {
+        return Err(ApiFailure::new(
+            codes::BAD_REQUEST,
+            format!(
+                "{what} must be 1 to {MAX_HOLDER_LEN} ASCII letters, digits, '.', '_', '-' or ':'"
+            ),
+        ));
+    }
+    Ok(name.to_string())
 }
 
 /// What the credential names: an admin's etcd client, and who holds it.
