@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use std::process::Command;
 
-use common::{DataDisk, journal_plan, namespaces, plan_file, print_logs, text};
+use common::{DataDisk, journal_plan, kube, namespaces, plan_file, print_logs, text};
 use lab::plan::namespace_for;
 use lab::procs::Procfs;
 use lab::state::LabState;
@@ -98,6 +98,94 @@ fn a_new_disk_is_refused_until_the_host_is_reset(run: &std::path::Path, namespac
     );
 }
 
+/// Through the VIP, which the master holds: `kubectl get nodes` lists both hosts Ready (the
+/// master with the control-plane role and, masters being schedulable, no taint); the API
+/// server's certificate there chains to the cluster CA and carries kubeadm's names; a worker's
+/// credential may change its own Node but not the master's; a certificate from another CA is
+/// refused.
+fn the_cluster_answers_at_the_vip(run: &std::path::Path, namespace: &str) {
+    let rows = kube::wait_all_ready(run, 2, std::time::Duration::from_secs(600));
+    let master = rows.iter().find(|r| r.control_plane).expect("a control-plane Node");
+    let worker = rows.iter().find(|r| !r.control_plane).expect("a worker Node");
+    assert!(master.taints.is_empty(), "{rows:?}");
+    assert_eq!(kube::vip_holder(run).as_deref(), Some("m1"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = kube::kubeconfig_ca(&run.join("admin.kubeconfig"));
+    std::fs::write(dir.path().join("ca.crt"), &ca).unwrap();
+    std::fs::write(
+        dir.path().join("served.crt"),
+        kube::served_certificate(namespace),
+    )
+    .unwrap();
+    let (ok, out) = kube::openssl(dir.path(), &["verify", "-CAfile", "ca.crt", "served.crt"]);
+    assert!(ok, "{out}");
+    let (ok, sans) = kube::openssl(
+        dir.path(),
+        &["x509", "-noout", "-ext", "subjectAltName", "-in", "served.crt"],
+    );
+    assert!(ok, "{sans}");
+    let node_name = format!("DNS:{}", master.name);
+    for name in [
+        node_name.as_str(),
+        "DNS:kubernetes",
+        "DNS:kubernetes.default",
+        "DNS:kubernetes.default.svc",
+        "DNS:kubernetes.default.svc.cluster.local",
+        "IP Address:10.96.0.1",
+        "IP Address:10.77.0.101",
+        "IP Address:10.77.0.10",
+    ] {
+        assert!(
+            sans.split(',').any(|s| s.trim() == name),
+            "{name} missing: {sans}"
+        );
+    }
+
+    let node_config = dir.path().join("node.kubeconfig");
+    let user = format!("system:node:{}", worker.name);
+    let out_path = node_config.to_str().unwrap();
+    seed_cli(
+        run,
+        namespace,
+        &["kubeconfig", "--user", &user, "--group", "system:nodes", "--out", out_path],
+    );
+    let as_node = |target: &str| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", namespace, "kubectl", "--kubeconfig"])
+            .arg(&node_config)
+            .args(["label", "node", target, "launcher.test/touched=yes", "--overwrite"])
+            .output()
+            .unwrap();
+        (out.status.success(), text(&out.stdout) + &text(&out.stderr))
+    };
+    let (ok, out) = as_node(&worker.name);
+    assert!(ok, "{out}");
+    let (ok, out) = as_node(&master.name);
+    assert!(!ok && out.contains("forbidden"), "{out}");
+
+    for args in [
+        &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+          "-keyout", "other-ca.key", "-out", "other-ca.crt", "-subj", "/CN=kubernetes", "-days", "1"][..],
+        &["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+          "other.key", "-out", "other.csr", "-subj", "/O=kubeadm:cluster-admins/CN=kubernetes-admin"],
+        &["x509", "-req", "-in", "other.csr", "-CA", "other-ca.crt", "-CAkey", "other-ca.key",
+          "-CAcreateserial", "-out", "other.crt", "-days", "1"],
+    ] {
+        let (ok, out) = kube::openssl(dir.path(), args);
+        assert!(ok, "openssl {args:?}: {out}");
+    }
+    let path = |f: &str| dir.path().join(f);
+    let status = kube::curl_status(
+        namespace,
+        &path("ca.crt"),
+        &path("other.crt"),
+        &path("other.key"),
+        "/api/v1/nodes",
+    );
+    assert_eq!(status, "401");
+}
+
 #[test]
 fn one_master_and_one_worker_boot_by_pxe_and_reach_done() {
     let Some(image) = common::image_or_skip() else {
@@ -151,6 +239,7 @@ fn one_master_and_one_worker_boot_by_pxe_and_reach_done() {
                 && m1.contains(" ms off"),
             "{stdout}"
         );
+        the_cluster_answers_at_the_vip(&run, &state.namespace);
         a_new_disk_is_refused_until_the_host_is_reset(&run, &state.namespace);
     });
     if let Err(panic) = checked {
