@@ -11,7 +11,11 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 /// The Kubernetes components a stand-in exists for, and the stand-in binary that plays it.
-pub const COMPONENTS: [(&str, &str); 1] = [("kube-apiserver", "kube-apiserver-standin")];
+pub const COMPONENTS: [(&str, &str); 3] = [
+    ("kube-apiserver", "kube-apiserver-standin"),
+    ("kube-controller-manager", "kube-controller-manager-standin"),
+    ("kube-scheduler", "kube-scheduler-standin"),
+];
 
 /// The directory the component is found in by the image's `PATH`.
 const BIN: &str = "usr/local/bin";

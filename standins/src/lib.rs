@@ -9,10 +9,13 @@
 //! `LAUNCHER_STANDIN_ROOT` places every path they read or write under another directory (tests).
 //!
 //! `kube-apiserver-standin` ([`apiserver`]) is the stand-in for kube-apiserver: it takes the
-//! flags of kubeadm's manifest and serves what kubelets and `kubectl get nodes` need.
+//! flags of kubeadm's manifest and serves what kubelets and `kubectl get nodes` need;
+//! `kube-controller-manager-standin` and `kube-scheduler-standin` ([`controller`]) elect their
+//! leaders through it, and the controller-manager marks silent Nodes `Unknown`.
 
 pub mod apiserver;
 pub mod certs;
+pub mod controller;
 pub mod docs;
 pub mod images;
 pub mod kubeadm;

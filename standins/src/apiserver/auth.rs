@@ -1,6 +1,6 @@
 //! Who a client is (its certificate, checked against `--client-ca-file`: CN the user, O the
 //! groups) and what it may do (kubeadm's defaults: the admin groups anything, a node only its
-//! own Node and Lease).
+//! own Node and Lease, the controller-manager and the scheduler what their stand-ins need).
 
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
@@ -77,26 +77,77 @@ fn names(der: &[u8]) -> Option<Caller> {
     Some(Caller::User { name, groups })
 }
 
-/// Whether `caller` may do `verb` to the `resource` named `name` (None: the collection).
-pub fn allowed(caller: &Caller, verb: Verb, resource: Resource, name: Option<&str>) -> bool {
+/// The users of kubeadm's `controller-manager.conf` and `scheduler.conf`.
+const CONTROLLER_MANAGER: &str = "system:kube-controller-manager";
+const SCHEDULER: &str = "system:kube-scheduler";
+
+/// The namespace of the components' leader-election Leases, and of the nodes' Leases.
+const LEADER_NAMESPACE: &str = "kube-system";
+const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
+
+/// Whether `caller` may do `verb` to the `resource` named `name` (None: the collection) in
+/// `namespace` (None: cluster-scoped).
+pub fn allowed(
+    caller: &Caller,
+    verb: Verb,
+    resource: Resource,
+    name: Option<&str>,
+    namespace: Option<&str>,
+) -> bool {
     let Caller::User { name: user, groups } = caller else {
         return false;
     };
     if groups.iter().any(|g| ADMIN_GROUPS.contains(&g.as_str())) {
         return true;
     }
+    match user.as_str() {
+        CONTROLLER_MANAGER | SCHEDULER => component(user, verb, resource, name, namespace),
+        _ => node(user, groups, verb, resource, name, namespace),
+    }
+}
+
+/// A node's rights: every Node readable, its own Node and Lease writable.
+fn node(
+    user: &str,
+    groups: &[String],
+    verb: Verb,
+    resource: Resource,
+    name: Option<&str>,
+    namespace: Option<&str>,
+) -> bool {
     let Some(node) = user.strip_prefix("system:node:") else {
         return false;
     };
     if !groups.iter().any(|g| g == "system:nodes") {
         return false;
     }
+    let own_lease = namespace == Some(NODE_LEASE_NAMESPACE) && name == Some(node);
     match (resource, verb) {
         (Resource::Node, Verb::Get | Verb::List) => true,
-        (Resource::Node | Resource::Lease, Verb::Create | Verb::Update | Verb::Patch) => {
-            name == Some(node)
-        }
-        (Resource::Lease, Verb::Get) => name == Some(node),
+        (Resource::Node, Verb::Create | Verb::Update | Verb::Patch) => name == Some(node),
+        (Resource::Lease, Verb::Get | Verb::Create | Verb::Update | Verb::Patch) => own_lease,
+        _ => false,
+    }
+}
+
+/// The controller-manager's and the scheduler's rights: read Nodes, hold their own
+/// leader-election Lease; the controller-manager also writes Nodes (status, taints) and reads
+/// every Lease (the nodes' heartbeats).
+fn component(
+    user: &str,
+    verb: Verb,
+    resource: Resource,
+    name: Option<&str>,
+    namespace: Option<&str>,
+) -> bool {
+    let own_name = user.strip_prefix("system:");
+    let own_lease = namespace == Some(LEADER_NAMESPACE) && name.is_some() && name == own_name;
+    let manager = user == CONTROLLER_MANAGER;
+    match (resource, verb) {
+        (Resource::Node, Verb::Get | Verb::List) => true,
+        (Resource::Node, Verb::Update | Verb::Patch) => manager,
+        (Resource::Lease, Verb::Get) => manager || own_lease,
+        (Resource::Lease, Verb::Create | Verb::Update) => own_lease,
         _ => false,
     }
 }
@@ -118,34 +169,126 @@ mod tests {
         let node = user("system:node:w1", &["system:nodes"]);
         let not_a_node = user("system:node:w1", &[]);
         let other = user("jane", &["devs"]);
+        let cm = user("system:kube-controller-manager", &[]);
+        let sched = user("system:kube-scheduler", &[]);
+        let nl = Some("kube-node-lease");
+        let ks = Some("kube-system");
         use Resource::{Lease, Node};
         use Verb::*;
-        let rows: &[(&Caller, Verb, Resource, Option<&str>, bool)] = &[
-            (&admin, Delete, Node, Some("w2"), true),
+        type Row<'a> = (
+            &'a Caller,
+            Verb,
+            Resource,
+            Option<&'a str>,
+            Option<&'a str>,
+            bool,
+        );
+        let rows: &[Row] = &[
+            (&admin, Delete, Node, Some("w2"), None, true),
             (
                 &user("x", &["system:masters"]),
                 Patch,
                 Node,
                 Some("w2"),
+                None,
                 true,
             ),
-            (&node, List, Node, None, true),
-            (&node, Get, Node, Some("w2"), true),
-            (&node, Create, Node, Some("w1"), true),
-            (&node, Patch, Node, Some("w1"), true),
-            (&node, Patch, Node, Some("w2"), false),
-            (&node, Update, Lease, Some("w1"), true),
-            (&node, Create, Lease, Some("w2"), false),
-            (&node, Delete, Node, Some("w1"), false),
-            (&not_a_node, Get, Node, Some("w1"), false),
-            (&other, List, Node, None, false),
-            (&Caller::Anonymous, Get, Node, Some("w1"), false),
+            (&node, List, Node, None, None, true),
+            (&node, Get, Node, Some("w2"), None, true),
+            (&node, Create, Node, Some("w1"), None, true),
+            (&node, Patch, Node, Some("w1"), None, true),
+            (&node, Patch, Node, Some("w2"), None, false),
+            (&node, Update, Lease, Some("w1"), nl, true),
+            (&node, Create, Lease, Some("w2"), nl, false),
+            // A node's name is no claim on a leader-election Lease.
+            (
+                &user("system:node:kube-scheduler", &["system:nodes"]),
+                Update,
+                Lease,
+                Some("kube-scheduler"),
+                ks,
+                false,
+            ),
+            (&node, Delete, Node, Some("w1"), None, false),
+            (&not_a_node, Get, Node, Some("w1"), None, false),
+            (&other, List, Node, None, None, false),
+            (&Caller::Anonymous, Get, Node, Some("w1"), None, false),
+            // The controller-manager.
+            (&cm, List, Node, None, None, true),
+            (&cm, Get, Node, Some("w1"), None, true),
+            (&cm, Update, Node, Some("w1"), None, true),
+            (&cm, Patch, Node, Some("w1"), None, true),
+            (&cm, Create, Node, Some("w1"), None, false),
+            (&cm, Delete, Node, Some("w1"), None, false),
+            (&cm, Get, Lease, Some("w1"), nl, true),
+            (&cm, Get, Lease, Some("kube-scheduler"), ks, true),
+            (
+                &cm,
+                Create,
+                Lease,
+                Some("kube-controller-manager"),
+                ks,
+                true,
+            ),
+            (
+                &cm,
+                Update,
+                Lease,
+                Some("kube-controller-manager"),
+                ks,
+                true,
+            ),
+            (
+                &cm,
+                Update,
+                Lease,
+                Some("kube-controller-manager"),
+                nl,
+                false,
+            ),
+            (&cm, Update, Lease, Some("kube-scheduler"), ks, false),
+            (&cm, Update, Lease, Some("w1"), nl, false),
+            (&cm, Create, Lease, Some("w1"), nl, false),
+            // The scheduler.
+            (&sched, List, Node, None, None, true),
+            (&sched, Get, Node, Some("w1"), None, true),
+            (&sched, Update, Node, Some("w1"), None, false),
+            (&sched, Patch, Node, Some("w1"), None, false),
+            (&sched, Get, Lease, Some("kube-scheduler"), ks, true),
+            (&sched, Create, Lease, Some("kube-scheduler"), ks, true),
+            (&sched, Update, Lease, Some("kube-scheduler"), ks, true),
+            (
+                &sched,
+                Get,
+                Lease,
+                Some("kube-controller-manager"),
+                ks,
+                false,
+            ),
+            (
+                &sched,
+                Update,
+                Lease,
+                Some("kube-controller-manager"),
+                ks,
+                false,
+            ),
+            (&sched, Get, Lease, Some("w1"), nl, false),
+            // The components' names, with a group, are still only the components.
+            (
+                &user("system:kube-scheduler", &["devs"]),
+                Delete,
+                Node,
+                Some("w1"),
+                None,
+                false,
+            ),
         ];
-        for (caller, verb, resource, name, want) in rows {
+        for (caller, verb, resource, name, namespace, want) in rows {
             assert_eq!(
-                allowed(caller, *verb, *resource, *name),
+                allowed(caller, *verb, *resource, *name, *namespace),
                 *want,
-                "{caller:?} {verb:?} {resource:?} {name:?}"
+                "{caller:?} {verb:?} {resource:?} {name:?} {namespace:?}"
             );
         }
     }

@@ -6,12 +6,15 @@ use std::path::PathBuf;
 
 /// Whether a flag takes a value or is a switch (`--flag`, `--flag=true|false`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub enum Kind {
     Value,
     Bool,
 }
 
 use Kind::{Bool, Value};
+
+/// A component's flags: each name (without `--`) and whether it takes a value.
+pub type FlagTable = [(&'static str, Kind)];
 
 /// kube-apiserver's flags (1.30–1.33), the one table of them. Taken from the option sets
 /// kube-apiserver registers: `cmd/kube-apiserver/app/options/options.go` (`Flags`),
@@ -23,7 +26,7 @@ use Kind::{Bool, Value};
 /// passes is here. The stand-in acts on the serving, client CA and etcd flags (connection and
 /// `etcd-prefix`); the rest are accepted and ignored. A real flag missing here is refused: the
 /// table errs on the strict side.
-const FLAGS: &[(&str, Kind)] = &[
+const FLAGS: &FlagTable = &[
     // server run options
     ("advertise-address", Value),
     ("cors-allowed-origins", Value),
@@ -241,8 +244,9 @@ pub enum Command {
     Serve(Box<Options>),
 }
 
-/// Flags as given, the last one winning (as pflag does for a plain string flag).
-fn collect(args: &[String]) -> Result<BTreeMap<String, String>, FlagError> {
+/// Flags as given, checked against `table`, the last one winning (as pflag does for a plain
+/// string flag). Shared by every stand-in that takes a Kubernetes component's flags.
+pub fn collect(args: &[String], table: &FlagTable) -> Result<BTreeMap<String, String>, FlagError> {
     let mut given = BTreeMap::new();
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
@@ -256,7 +260,7 @@ fn collect(args: &[String]) -> Result<BTreeMap<String, String>, FlagError> {
         if name.is_empty() || name.starts_with('-') {
             return Err(FlagError::Syntax(arg.clone()));
         }
-        let kind = FLAGS
+        let kind = table
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, k)| *k)
@@ -279,7 +283,8 @@ fn collect(args: &[String]) -> Result<BTreeMap<String, String>, FlagError> {
     Ok(given)
 }
 
-fn invalid(flag: &str, value: &str, reason: &str) -> FlagError {
+/// pflag's refusal of a value.
+pub fn invalid(flag: &str, value: &str, reason: &str) -> FlagError {
     FlagError::Invalid {
         flag: flag.to_owned(),
         value: value.to_owned(),
@@ -287,13 +292,14 @@ fn invalid(flag: &str, value: &str, reason: &str) -> FlagError {
     }
 }
 
-fn truthy(given: &BTreeMap<String, String>, name: &str) -> bool {
+/// Whether a switch was given on (`--flag`, `--flag=true`, `--flag=1`).
+pub fn truthy(given: &BTreeMap<String, String>, name: &str) -> bool {
     matches!(given.get(name).map(String::as_str), Some("true" | "1"))
 }
 
 /// Parses a command line (without the program name).
 pub fn parse(args: &[String]) -> Result<Command, FlagError> {
-    let given = collect(args)?;
+    let given = collect(args, FLAGS)?;
     if truthy(&given, "help") {
         return Ok(Command::Help);
     }

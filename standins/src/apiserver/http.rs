@@ -16,8 +16,10 @@ use std::time::Duration;
 /// How long `/readyz` waits for etcd.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The only namespace whose Leases the stand-in serves.
+/// The namespace of the nodes' Leases.
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
+/// The namespace of the control-plane components' leader-election Leases.
+pub const LEADER_LEASE_NAMESPACE: &str = "kube-system";
 
 #[derive(Debug, Clone)]
 pub struct Api {
@@ -105,7 +107,7 @@ fn authorize(
     name: Option<&str>,
     namespace: Option<&str>,
 ) -> Result<(), ApiError> {
-    if auth::allowed(caller, verb, kind.resource, name) {
+    if auth::allowed(caller, verb, kind.resource, name, namespace) {
         return Ok(());
     }
     let group = kind.api_version.rsplit_once('/').map_or("", |(g, _)| g);
@@ -396,7 +398,7 @@ async fn delete_node(
 }
 
 fn lease_place<'a>(ns: &'a str, name: &'a str) -> Result<Place<'a>, ApiError> {
-    if ns != NODE_LEASE_NAMESPACE {
+    if ns != NODE_LEASE_NAMESPACE && ns != LEADER_LEASE_NAMESPACE {
         return Err(ApiError::new(
             404,
             "NotFound",

@@ -31,7 +31,8 @@ Takes kube-apiserver's flags (--flag=value) and refuses any it does not have. Ac
 --bind-address, --secure-port, --tls-cert-file, --tls-private-key-file, --client-ca-file,
 --etcd-servers, --etcd-prefix, --etcd-cafile, --etcd-certfile and --etcd-keyfile;
 accepts the rest.
-Serves /livez, /readyz, /healthz, /version, discovery, Nodes and Leases in kube-node-lease.
+Serves /livez, /readyz, /healthz, /version, discovery, Nodes, and Leases in kube-node-lease
+and kube-system.
 KUBE_APISERVER_STANDIN_VERSION sets the version /version reports (default v1.33.0).
 ";
 

@@ -9,10 +9,11 @@ const HELP: &str = "standin-images: container images of the STAND-INS for Kubern
 usage:
   standin-images --registry HOST[:PORT] --kubernetes-version vX.Y.Z --out DIR [--bin-dir DIR]
 
-Writes DIR/<component>.tar for each component a stand-in exists for (kube-apiserver:
-kube-apiserver-standin), named <registry>/<component>:<version> as kubeadm's static Pod
-manifests name it: an OCI image layout in a tar with one layer holding the stand-in at
-/usr/local/bin/<component> and the shared libraries ldd lists for it. Import them into the seed
+Writes DIR/<component>.tar for each component a stand-in exists for (kube-apiserver,
+kube-controller-manager, kube-scheduler: <component>-standin), named
+<registry>/<component>:<version> as kubeadm's static Pod manifests name it: an OCI image
+layout in a tar with one layer holding the stand-in at /usr/local/bin/<component> and the
+shared libraries ldd lists for it. Import them into the seed
 (`launcher-seed images import DIR/*.tar`) or containerd (`ctr -n k8s.io images import`).
 --bin-dir is where the stand-ins are (default: next to this program). Same inputs, same bytes.";
 
