@@ -165,7 +165,14 @@ fn check_running(os: &dyn Os, unit: &str) -> Result<(), NodeError> {
 /// log, since the host's journal is out of reach of whoever reads the report.
 fn start_unit(os: &dyn Os, unit: &str) -> Result<(), OsError> {
     os.run(&Cmd::new("systemctl", &["daemon-reload"]))?;
-    match os.run(&Cmd::new("systemctl", &["enable", "--now", unit])) {
+    with_unit_log(os, unit, &Cmd::new("systemctl", &["enable", "--now", unit]))
+}
+
+/// Runs `cmd`; when it fails, the error carries the last lines of `unit`'s log too: `kubeadm`
+/// waits on the API server the kubelet's static Pods run, so why it gave up is in the
+/// kubelet's log (an image the seed lacks, a flag the API server refused).
+fn with_unit_log(os: &dyn Os, unit: &str, cmd: &Cmd) -> Result<(), OsError> {
+    match os.run(cmd) {
         Err(OsError::Failed {
             cmd,
             status,
@@ -241,16 +248,14 @@ pub fn install(root: &Path, os: &dyn Os, plan: &Plan, rebooted: bool) -> Result<
     }
     match &plan.install {
         InstallAction::Init { config_path } => {
-            os.run(&Cmd::new(
-                "kubeadm",
-                &["init", "--config", &host_path(root, config_path)?],
-            ))?;
+            let config = host_path(root, config_path)?;
+            let kubeadm = Cmd::new("kubeadm", &["init", "--config", &config]);
+            with_unit_log(os, "kubelet.service", &kubeadm)?;
         }
         InstallAction::JoinControlPlane { config_path } => {
-            os.run(&Cmd::new(
-                "kubeadm",
-                &["join", "--config", &host_path(root, config_path)?],
-            ))?;
+            let config = host_path(root, config_path)?;
+            let kubeadm = Cmd::new("kubeadm", &["join", "--config", &config]);
+            with_unit_log(os, "kubelet.service", &kubeadm)?;
         }
         InstallAction::Worker {
             kubelet_config_path,
@@ -449,6 +454,38 @@ mod tests {
                 )
             );
         }
+    }
+
+    /// kubeadm gives up waiting for the API server the kubelet runs: the report says what the
+    /// kubelet said, which is where the reason is.
+    #[test]
+    fn a_failed_kubeadm_reports_the_kubelets_last_lines() {
+        let root = tempfile::tempdir().unwrap();
+        let mut os = recording();
+        let cfg = root.path().join("etc/kubernetes/kubeadm.yaml");
+        os.failures.insert(
+            format!("kubeadm init --config {}", cfg.display()),
+            "mark-control-plane: the API server did not answer\n".into(),
+        );
+        os.outputs.insert(
+            "journalctl".into(),
+            "kubelet-standin: static Pod: k8s_kube-apiserver_kube-apiserver-m1: pulling 10.77.0.1:8443/kube-apiserver:v1.33.4: not found\n"
+                .into(),
+        );
+        let init = InstallAction::Init {
+            config_path: "/etc/kubernetes/kubeadm.yaml".into(),
+        };
+        let err = install(root.path(), &os, &vip_master(init, true), false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with(
+                "mark-control-plane: the API server did not answer\n\
+                 last lines of kubelet.service's log:\n\
+                 kubelet-standin: static Pod: k8s_kube-apiserver_kube-apiserver-m1: pulling 10.77.0.1:8443/kube-apiserver:v1.33.4: not found"
+            ),
+            "{err}"
+        );
     }
 
     // The control-plane VIP: keepalived before kubeadm on masters that hold one, never elsewhere.

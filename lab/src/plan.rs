@@ -312,6 +312,9 @@ impl LabPlan {
             "--kernel-arg=console=ttyS0,115200".into(),
             // The data disk comes with an empty partition; firstboot formats it when told.
             "--kernel-arg=launcher.wipe=1".into(),
+            // Every service's log (firstboot, the kubelet, keepalived, etcd) in the VM's
+            // console file as well as its journal: the lab's VMs have no other way out.
+            "--kernel-arg=systemd.journald.forward_to_console=1".into(),
         ]);
         args
     }
