@@ -1,6 +1,6 @@
 //! Who a client is (its certificate, checked against `--client-ca-file`: CN the user, O the
 //! groups) and what it may do (kubeadm's defaults: the admin groups anything, a node only its
-//! own Node and Lease).
+//! own Node and Lease, and reading the ConfigMaps kubeadm's Roles name).
 
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
@@ -36,7 +36,17 @@ pub enum Verb {
 pub enum Resource {
     Node,
     Lease,
+    ConfigMap,
 }
+
+/// The ConfigMaps `system:nodes` may GET, by namespace and name: kubeadm's Roles
+/// `kubeadm:nodes-kubeadm-config` and `kubeadm:kubelet-config` (both bound to the group by
+/// `kubeadm init`'s upload-config phase), and `cluster-info`, which file discovery reads.
+pub const NODE_READABLE_CONFIG_MAPS: [(&str, &str); 3] = [
+    ("kube-system", "kubeadm-config"),
+    ("kube-system", "kubelet-config"),
+    ("kube-public", "cluster-info"),
+];
 
 /// Checks a presented chain against the client CA; the verdict the handshake did not give.
 #[derive(Debug, Clone)]
@@ -77,8 +87,15 @@ fn names(der: &[u8]) -> Option<Caller> {
     Some(Caller::User { name, groups })
 }
 
-/// Whether `caller` may do `verb` to the `resource` named `name` (None: the collection).
-pub fn allowed(caller: &Caller, verb: Verb, resource: Resource, name: Option<&str>) -> bool {
+/// Whether `caller` may do `verb` to the `resource` named `name` (None: the collection) in
+/// `namespace` (None: cluster-scoped).
+pub fn allowed(
+    caller: &Caller,
+    verb: Verb,
+    resource: Resource,
+    namespace: Option<&str>,
+    name: Option<&str>,
+) -> bool {
     let Caller::User { name: user, groups } = caller else {
         return false;
     };
@@ -97,6 +114,9 @@ pub fn allowed(caller: &Caller, verb: Verb, resource: Resource, name: Option<&st
             name == Some(node)
         }
         (Resource::Lease, Verb::Get) => name == Some(node),
+        (Resource::ConfigMap, Verb::Get) => namespace
+            .zip(name)
+            .is_some_and(|place| NODE_READABLE_CONFIG_MAPS.contains(&place)),
         _ => false,
     }
 }
@@ -118,7 +138,7 @@ mod tests {
         let node = user("system:node:w1", &["system:nodes"]);
         let not_a_node = user("system:node:w1", &[]);
         let other = user("jane", &["devs"]);
-        use Resource::{Lease, Node};
+        use Resource::{ConfigMap, Lease, Node};
         use Verb::*;
         let rows: &[(&Caller, Verb, Resource, Option<&str>, bool)] = &[
             (&admin, Delete, Node, Some("w2"), true),
@@ -140,13 +160,55 @@ mod tests {
             (&not_a_node, Get, Node, Some("w1"), false),
             (&other, List, Node, None, false),
             (&Caller::Anonymous, Get, Node, Some("w1"), false),
+            (&admin, Update, ConfigMap, Some("kubeadm-config"), true),
         ];
         for (caller, verb, resource, name, want) in rows {
+            let namespace = (*resource == Lease).then_some("kube-node-lease");
             assert_eq!(
-                allowed(caller, *verb, *resource, *name),
+                allowed(caller, *verb, *resource, namespace, *name),
                 *want,
                 "{caller:?} {verb:?} {resource:?} {name:?}"
             );
+        }
+    }
+
+    #[test]
+    fn nodes_read_only_the_config_maps_kubeadms_roles_name() {
+        let node = user("system:node:m2", &["system:nodes"]);
+        use Verb::*;
+        let rows: &[(&Caller, Verb, &str, &str, bool)] = &[
+            (&node, Get, "kube-system", "kubeadm-config", true),
+            (&node, Get, "kube-system", "kubelet-config", true),
+            (&node, Get, "kube-public", "cluster-info", true),
+            (&node, Get, "kube-system", "kube-proxy", false),
+            (&node, Get, "kube-public", "kubeadm-config", false),
+            (&node, Update, "kube-system", "kubeadm-config", false),
+            (&node, Create, "kube-system", "kubeadm-config", false),
+            (
+                &user("system:node:m2", &[]),
+                Get,
+                "kube-system",
+                "kubeadm-config",
+                false,
+            ),
+            (
+                &Caller::Anonymous,
+                Get,
+                "kube-public",
+                "cluster-info",
+                false,
+            ),
+            (
+                &user("jane", &["system:masters"]),
+                Create,
+                "kube-system",
+                "x",
+                true,
+            ),
+        ];
+        for (caller, verb, ns, name, want) in rows {
+            let got = allowed(caller, *verb, Resource::ConfigMap, Some(ns), Some(name));
+            assert_eq!(got, *want, "{caller:?} {verb:?} {ns}/{name}");
         }
     }
 }
