@@ -1,14 +1,19 @@
 //! The kubeadm stand-in's checks: API version for the Kubernetes version, the JSON schema of
 //! each kubeadm document, every file the config refers to, and the certificates and kubeconfig
-//! files kubeadm requires ([`crate::certs`]). `init`'s on-disk phases (preflight, certs,
-//! control-plane) are in [`init`], mark-control-plane in [`mark_control_plane`].
+//! files kubeadm requires ([`crate::certs`]). The on-disk phases `init` and a control-plane
+//! join share (preflight, certs, control-plane) are in [`init`], upload-config in
+//! [`upload_config`], a control-plane join's discovery and kubelet files in [`join`],
+//! mark-control-plane in [`mark_control_plane`].
 
 pub mod config;
 pub mod init;
+pub mod join;
 pub mod manifests;
 pub mod mark_control_plane;
 pub mod pki;
 pub mod preflight;
+pub mod retry;
+pub mod upload_config;
 
 use crate::Root;
 use crate::certs;

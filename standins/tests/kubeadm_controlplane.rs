@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
-use support::{kind_mut, put};
+use support::control_plane::{client_of, start_api_server, start_etcd};
+use support::{kind_mut, put, sans};
 
 const KUBEADM: &str = env!("CARGO_BIN_EXE_kubeadm-standin");
 const CONFIG: &str = "/etc/kubernetes/kubeadm.yaml";
@@ -57,7 +58,7 @@ impl Master {
     }
 
     fn skip_marking(&mut self) {
-        self.init_doc()["skipPhases"] = json!(["mark-control-plane"]);
+        self.init_doc()["skipPhases"] = json!(["upload-config", "mark-control-plane"]);
     }
 
     fn ignore(&mut self, check: &str) {
@@ -97,32 +98,6 @@ fn assert_ok(out: &Output) {
 fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
-}
-
-/// The SANs of a PEM certificate: DNS names and IP addresses as text.
-fn sans(pem: &str) -> (Vec<String>, Vec<String>) {
-    use x509_parser::extensions::GeneralName;
-    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
-    let cert = pem.parse_x509().unwrap();
-    let (mut dns, mut ips) = (Vec::new(), Vec::new());
-    let san = cert.subject_alternative_name().unwrap().unwrap();
-    for name in &san.value.general_names {
-        match name {
-            GeneralName::DNSName(d) => dns.push(d.to_string()),
-            GeneralName::IPAddress(b) => {
-                let ip: std::net::IpAddr = match b.len() {
-                    4 => <[u8; 4]>::try_from(*b).unwrap().into(),
-                    _ => <[u8; 16]>::try_from(*b).unwrap().into(),
-                };
-                ips.push(ip.to_string());
-            }
-            other => panic!("unexpected SAN {other:?}"),
-        }
-    }
-    let eku = cert.extended_key_usage().unwrap().unwrap().value;
-    assert!(eku.server_auth && !eku.client_auth, "{eku:?}");
-    assert_eq!(cert.subject().to_string(), "CN=kube-apiserver");
-    (dns, ips)
 }
 
 fn openssl_verify(root: &Path, leaf: &str) {
@@ -400,83 +375,6 @@ fn swap_is_only_a_warning() {
         "{}",
         stderr(&out)
     );
-}
-
-/// An HTTPS client with the CA and embedded credentials of a kubeconfig.
-fn client_of(kubeconfig: &str) -> reqwest::blocking::Client {
-    use base64::Engine;
-    let config: Value = serde_yaml::from_str(kubeconfig).unwrap();
-    let data = |v: &Value| {
-        base64::engine::general_purpose::STANDARD
-            .decode(v.as_str().unwrap())
-            .unwrap()
-    };
-    let user = &config["users"][0]["user"];
-    let mut identity = data(&user["client-certificate-data"]);
-    identity.extend(data(&user["client-key-data"]));
-    let ca = data(&config["clusters"][0]["cluster"]["certificate-authority-data"]);
-    reqwest::blocking::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-        .identity(reqwest::Identity::from_pem(&identity).unwrap())
-        .timeout(std::time::Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
-/// etcd on the master's own certificates, mutual TLS, on 127.0.0.1.
-fn start_etcd(root: &Path, client_port: u16) -> testkit::ChildGuard {
-    let peer = testkit::free_tcp_port();
-    let file = |p: &str| root.join(p.trim_start_matches('/')).display().to_string();
-    let log = std::fs::File::create(root.join("etcd.log")).unwrap();
-    let url = format!("https://127.0.0.1:{client_port}");
-    let mut cmd = Command::new(testkit::which("etcd").unwrap());
-    cmd.arg("--name=demo-m1")
-        .arg(format!("--data-dir={}", root.join("etcd.data").display()))
-        .arg(format!("--listen-client-urls={url}"))
-        .arg(format!("--advertise-client-urls={url}"))
-        .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
-        .arg(format!(
-            "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
-        ))
-        .arg(format!("--initial-cluster=demo-m1=http://127.0.0.1:{peer}"))
-        .arg("--client-cert-auth")
-        .arg(format!(
-            "--trusted-ca-file={}",
-            file("/etc/kubernetes/pki/etcd/ca.crt")
-        ))
-        .arg(format!(
-            "--cert-file={}",
-            file("/etc/kubernetes/pki/etcd/server.crt")
-        ))
-        .arg(format!(
-            "--key-file={}",
-            file("/etc/kubernetes/pki/etcd/server.key")
-        ))
-        .arg("--enable-grpc-gateway=true")
-        .stdout(std::process::Stdio::null())
-        .stderr(log);
-    testkit::ChildGuard::spawn("etcd", &mut cmd)
-}
-
-/// Starts kube-apiserver's stand-in as the kubelet would from the manifest kubeadm wrote, its
-/// host paths placed under the root.
-fn start_api_server(root: &Path) -> testkit::ChildGuard {
-    let manifest = root.join(MANIFESTS).join("kube-apiserver.yaml");
-    let pod: Value = serde_yaml::from_str(&std::fs::read_to_string(manifest).unwrap()).unwrap();
-    let command: Vec<String> =
-        serde_json::from_value(pod["spec"]["containers"][0]["command"].clone()).unwrap();
-    let args = command[1..].iter().map(|a| match a.split_once("=/") {
-        Some((flag, path)) => format!("{flag}={}", root.join(path).display()),
-        None => a.clone(),
-    });
-    let log = std::fs::File::create(root.join("kube-apiserver.log")).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kube-apiserver-standin"));
-    cmd.args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(log);
-    testkit::ChildGuard::spawn("kube-apiserver-standin", &mut cmd)
 }
 
 /// `kubeadm init` through mark-control-plane against the real API server stand-in: the Node

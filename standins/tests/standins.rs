@@ -87,7 +87,7 @@ fn put(root: &Path, rel: &str, text: &str) {
 }
 
 /// The init config with the API server's port a free one, the fixed ports something here
-/// holds ignored, and mark-control-plane skipped (no API server runs here).
+/// holds ignored, and upload-config and mark-control-plane skipped (no API server runs here).
 fn init_on_a_good_host() -> String {
     let port = testkit::free_tcp_port();
     let ignored = support::busy_fixed_ports().join(", ");
@@ -97,7 +97,7 @@ fn init_on_a_good_host() -> String {
             "criSocket: unix:///run/containerd/containerd.sock\n",
             &format!(
                 "criSocket: unix:///run/containerd/containerd.sock\n  \
-                 ignorePreflightErrors: [{ignored}]\nskipPhases: [mark-control-plane]\n"
+                 ignorePreflightErrors: [{ignored}]\nskipPhases: [upload-config, mark-control-plane]\n"
             ),
         )
 }
@@ -161,40 +161,6 @@ fn a_good_init_config_is_accepted_and_recorded() {
     );
     let kubelet = std::fs::read_to_string(root.path().join("var/lib/kubelet/config.yaml")).unwrap();
     assert!(kubelet.contains("cgroupDriver: systemd"));
-}
-
-#[test]
-fn a_good_control_plane_join_is_accepted() {
-    let root = root_with_pki();
-    put(root.path(), "etc/kubernetes/join.yaml", JOIN_V1BETA3);
-    let out = run(
-        KUBEADM,
-        root.path(),
-        &["join", "--config=/etc/kubernetes/join.yaml"],
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    // As kubeadm's validateCACertAndKey: a CA key missing on a joining master is a warning.
-    assert_eq!(
-        stderr.trim(),
-        "kubeadm-standin: warning (as kubeadm): assuming external key for front-proxy CA: /etc/kubernetes/pki/front-proxy-ca.key is absent"
-    );
-    let rec = root
-        .path()
-        .join("var/lib/launcher/standin/kubeadm-join.json");
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(rec).unwrap()).unwrap();
-    assert_eq!(
-        json["checked"]["generated"],
-        serde_json::json!([
-            "/etc/kubernetes/pki/apiserver.crt",
-            "/etc/kubernetes/pki/apiserver.key",
-            "/etc/kubernetes/pki/apiserver-kubelet-client.crt",
-            "/etc/kubernetes/pki/apiserver-kubelet-client.key",
-            "/etc/kubernetes/admin.conf",
-            "/etc/kubernetes/controller-manager.conf",
-            "/etc/kubernetes/scheduler.conf",
-        ])
-    );
 }
 
 #[test]

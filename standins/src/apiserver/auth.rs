@@ -1,6 +1,7 @@
 //! Who a client is (its certificate, checked against `--client-ca-file`: CN the user, O the
 //! groups) and what it may do (kubeadm's defaults: the admin groups anything, a node only its
-//! own Node and Lease, the controller-manager and the scheduler what their stand-ins need).
+//! own Node and Lease and reading the ConfigMaps kubeadm's Roles name, the controller-manager
+//! and the scheduler what their stand-ins need).
 
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
@@ -36,7 +37,17 @@ pub enum Verb {
 pub enum Resource {
     Node,
     Lease,
+    ConfigMap,
 }
+
+/// The ConfigMaps `system:nodes` may GET, by namespace and name: kubeadm's Roles
+/// `kubeadm:nodes-kubeadm-config` and `kubeadm:kubelet-config` (both bound to the group by
+/// `kubeadm init`'s upload-config phase), and `cluster-info`, which file discovery reads.
+pub const NODE_READABLE_CONFIG_MAPS: [(&str, &str); 3] = [
+    ("kube-system", "kubeadm-config"),
+    ("kube-system", "kubelet-config"),
+    ("kube-public", "cluster-info"),
+];
 
 /// Checks a presented chain against the client CA; the verdict the handshake did not give.
 #[derive(Debug, Clone)]
@@ -126,6 +137,9 @@ fn node(
         (Resource::Node, Verb::Get | Verb::List) => true,
         (Resource::Node, Verb::Create | Verb::Update | Verb::Patch) => name == Some(node),
         (Resource::Lease, Verb::Get | Verb::Create | Verb::Update | Verb::Patch) => own_lease,
+        (Resource::ConfigMap, Verb::Get) => namespace
+            .zip(name)
+            .is_some_and(|place| NODE_READABLE_CONFIG_MAPS.contains(&place)),
         _ => false,
     }
 }
@@ -290,6 +304,29 @@ mod tests {
                 *want,
                 "{caller:?} {verb:?} {resource:?} {name:?} {namespace:?}"
             );
+        }
+    }
+
+    #[test]
+    fn nodes_read_only_the_config_maps_kubeadms_roles_name() {
+        let node = user("system:node:m2", &["system:nodes"]);
+        use Verb::*;
+        let rows: &[(&Caller, Verb, &str, &str, bool)] = &[
+            (&node, Get, "kube-system", "kubeadm-config", true),
+            (&node, Get, "kube-system", "kubelet-config", true),
+            (&node, Get, "kube-public", "cluster-info", true),
+            (&node, Get, "kube-system", "kube-proxy", false),
+            (&node, Get, "kube-public", "kubeadm-config", false),
+            (&node, Update, "kube-system", "kubeadm-config", false),
+            (&node, Create, "kube-system", "kubeadm-config", false),
+            (&user("system:node:m2", &[]), Get, "kube-system", "kubeadm-config", false),
+            (&Caller::Anonymous, Get, "kube-public", "cluster-info", false),
+            (&user("jane", &["system:masters"]), Create, "kube-system", "x", true),
+            (&user("system:kube-controller-manager", &[]), Get, "kube-system", "kubeadm-config", false),
+        ];
+        for (caller, verb, ns, name, want) in rows {
+            let got = allowed(caller, *verb, Resource::ConfigMap, Some(name), Some(ns));
+            assert_eq!(got, *want, "{caller:?} {verb:?} {ns}/{name}");
         }
     }
 }

@@ -1,9 +1,11 @@
-//! The stand-in's HTTP API: health, version, discovery, Nodes and node Leases, in Kubernetes'
-//! JSON shapes; errors as `Status`. Handlers translate; `objects` decides and writes.
+//! The stand-in's HTTP API: health, version, discovery, Nodes, node Leases and ConfigMaps, in
+//! Kubernetes' JSON shapes; errors as `Status`. Handlers translate; `objects` decides and
+//! writes.
 
 use super::auth::{self, Caller, Verb};
+use super::discovery::discovery;
 use super::etcd::Etcd;
-use super::objects::{self, ApiError, Kind, LEASE, NODE, Part, PatchType, Place};
+use super::objects::{self, ApiError, CONFIG_MAP, Kind, LEASE, NODE, Part, PatchType, Place};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -20,6 +22,11 @@ const READY_TIMEOUT: Duration = Duration::from_secs(2);
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 /// The namespace of the control-plane components' leader-election Leases.
 pub const LEADER_LEASE_NAMESPACE: &str = "kube-system";
+
+/// The namespaces kube-apiserver makes itself; the stand-in serves no Namespace objects, so
+/// these are the only ones its ConfigMaps may be in.
+pub const SYSTEM_NAMESPACES: [&str; 4] =
+    ["default", "kube-node-lease", "kube-public", "kube-system"];
 
 #[derive(Debug, Clone)]
 pub struct Api {
@@ -41,6 +48,7 @@ impl IntoResponse for ApiError {
 pub fn app(api: Api) -> Router {
     let node = "/api/v1/nodes/{name}";
     let leases = "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases";
+    let config_maps = "/api/v1/namespaces/{ns}/configmaps";
     Router::new()
         .route("/livez", get(|| async { "ok" }))
         .route("/healthz", get(|| async { "ok" }))
@@ -67,6 +75,11 @@ pub fn app(api: Api) -> Router {
         .route(
             &format!("{leases}/{{name}}"),
             get(get_lease).put(update_lease),
+        )
+        .route(config_maps, axum::routing::post(create_config_map))
+        .route(
+            &format!("{config_maps}/{{name}}"),
+            get(get_config_map).put(update_config_map),
         )
         .fallback(|| async {
             ApiError::new(
@@ -151,74 +164,6 @@ async fn version(State(api): State<Api>) -> Json<Value> {
         "gitCommit": "", "gitTreeState": "clean", "buildDate": "",
         "goVersion": "", "compiler": "gc", "platform": "linux/amd64",
     }))
-}
-
-/// Legacy discovery documents for the two groups the stand-in serves.
-async fn discovery(uri: axum::http::Uri, ext: Option<Extension<Caller>>) -> Answer {
-    if caller(ext) == Caller::Anonymous {
-        return Err(ApiError::new(
-            403,
-            "Forbidden",
-            format!(
-                "forbidden: User \"system:anonymous\" cannot get path \"{}\"",
-                uri.path()
-            ),
-        ));
-    }
-    let coordination = json!({
-        "name": "coordination.k8s.io",
-        "versions": [{"groupVersion": "coordination.k8s.io/v1", "version": "v1"}],
-        "preferredVersion": {"groupVersion": "coordination.k8s.io/v1", "version": "v1"},
-    });
-    let body = match uri.path() {
-        "/api" => json!({"kind": "APIVersions", "versions": ["v1"],
-            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]}),
-        "/apis" => json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [coordination]}),
-        "/apis/coordination.k8s.io" => {
-            let mut group = coordination;
-            group["kind"] = json!("APIGroup");
-            group["apiVersion"] = json!("v1");
-            group
-        }
-        "/api/v1" => resource_list(
-            "v1",
-            &[
-                (
-                    "nodes",
-                    false,
-                    "Node",
-                    &["create", "delete", "get", "list", "patch", "update"],
-                    &["no"],
-                ),
-                (
-                    "nodes/status",
-                    false,
-                    "Node",
-                    &["get", "patch", "update"],
-                    &[],
-                ),
-            ],
-        ),
-        _ => resource_list(
-            "coordination.k8s.io/v1",
-            &[("leases", true, "Lease", &["create", "get", "update"], &[])],
-        ),
-    };
-    Ok(Json(body).into_response())
-}
-
-type ResourceRow<'a> = (&'a str, bool, &'a str, &'a [&'a str], &'a [&'a str]);
-
-fn resource_list(group_version: &str, rows: &[ResourceRow<'_>]) -> Value {
-    let resources: Vec<Value> = rows
-        .iter()
-        .map(|(name, namespaced, kind, verbs, short)| {
-            json!({"name": name, "singularName": "", "namespaced": namespaced, "kind": kind,
-                   "verbs": verbs, "shortNames": short})
-        })
-        .collect();
-    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
-           "resources": resources})
 }
 
 fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
@@ -468,108 +413,78 @@ async fn update_lease(
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::body::Body;
-    use axum::http::Request;
-    use tower::ServiceExt;
-
-    /// An app whose etcd never answers: these requests are decided before the store.
-    fn app_without_etcd() -> Router {
-        let etcd = Etcd::new(
-            vec!["https://127.0.0.1:9".to_owned()],
-            "/registry",
-            None,
-            None,
-        )
-        .unwrap();
-        app(Api {
-            etcd,
-            version: "v1.33.0".to_owned(),
-        })
+fn config_map_place<'a>(ns: &'a str, name: &'a str) -> Result<Place<'a>, ApiError> {
+    if !SYSTEM_NAMESPACES.contains(&ns) {
+        return Err(ApiError::new(
+            404,
+            "NotFound",
+            format!("namespaces \"{ns}\" not found"),
+        ));
     }
-
-    async fn call(caller: Option<Caller>, method: &str, path: &str) -> (u16, Value) {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("content-type", "application/merge-patch+json")
-            .body(Body::from("{}"))
-            .unwrap();
-        if let Some(caller) = caller {
-            request.extensions_mut().insert(caller);
-        }
-        let response = app_without_etcd().oneshot(request).await.unwrap();
-        let code = response.status().as_u16();
-        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        (code, serde_json::from_slice(&body).unwrap_or(Value::Null))
-    }
-
-    fn node(name: &str) -> Caller {
-        Caller::User {
-            name: format!("system:node:{name}"),
-            groups: vec!["system:nodes".to_owned()],
-        }
-    }
-
-    #[tokio::test]
-    async fn requests_refused_before_the_store() {
-        let rows: &[(Option<Caller>, &str, &str, u16, &str)] = &[
-            (Some(Caller::Refused), "GET", "/livez", 401, "Unauthorized"),
-            (
-                Some(Caller::Refused),
-                "GET",
-                "/api/v1/nodes",
-                401,
-                "Unauthorized",
-            ),
-            (None, "GET", "/api", 403, "Forbidden"),
-            (
-                Some(Caller::Anonymous),
-                "GET",
-                "/api/v1/nodes",
-                403,
-                "Forbidden",
-            ),
-            (
-                Some(node("w1")),
-                "PATCH",
-                "/api/v1/nodes/w2/status",
-                403,
-                "Forbidden",
-            ),
-            (
-                Some(node("w1")),
-                "DELETE",
-                "/api/v1/nodes/w1",
-                403,
-                "Forbidden",
-            ),
-            (Some(node("w1")), "GET", "/api/v1/pods", 404, "NotFound"),
-        ];
-        for (caller, method, path, code, reason) in rows {
-            let (got, body) = call(caller.clone(), method, path).await;
-            assert_eq!(got, *code, "{method} {path}: {body}");
-            assert_eq!(body["kind"], "Status", "{body}");
-            assert_eq!(body["reason"], *reason, "{body}");
-        }
-        let (_, body) = call(Some(node("w1")), "PATCH", "/api/v1/nodes/w2/status").await;
-        assert_eq!(
-            body["message"],
-            "nodes \"w2\" is forbidden: User \"system:node:w1\" cannot patch resource \
-             \"nodes/status\" in API group \"\" at the cluster scope"
-        );
-    }
-
-    #[tokio::test]
-    async fn livez_and_version_need_no_store() {
-        let (code, _) = call(None, "GET", "/livez").await;
-        assert_eq!(code, 200);
-        let (code, body) = call(None, "GET", "/version").await;
-        assert_eq!((code, body["gitVersion"].as_str()), (200, Some("v1.33.0")));
-        assert_eq!(body["minor"], "33");
-    }
+    Ok(Place {
+        kind: CONFIG_MAP,
+        namespace: Some(ns),
+        name,
+    })
 }
+
+async fn create_config_map(
+    State(api): State<Api>,
+    ext: Option<Extension<Caller>>,
+    Path(ns): Path<String>,
+    body: Bytes,
+) -> Answer {
+    let object = parse_body(&body)?;
+    let name = object["metadata"]["name"].as_str().unwrap_or("").to_owned();
+    let caller = caller(ext);
+    authorize(
+        &caller,
+        Verb::Create,
+        CONFIG_MAP,
+        "",
+        Some(&name),
+        Some(&ns),
+    )?;
+    let place = config_map_place(&ns, &name)?;
+    ok(
+        StatusCode::CREATED,
+        objects::create(&api.etcd, &place, object).await?,
+    )
+}
+
+async fn get_config_map(
+    State(api): State<Api>,
+    ext: Option<Extension<Caller>>,
+    Path((ns, name)): Path<(String, String)>,
+) -> Answer {
+    let caller = caller(ext);
+    authorize(&caller, Verb::Get, CONFIG_MAP, "", Some(&name), Some(&ns))?;
+    let place = config_map_place(&ns, &name)?;
+    ok(StatusCode::OK, objects::get(&api.etcd, &place).await?)
+}
+
+async fn update_config_map(
+    State(api): State<Api>,
+    ext: Option<Extension<Caller>>,
+    Path((ns, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Answer {
+    let caller = caller(ext);
+    authorize(
+        &caller,
+        Verb::Update,
+        CONFIG_MAP,
+        "",
+        Some(&name),
+        Some(&ns),
+    )?;
+    let object = parse_body(&body)?;
+    let place = config_map_place(&ns, &name)?;
+    ok(
+        StatusCode::OK,
+        objects::update(&api.etcd, &place, object, Part::Whole).await?,
+    )
+}
+
+#[cfg(test)]
+mod tests;

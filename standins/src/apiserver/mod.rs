@@ -1,8 +1,8 @@
 //! `kube-apiserver-standin`: a stand-in for kube-apiserver (which cannot be downloaded here),
 //! run with exactly the flags of kubeadm's kube-apiserver manifest. It refuses a flag
 //! kube-apiserver does not have, serves HTTPS with client certificates checked against
-//! `--client-ca-file`, keeps Nodes and node Leases in the external etcd of `--etcd-servers`, and
-//! authorizes as kubeadm's defaults do. It is not kube-apiserver: no watch, no other resources,
+//! `--client-ca-file`, keeps Nodes, node Leases and ConfigMaps in the external etcd of
+//! `--etcd-servers`, and authorizes as kubeadm's defaults do. It is not kube-apiserver: no watch, no other resources,
 //! no admission.
 //!
 //! `/version` answers the `gitVersion` in `KUBE_APISERVER_STANDIN_VERSION` (default
@@ -10,6 +10,7 @@
 //! kube-apiserver has.
 
 pub mod auth;
+pub mod discovery;
 pub mod etcd;
 pub mod flags;
 pub mod http;
@@ -31,8 +32,8 @@ Takes kube-apiserver's flags (--flag=value) and refuses any it does not have. Ac
 --bind-address, --secure-port, --tls-cert-file, --tls-private-key-file, --client-ca-file,
 --etcd-servers, --etcd-prefix, --etcd-cafile, --etcd-certfile and --etcd-keyfile;
 accepts the rest.
-Serves /livez, /readyz, /healthz, /version, discovery, Nodes, and Leases in kube-node-lease
-and kube-system.
+Serves /livez, /readyz, /healthz, /version, discovery, Nodes, Leases in kube-node-lease and
+kube-system, and ConfigMaps in the system namespaces.
 KUBE_APISERVER_STANDIN_VERSION sets the version /version reports (default v1.33.0).
 ";
 

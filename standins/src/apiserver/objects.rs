@@ -1,5 +1,7 @@
-//! Nodes and Leases in etcd, as the real apiserver keeps them (`/registry/minions/<name>`,
-//! `/registry/leases/<namespace>/<name>` under the default `--etcd-prefix`; JSON values here), every change one compare-and-swap
+//! Nodes, Leases and ConfigMaps in etcd, as the real apiserver keeps them
+//! (`/registry/minions/<name>`, `/registry/leases/<namespace>/<name>`,
+//! `/registry/configmaps/<namespace>/<name>` under the default `--etcd-prefix`; JSON values
+//! here), every change one compare-and-swap
 //! on the revision it was decided from; and the `Status` errors the API answers with.
 
 use super::auth::Resource;
@@ -86,7 +88,15 @@ pub const LEASE: Kind = Kind {
     prefix: "leases/",
 };
 
-/// Where an object lives: its namespace (Leases) and name.
+pub const CONFIG_MAP: Kind = Kind {
+    resource: Resource::ConfigMap,
+    api_version: "v1",
+    kind: "ConfigMap",
+    plural: "configmaps",
+    prefix: "configmaps/",
+};
+
+/// Where an object lives: its namespace (Leases, ConfigMaps) and name.
 #[derive(Debug, Clone)]
 pub struct Place<'a> {
     pub kind: Kind,
@@ -192,7 +202,7 @@ pub async fn create(etcd: &Etcd, place: &Place<'_>, mut object: Value) -> Result
 /// Which part of an object a write may change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
-    /// Everything (a Lease, which has no status).
+    /// Everything (a Lease or a ConfigMap, which have no status).
     Whole,
     /// All but `status` (a Node itself).
     Main,

@@ -1,13 +1,14 @@
 //! `kubeadm-standin`: a stand-in for Kubernetes' kubeadm that checks and records its config.
 
 use anyhow::{Context, bail};
-use standins::kubeadm::{self, Verb, init, mark_control_plane};
+use standins::kubeadm::{self, Verb, init, join, mark_control_plane, upload_config};
 use standins::{RECORD_DIR, Root};
 
 const HELP: &str = "kubeadm-standin: a STAND-IN for Kubernetes' kubeadm, not kubeadm itself.
 
-It checks the config it is given and records it. `init` also does kubeadm's on-disk
-control-plane work; it starts no container itself (the kubelet runs the static Pods).
+It checks the config it is given and records it. `init` and `join` with a controlPlane
+section also do kubeadm's on-disk control-plane work; it starts no container itself (the
+kubelet runs the static Pods).
 
 usage:
   kubeadm-standin init --config FILE   check an InitConfiguration/ClusterConfiguration file
@@ -31,8 +32,20 @@ warnings); certs (apiserver, apiserver-kubelet-client, front-proxy-client and sa
 those missing, signed by the CA whose key is here; existing files are kept); control-plane
 (the static Pods of kube-apiserver, kube-controller-manager and kube-scheduler in
 /etc/kubernetes/manifests, refused whole if kube-apiserver would not take its flags);
-mark-control-plane (with /etc/kubernetes/admin.conf: waits for the API server and the Node,
-then adds the control-plane label and, unless `taints: []`, its NoSchedule taint).
+upload-config (with /etc/kubernetes/admin.conf: the ClusterConfiguration in the ConfigMap
+kube-system/kubeadm-config, the KubeletConfiguration in kube-system/kubelet-config);
+mark-control-plane (with admin.conf: waits for the API server and the Node, then adds the
+control-plane label and, unless `taints: []`, its NoSchedule taint).
+
+join with a controlPlane section runs kubeadm's control-plane join: discovery from
+discovery.file.kubeConfigPath (any answer to kube-public/cluster-info proves the server, then
+kubeadm-config and kubelet-config are read with the file's credential, waiting for them up
+to the discovery timeout); preflight (the join checks, then the control plane's); the
+shared phases as control-plane-prepare/certs and control-plane-prepare/control-plane with
+this node's name and advertise address and the cluster's configuration; kubelet-start
+(/var/lib/kubelet/config.yaml from kubelet-config, /etc/kubernetes/kubelet.conf: the
+discovery file, which holds the node's own credential); control-plane-join/mark-control-plane.
+Every check and read comes before the first write; `skipPhases` takes join's phase names.
 
 Records: /var/lib/launcher/standin/kubeadm-<init|join>.yaml (the config) and .json (argv, checks).
 Writes what later steps read: /var/lib/kubelet/config.yaml (from a KubeletConfiguration
@@ -93,6 +106,11 @@ fn kubelet_outputs(root: &Root, docs: &[standins::docs::Doc]) -> anyhow::Result<
         let yaml = serde_yaml::to_string(&doc.value).context("rendering the kubelet config")?;
         standins::write(root, "/var/lib/kubelet/config.yaml", yaml.as_bytes())?;
     }
+    kubelet_env(root, docs)
+}
+
+/// `kubeadm-flags.env`, the kubelet's node-specific flags.
+fn kubelet_env(root: &Root, docs: &[standins::docs::Doc]) -> anyhow::Result<()> {
     let registration = docs
         .iter()
         .filter(|d| d.kind == "InitConfiguration" || d.kind == "JoinConfiguration")
@@ -104,17 +122,83 @@ fn kubelet_outputs(root: &Root, docs: &[standins::docs::Doc]) -> anyhow::Result<
     standins::write(root, "/var/lib/kubelet/kubeadm-flags.env", env.as_bytes())
 }
 
-/// `kubeadm init`'s phases after the checks: certs and control-plane, then (after the
-/// records and the kubelet's files) mark-control-plane.
+/// What a command did on disk before the records, and what it does after them.
+enum Phases {
+    Init(init::Prepared, init::Applied),
+    JoinControlPlane(join::Prepared, init::Applied),
+    /// A worker's join: checked and recorded only.
+    Worker,
+}
+
+impl Phases {
+    fn applied(&self) -> Option<&init::Applied> {
+        match self {
+            Phases::Init(_, applied) | Phases::JoinControlPlane(_, applied) => Some(applied),
+            Phases::Worker => None,
+        }
+    }
+}
+
+fn print_warnings(warnings: &[String]) {
+    for warning in warnings {
+        eprintln!("\t{warning}");
+    }
+}
+
+/// A control-plane join's phases after the checks: discovery, then control-plane-prepare.
+fn join_phases(
+    root: &Root,
+    checked: &kubeadm::Checked,
+    docs: &[standins::docs::Doc],
+) -> anyhow::Result<(join::Prepared, init::Applied)> {
+    let prepared = join::prepare(root, docs, &checked.generated)?;
+    print_warnings(&prepared.shared.warnings);
+    let applied = prepared.apply(root, &checked.generated, time::OffsetDateTime::now_utc())?;
+    Ok((prepared, applied))
+}
+
+/// The phases that talk to the API server, after the records: the kubelet's files, then
+/// upload-config and mark-control-plane (init), or kubelet-start and mark-control-plane
+/// (a control-plane join).
+fn cluster_phases(
+    root: &Root,
+    phases: &Phases,
+    docs: &[standins::docs::Doc],
+) -> anyhow::Result<()> {
+    const ADMIN: &str = mark_control_plane::ADMIN_CONF;
+    match phases {
+        Phases::Init(prepared, _) => {
+            kubelet_outputs(root, docs)?;
+            upload_config::run(root, &prepared.config, docs, ADMIN)
+                .context("error execution phase upload-config")?;
+            if !prepared.config.skips("mark-control-plane") {
+                mark_control_plane::run(root, &prepared.config, ADMIN)
+                    .context("error execution phase mark-control-plane")?;
+            }
+        }
+        Phases::JoinControlPlane(prepared, _) => {
+            if !prepared.shared.config.skips("kubelet-start") {
+                kubelet_env(root, docs).context("error execution phase kubelet-start")?;
+            }
+            prepared.write_kubelet_files(root)?;
+            if prepared.marks() {
+                mark_control_plane::run(root, &prepared.shared.config, ADMIN)
+                    .context("error execution phase control-plane-join/mark-control-plane")?;
+            }
+        }
+        Phases::Worker => kubelet_outputs(root, docs)?,
+    }
+    Ok(())
+}
+
+/// `kubeadm init`'s phases after the checks: certs and control-plane.
 fn init_phases(
     root: &Root,
     checked: &kubeadm::Checked,
     docs: &[standins::docs::Doc],
 ) -> anyhow::Result<(init::Prepared, init::Applied)> {
     let prepared = init::prepare(root, docs, &checked.generated)?;
-    for warning in &prepared.warnings {
-        eprintln!("\t{warning}");
-    }
+    print_warnings(&prepared.warnings);
     let applied = prepared.apply(root, &checked.generated, time::OffsetDateTime::now_utc())?;
     Ok((prepared, applied))
 }
@@ -131,9 +215,16 @@ fn run(args: &[String]) -> anyhow::Result<()> {
     for warning in &checked.warnings {
         eprintln!("kubeadm-standin: warning (as kubeadm): {warning}");
     }
-    let init = match verb {
-        Verb::Init => Some(init_phases(&root, &checked, &docs)?),
-        Verb::Join => None,
+    let phases = match verb {
+        Verb::Init => {
+            let (prepared, applied) = init_phases(&root, &checked, &docs)?;
+            Phases::Init(prepared, applied)
+        }
+        Verb::Join if join::is_control_plane(&docs) => {
+            let (prepared, applied) = join_phases(&root, &checked, &docs)?;
+            Phases::JoinControlPlane(prepared, applied)
+        }
+        Verb::Join => Phases::Worker,
     };
     let name = format!("{RECORD_DIR}/kubeadm-{}", verb.as_str());
     standins::write(&root, &format!("{name}.yaml"), text.as_bytes())?;
@@ -142,29 +233,26 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         "argv": std::env::args().collect::<Vec<_>>(),
         "config": config,
         "checked": checked,
-        "applied": init.as_ref().map(|(_, applied)| applied),
+        "applied": phases.applied(),
     });
     standins::write(
         &root,
         &format!("{name}.json"),
         serde_json::to_vec_pretty(&record)?.as_slice(),
     )?;
-    kubelet_outputs(&root, &docs)?;
-    if let Some((prepared, _)) = &init
-        && !prepared.config.skips("mark-control-plane")
-    {
-        mark_control_plane::run(&root, &prepared.config, mark_control_plane::ADMIN_CONF)
-            .context("error execution phase mark-control-plane")?;
-    }
+    cluster_phases(&root, &phases, &docs)?;
     println!(
         "kubeadm-standin {}: {} accepted ({} documents, {} files present); stand-in only: {}",
         verb.as_str(),
         checked.api_version,
         checked.kinds.len(),
         checked.files.len(),
-        match verb {
-            Verb::Init => "certificates and static Pod manifests written, no container started",
-            Verb::Join => "checked and recorded, no control plane was started",
+        match phases {
+            Phases::Init(..) =>
+                "certificates and static Pod manifests written, no container started",
+            Phases::JoinControlPlane(..) =>
+                "certificates, static Pod manifests and kubelet files written, no container started",
+            Phases::Worker => "checked and recorded, no control plane was started",
         }
     );
     Ok(())

@@ -1,5 +1,7 @@
 //! What `kubeadm init` acts on, read from its Init- and ClusterConfiguration documents with
-//! kubeadm's defaults filled in (`cmd/kubeadm/app/apis/kubeadm/v1beta4/defaults.go`, v1.33).
+//! kubeadm's defaults filled in (`cmd/kubeadm/app/apis/kubeadm/v1beta4/defaults.go`, v1.33);
+//! and what a control-plane join acts on, the cluster's ClusterConfiguration with the node's
+//! part of its JoinConfiguration.
 //! The documents have already matched kubeadm's schema, so only meaning is checked here.
 
 use crate::docs::{Doc, str_at};
@@ -159,6 +161,34 @@ impl InitConfig {
         let empty = Value::Null;
         let init = find(docs, "InitConfiguration").unwrap_or(&empty);
         let cluster = find(docs, "ClusterConfiguration").unwrap_or(&empty);
+        InitConfig::from_values(init, cluster)
+    }
+
+    /// What `kubeadm join --control-plane` acts on (`fetchInitConfiguration`): `cluster`, the
+    /// ClusterConfiguration `kubeadm init` uploaded, with the JoinConfiguration's node
+    /// registration, `controlPlane.localAPIEndpoint`, `skipPhases` and `timeouts`.
+    pub fn for_join(join: &Value, cluster: &Value) -> Result<InitConfig, ConfigError> {
+        if str_at(join, "controlPlane/localAPIEndpoint/advertiseAddress").is_none() {
+            return Err(ConfigError::Unset(
+                "controlPlane.localAPIEndpoint.advertiseAddress",
+            ));
+        }
+        let mut init = serde_json::json!({ "kind": "InitConfiguration" });
+        for (to, from) in [
+            ("localAPIEndpoint", "/controlPlane/localAPIEndpoint"),
+            ("nodeRegistration", "/nodeRegistration"),
+            ("skipPhases", "/skipPhases"),
+            ("timeouts", "/timeouts"),
+        ] {
+            if let Some(value) = join.pointer(from) {
+                init[to] = value.clone();
+            }
+        }
+        InitConfig::from_values(&init, cluster)
+    }
+
+    fn from_values(init: &Value, cluster: &Value) -> Result<InitConfig, ConfigError> {
+        let empty = Value::Null;
         let text = |v: &Value, path: &str| str_at(v, path).map(str::to_owned);
         let kubernetes_version = text(cluster, "kubernetesVersion")
             .ok_or(ConfigError::Unset("ClusterConfiguration.kubernetesVersion"))?;
@@ -307,6 +337,30 @@ mod tests {
         for (init, cluster, want) in cases {
             assert_eq!(config(init, cluster).unwrap_err().to_string(), want);
         }
+    }
+
+    #[test]
+    fn a_join_takes_the_clusters_configuration_and_its_own_node() {
+        let join = serde_json::json!({
+            "controlPlane": {"localAPIEndpoint": {"advertiseAddress": "10.0.0.6", "bindPort": 7443}},
+            "nodeRegistration": {"name": "m2", "ignorePreflightErrors": ["Mem"]},
+            "skipPhases": ["control-plane-join/mark-control-plane"],
+            "timeouts": {"kubernetesAPICall": "20s"},
+        });
+        let cluster = serde_json::json!({"kubernetesVersion": "v1.33.4", "clusterName": "demo"});
+        let c = InitConfig::for_join(&join, &cluster).unwrap();
+        assert_eq!((c.node_name.as_str(), c.bind_port), ("m2", 7443));
+        assert_eq!(c.advertise_address.to_string(), "10.0.0.6");
+        assert_eq!(c.cluster_name, "demo");
+        assert!(c.ignores("mem") && c.skips("control-plane-join/mark-control-plane"));
+        assert_eq!(c.api_call_secs, 20);
+        let worker = serde_json::json!({"nodeRegistration": {"name": "m2"}});
+        assert_eq!(
+            InitConfig::for_join(&worker, &cluster)
+                .unwrap_err()
+                .to_string(),
+            "controlPlane.localAPIEndpoint.advertiseAddress is not set: kubeadm would guess it from this host, which the stand-in does not do"
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! kubeadm init's preflight checks that apply on a real host (`preflight/checks.go`,
+//! kubeadm init's and control-plane join's preflight checks that apply on a real host
+//! (`preflight/checks.go` `RunInitNodeChecks`, `RunJoinNodeChecks`,
 //! `checks_linux.go`, kubeadm v1.33, with the per-version differences of the target minor):
 //! names, messages and error-or-warning as kubeadm has them, `ignorePreflightErrors` (and
 //! `all`) lowering errors to warnings. `/proc`, `/sys`, the PATH's directories and the CRI
@@ -18,6 +19,8 @@ const CONTROLLER_MANAGER_PORT: u16 = 10257;
 const IPV4_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 const IPV6_FORWARD: &str = "/proc/sys/net/ipv6/conf/default/forwarding";
 const BRIDGE_NF: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+const KUBELET_CONF: &str = "/etc/kubernetes/kubelet.conf";
+const BOOTSTRAP_KUBELET_CONF: &str = "/etc/kubernetes/bootstrap-kubelet.conf";
 
 /// Preflight found errors nobody ignored; the message is kubeadm's block.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -107,6 +110,18 @@ fn file_available(root: &Root, path: &str) -> Finding {
     let exists = root.path(path).exists();
     Finding::new(path_name("FileAvailable-", path))
         .error(exists, || format!("{path} already exists"))
+}
+
+fn dir_available(root: &Root, path: &str) -> Finding {
+    let busy = std::fs::read_dir(root.path(path)).is_ok_and(|mut d| d.next().is_some());
+    Finding::new(path_name("DirAvailable-", path)).error(busy, || format!("{path} is not empty"))
+}
+
+/// `FileExistingCheck` with kubeadm's `ExternalEtcdClientCertificates` label.
+fn etcd_file(root: &Root, path: &str) -> Finding {
+    let missing = !root.path(path).exists();
+    Finding::new("ExternalEtcdClientCertificates")
+        .error(missing, || format!("{path} doesn't exist"))
 }
 
 fn file_content(root: &Root, path: &str, want: &str) -> Finding {
@@ -230,6 +245,54 @@ pub fn run(root: &Root, cfg: &InitConfig) -> Result<Vec<String>, PreflightError>
     judge(init_checks(root, cfg), cfg)
 }
 
+/// `RunJoinNodeChecks` for a join discovered from a file (no endpoint to check forwarding
+/// for), in kubeadm's order.
+fn join_checks(root: &Root, cfg: &InitConfig) -> Vec<Finding> {
+    let mut out = vec![
+        dir_available(root, MANIFESTS_DIR),
+        file_available(root, KUBELET_CONF),
+        file_available(root, BOOTSTRAP_KUBELET_CONF),
+        cri(root, &cfg.cri_socket),
+        swap(root),
+    ];
+    out.extend(exec_checks(root, cfg.minor));
+    out.push(port(KUBELET_PORT));
+    out
+}
+
+/// `RunInitNodeChecks` for a secondary control plane whose certificates are given: the host
+/// and common checks already ran in [`join_checks`].
+fn secondary_control_plane_checks(root: &Root, cfg: &InitConfig) -> Vec<Finding> {
+    let mut out = vec![
+        num_cpu(root),
+        mem(root),
+        port(cfg.bind_port),
+        port(SCHEDULER_PORT),
+        port(CONTROLLER_MANAGER_PORT),
+    ];
+    for component in COMPONENTS.iter().chain(&["etcd"]) {
+        out.push(file_available(
+            root,
+            &format!("{MANIFESTS_DIR}/{component}.yaml"),
+        ));
+    }
+    let etcd = cfg.etcd.iter();
+    let files = etcd.flat_map(|e| [&e.ca_file, &e.cert_file, &e.key_file]);
+    out.extend(files.flatten().map(|f| etcd_file(root, f)));
+    out
+}
+
+/// A control-plane join's checks: the node's, then, when they pass, the control plane's, as
+/// kubeadm runs them in two rounds.
+pub fn run_join_control_plane(
+    root: &Root,
+    cfg: &InitConfig,
+) -> Result<Vec<String>, PreflightError> {
+    let mut warnings = judge(join_checks(root, cfg), cfg)?;
+    warnings.extend(judge(secondary_control_plane_checks(root, cfg), cfg)?);
+    Ok(warnings)
+}
+
 fn judge(findings: Vec<Finding>, cfg: &InitConfig) -> Result<Vec<String>, PreflightError> {
     let mut warnings = Vec::new();
     let mut errors = Vec::new();
@@ -308,6 +371,38 @@ mod tests {
             in_path(&root, "socat", false).warnings,
             ["socat not found in system path"]
         );
+    }
+
+    #[test]
+    fn a_join_refuses_a_used_manifest_directory_and_a_kubelet_conf() {
+        let (_d, root) = root_with(&[
+            ("/etc/kubernetes/manifests/extra.yaml", "kind: Pod\n"),
+            (KUBELET_CONF, "x"),
+        ]);
+        let found = join_checks(&root, &cfg(""));
+        let errors: Vec<(&str, &[String])> = found[..3]
+            .iter()
+            .map(|f| (f.name.as_str(), f.errors.as_slice()))
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                (
+                    "DirAvailable--etc-kubernetes-manifests",
+                    &["/etc/kubernetes/manifests is not empty".to_owned()][..]
+                ),
+                (
+                    "FileAvailable--etc-kubernetes-kubelet.conf",
+                    &["/etc/kubernetes/kubelet.conf already exists".to_owned()][..]
+                ),
+                (
+                    "FileAvailable--etc-kubernetes-bootstrap-kubelet.conf",
+                    &[][..]
+                ),
+            ]
+        );
+        let (_d, empty) = root_with(&[]);
+        assert!(dir_available(&empty, MANIFESTS_DIR).errors.is_empty());
     }
 
     #[test]

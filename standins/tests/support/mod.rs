@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod control_plane;
 pub mod kube;
 
 use cluster::api::{FileSource, Role};
@@ -92,23 +93,40 @@ pub fn spec(schedulable: bool) -> ClusterSpec {
 pub fn first_master_files(spec: &ClusterSpec) -> BTreeMap<String, String> {
     let now = time::OffsetDateTime::now_utc();
     let cas = CaSet::generate(KeyAlgorithm::EcdsaP256, now).unwrap();
-    let hostname: Hostname = "demo-m1".parse().unwrap();
-    let ip = "10.77.0.11".parse().unwrap();
+    let m1 = ("demo-m1", "10.77.0.11".parse().unwrap());
+    master_files(spec, &cas, m1, &[m1])
+}
+
+/// Every file the seed gives the master `(name, ip)` of `spec`, by host path: the first
+/// master's when `members` (the etcd members it starts with, itself last) is only itself, a
+/// joining master's (an etcd learner) otherwise.
+pub fn master_files(
+    spec: &ClusterSpec,
+    cas: &CaSet,
+    (name, ip): (&str, std::net::IpAddr),
+    members: &[(&str, std::net::IpAddr)],
+) -> BTreeMap<String, String> {
+    let hostname: Hostname = name.parse().unwrap();
+    let first_master = members.len() == 1;
     let input = HostInput {
         spec,
-        cas: &cas,
-        host_id: "h-1",
+        cas,
+        host_id: name,
         hostname: &hostname,
         role: Role::Master,
         ip: Some(ip),
-        first_master: true,
+        first_master,
         etcd: Some(EtcdPlacement {
-            members: vec![Member::new("demo-m1", ip)],
-            state: ClusterState::New,
-            learner: false,
+            members: members.iter().map(|(n, ip)| Member::new(*n, *ip)).collect(),
+            state: if first_master {
+                ClusterState::New
+            } else {
+                ClusterState::Existing
+            },
+            learner: !first_master,
         }),
         csrs: &BTreeMap::new(),
-        now,
+        now: time::OffsetDateTime::now_utc(),
     };
     let plan = plan_host(&input).unwrap();
     plan.files
@@ -166,4 +184,30 @@ pub fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         }
     }
     out
+}
+
+/// The SANs of a PEM certificate: DNS names and IP addresses as text.
+pub fn sans(pem: &str) -> (Vec<String>, Vec<String>) {
+    use x509_parser::extensions::GeneralName;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+    let cert = pem.parse_x509().unwrap();
+    let (mut dns, mut ips) = (Vec::new(), Vec::new());
+    let san = cert.subject_alternative_name().unwrap().unwrap();
+    for name in &san.value.general_names {
+        match name {
+            GeneralName::DNSName(d) => dns.push(d.to_string()),
+            GeneralName::IPAddress(b) => {
+                let ip: std::net::IpAddr = match b.len() {
+                    4 => <[u8; 4]>::try_from(*b).unwrap().into(),
+                    _ => <[u8; 16]>::try_from(*b).unwrap().into(),
+                };
+                ips.push(ip.to_string());
+            }
+            other => panic!("unexpected SAN {other:?}"),
+        }
+    }
+    let eku = cert.extended_key_usage().unwrap().unwrap().value;
+    assert!(eku.server_auth && !eku.client_auth, "{eku:?}");
+    assert_eq!(cert.subject().to_string(), "CN=kube-apiserver");
+    (dns, ips)
 }
