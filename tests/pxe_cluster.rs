@@ -105,8 +105,14 @@ fn a_new_disk_is_refused_until_the_host_is_reset(run: &std::path::Path, namespac
 /// refused.
 fn the_cluster_answers_at_the_vip(run: &std::path::Path, namespace: &str) {
     let rows = kube::wait_all_ready(run, 2, std::time::Duration::from_secs(600));
-    let master = rows.iter().find(|r| r.control_plane).expect("a control-plane Node");
-    let worker = rows.iter().find(|r| !r.control_plane).expect("a worker Node");
+    let master = rows
+        .iter()
+        .find(|r| r.control_plane)
+        .expect("a control-plane Node");
+    let worker = rows
+        .iter()
+        .find(|r| !r.control_plane)
+        .expect("a worker Node");
     assert!(master.taints.is_empty(), "{rows:?}");
     assert_eq!(kube::vip_holder(run).as_deref(), Some("m1"));
 
@@ -122,7 +128,14 @@ fn the_cluster_answers_at_the_vip(run: &std::path::Path, namespace: &str) {
     assert!(ok, "{out}");
     let (ok, sans) = kube::openssl(
         dir.path(),
-        &["x509", "-noout", "-ext", "subjectAltName", "-in", "served.crt"],
+        &[
+            "x509",
+            "-noout",
+            "-ext",
+            "subjectAltName",
+            "-in",
+            "served.crt",
+        ],
     );
     assert!(ok, "{sans}");
     let node_name = format!("DNS:{}", master.name);
@@ -148,13 +161,27 @@ fn the_cluster_answers_at_the_vip(run: &std::path::Path, namespace: &str) {
     seed_cli(
         run,
         namespace,
-        &["kubeconfig", "--user", &user, "--group", "system:nodes", "--out", out_path],
+        &[
+            "kubeconfig",
+            "--user",
+            &user,
+            "--group",
+            "system:nodes",
+            "--out",
+            out_path,
+        ],
     );
     let as_node = |target: &str| {
         let out = Command::new("ip")
             .args(["netns", "exec", namespace, "kubectl", "--kubeconfig"])
             .arg(&node_config)
-            .args(["label", "node", target, "launcher.test/touched=yes", "--overwrite"])
+            .args([
+                "label",
+                "node",
+                target,
+                "launcher.test/touched=yes",
+                "--overwrite",
+            ])
             .output()
             .unwrap();
         (out.status.success(), text(&out.stdout) + &text(&out.stderr))
@@ -165,12 +192,52 @@ fn the_cluster_answers_at_the_vip(run: &std::path::Path, namespace: &str) {
     assert!(!ok && out.contains("forbidden"), "{out}");
 
     for args in [
-        &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-          "-keyout", "other-ca.key", "-out", "other-ca.crt", "-subj", "/CN=kubernetes", "-days", "1"][..],
-        &["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
-          "other.key", "-out", "other.csr", "-subj", "/O=kubeadm:cluster-admins/CN=kubernetes-admin"],
-        &["x509", "-req", "-in", "other.csr", "-CA", "other-ca.crt", "-CAkey", "other-ca.key",
-          "-CAcreateserial", "-out", "other.crt", "-days", "1"],
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "other-ca.key",
+            "-out",
+            "other-ca.crt",
+            "-subj",
+            "/CN=kubernetes",
+            "-days",
+            "1",
+        ][..],
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "other.key",
+            "-out",
+            "other.csr",
+            "-subj",
+            "/O=kubeadm:cluster-admins/CN=kubernetes-admin",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "other.csr",
+            "-CA",
+            "other-ca.crt",
+            "-CAkey",
+            "other-ca.key",
+            "-CAcreateserial",
+            "-out",
+            "other.crt",
+            "-days",
+            "1",
+        ],
     ] {
         let (ok, out) = kube::openssl(dir.path(), args);
         assert!(ok, "openssl {args:?}: {out}");

@@ -131,7 +131,15 @@ pub fn kubeconfig_ca(kubeconfig: &Path) -> String {
 /// `curl` to the VIP with a client certificate and key: the HTTP status.
 pub fn curl_status(namespace: &str, ca: &Path, cert: &Path, key: &Path, path: &str) -> String {
     let out = in_namespace(namespace, "curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10"])
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
         .arg("--cacert")
         .arg(ca)
         .arg("--cert")

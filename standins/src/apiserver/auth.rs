@@ -319,10 +319,34 @@ mod tests {
             (&node, Get, "kube-public", "kubeadm-config", false),
             (&node, Update, "kube-system", "kubeadm-config", false),
             (&node, Create, "kube-system", "kubeadm-config", false),
-            (&user("system:node:m2", &[]), Get, "kube-system", "kubeadm-config", false),
-            (&Caller::Anonymous, Get, "kube-public", "cluster-info", false),
-            (&user("jane", &["system:masters"]), Create, "kube-system", "x", true),
-            (&user("system:kube-controller-manager", &[]), Get, "kube-system", "kubeadm-config", false),
+            (
+                &user("system:node:m2", &[]),
+                Get,
+                "kube-system",
+                "kubeadm-config",
+                false,
+            ),
+            (
+                &Caller::Anonymous,
+                Get,
+                "kube-public",
+                "cluster-info",
+                false,
+            ),
+            (
+                &user("jane", &["system:masters"]),
+                Create,
+                "kube-system",
+                "x",
+                true,
+            ),
+            (
+                &user("system:kube-controller-manager", &[]),
+                Get,
+                "kube-system",
+                "kubeadm-config",
+                false,
+            ),
         ];
         for (caller, verb, ns, name, want) in rows {
             let got = allowed(caller, *verb, Resource::ConfigMap, Some(name), Some(ns));

@@ -153,6 +153,21 @@ pub struct Ctr {
     pub log_dir: String,
     /// hostPath volumes are paths under this root (`/` on a host).
     pub root: crate::Root,
+    /// Start containers without `pivot_root`, which the kernel refuses when the host's own root
+    /// is the initramfs (a diskless, network-booted host): see [`root_is_initramfs`].
+    pub no_pivot: bool,
+}
+
+/// Whether `/` is the kernel's initramfs (`rootfs`, or a `ramfs`/`tmpfs` mounted there), from
+/// `/proc/self/mountinfo`: the mount point is the 5th field, the type the first after ` - `.
+pub fn root_is_initramfs(mountinfo: &str) -> bool {
+    mountinfo.lines().any(|line| {
+        let mount_point = line.split_whitespace().nth(4);
+        let fs_type = line
+            .split_once(" - ")
+            .and_then(|(_, rest)| rest.split_whitespace().next());
+        mount_point == Some("/") && matches!(fs_type, Some("rootfs" | "ramfs" | "tmpfs"))
+    })
 }
 
 impl Ctr {
@@ -165,8 +180,18 @@ impl Ctr {
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
+            // ctr logs its retries with timestamps first; its last line says why it failed.
             let err = String::from_utf8_lossy(&out.stderr);
-            Err(format!("ctr {}: {}", args.join(" "), err.trim()))
+            let why = err
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            Err(format!(
+                "ctr {}: {}",
+                args[0..2.min(args.len())].join(" "),
+                why.trim()
+            ))
         }
     }
 
@@ -248,6 +273,9 @@ impl Ctr {
             .iter()
             .map(|s| s.to_string())
             .collect();
+        if self.no_pivot {
+            args.push("--no-pivot".into());
+        }
         args.extend(["--log-uri".into(), log]);
         for e in &c.env {
             args.extend(["--env".into(), e.clone()]);
@@ -376,6 +404,19 @@ spec:
   - name: ca-certs
     hostPath: {path: /etc/ssl/certs, type: Directory}
 ";
+
+    #[test]
+    fn an_initramfs_root_is_told_from_a_disk_root() {
+        let initramfs = "1 1 0:2 / / rw - rootfs rootfs rw,size=1012k\n\
+                         22 1 0:20 / /proc rw,nosuid - proc proc rw\n";
+        let tmpfs = "20 1 0:18 / / rw,relatime - tmpfs none rw\n";
+        let disk = "29 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n\
+                    30 29 0:25 / /run rw - tmpfs tmpfs rw\n";
+        assert!(root_is_initramfs(initramfs));
+        assert!(root_is_initramfs(tmpfs));
+        assert!(!root_is_initramfs(disk));
+        assert!(!root_is_initramfs(""));
+    }
 
     #[test]
     fn a_kubeadm_style_manifest_becomes_one_container() {
