@@ -285,6 +285,24 @@ fn kubelet_registers_and_renews(
         ok && row.split_whitespace().nth(1) == Some("Ready"),
         "{out}"
     );
+    // `-o wide` adds the address, OS image, kernel and runtime the kubelet reported.
+    let (ok, out) = kubectl(admin, &["get", "nodes", "-o", "wide"]);
+    let header = out.lines().next().unwrap_or_default();
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("w5 "))
+        .unwrap_or_default();
+    assert!(
+        ok && header.contains("INTERNAL-IP") && header.contains("CONTAINER-RUNTIME"),
+        "{out}"
+    );
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells.get(5), Some(&"127.0.0.1"), "{out}");
+    assert_eq!(cells.get(6), Some(&"<none>"), "{out}");
+    assert!(
+        cells.last().is_some_and(|c| c.starts_with("containerd://")),
+        "{out}"
+    );
     let log = std::fs::read_to_string(setup.dir.join("kubelet.log")).unwrap();
     assert!(log.contains("(server https://127.0.0.1:"), "{log}");
 

@@ -14,12 +14,31 @@ pub fn nodes(list: &Value) -> Value {
             "CreationTimestamp is a timestamp representing the server time when this object was created.",
         ),
         ("Version", "", "Kubelet Version reported by the node."),
+        ("Internal-IP", "", "List of internal IPs in the node."),
+        ("External-IP", "", "List of external IPs in the node."),
+        (
+            "OS-Image",
+            "",
+            "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy)).",
+        ),
+        (
+            "Kernel-Version",
+            "",
+            "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64).",
+        ),
+        (
+            "Container-Runtime",
+            "",
+            "Container Runtime Version reported by the node through runtime remote API (e.g. containerd://1.4.2).",
+        ),
     ];
+    // The first five always, the rest with `-o wide` (priority 1), as kube-apiserver prints.
     let definitions: Vec<Value> = columns
         .iter()
-        .map(|(name, format, description)| {
+        .enumerate()
+        .map(|(i, (name, format, description))| {
             json!({"name": name, "type": "string", "format": format,
-                   "description": description, "priority": 0})
+                   "description": description, "priority": u8::from(i >= 5)})
         })
         .collect();
     let rows: Vec<Value> = list["items"]
@@ -55,17 +74,34 @@ fn row(node: &Value) -> Value {
     } else {
         roles.join(",")
     };
+    let info = &node["status"]["nodeInfo"];
+    let text = |v: &Value| v.as_str().unwrap_or("").to_owned();
     json!({
         "cells": [
             meta["name"],
             if ready { "Ready" } else { "NotReady" },
             roles,
             age(meta["creationTimestamp"].as_str()),
-            node["status"]["nodeInfo"]["kubeletVersion"].as_str().unwrap_or(""),
+            text(&info["kubeletVersion"]),
+            address(node, "InternalIP"),
+            address(node, "ExternalIP"),
+            text(&info["osImage"]),
+            text(&info["kernelVersion"]),
+            text(&info["containerRuntimeVersion"]),
         ],
         "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
                    "metadata": meta},
     })
+}
+
+/// The node's first address of `kind`, or `<none>`.
+fn address(node: &Value, kind: &str) -> String {
+    node["status"]["addresses"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["type"] == kind))
+        .and_then(|a| a["address"].as_str())
+        .unwrap_or("<none>")
+        .to_owned()
 }
 
 /// kubectl's short age (`42s`, `5m`, `3h`, `2d`).

@@ -128,13 +128,28 @@ fn node_facts(root: &Root, flags: &Flags, config_text: &str) -> anyhow::Result<N
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| format!("v{}-standin", env!("CARGO_PKG_VERSION")));
+    let host = |path: &str| standins::read(root, path).unwrap_or_default();
     Ok(NodeFacts {
         name,
         ip: flags.node_ip.clone(),
         labels,
         taints,
         kubelet_version,
+        os_image: node::os_image(&host("/etc/os-release")),
+        kernel_version: host("/proc/sys/kernel/osrelease").trim().to_owned(),
+        runtime_version: runtime_version(),
     })
+}
+
+/// `containerd://<version>` from `containerd --version` (`containerd github.com/… 1.6.20 …`).
+fn runtime_version() -> String {
+    let out = std::process::Command::new("containerd")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let version = out.split_whitespace().nth(2).unwrap_or("unknown");
+    format!("containerd://{}", version.trim_start_matches('v'))
 }
 
 /// What the daemon runs: the Node's registration and renewal, and the static Pods of

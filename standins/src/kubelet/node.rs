@@ -25,6 +25,19 @@ pub struct NodeFacts {
     /// `registerWithTaints` / `--register-with-taints`, as Taint objects.
     pub taints: Vec<Value>,
     pub kubelet_version: String,
+    /// `PRETTY_NAME` of `/etc/os-release`, `uname -r`, and `containerd://<version>`.
+    pub os_image: String,
+    pub kernel_version: String,
+    pub runtime_version: String,
+}
+
+/// `PRETTY_NAME` of an `/etc/os-release`, unquoted.
+pub fn os_image(os_release: &str) -> String {
+    os_release
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim().trim_matches('"').to_owned())
+        .unwrap_or_else(|| "Linux".to_owned())
 }
 
 /// Parses `--register-with-taints`: `key[=value]:Effect`, comma-separated.
@@ -124,7 +137,9 @@ pub fn node_object(facts: &NodeFacts, now: OffsetDateTime) -> Value {
             "addresses": addresses,
             "nodeInfo": {
                 "kubeletVersion": facts.kubelet_version,
-                "containerRuntimeVersion": "containerd://",
+                "containerRuntimeVersion": facts.runtime_version,
+                "osImage": facts.os_image,
+                "kernelVersion": facts.kernel_version,
                 "operatingSystem": "linux",
                 "architecture": "amd64",
             },
@@ -273,12 +288,19 @@ mod tests {
             labels: parse_labels("tier=gold").unwrap(),
             taints: parse_taints("x:NoSchedule").unwrap(),
             kubelet_version: "v1.33.4".into(),
+            os_image: "Debian GNU/Linux 12 (bookworm)".into(),
+            kernel_version: "6.1.0-50-cloud-amd64".into(),
+            runtime_version: "containerd://1.6.20".into(),
         };
         let node = node_object(&facts, now);
         assert_eq!(node["metadata"]["labels"]["kubernetes.io/hostname"], "m1");
         assert_eq!(node["metadata"]["labels"]["tier"], "gold");
         assert_eq!(node["spec"]["taints"][0]["key"], "x");
         assert_eq!(node["status"]["addresses"][0]["address"], "10.0.0.1");
+        assert_eq!(
+            node["status"]["nodeInfo"]["osImage"],
+            "Debian GNU/Linux 12 (bookworm)"
+        );
         assert_eq!(
             node["status"]["conditions"][0]["lastHeartbeatTime"],
             "2023-11-14T22:13:20Z"
