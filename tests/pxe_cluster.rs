@@ -138,6 +138,8 @@ fn the_cluster_answers_at_the_vip(run: &std::path::Path, namespace: &str) {
         ],
     );
     assert!(ok, "{sans}");
+    // `X509v3 Subject Alternative Name:` on its own line, then the names.
+    let sans: String = sans.lines().skip(1).collect();
     let node_name = format!("DNS:{}", master.name);
     for name in [
         node_name.as_str(),

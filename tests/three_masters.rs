@@ -1,10 +1,15 @@
 //! End to end with three masters and a spare, in one lab (each step needs the one before):
 //! 1. three masters PXE-boot with wrong clocks and form a 3-member etcd over the bridge, while the
 //!    seed is killed with SIGKILL in the middle of the rollout (`up` starts it again);
-//! 2. one master loses power: etcd keeps quorum; powered on again, it resumes from its
-//!    `LAUNCHER-DATA` disk as the same host, without enrolling anew;
+//!    `kubectl get nodes` through the control-plane VIP lists the three Ready, one holding it;
+//! 2. the master holding the VIP loses power: etcd keeps quorum, the VIP moves to another master
+//!    and `kubectl` answers through it again, and the dead master's Node turns NotReady once its
+//!    Lease runs out; powered on again, it resumes from its `LAUNCHER-DATA` disk as the same
+//!    host, without enrolling anew, Ready again, with still exactly one VIP holder;
 //! 3. the spare is added as a fourth master (an etcd learner, then promoted) and the
-//!    remove-master job takes the first master out, with quorum kept throughout.
+//!    remove-master job takes the first master out, with quorum kept throughout;
+//! 4. with two of the three masters left powered off, etcd has no quorum: no API server is
+//!    ready, so no master holds the VIP and nothing answers there.
 
 mod common;
 
@@ -16,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cluster::api::Phase;
-use common::{lab, print_logs, text};
+use common::{kube, lab, print_logs, text};
 use lab::etcd::{self, EtcdReport};
 use lab::plan::LabPlan;
 use lab::state::LabState;
@@ -201,18 +206,57 @@ fn scenario(image: &Path, run: &Path) {
     let three = voting(&["lab-m1", "lab-m2", "lab-m3"]);
     assert_eq!(members(&etcd_report(&plan, &[1, 2, 3])), three);
 
-    // 2. m3 loses power: the other two keep quorum and still list it.
-    let off = succeed(run, &["power", "off", "m3"]);
-    assert!(off.contains("m3 powered off"), "{off}");
-    let two = etcd_report(&plan, &[1, 2]);
+    let rows = kube::wait_all_ready(run, 3, Duration::from_secs(600));
+    assert!(rows.iter().all(|r| r.control_plane), "{rows:?}");
+    let holder = kube::vip_holder(run).expect("a master holds the VIP");
+    let n: u8 = holder.trim_start_matches('m').parse().unwrap();
+    let others: Vec<u8> = [1, 2, 3].into_iter().filter(|m| *m != n).collect();
+
+    // 2. The VIP's holder loses power: the other two keep quorum and still list it, and the
+    //    VIP moves to one of them.
+    let off = succeed(run, &["power", "off", &holder]);
+    assert!(off.contains(&format!("{holder} powered off")), "{off}");
+    let two = etcd_report(&plan, &others);
     assert!(two.health.iter().all(|h| h.health), "{two:?}");
     assert_eq!(members(&two), three);
+    let dead = format!("lab-{holder}");
+    let moved = testkit::wait_for(
+        "kubectl through the VIP again",
+        Duration::from_secs(120),
+        || {
+            let rows = kube::nodes(run)?;
+            let holder_now = kube::vip_holder(run)?;
+            (holder_now != holder).then_some((holder_now, rows))
+        },
+    );
+    assert_eq!(moved.1.len(), 3, "{moved:?}");
+    let unknown = testkit::wait_for(
+        "the dead master's Node NotReady",
+        Duration::from_secs(180),
+        || (kube::ready_of(run, &dead)? == "Unknown").then_some(()),
+    );
+    let _ = unknown;
     // Powered on again it boots from the network, finds its disk and resumes as itself.
-    succeed(run, &["power", "on", "m3"]);
+    succeed(run, &["power", "on", &holder]);
     let waited = succeed(run, &["wait", "--timeout", "900"]);
     assert!(waited.contains("every host is done"), "{waited}");
     assert_eq!(waited.matches(" voting   healthy ").count(), 3, "{waited}");
-    assert_eq!(hosts(&status(&plan)), ids, "m3 came back as the same host");
+    assert_eq!(
+        hosts(&status(&plan)),
+        ids,
+        "{holder} came back as the same host"
+    );
+    kube::wait_all_ready(run, 3, Duration::from_secs(300));
+    let holders: Vec<String> = (0..5)
+        .filter_map(|_| {
+            std::thread::sleep(Duration::from_secs(1));
+            kube::vip_holder(run)
+        })
+        .collect();
+    assert!(
+        holders.len() == 5 && holders.iter().all(|h| *h == moved.0),
+        "one holder, kept: {holders:?}"
+    );
     let enrolled = |file: &str| {
         let console =
             lab::watch::strip_ansi(&std::fs::read_to_string(run.join(file)).unwrap_or_default());
@@ -223,12 +267,12 @@ fn scenario(image: &Path, run: &Path) {
         (rebooted, enrolled)
     };
     assert_eq!(
-        enrolled("vm-3.console.prev"),
+        enrolled(&format!("vm-{n}.console.prev")),
         (false, true),
         "its first boot"
     );
     assert_eq!(
-        enrolled("vm-3.console"),
+        enrolled(&format!("vm-{n}.console")),
         (true, false),
         "after the power cut"
     );
@@ -269,4 +313,13 @@ fn scenario(image: &Path, run: &Path) {
     let failures = watcher.join().unwrap();
     assert!(failures.is_empty(), "quorum reads failed: {failures:#?}");
     succeed(run, &["power", "off", "m1"]);
+
+    // 4. Two of the three masters off: no quorum, so no API server is ready and none holds
+    //    the VIP.
+    succeed(run, &["power", "off", "m3"]);
+    succeed(run, &["power", "off", "m4"]);
+    testkit::wait_for("the VIP to go dark", Duration::from_secs(120), || {
+        (kube::readyz_at_vip(&plan.namespace).is_none() && kube::vip_holder(run).is_none())
+            .then_some(())
+    });
 }

@@ -165,3 +165,34 @@ pub fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
         format!("{}{}", text(&out.stdout), text(&out.stderr)),
     )
 }
+
+/// The status `/readyz` answers at the VIP (anonymously, trusting any certificate), or `None`
+/// when nothing answers there within 3 s.
+pub fn readyz_at_vip(namespace: &str) -> Option<u16> {
+    let out = in_namespace(namespace, "curl")
+        .args([
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "3",
+        ])
+        .arg(format!("https://{VIP}:6443/readyz"))
+        .output()
+        .ok()?;
+    text(&out.stdout)
+        .trim()
+        .parse()
+        .ok()
+        .filter(|code| *code != 0)
+}
+
+/// The Ready status of one Node through the VIP.
+pub fn ready_of(run: &Path, node: &str) -> Option<String> {
+    nodes(run)?
+        .into_iter()
+        .find(|r| r.name == node)
+        .map(|r| r.ready)
+}
