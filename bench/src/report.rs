@@ -17,10 +17,12 @@ pub enum Goal {
     Below(f64),
     /// figure ≥ bound (absolute).
     AtLeast(f64),
+    /// figure ≤ bound (absolute).
+    AtMost(f64),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("goal {0:?} is not one of ratio>=X, ratio<=X, <X, >=X")]
+#[error("goal {0:?} is not one of ratio>=X, ratio<=X, <X, <=X, >=X")]
 pub struct GoalError(String);
 
 impl std::str::FromStr for Goal {
@@ -35,6 +37,8 @@ impl std::str::FromStr for Goal {
             Ok(Goal::RatioAtMost(num(x)?))
         } else if let Some(x) = t.strip_prefix(">=") {
             Ok(Goal::AtLeast(num(x)?))
+        } else if let Some(x) = t.strip_prefix("<=") {
+            Ok(Goal::AtMost(num(x)?))
         } else if let Some(x) = t.strip_prefix('<') {
             Ok(Goal::Below(num(x)?))
         } else {
@@ -50,6 +54,7 @@ impl std::fmt::Display for Goal {
             Goal::RatioAtMost(x) => write!(f, "ratio <= {x}"),
             Goal::Below(x) => write!(f, "< {x}"),
             Goal::AtLeast(x) => write!(f, ">= {x}"),
+            Goal::AtMost(x) => write!(f, "<= {x}"),
         }
     }
 }
@@ -120,6 +125,7 @@ impl Row {
             (Goal::RatioAtMost(x), _, Some(r)) => r <= x,
             (Goal::Below(x), Some(v), _) => v < x,
             (Goal::AtLeast(x), Some(v), _) => v >= x,
+            (Goal::AtMost(x), Some(v), _) => v <= x,
             _ => return Verdict::NotRun("figure or peer's figure missing".into()),
         };
         if met { Verdict::Met } else { Verdict::NotMet }
@@ -256,6 +262,7 @@ mod tests {
     fn goals_parse_and_bad_ones_are_refused() {
         assert_eq!("ratio>=0.95".parse(), Ok(Goal::RatioAtLeast(0.95)));
         assert_eq!("ratio <= 1.5".parse(), Ok(Goal::RatioAtMost(1.5)));
+        assert_eq!("<= 2".parse(), Ok(Goal::AtMost(2.0)));
         assert_eq!("<250".parse(), Ok(Goal::Below(250.0)));
         assert_eq!(">=1".parse(), Ok(Goal::AtLeast(1.0)));
         for bad in ["", "ratio>x", "=5", "ratio>=", "fast"] {
@@ -287,6 +294,8 @@ mod tests {
         );
         assert_eq!(row(Some(249.0), None, "<250").verdict(), Verdict::Met);
         assert_eq!(row(Some(250.0), None, "<250").verdict(), Verdict::NotMet);
+        assert_eq!(row(Some(2.0), None, "<=2").verdict(), Verdict::Met);
+        assert_eq!(row(Some(2.01), None, "<=2").verdict(), Verdict::NotMet);
         assert!(matches!(
             row(Some(1.0), Some(0.0), "ratio>=1").verdict(),
             Verdict::NotRun(_)
