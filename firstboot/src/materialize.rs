@@ -92,9 +92,28 @@ pub fn files_to_write(
     Ok(out)
 }
 
-/// containerd 1.6/1.7 configuration: the CRI's sandbox image, systemd cgroups, and registry
-/// hosts from [`CONTAINERD_HOSTS_DIR`].
-pub fn containerd_config(pause_image: &str) -> String {
+/// Whether `/` is the kernel's initramfs (`rootfs`, or a `ramfs`/`tmpfs` mounted there), from
+/// `/proc/self/mountinfo`: the mount point is the 5th field, the type the first after ` - `.
+/// A network-booted host runs from it, and the kernel refuses `pivot_root` out of it.
+pub fn root_is_initramfs(mountinfo: &str) -> bool {
+    mountinfo.lines().any(|line| {
+        let mount_point = line.split_whitespace().nth(4);
+        let fs_type = line
+            .split_once(" - ")
+            .and_then(|(_, rest)| rest.split_whitespace().next());
+        mount_point == Some("/") && matches!(fs_type, Some("rootfs" | "ramfs" | "tmpfs"))
+    })
+}
+
+/// containerd 1.6/1.7 configuration: the CRI's sandbox image, systemd cgroups, registry hosts
+/// from [`CONTAINERD_HOSTS_DIR`], and, when the host runs from its initramfs, runc's
+/// `NoPivotRoot` (containers are started by `chroot` there, `pivot_root` being refused).
+pub fn containerd_config(pause_image: &str, no_pivot_root: bool) -> String {
+    let no_pivot = if no_pivot_root {
+        "\n  NoPivotRoot = true"
+    } else {
+        ""
+    };
     format!(
         r#"# Written by launcher-firstboot.
 version = 2
@@ -106,7 +125,7 @@ version = 2
   runtime_type = "io.containerd.runc.v2"
 
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-  SystemdCgroup = true
+  SystemdCgroup = true{no_pivot}
 
 [plugins."io.containerd.grpc.v1.cri".registry]
   config_path = "{CONTAINERD_HOSTS_DIR}"
@@ -139,7 +158,11 @@ pub fn materialize(
     let extra = vec![
         (
             CONTAINERD_CONFIG.to_string(),
-            containerd_config(&plan.images.sandbox),
+            containerd_config(
+                &plan.images.sandbox,
+                std::fs::read_to_string("/proc/self/mountinfo")
+                    .is_ok_and(|m| root_is_initramfs(&m)),
+            ),
             0o644,
         ),
         (
@@ -190,6 +213,33 @@ pub(crate) mod tests {
             path: path.into(),
             mode,
             source: FileSource::Text { text: text.into() },
+        }
+    }
+
+    #[test]
+    fn runc_skips_pivot_root_only_on_an_initramfs_root() {
+        let initramfs = "1 1 0:2 / / rw - rootfs rootfs rw,size=1012k\n\
+                         22 1 0:20 / /proc rw,nosuid - proc proc rw\n";
+        let tmpfs = "20 1 0:18 / / rw,relatime - tmpfs none rw\n";
+        let disk = "29 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n\
+                    30 29 0:25 / /run rw - tmpfs tmpfs rw\n";
+        assert!(root_is_initramfs(initramfs));
+        assert!(root_is_initramfs(tmpfs));
+        assert!(!root_is_initramfs(disk));
+        assert!(!root_is_initramfs(""));
+        let on = containerd_config("r/pause:3.10", true);
+        let off = containerd_config("r/pause:3.10", false);
+        assert!(
+            on.contains("  SystemdCgroup = true\n  NoPivotRoot = true\n"),
+            "{on}"
+        );
+        assert!(!off.contains("NoPivotRoot"), "{off}");
+        for text in [on, off] {
+            let parsed: toml::Value = toml::from_str(&text).unwrap();
+            assert_eq!(
+                parsed["plugins"]["io.containerd.grpc.v1.cri"]["sandbox_image"].as_str(),
+                Some("r/pause:3.10")
+            );
         }
     }
 

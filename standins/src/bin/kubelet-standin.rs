@@ -183,8 +183,8 @@ fn static_pods(
         hosts_dir: under("/etc/containerd/certs.d"),
         log_dir: under("/var/log/containers"),
         root: root.clone(),
-        no_pivot: std::fs::read_to_string("/proc/self/mountinfo")
-            .is_ok_and(|m| pods::root_is_initramfs(&m)),
+        no_pivot: standins::read(root, "/etc/containerd/config.toml")
+            .is_ok_and(|c| pods::no_pivot_root(&c)),
     };
     Ok(Some((ctr, root.path(dir), node.to_string())))
 }

@@ -153,20 +153,22 @@ pub struct Ctr {
     pub log_dir: String,
     /// hostPath volumes are paths under this root (`/` on a host).
     pub root: crate::Root,
-    /// Start containers without `pivot_root`, which the kernel refuses when the host's own root
-    /// is the initramfs (a diskless, network-booted host): see [`root_is_initramfs`].
+    /// Start containers without `pivot_root`, as containerd's CRI does when runc's options say
+    /// `NoPivotRoot` (which firstboot sets on a host running from its initramfs, where the
+    /// kernel refuses `pivot_root`): see [`no_pivot_root`].
     pub no_pivot: bool,
 }
 
-/// Whether `/` is the kernel's initramfs (`rootfs`, or a `ramfs`/`tmpfs` mounted there), from
-/// `/proc/self/mountinfo`: the mount point is the 5th field, the type the first after ` - `.
-pub fn root_is_initramfs(mountinfo: &str) -> bool {
-    mountinfo.lines().any(|line| {
-        let mount_point = line.split_whitespace().nth(4);
-        let fs_type = line
-            .split_once(" - ")
-            .and_then(|(_, rest)| rest.split_whitespace().next());
-        mount_point == Some("/") && matches!(fs_type, Some("rootfs" | "ramfs" | "tmpfs"))
+/// Whether containerd's configuration sets runc's `NoPivotRoot = true`.
+pub fn no_pivot_root(containerd_config: &str) -> bool {
+    containerd_config.lines().any(|line| {
+        let compact: String = line
+            .split('#')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        compact == "NoPivotRoot=true"
     })
 }
 
@@ -406,16 +408,13 @@ spec:
 ";
 
     #[test]
-    fn an_initramfs_root_is_told_from_a_disk_root() {
-        let initramfs = "1 1 0:2 / / rw - rootfs rootfs rw,size=1012k\n\
-                         22 1 0:20 / /proc rw,nosuid - proc proc rw\n";
-        let tmpfs = "20 1 0:18 / / rw,relatime - tmpfs none rw\n";
-        let disk = "29 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n\
-                    30 29 0:25 / /run rw - tmpfs tmpfs rw\n";
-        assert!(root_is_initramfs(initramfs));
-        assert!(root_is_initramfs(tmpfs));
-        assert!(!root_is_initramfs(disk));
-        assert!(!root_is_initramfs(""));
+    fn no_pivot_root_is_read_from_containerds_runc_options() {
+        let on = "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\n\
+                  SystemdCgroup = true\n  NoPivotRoot = true\n";
+        assert!(no_pivot_root(on));
+        assert!(!no_pivot_root(&on.replace("true\n", "false\n")));
+        assert!(!no_pivot_root("# NoPivotRoot = true\n"));
+        assert!(!no_pivot_root(""));
     }
 
     #[test]
