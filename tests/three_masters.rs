@@ -230,12 +230,11 @@ fn scenario(image: &Path, run: &Path) {
         },
     );
     assert_eq!(moved.1.len(), 3, "{moved:?}");
-    let unknown = testkit::wait_for(
+    testkit::wait_for(
         "the dead master's Node NotReady",
         Duration::from_secs(180),
         || (kube::ready_of(run, &dead)? == "Unknown").then_some(()),
     );
-    let _ = unknown;
     // Powered on again it boots from the network, finds its disk and resumes as itself.
     succeed(run, &["power", "on", &holder]);
     let waited = succeed(run, &["wait", "--timeout", "900"]);

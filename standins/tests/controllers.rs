@@ -146,6 +146,9 @@ fn kubelet(kubeconfig: &str, alive: Arc<AtomicBool>) {
         labels: Default::default(),
         taints: Vec::new(),
         kubelet_version: "v1.33.0".into(),
+        os_image: "Debian GNU/Linux 12 (bookworm)".into(),
+        kernel_version: "6.1.0".into(),
+        runtime_version: "containerd://1.6.20".into(),
     };
     let mut agent = NodeAgent::new(client, facts);
     std::thread::spawn(move || {
