@@ -193,6 +193,13 @@ fn the_cluster_answers_at_the_vip(run: &std::path::Path, namespace: &str) {
     let (ok, out) = as_node(&master.name);
     assert!(!ok && out.contains("forbidden"), "{out}");
 
+    // A v3 client certificate as a real one is (OpenSSL's `x509 -req` makes v1 without
+    // extensions, which TLS libraries refuse before any authentication).
+    std::fs::write(
+        dir.path().join("client.ext"),
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
     for args in [
         &[
             "req",
@@ -239,6 +246,8 @@ fn the_cluster_answers_at_the_vip(run: &std::path::Path, namespace: &str) {
             "other.crt",
             "-days",
             "1",
+            "-extfile",
+            "client.ext",
         ],
     ] {
         let (ok, out) = kube::openssl(dir.path(), args);
