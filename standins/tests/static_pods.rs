@@ -232,7 +232,7 @@ fn the_kubelet_runs_the_api_server_as_a_static_pod_and_registers_through_it() {
     )
     .unwrap();
     let exited = wait_for("the refused flag reported", Duration::from_secs(40), || {
-        log_line(&log, "k8s_refused_refused-m1 exited:")
+        log_line(&log, "k8s_refused_refused-m1 exited: Error")
     });
     assert!(
         exited.ends_with("exited: Error: unknown flag: --no-such-flag"),

@@ -241,7 +241,15 @@ impl Ctr {
     /// The last line a container wrote, which is where a process says why it stopped.
     fn last_output(&self, id: &str) -> String {
         let log = Path::new(&self.log_dir).join(format!("{id}.log"));
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        // The shim copies the output into the file on its own; it may land just after the exit.
+        let mut text = String::new();
+        for _ in 0..20 {
+            text = std::fs::read_to_string(&log).unwrap_or_default();
+            if !text.trim().is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
         let line = text.lines().rev().find(|l| !l.trim().is_empty());
         // A container's output is anyone's text: no terminal controls, and bounded.
         line.unwrap_or("(no output)")
