@@ -126,9 +126,9 @@ global_defs {{
 
 vrrp_script apiserver_ready {{
     script \"{check}\"
-    interval 1
-    timeout 1
-    fall 2
+    interval 2
+    timeout 4
+    fall 3
     rise 2
     weight 0
     init_fail

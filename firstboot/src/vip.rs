@@ -97,8 +97,8 @@ pub enum CheckError {
 /// The name the API server's certificate always carries (kubeadm puts `kubernetes` among its
 /// DNS names, and not 127.0.0.1 among its addresses).
 const API_SERVER_NAME: &str = "kubernetes";
-/// Under keepalived's 1 s script timeout.
-const CHECK_TIMEOUT: Duration = Duration::from_millis(800);
+/// Under keepalived's 4 s script timeout.
+const CHECK_TIMEOUT: Duration = Duration::from_millis(3500);
 
 /// Whether the local API server is ready: `GET /readyz` on 127.0.0.1, its certificate checked
 /// against the cluster CA under `root` for the name `kubernetes`. `/readyz` is readable without
