@@ -33,37 +33,14 @@ pub fn client_of(kubeconfig: &str) -> reqwest::blocking::Client {
 
 /// etcd on the master's own certificates, mutual TLS, on 127.0.0.1.
 pub fn start_etcd(root: &Path, client_port: u16) -> testkit::ChildGuard {
-    let peer = testkit::free_tcp_port();
-    let file = |p: &str| root.join(p.trim_start_matches('/')).display().to_string();
-    let log = std::fs::File::create(root.join("etcd.log")).unwrap();
+    let file = |p: &str| root.join(p.trim_start_matches('/'));
+    let tls = super::kube::EtcdTls {
+        ca: file("/etc/kubernetes/pki/etcd/ca.crt"),
+        cert: file("/etc/kubernetes/pki/etcd/server.crt"),
+        key: file("/etc/kubernetes/pki/etcd/server.key"),
+    };
     let url = format!("https://127.0.0.1:{client_port}");
-    let mut cmd = Command::new(testkit::which("etcd").unwrap());
-    cmd.arg("--name=demo-m1")
-        .arg(format!("--data-dir={}", root.join("etcd.data").display()))
-        .arg(format!("--listen-client-urls={url}"))
-        .arg(format!("--advertise-client-urls={url}"))
-        .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
-        .arg(format!(
-            "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
-        ))
-        .arg(format!("--initial-cluster=demo-m1=http://127.0.0.1:{peer}"))
-        .arg("--client-cert-auth")
-        .arg(format!(
-            "--trusted-ca-file={}",
-            file("/etc/kubernetes/pki/etcd/ca.crt")
-        ))
-        .arg(format!(
-            "--cert-file={}",
-            file("/etc/kubernetes/pki/etcd/server.crt")
-        ))
-        .arg(format!(
-            "--key-file={}",
-            file("/etc/kubernetes/pki/etcd/server.key")
-        ))
-        .arg("--enable-grpc-gateway=true")
-        .stdout(std::process::Stdio::null())
-        .stderr(log);
-    testkit::ChildGuard::spawn("etcd", &mut cmd)
+    super::kube::etcd("demo-m1", root, &url, testkit::free_tcp_port(), &tls)
 }
 
 /// Starts kube-apiserver's stand-in as the kubelet would from the manifest kubeadm wrote, its

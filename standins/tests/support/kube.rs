@@ -83,21 +83,38 @@ impl Setup {
 }
 
 pub fn start_etcd(setup: &Setup, peer: u16) -> ChildGuard {
-    let log = std::fs::File::create(setup.dir.join("etcd.log")).unwrap();
+    let tls = EtcdTls {
+        ca: setup.dir.join("etcd-ca.crt"),
+        cert: setup.dir.join("etcd-server.crt"),
+        key: setup.dir.join("etcd-server.key"),
+    };
+    etcd("e1", &setup.dir, &setup.etcd_url, peer, &tls)
+}
+
+/// The files of etcd's mutual TLS.
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A one-member etcd named `name` with its data and log in `dir`, serving `url` (https) with
+/// client certificates required, and the v3 JSON gateway the API server stand-in speaks.
+pub fn etcd(name: &str, dir: &Path, url: &str, peer: u16, tls: &EtcdTls) -> ChildGuard {
+    let log = std::fs::File::create(dir.join("etcd.log")).unwrap();
+    let peer_url = format!("http://127.0.0.1:{peer}");
     let mut cmd = Command::new(testkit::which("etcd").unwrap());
-    cmd.arg("--name=e1")
-        .arg(format!("--data-dir={}", setup.path("etcd.data")))
-        .arg(format!("--listen-client-urls={}", setup.etcd_url))
-        .arg(format!("--advertise-client-urls={}", setup.etcd_url))
-        .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
-        .arg(format!(
-            "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
-        ))
-        .arg(format!("--initial-cluster=e1=http://127.0.0.1:{peer}"))
+    cmd.arg(format!("--name={name}"))
+        .arg(format!("--data-dir={}", dir.join("etcd.data").display()))
+        .arg(format!("--listen-client-urls={url}"))
+        .arg(format!("--advertise-client-urls={url}"))
+        .arg(format!("--listen-peer-urls={peer_url}"))
+        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+        .arg(format!("--initial-cluster={name}={peer_url}"))
         .arg("--client-cert-auth")
-        .arg(format!("--trusted-ca-file={}", setup.path("etcd-ca.crt")))
-        .arg(format!("--cert-file={}", setup.path("etcd-server.crt")))
-        .arg(format!("--key-file={}", setup.path("etcd-server.key")))
+        .arg(format!("--trusted-ca-file={}", tls.ca.display()))
+        .arg(format!("--cert-file={}", tls.cert.display()))
+        .arg(format!("--key-file={}", tls.key.display()))
         .arg("--enable-grpc-gateway=true")
         .stdout(Stdio::null())
         .stderr(log);
