@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use crate::Root;
 use crate::docs::str_at;
@@ -168,4 +170,44 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = e.source();
     }
     text
+}
+
+/// A Kubernetes `Time`: RFC 3339 in UTC, whole seconds.
+pub fn kube_time(at: OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    let at = at.replace_nanosecond(0).unwrap_or(at);
+    at.format(&Rfc3339).unwrap_or_default()
+}
+
+/// A Kubernetes `MicroTime` (a Lease's times): RFC 3339 in UTC with exactly six fractional
+/// digits.
+pub fn micro_time(at: OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{}.{:06}Z",
+        kube_time(at).trim_end_matches('Z'),
+        at.microsecond()
+    )
+}
+
+/// A Kubernetes timestamp (`Time` or `MicroTime`).
+pub fn parse_time(value: &Value) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(value.as_str()?, &Rfc3339).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_written_as_kubernetes_writes_them_and_read_back() {
+        let at = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap();
+        assert_eq!(kube_time(at), "2023-11-14T22:13:20Z");
+        assert_eq!(micro_time(at), "2023-11-14T22:13:20.123456Z");
+        let east = at.to_offset(time::UtcOffset::from_hms(2, 0, 0).unwrap());
+        assert_eq!(kube_time(east), "2023-11-14T22:13:20Z");
+        let back = parse_time(&Value::from(micro_time(at))).unwrap();
+        assert_eq!(back.unix_timestamp_nanos(), 1_700_000_000_123_456_000);
+        assert_eq!(parse_time(&Value::from("yesterday")), None);
+    }
 }

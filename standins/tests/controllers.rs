@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use standins::Root;
-use standins::controller::leader::parse_time;
 use standins::kubeclient::KubeClient;
+use standins::kubeclient::parse_time;
 use standins::kubelet::node::{NodeAgent, NodeFacts};
 use support::kube::*;
 use testkit::ChildGuard;

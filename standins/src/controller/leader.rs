@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use super::flags::Election;
 use crate::kubeclient::KubeClient;
+use crate::kubeclient::{micro_time, parse_time};
 
 /// What a candidate does with the Lease it read.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,26 +21,6 @@ pub enum Step {
     Update(Value),
     /// Someone else holds it and it has not expired.
     Wait { holder: String },
-}
-
-/// A Lease's `MicroTime`: RFC 3339 with exactly six fractional digits, UTC.
-pub fn micro_time(at: OffsetDateTime) -> String {
-    let at = at.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second(),
-        at.microsecond()
-    )
-}
-
-/// A Kubernetes timestamp (`Time` or `MicroTime`).
-pub fn parse_time(value: &Value) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(value.as_str()?, &Rfc3339).ok()
 }
 
 fn lease(election: &Election, spec: Value) -> Value {

@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use super::flags::NodeMonitor;
-use super::leader::parse_time;
 use crate::kubeclient::KubeClient;
+use crate::kubeclient::{kube_time, parse_time};
 
 /// The conditions the controller owns when the kubelet is silent (`nodeConditionTypes`).
 const CONDITION_TYPES: [&str; 4] = ["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"];
@@ -22,19 +22,6 @@ pub const NOT_READY: &str = "node.kubernetes.io/not-ready";
 pub struct Verdict {
     pub conditions: Option<Vec<Value>>,
     pub taints: Option<Vec<Value>>,
-}
-
-fn rfc3339(at: OffsetDateTime) -> String {
-    let at = at.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second()
-    )
 }
 
 fn conditions(node: &Value) -> Vec<Value> {
@@ -85,14 +72,14 @@ fn unknown_conditions(node: &Value, now: OffsetDateTime) -> Option<Vec<Value>> {
                 c["status"] = json!("Unknown");
                 c["reason"] = json!("NodeStatusUnknown");
                 c["message"] = json!("Kubelet stopped posting node status.");
-                c["lastTransitionTime"] = json!(rfc3339(now));
+                c["lastTransitionTime"] = json!(kube_time(now));
                 changed = true;
             }
             None => {
                 list.push(json!({"type": kind, "status": "Unknown",
                     "reason": "NodeStatusNeverUpdated",
                     "message": "Kubelet never posted node status.",
-                    "lastHeartbeatTime": created, "lastTransitionTime": rfc3339(now)}));
+                    "lastHeartbeatTime": created, "lastTransitionTime": kube_time(now)}));
                 changed = true;
             }
         }
@@ -123,7 +110,7 @@ fn taints_for(node: &Value, ready: Option<&str>, now: OffsetDateTime) -> Option<
     if let Some(key) = wanted
         && !next.iter().any(|t| ours(t, key))
     {
-        next.push(json!({"key": key, "effect": "NoSchedule", "timeAdded": rfc3339(now)}));
+        next.push(json!({"key": key, "effect": "NoSchedule", "timeAdded": kube_time(now)}));
     }
     (next != current).then_some(next)
 }
@@ -232,18 +219,18 @@ mod tests {
     }
 
     fn node(ready: &str, heartbeat: i64, taints: Value) -> Value {
-        json!({"metadata": {"name": "w1", "creationTimestamp": rfc3339(at(-100))},
+        json!({"metadata": {"name": "w1", "creationTimestamp": kube_time(at(-100))},
                "spec": {"taints": taints},
                "status": {"conditions": [
                    {"type": "Ready", "status": ready, "reason": "KubeletReady",
-                    "lastHeartbeatTime": rfc3339(at(heartbeat)),
-                    "lastTransitionTime": rfc3339(at(-100))},
+                    "lastHeartbeatTime": kube_time(at(heartbeat)),
+                    "lastTransitionTime": kube_time(at(-100))},
                    {"type": "MemoryPressure", "status": "False",
-                    "lastHeartbeatTime": rfc3339(at(heartbeat))}]}})
+                    "lastHeartbeatTime": kube_time(at(heartbeat))}]}})
     }
 
     fn lease(renewed: i64) -> Value {
-        json!({"spec": {"holderIdentity": "w1", "renewTime": super::super::leader::micro_time(at(renewed))}})
+        json!({"spec": {"holderIdentity": "w1", "renewTime": crate::kubeclient::micro_time(at(renewed))}})
     }
 
     #[test]
@@ -264,21 +251,21 @@ mod tests {
             conditions[0],
             json!({"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
                    "message": "Kubelet stopped posting node status.",
-                   "lastHeartbeatTime": rfc3339(at(0)), "lastTransitionTime": rfc3339(at(51))})
+                   "lastHeartbeatTime": kube_time(at(0)), "lastTransitionTime": kube_time(at(51))})
         );
         assert_eq!(conditions[1]["status"], "Unknown");
         assert_eq!(
             conditions[2],
             json!({"type": "DiskPressure", "status": "Unknown", "reason": "NodeStatusNeverUpdated",
                    "message": "Kubelet never posted node status.",
-                   "lastHeartbeatTime": rfc3339(at(-100)), "lastTransitionTime": rfc3339(at(51))})
+                   "lastHeartbeatTime": kube_time(at(-100)), "lastTransitionTime": kube_time(at(51))})
         );
         assert_eq!(conditions[3]["type"], "PIDPressure");
         assert_eq!(
             verdict.taints.unwrap(),
             [
                 json!({"key": "x", "effect": "NoSchedule"}),
-                json!({"key": UNREACHABLE, "effect": "NoSchedule", "timeAdded": rfc3339(at(51))})
+                json!({"key": UNREACHABLE, "effect": "NoSchedule", "timeAdded": kube_time(at(51))})
             ]
         );
     }
@@ -312,13 +299,13 @@ mod tests {
         let not_ready = node("False", 600, json!(null));
         assert_eq!(
             assess(&not_ready, None, &MONITOR, at(601)).taints.unwrap(),
-            [json!({"key": NOT_READY, "effect": "NoSchedule", "timeAdded": rfc3339(at(601))})]
+            [json!({"key": NOT_READY, "effect": "NoSchedule", "timeAdded": kube_time(at(601))})]
         );
     }
 
     #[test]
     fn a_node_that_never_reported_has_the_startup_grace() {
-        let fresh = json!({"metadata": {"name": "w2", "creationTimestamp": rfc3339(at(0))},
+        let fresh = json!({"metadata": {"name": "w2", "creationTimestamp": kube_time(at(0))},
                            "spec": {}, "status": {}});
         assert_eq!(assess(&fresh, None, &MONITOR, at(60)), Verdict::default());
         let verdict = assess(&fresh, None, &MONITOR, at(61));

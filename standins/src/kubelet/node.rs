@@ -6,9 +6,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
-use crate::kubeclient::KubeClient;
+use crate::kubeclient::{KubeClient, kube_time, micro_time};
 
 /// How long a Lease holds without renewal (the kubelet's `nodeLeaseDurationSeconds` default).
 pub const LEASE_SECONDS: u64 = 40;
@@ -76,36 +75,14 @@ pub fn parse_labels(flag: &str) -> Result<BTreeMap<String, String>, String> {
         .collect()
 }
 
-fn rfc3339(at: OffsetDateTime) -> String {
-    at.replace_nanosecond(0)
-        .unwrap_or(at)
-        .format(&Rfc3339)
-        .unwrap_or_default()
-}
-
-/// A Lease's `MicroTime`: RFC 3339 with exactly six fractional digits.
-fn micro_time(at: OffsetDateTime) -> String {
-    let at = at.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second(),
-        at.microsecond()
-    )
-}
-
 fn ready_condition(now: OffsetDateTime) -> Value {
     json!({
         "type": "Ready",
         "status": "True",
         "reason": "KubeletReady",
         "message": "kubelet is posting ready status",
-        "lastHeartbeatTime": rfc3339(now),
-        "lastTransitionTime": rfc3339(now),
+        "lastHeartbeatTime": kube_time(now),
+        "lastTransitionTime": kube_time(now),
     })
 }
 
