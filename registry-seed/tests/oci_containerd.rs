@@ -5,90 +5,25 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::Duration;
 
 use oci::{Platform, reduce_to_platform};
 use registry_seed::oci::{Store, import};
 use support::images::{self, Built, Family, build, docker_save, tar_dir};
 use support::server::{serve_plain, serve_tls};
-use testkit::{ChildGuard, wait_for};
+use testkit::containerd::Containerd;
 
-/// A containerd of its own: root, state and sockets in a temporary directory.
-struct Containerd {
-    _guard: ChildGuard,
-    socket: PathBuf,
+/// A containerd of the test's own, its socket beside its state, in the namespace `test`.
+fn containerd(dir: &Path) -> Containerd {
+    Containerd::start(dir, &dir.join("c.sock"), "test")
 }
 
-impl Containerd {
-    fn start(dir: &Path) -> Containerd {
-        std::fs::create_dir_all(dir).unwrap();
-        let socket = dir.join("c.sock");
-        let config = format!(
-            r#"version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.aufs", "io.containerd.tracing.processor.v1.otlp"]
-[grpc]
-  address = "{socket}"
-[ttrpc]
-  address = "{socket}.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{dir}/opt"
-"#,
-            root = dir.join("root").display(),
-            state = dir.join("state").display(),
-            socket = socket.display(),
-            dir = dir.display(),
-        );
-        let config_path = dir.join("config.toml");
-        std::fs::write(&config_path, config).unwrap();
-        let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
-        let guard = ChildGuard::spawn(
-            "containerd",
-            Command::new("containerd")
-                .arg("--config")
-                .arg(&config_path)
-                .stdout(log.try_clone().unwrap())
-                .stderr(log),
-        );
-        let c = Containerd {
-            _guard: guard,
-            socket,
-        };
-        wait_for("containerd to answer", Duration::from_secs(30), || {
-            c.ctr(&["version"]).status.success().then_some(())
-        });
-        c
-    }
+/// What these tests ask of their containerd.
+trait Pulls {
+    fn pull(&self, hosts: &Hosts, reference: &str);
+    fn image_digest(&self, reference: &str) -> Option<String>;
+}
 
-    fn ctr(&self, args: &[&str]) -> Output {
-        Command::new("ctr")
-            .arg("--address")
-            .arg(&self.socket)
-            .args(["--namespace", "test"])
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.ctr(args);
-        assert!(
-            out.status.success(),
-            "ctr {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
+impl Pulls for Containerd {
     /// Pulls and unpacks `reference` through the mirrors configured in `hosts`.
     fn pull(&self, hosts: &Hosts, reference: &str) {
         let mut args = vec!["images", "pull"];
@@ -177,7 +112,7 @@ fn containerd_pulls_over_tls_through_a_mirror() {
         &server.host(),
         Some(&ca),
     );
-    let c = Containerd::start(&tmp.path().join("containerd"));
+    let c = containerd(&tmp.path().join("containerd"));
     let pull = |reference: &str| c.pull(&hosts, reference);
 
     let by_tag = "registry.k8s.io/coredns/coredns:v1.11.1";
@@ -213,7 +148,7 @@ fn containerd_pulls_over_plain_http_through_default_hosts() {
         &server.host(),
         None,
     );
-    let c = Containerd::start(&tmp.path().join("containerd"));
+    let c = containerd(&tmp.path().join("containerd"));
     let pull = |reference: &str| c.pull(&hosts, reference);
     pull("registry.k8s.io/coredns/coredns:v1.11.1");
     assert_eq!(
@@ -258,7 +193,7 @@ fn containerd_imports_a_platform_reduced_archive() {
         reduce_to_platform(&archive, &Platform::parse("linux/amd64").unwrap(), &reduced).unwrap();
     assert_eq!(kept.len(), 1);
     assert_eq!(kept[0].digest.to_string(), multi.manifests[0].1);
-    let c = Containerd::start(&tmp.path().join("containerd"));
+    let c = containerd(&tmp.path().join("containerd"));
     c.ok(&[
         "images",
         "import",

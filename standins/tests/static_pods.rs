@@ -6,92 +6,15 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::kube::*;
+use testkit::containerd::Containerd;
 use testkit::{ChildGuard, wait_for};
 
 const IMAGE: &str = "registry.test:5000/kube-apiserver:v1.33.4";
-
-/// A containerd of its own whose socket is where the node's would be under `root`.
-struct Containerd {
-    socket: PathBuf,
-    _guard: ChildGuard,
-}
-
-impl Containerd {
-    fn start(root: &Path, state: &Path) -> Containerd {
-        let socket = root.join("run/containerd/containerd.sock");
-        std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
-        std::fs::create_dir_all(state).unwrap();
-        let config = format!(
-            "version = 2\nroot = \"{s}/root\"\nstate = \"{s}/state\"\n\
-             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-             [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n\
-             [debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n\
-             [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{s}/opt\"\n",
-            s = state.display(),
-            sock = socket.display()
-        );
-        std::fs::write(state.join("config.toml"), config).unwrap();
-        let log = std::fs::File::create(state.join("containerd.log")).unwrap();
-        let guard = ChildGuard::spawn(
-            "containerd",
-            Command::new("containerd")
-                .arg("--config")
-                .arg(state.join("config.toml"))
-                .stdout(log.try_clone().unwrap())
-                .stderr(log),
-        );
-        let c = Containerd {
-            socket,
-            _guard: guard,
-        };
-        wait_for("containerd to answer", Duration::from_secs(30), || {
-            c.ctr(&["version"]).status.success().then_some(())
-        });
-        c
-    }
-
-    fn ctr(&self, args: &[&str]) -> Output {
-        Command::new("ctr")
-            .arg("--address")
-            .arg(&self.socket)
-            .args(["--namespace", "k8s.io"])
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn task_state(&self, id: &str) -> Option<String> {
-        let out = String::from_utf8(self.ctr(&["task", "ls"]).stdout).unwrap();
-        out.lines().find_map(|l| {
-            let cols: Vec<&str> = l.split_whitespace().collect();
-            (cols.first() == Some(&id)).then(|| cols.get(2).unwrap_or(&"").to_string())
-        })
-    }
-}
-
-impl Drop for Containerd {
-    /// The containers' processes outlive containerd unless their tasks are deleted first.
-    fn drop(&mut self) {
-        let ids = String::from_utf8(self.ctr(&["containers", "ls", "-q"]).stdout).unwrap();
-        for id in ids.lines() {
-            self.ctr(&["task", "kill", "--signal", "SIGKILL", id]);
-            for _ in 0..50 {
-                if self.ctr(&["task", "delete", id]).status.success()
-                    || self.task_state(id).is_none()
-                {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            self.ctr(&["containers", "delete", id]);
-        }
-    }
-}
 
 /// A static Pod manifest running the stand-in image with `flags`, its certificates mounted
 /// from the node's `/etc/kubernetes/pki` where the flags name them.
@@ -153,7 +76,11 @@ fn the_kubelet_runs_the_api_server_as_a_static_pod_and_registers_through_it() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let containerd = Containerd::start(&root, &tmp.path().join("containerd"));
+    let containerd = Containerd::start(
+        &tmp.path().join("containerd"),
+        &root.join("run/containerd/containerd.sock"),
+        "k8s.io",
+    );
     let archive = images.join("kube-apiserver.tar");
     let imported = containerd.ctr(&["images", "import", archive.to_str().unwrap()]);
     assert!(imported.status.success(), "{imported:?}");

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+pub mod containerd;
 pub mod fixtures;
 
 /// Whether we run under CI, where a missing tool is a failure rather than a skip.
