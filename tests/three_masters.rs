@@ -253,8 +253,9 @@ fn scenario(image: &Path, run: &Path) {
         })
         .collect();
     assert!(
-        holders.len() == 5 && holders.iter().all(|h| *h == moved.0),
-        "one holder, kept: {holders:?}"
+        holders.len() == 5 && holders.iter().all(|h| *h == holders[0]),
+        "one holder, kept: {holders:?} (after the failover: {})",
+        moved.0
     );
     let enrolled = |file: &str| {
         let console =
