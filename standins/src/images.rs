@@ -1,8 +1,9 @@
 //! Container images of the stand-ins under the names kubeadm's manifests use
 //! (`<registry>/kube-apiserver:<version>`, …): one uncompressed layer holding the stand-in at
 //! `/usr/local/bin/<component>` and the shared libraries it loads, written as an OCI image
-//! layout in a tar that `ctr images import` and `launcher-seed images import` both read. Same
-//! inputs, same bytes: entries sorted, owners root, every time zero.
+//! layout in a tar that `ctr images import` and `launcher-seed images import` both read. The
+//! stand-in is stripped, as release binaries are. Same inputs, same bytes: entries sorted,
+//! owners root, every time zero.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,6 +31,8 @@ pub enum ImageError {
     },
     #[error("ldd {}: {message}", path.display())]
     Ldd { path: PathBuf, message: String },
+    #[error("strip {}: {message}", path.display())]
+    Strip { path: PathBuf, message: String },
     #[error(transparent)]
     Write(#[from] durable::Error),
 }
@@ -193,6 +196,27 @@ fn descriptor(media_type: &str, bytes: &[u8]) -> Value {
     json!({"mediaType": media_type, "digest": sha256(bytes), "size": bytes.len()})
 }
 
+/// A copy of `binary` without its symbols and debug information (`strip`), in `dir`: what a
+/// release image carries, and a seventh of a debug build's size.
+fn strip(binary: &Path, dir: &Path) -> Result<PathBuf, ImageError> {
+    std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+    let name = binary.file_name().unwrap_or_default().to_string_lossy();
+    let copy = dir.join(format!(".{name}.stripped"));
+    std::fs::copy(binary, &copy).map_err(io("copying", binary))?;
+    let out = std::process::Command::new("strip")
+        .arg(&copy)
+        .output()
+        .map_err(io("running strip on", &copy))?;
+    if !out.status.success() {
+        let _ = std::fs::remove_file(&copy);
+        return Err(ImageError::Strip {
+            path: binary.to_path_buf(),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(copy)
+}
+
 /// What was made: the reference and its archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Made {
@@ -219,7 +243,8 @@ pub fn make(
             });
         }
         let mut files = BTreeMap::new();
-        files.insert(format!("{BIN}/{component}"), binary.clone());
+        let stripped = strip(&binary, out)?;
+        files.insert(format!("{BIN}/{component}"), stripped.clone());
         for lib in libraries(&binary)? {
             let rel = lib.trim_start_matches('/').to_string();
             files.insert(rel, PathBuf::from(lib));
@@ -227,6 +252,7 @@ pub fn make(
         let reference = format!("{registry}/{component}:{version}");
         let archive = out.join(format!("{component}.tar"));
         write_layout(&reference, &files, &archive)?;
+        let _ = std::fs::remove_file(&stripped);
         made.push(Made { reference, archive });
     }
     Ok(made)

@@ -47,7 +47,15 @@ fn log_line(log: &Path, needle: &str) -> Option<String> {
 
 #[test]
 fn the_kubelet_runs_the_api_server_as_a_static_pod_and_registers_through_it() {
-    if !testkit::require(&["etcd", "kubectl", "containerd", "ctr", "runc", "ldd"]) {
+    if !testkit::require(&[
+        "etcd",
+        "kubectl",
+        "containerd",
+        "ctr",
+        "runc",
+        "ldd",
+        "strip",
+    ]) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
