@@ -706,7 +706,8 @@ pub(crate) mod tests {
             plan.seed_args().join(" "),
             "serve --cluster /tmp/lab-run/cluster.toml --state-dir /tmp/lab-run/seed \
              --listen=10.77.0.1:8443 --ntp-listen=10.77.0.1:123 \
-             --boot-dir=/work/out --kernel-arg=console=ttyS0,115200 --kernel-arg=launcher.wipe=1"
+             --boot-dir=/work/out --kernel-arg=console=ttyS0,115200 --kernel-arg=launcher.wipe=1 \
+             --kernel-arg=systemd.journald.forward_to_console=1"
         );
         // The VMs still boot from the network, the same way.
         assert_eq!(
@@ -738,7 +739,8 @@ pub(crate) mod tests {
             plan.seed_args().join(" "),
             "serve --cluster /tmp/lab-run/cluster.toml --state-dir /tmp/lab-run/seed \
              --listen=10.77.0.1:8443 --ntp-listen=10.77.0.1:123 --http-listen=10.77.0.1:8080 \
-             --boot-dir=/work/out --kernel-arg=console=ttyS0,115200 --kernel-arg=launcher.wipe=1"
+             --boot-dir=/work/out --kernel-arg=console=ttyS0,115200 --kernel-arg=launcher.wipe=1 \
+             --kernel-arg=systemd.journald.forward_to_console=1"
         );
         let net: Vec<String> = plan
             .network_commands()
