@@ -263,6 +263,7 @@ fn a_fourth_master_joins_as_learner_is_promoted_and_removed() {
         retry_min: Duration::from_millis(200),
         retry_max: Duration::from_secs(1),
         busy_timeout: Duration::from_secs(30),
+        health_settle: Duration::from_secs(3),
     };
     let membership = EtcdMembership::new(client.clone(), policy);
     check_endpoints_and_mutual_tls(&rt, &pki, &three);

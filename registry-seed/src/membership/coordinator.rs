@@ -20,6 +20,10 @@ pub struct Policy {
     /// How long an add or remove waits out etcd's "unhealthy cluster" (a member not connected
     /// for five seconds, as right after a start or a restart) before giving up.
     pub busy_timeout: Duration,
+    /// How long a removal keeps reading the members' health before it refuses for want of a
+    /// quorum. etcd 3.4's `/health` gives a read through raft one second, so on a loaded
+    /// machine a healthy member can answer `false` for a moment.
+    pub health_settle: Duration,
 }
 
 impl Default for Policy {
@@ -31,6 +35,7 @@ impl Default for Policy {
             retry_min: Duration::from_millis(500),
             retry_max: Duration::from_secs(5),
             busy_timeout: Duration::from_secs(30),
+            health_settle: Duration::from_secs(30),
         }
     }
 }
@@ -160,12 +165,27 @@ impl EtcdMembership {
     }
 
     /// Removes a member, unless that would leave fewer healthy voting members than a quorum
-    /// (see [`plan::plan_removal`]). Returns the member removed.
+    /// (see [`plan::plan_removal`]); a refusal is only given once health has read short of a
+    /// quorum for [`Policy::health_settle`]. Returns the member removed.
     pub async fn remove(&self, target: &MemberRef) -> Result<Member, MembershipError> {
         let _one_at_a_time = self.change.lock().await;
-        let members = self.client.member_list().await?;
-        let healthy = self.healthy_voters(&members).await;
-        let gone = plan::plan_removal(&members, target, &healthy)?.clone();
+        let deadline = Instant::now() + self.policy.health_settle;
+        let mut wait = Duration::ZERO;
+        let gone = loop {
+            let members = self.client.member_list().await?;
+            let healthy = self.healthy_voters(&members).await;
+            match plan::plan_removal(&members, target, &healthy) {
+                Ok(gone) => break gone.clone(),
+                Err(
+                    e @ (MembershipError::NoQuorum { .. } | MembershipError::QuorumAtRisk { .. }),
+                ) if Instant::now() < deadline => {
+                    tracing::info!(error = %e, "etcd health short of a quorum; reading it again");
+                }
+                Err(e) => return Err(e),
+            }
+            wait = plan::next_backoff(wait, self.policy.retry_min, self.policy.retry_max);
+            tokio::time::sleep(wait).await;
+        };
         self.while_busy(|| self.client.remove(gone.id)).await?;
         tracing::info!(id = %gone.id, name = %gone.name, "etcd member removed");
         Ok(gone)
@@ -191,15 +211,24 @@ impl EtcdMembership {
         }
     }
 
-    /// The voting members whose `/health` says true.
+    /// The voting members whose `/health` says true, asked all at once.
     pub async fn healthy_voters(&self, members: &[Member]) -> BTreeSet<MemberId> {
-        let mut healthy = BTreeSet::new();
+        let mut asked = tokio::task::JoinSet::new();
         for m in members.iter().filter(|m| !m.is_learner) {
-            for url in &m.client_urls {
-                if self.client.healthy(url).await {
-                    healthy.insert(m.id);
-                    break;
+            let (client, id, urls) = (self.client.clone(), m.id, m.client_urls.clone());
+            asked.spawn(async move {
+                for url in &urls {
+                    if client.healthy(url).await {
+                        return Some(id);
+                    }
                 }
+                None
+            });
+        }
+        let mut healthy = BTreeSet::new();
+        while let Some(answer) = asked.join_next().await {
+            if let Ok(Some(id)) = answer {
+                healthy.insert(id);
             }
         }
         healthy
