@@ -104,7 +104,11 @@ pub fn plan_host(input: &HostInput<'_>) -> Result<api::Plan, PlanError> {
             Role::Master => vip::instructions(input.spec, input.ip),
             Role::Worker => None,
         },
-        images: kubeadm::node_images(&input.spec.kubernetes_version, &input.spec.seed.registry),
+        images: kubeadm::node_images(
+            &input.spec.kubernetes_version,
+            &input.spec.seed.registry,
+            kubeadm::KubeadmAddons::from_skip_phases(&input.spec.skip_phases),
+        ),
         digest: String::new(),
     }
     .seal())

@@ -311,6 +311,7 @@ mod tests {
             images: cluster::kubeadm::node_images(
                 &"v1.33.0".parse().unwrap(),
                 &"10.0.0.1:8443".parse().unwrap(),
+                cluster::kubeadm::KubeadmAddons::ALL,
             ),
             digest: String::new(),
         }

@@ -6,7 +6,7 @@
 //! since kubeadm's `imageRepository` does not reach it (kubeadm#2801).
 
 use crate::api::NodeImages;
-use crate::spec::{KubeVersion, RegistryHost};
+use crate::spec::{ClusterSpec, InitPhase, KubeVersion, RegistryHost};
 
 /// `(minor, pause tag, CoreDNS tag)` as kubeadm pins them: `PauseVersion` and `CoreDNSVersion`
 /// in `cmd/kubeadm/app/constants/constants.go` of kubernetes/kubernetes at each minor's release
@@ -24,7 +24,7 @@ const PINNED: &[(u32, &str, &str)] = &[
     (27, "3.9", "v1.10.1"),
     (28, "3.9", "v1.10.1"),
     (29, "3.9", "v1.11.1"),
-    (30, "3.9", "v1.11.1"),
+    (30, "3.9", "v1.11.3"),
     (31, "3.10", "v1.11.3"),
     (32, "3.10", "v1.11.3"),
     (33, "3.10", "v1.12.0"),
@@ -66,28 +66,77 @@ pub fn coredns_image(version: &KubeVersion, registry: &RegistryHost) -> String {
     )
 }
 
-/// Every image a node pulls with an external etcd: the four Kubernetes components, pause and
-/// CoreDNS, in that order.
-pub fn control_plane_images(version: &KubeVersion, registry: &RegistryHost) -> Vec<String> {
-    let mut images: Vec<String> = [
+/// The add-ons kubeadm deploys itself and therefore lists images for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KubeadmAddons {
+    pub coredns: bool,
+    pub kube_proxy: bool,
+}
+
+impl KubeadmAddons {
+    pub const ALL: KubeadmAddons = KubeadmAddons {
+        coredns: true,
+        kube_proxy: true,
+    };
+
+    /// As `kubeadm init` reads `skipPhases` (its `manageSkippedAddons`): `addon` skips both,
+    /// `addon/coredns` and `addon/kube-proxy` one each, and a skipped add-on is disabled, so
+    /// its image is not listed or pulled.
+    pub fn from_skip_phases(phases: &[InitPhase]) -> KubeadmAddons {
+        let skipped = |name: &str| phases.iter().any(|p| p.as_str() == name);
+        KubeadmAddons {
+            coredns: !skipped("addon") && !skipped("addon/coredns"),
+            kube_proxy: !skipped("addon") && !skipped("addon/kube-proxy"),
+        }
+    }
+}
+
+/// Every image kubeadm pulls with an external etcd, in `kubeadm config images list`'s order:
+/// the API server, controller manager and scheduler, kube-proxy and CoreDNS unless disabled,
+/// then pause (no etcd image: the etcd is external).
+pub fn control_plane_images(
+    version: &KubeVersion,
+    registry: &RegistryHost,
+    addons: KubeadmAddons,
+) -> Vec<String> {
+    let mut names = vec![
         "kube-apiserver",
         "kube-controller-manager",
         "kube-scheduler",
-        "kube-proxy",
-    ]
-    .iter()
-    .map(|name| format!("{registry}/{name}:{version}"))
-    .collect();
+    ];
+    if addons.kube_proxy {
+        names.push("kube-proxy");
+    }
+    let mut images: Vec<String> = names
+        .iter()
+        .map(|name| format!("{registry}/{name}:{version}"))
+        .collect();
+    if addons.coredns {
+        images.push(coredns_image(version, registry));
+    }
     images.push(pause_image(version, registry));
-    images.push(coredns_image(version, registry));
     images
 }
 
+/// Every image a cluster of `spec` pulls: what `images required` lists and what must be in the
+/// seed's registry before a host installs.
+pub fn required_images(spec: &ClusterSpec) -> Vec<String> {
+    control_plane_images(
+        &spec.kubernetes_version,
+        &spec.seed.registry,
+        KubeadmAddons::from_skip_phases(&spec.skip_phases),
+    )
+}
+
 /// The images of a host's plan: the sandbox image and every image its kubelet runs.
-pub fn node_images(version: &KubeVersion, registry: &RegistryHost) -> NodeImages {
+pub fn node_images(
+    version: &KubeVersion,
+    registry: &RegistryHost,
+    addons: KubeadmAddons,
+) -> NodeImages {
     NodeImages {
         sandbox: pause_image(version, registry),
-        all: control_plane_images(version, registry),
+        all: control_plane_images(version, registry, addons),
     }
 }
 
@@ -121,7 +170,7 @@ mod tests {
         ];
         for (version, tag) in want {
             let v: KubeVersion = version.parse().unwrap();
-            let images = node_images(&v, &r);
+            let images = node_images(&v, &r, KubeadmAddons::ALL);
             assert_eq!(
                 images.sandbox,
                 format!("10.77.0.1:8443/pause:{tag}"),
@@ -131,22 +180,76 @@ mod tests {
         }
     }
 
+    /// `kubeadm config images list` of v1.30.14 and v1.33.4 (`reference/kubeadm-behaviour.md`
+    /// §7) with `imageRepository` at the seed and its etcd line dropped, as with an external
+    /// etcd.
     #[test]
-    fn images_for_1_33_at_the_seed() {
-        let v: KubeVersion = "v1.33.4".parse().unwrap();
+    fn the_lists_are_kubeadms_for_1_30_and_1_33() {
         let r: RegistryHost = "10.77.0.1:8443".parse().unwrap();
-        assert_eq!(
-            control_plane_images(&v, &r),
+        let kubeadm = |version: &str, coredns: &str, pause: &str| -> Vec<String> {
             [
-                "10.77.0.1:8443/kube-apiserver:v1.33.4",
-                "10.77.0.1:8443/kube-controller-manager:v1.33.4",
-                "10.77.0.1:8443/kube-scheduler:v1.33.4",
-                "10.77.0.1:8443/kube-proxy:v1.33.4",
-                "10.77.0.1:8443/pause:3.10",
-                "10.77.0.1:8443/coredns/coredns:v1.12.0",
+                format!("kube-apiserver:{version}"),
+                format!("kube-controller-manager:{version}"),
+                format!("kube-scheduler:{version}"),
+                format!("kube-proxy:{version}"),
+                format!("coredns/coredns:{coredns}"),
+                format!("pause:{pause}"),
             ]
-        );
+            .iter()
+            .map(|i| format!("10.77.0.1:8443/{i}"))
+            .collect()
+        };
+        for (version, coredns, pause) in [
+            ("v1.30.14", "v1.11.3", "3.9"),
+            ("v1.33.4", "v1.12.0", "3.10"),
+        ] {
+            let v: KubeVersion = version.parse().unwrap();
+            assert_eq!(
+                control_plane_images(&v, &r, KubeadmAddons::ALL),
+                kubeadm(version, coredns, pause),
+                "{version}"
+            );
+        }
         let old: KubeVersion = "v1.24.17".parse().unwrap();
         assert_eq!(pause_image(&old, &r), "10.77.0.1:8443/pause:3.7");
+    }
+
+    #[test]
+    fn skipped_addon_phases_drop_their_images() {
+        let r: RegistryHost = "10.77.0.1:8443".parse().unwrap();
+        let v: KubeVersion = "v1.33.4".parse().unwrap();
+        let phases =
+            |list: &[&str]| -> Vec<InitPhase> { list.iter().map(|p| p.parse().unwrap()).collect() };
+        let listed = |skip: &[&str]| -> Vec<String> {
+            control_plane_images(&v, &r, KubeadmAddons::from_skip_phases(&phases(skip)))
+                .iter()
+                .map(|i| i.trim_start_matches("10.77.0.1:8443/").to_owned())
+                .collect()
+        };
+        let core = [
+            "kube-apiserver:v1.33.4",
+            "kube-controller-manager:v1.33.4",
+            "kube-scheduler:v1.33.4",
+        ];
+        let with = |extra: &[&str]| -> Vec<String> {
+            core.iter().chain(extra).map(|s| s.to_string()).collect()
+        };
+        assert_eq!(listed(&["addon"]), with(&["pause:3.10"]));
+        assert_eq!(
+            listed(&["addon/coredns"]),
+            with(&["kube-proxy:v1.33.4", "pause:3.10"])
+        );
+        assert_eq!(
+            listed(&["addon/kube-proxy"]),
+            with(&["coredns/coredns:v1.12.0", "pause:3.10"])
+        );
+        assert_eq!(
+            listed(&["upload-certs", "show-join-command"]),
+            with(&[
+                "kube-proxy:v1.33.4",
+                "coredns/coredns:v1.12.0",
+                "pause:3.10"
+            ])
+        );
     }
 }

@@ -10,7 +10,8 @@ mod render;
 use std::net::IpAddr;
 
 pub use self::images::{
-    control_plane_images, coredns_image, coredns_repository, coredns_tag, node_images, pause_image,
+    KubeadmAddons, control_plane_images, coredns_image, coredns_repository, coredns_tag,
+    node_images, pause_image, required_images,
 };
 pub use self::render::{render_init, render_join_control_plane, render_kubelet_config};
 use crate::spec::{ClusterSpec, Hostname};

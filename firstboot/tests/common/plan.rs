@@ -2,7 +2,7 @@
 //! `#[path]` in `lib.rs`) and the integration tests (through `common`).
 
 use cluster::api::{InstallAction, Plan, PlanFile, Role};
-use cluster::kubeadm::node_images;
+use cluster::kubeadm::{KubeadmAddons, node_images};
 use cluster::spec::{KubeVersion, RegistryHost};
 
 /// A sealed worker's plan for `host_id` with `files`, its images in the registry at
@@ -24,7 +24,7 @@ pub fn worker_plan(host_id: &str, version: &str, files: Vec<PlanFile>) -> Plan {
             kubeconfig_path: "/etc/kubernetes/kubelet.conf".into(),
         },
         vip: None,
-        images: node_images(&v, &registry),
+        images: node_images(&v, &registry, KubeadmAddons::ALL),
         digest: String::new(),
     }
     .seal()

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 pub mod import;
+pub mod required;
 pub mod router;
 pub mod store;
 
@@ -33,6 +34,20 @@ pub enum ImagesCommand {
         #[arg(long)]
         name: Option<String>,
     },
+    /// List every image the cluster of FILE pulls (kubeadm's list for its Kubernetes version,
+    /// with the add-ons its `skip_phases` leave out), and with --state-dir whether the seed's
+    /// registry has each: exit code 1 when any is missing.
+    Required {
+        /// The cluster file.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The seed's state directory, to check its registry.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Print JSON (`images`, each with `reference` and `present`; `missing`).
+        #[arg(long)]
+        json: bool,
+    },
     /// List stored images: name, tag, manifest digest, media type and total size in bytes.
     Ls {
         /// The seed's state directory.
@@ -53,6 +68,36 @@ pub fn run(cmd: ImagesCommand) -> anyhow::Result<()> {
             let imported = import(&store, &files, name.as_deref()).context("import refused")?;
             for i in imported {
                 println!("imported {} {}", i.name, i.digest);
+            }
+            Ok(())
+        }
+        ImagesCommand::Required {
+            cluster,
+            state_dir,
+            json,
+        } => {
+            let spec = crate::serve::load_spec(&cluster)?;
+            let store = match state_dir {
+                Some(dir) if !dir.join("registry").is_dir() => anyhow::bail!(
+                    "{} holds no seed registry (no registry/ in it): check --state-dir",
+                    dir.display()
+                ),
+                Some(dir) => Some(Store::open(&dir)?),
+                None => None,
+            };
+            let answer = required::required(&spec, store.as_ref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                print!("{}", required::render_table(&answer));
+            }
+            if !answer.missing.is_empty() {
+                anyhow::bail!(
+                    "{} of the {} images the cluster pulls are missing from the seed's registry: \
+                     import them with `launcher-seed images import`",
+                    answer.missing.len(),
+                    answer.images.len()
+                );
             }
             Ok(())
         }
