@@ -6,6 +6,7 @@
 //! mark-control-plane in [`mark_control_plane`].
 
 pub mod config;
+pub mod images;
 pub mod init;
 pub mod join;
 pub mod manifests;
@@ -267,12 +268,27 @@ fn check_files(
 }
 
 /// The minor of `v1.MINOR.PATCH`.
-fn minor_of(kubernetes_version: &str) -> Option<u32> {
+pub(crate) fn minor_of(kubernetes_version: &str) -> Option<u32> {
     kubernetes_version
         .strip_prefix('v')
         .and_then(|v| v.strip_prefix("1."))
         .and_then(|v| v.split('.').next())
         .and_then(|m| m.parse::<u32>().ok())
+}
+
+/// Reads an InitConfiguration/ClusterConfiguration file as `kubeadm config` commands do: the
+/// kinds `init` takes, each kubeadm document matching kubeadm's schema; no file on disk is
+/// looked at.
+pub fn read_init_config(file: &str, text: &str) -> Result<Vec<Doc>, String> {
+    let docs = docs::parse(file, text)?;
+    check_kinds(file, Verb::Init, &docs)?;
+    for doc in docs
+        .iter()
+        .filter(|d| d.api_version.starts_with("kubeadm.k8s.io/"))
+    {
+        schema_errors(file, doc)?;
+    }
+    Ok(docs)
 }
 
 /// Checks the config file of `kubeadm <verb> --config FILE`. `join_version` is the Kubernetes

@@ -322,7 +322,7 @@ fn other_commands_and_flags_are_refused_and_help_says_stand_in() {
     let cases: [(&[&str], &str); 4] = [
         (
             &["reset"],
-            "kubeadm-standin: kubeadm-standin does not stand in for `kubeadm reset` (only init, join, version)",
+            "kubeadm-standin: kubeadm-standin does not stand in for `kubeadm reset` (only init, join, config images list, version)",
         ),
         (
             &["init"],

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use super::images::{coredns_repository, coredns_tag};
+use super::images::{KubeadmAddons, coredns_repository, coredns_tag};
 use super::{API_SERVER_PORT, CRI_SOCKET, DISCOVERY_KUBECONFIG, NodeConfig, PKI_DIR};
 use crate::spec::{ClusterSpec, Host, KubeadmApi};
 
@@ -177,6 +177,15 @@ fn cluster_configuration(node: &NodeConfig, api: KubeadmApi) -> Value {
         }
         KubeadmApi::V1Beta4 => {
             cluster["encryptionAlgorithm"] = json!(spec.key_algorithm.kubeadm_name());
+            // What kubeadm init itself concludes from skipPhases (manageSkippedAddons), said in
+            // the config so that `kubeadm config images list` leaves those images out too.
+            let addons = KubeadmAddons::from_skip_phases(&spec.skip_phases);
+            if !addons.coredns {
+                cluster["dns"]["disabled"] = json!(true);
+            }
+            if !addons.kube_proxy {
+                cluster["proxy"] = json!({ "disabled": true });
+            }
         }
     }
     cluster

@@ -14,6 +14,8 @@ usage:
   kubeadm-standin init --config FILE   check an InitConfiguration/ClusterConfiguration file
   kubeadm-standin join --config FILE   check a JoinConfiguration file
   kubeadm-standin version [-o short]   print the stand-in's version
+  kubeadm-standin config images list --config FILE
+                                       the images kubeadm pulls for that configuration
 
 Checks: every document parses; kubeadm documents are kubeadm.k8s.io/v1beta3 for Kubernetes
 1.22-1.30 and v1beta4 for 1.31 and later (a join is checked against LAUNCHER_STANDIN_KUBERNETES_VERSION
@@ -47,6 +49,11 @@ this node's name and advertise address and the cluster's configuration; kubelet-
 discovery file, which holds the node's own credential); control-plane-join/mark-control-plane.
 Every check and read comes before the first write; `skipPhases` takes join's phase names.
 
+config images list reads the ClusterConfiguration as kubeadm does (kubernetesVersion,
+imageRepository, dns.imageRepository/imageTag, dns.disabled, proxy.disabled, a local etcd's
+image) and prints one reference per line in kubeadm's order, with the pause and CoreDNS tags
+kubeadm pins for the version.
+
 Records: /var/lib/launcher/standin/kubeadm-<init|join>.yaml (the config) and .json (argv, checks).
 Writes what later steps read: /var/lib/kubelet/config.yaml (from a KubeletConfiguration
 document) and /var/lib/kubelet/kubeadm-flags.env.
@@ -72,23 +79,38 @@ fn parse(args: &[String]) -> anyhow::Result<Option<(Verb, String)>> {
             }
             Ok(None)
         }
+        [c, i, l, rest @ ..] if c == "config" && i == "images" && l == "list" => {
+            let config = config_flag("config images list", rest)?;
+            let text = standins::read(&Root::from_env(), &config)?;
+            let docs = kubeadm::read_init_config(&config, &text)
+                .map_err(|e| anyhow::anyhow!("refused: {e}"))?;
+            let images = kubeadm::images::list(&config, &docs)
+                .map_err(|e| anyhow::anyhow!("refused: {e}"))?;
+            for image in images {
+                println!("{image}");
+            }
+            Ok(None)
+        }
         [verb, rest @ ..] => {
             let verb = match verb.as_str() {
                 "init" => Verb::Init,
                 "join" => Verb::Join,
                 other => bail!(
-                    "kubeadm-standin does not stand in for `kubeadm {other}` (only init, join, version)"
+                    "kubeadm-standin does not stand in for `kubeadm {other}` (only init, join, config images list, version)"
                 ),
             };
-            let config = match rest {
-                [flag, file] if flag == "--config" => file.clone(),
-                [one] if one.starts_with("--config=") => one["--config=".len()..].to_string(),
-                other => bail!(
-                    "kubeadm-standin {}: only `--config FILE` is accepted, got {other:?}",
-                    verb.as_str()
-                ),
-            };
-            Ok(Some((verb, config)))
+            Ok(Some((verb, config_flag(verb.as_str(), rest)?)))
+        }
+    }
+}
+
+/// The FILE of `--config FILE` or `--config=FILE`, the only flag the stand-in takes.
+fn config_flag(command: &str, rest: &[String]) -> anyhow::Result<String> {
+    match rest {
+        [flag, file] if flag == "--config" => Ok(file.clone()),
+        [one] if one.starts_with("--config=") => Ok(one["--config=".len()..].to_string()),
+        other => {
+            bail!("kubeadm-standin {command}: only `--config FILE` is accepted, got {other:?}")
         }
     }
 }
