@@ -144,6 +144,38 @@ pub fn default_hosts_toml(seed: &SeedUrl) -> String {
     )
 }
 
+/// `<registry>/hosts.toml` for the registry the plan's images name (the seed's): the seed is
+/// its mirror and its server, over HTTPS with the seed's CA (`ca_path`). Without it containerd
+/// would fall back from the `_default` mirror to that registry by its own rules (plain HTTP for
+/// a loopback name, the system's CAs otherwise), and an image the seed lacks would be reported
+/// as that fallback's failure instead of as not found. (containerd 1.6 refuses a file without
+/// a `host` table, hence the mirror entry.)
+pub fn registry_hosts_toml(seed: &SeedUrl, ca_path: &str) -> String {
+    format!(
+        r#"# Written by launcher-firstboot: the cluster's registry is the seed.
+server = "{seed}"
+ca = "{ca_path}"
+
+[host."{seed}"]
+  capabilities = ["pull", "resolve"]
+  ca = "{ca_path}"
+"#
+    )
+}
+
+/// The registry host of an image reference (`10.77.0.1:8443` of `10.77.0.1:8443/pause:3.10`),
+/// when it names one that can be a directory of `certs.d`.
+pub fn registry_of(image: &str) -> Option<&str> {
+    let (host, _) = image.split_once('/')?;
+    let fits = !host.is_empty()
+        && host != "."
+        && host != ".."
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+    fits.then_some(host)
+}
+
 /// Writes everything, after checking every path and key first so that a bad plan writes nothing.
 pub fn materialize(
     root: &Path,
@@ -155,7 +187,7 @@ pub fn materialize(
     if !valid_hostname(&plan.hostname) {
         return Err(MaterializeError::Hostname(plan.hostname.clone()));
     }
-    let extra = vec![
+    let mut extra = vec![
         (
             CONTAINERD_CONFIG.to_string(),
             containerd_config(
@@ -183,6 +215,13 @@ pub fn materialize(
             0o644,
         ),
     ];
+    if let Some(registry) = registry_of(&plan.images.sandbox) {
+        extra.push((
+            format!("{CONTAINERD_HOSTS_DIR}/{registry}/hosts.toml"),
+            registry_hosts_toml(seed, SEED_CA_PATH),
+            0o644,
+        ));
+    }
     let files = files_to_write(root, plan, extra)?;
     for (path, bytes, mode) in &files {
         durable::write_atomic(path, bytes, *mode)?;
@@ -194,6 +233,31 @@ pub fn materialize(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn the_registry_of_an_image_is_its_first_segment_when_it_can_be_a_directory() {
+        assert_eq!(
+            registry_of("10.77.0.1:8443/pause:3.10"),
+            Some("10.77.0.1:8443")
+        );
+        assert_eq!(
+            registry_of("seed.dc1.example/coredns/coredns:v1.12.0"),
+            Some("seed.dc1.example")
+        );
+        assert_eq!(
+            registry_of("[fd00::1]:8443/pause:3.10"),
+            Some("[fd00::1]:8443")
+        );
+        for bad in [
+            "pause:3.10",
+            "/pause:3.10",
+            "../pause:3.10",
+            "a b/pause:1",
+            ".//x",
+        ] {
+            assert_eq!(registry_of(bad), None, "{bad}");
+        }
+    }
     use crate::os::{Action, RecordingOs};
     use cluster::api::PlanFile;
     use cluster::spec::RegistryHost;
@@ -287,6 +351,14 @@ pub(crate) mod tests {
         assert!(
             hosts.contains(r#"[host."https://10.0.0.1:8443"]"#),
             "{hosts}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(r.join("etc/containerd/certs.d/10.0.0.1:8443/hosts.toml"))
+                .unwrap(),
+            "# Written by launcher-firstboot: the cluster's registry is the seed.\n\
+             server = \"https://10.0.0.1:8443\"\nca = \"/etc/launcher/seed-ca.crt\"\n\n\
+             [host.\"https://10.0.0.1:8443\"]\n  capabilities = [\"pull\", \"resolve\"]\n  \
+             ca = \"/etc/launcher/seed-ca.crt\"\n"
         );
         assert_eq!(
             std::fs::read_to_string(r.join("etc/launcher/seed-ca.crt")).unwrap(),
