@@ -6,9 +6,11 @@
 //!    and `kubectl` answers through it again, and the dead master's Node turns NotReady once its
 //!    Lease runs out; powered on again, it resumes from its `LAUNCHER-DATA` disk as the same
 //!    host, without enrolling anew, Ready again, with still exactly one VIP holder;
-//! 3. the spare is added as a fourth master (an etcd learner, then promoted) and the
+//! 3. the API server on the VIP's holder is stopped, the machine staying up: the VIP moves to
+//!    another master, and the API server comes back when its manifest does;
+//! 4. the spare is added as a fourth master (an etcd learner, then promoted) and the
 //!    remove-master job takes the first master out, with quorum kept throughout;
-//! 4. with two of the three masters left powered off, etcd has no quorum: no API server is
+//! 5. with two of the three masters left powered off, etcd has no quorum: no API server is
 //!    ready, so no master holds the VIP and nothing answers there.
 
 mod common;
@@ -21,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cluster::api::Phase;
-use common::{kube, lab, print_logs, text};
+use common::{exec_in, kube, lab, print_logs, text};
 use lab::etcd::{self, EtcdReport};
 use lab::plan::LabPlan;
 use lab::state::LabState;
@@ -277,7 +279,49 @@ fn scenario(image: &Path, run: &Path) {
         "after the power cut"
     );
 
-    // 3. The spare joins as a fourth master, and the first one is removed; m2 answers a
+    // 3. The API server stand-in on the holder stops (its static Pod manifest moved out, as an
+    //    operator stops a static Pod), the machine staying up: its health check fails, so the
+    //    VIP moves; the manifest put back, the API server is ready there again.
+    let holder = holders[0].clone();
+    let manifest = "/etc/kubernetes/manifests/kube-apiserver.yaml";
+    let parked = "/etc/kubernetes/kube-apiserver.yaml.stopped";
+    let in_holder = |command: &[&str]| {
+        let out = exec_in(run, &holder, command);
+        assert!(
+            out.status.success(),
+            "{command:?} in {holder}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    };
+    let apiserver_ready = || {
+        exec_in(run, &holder, &["launcher-firstboot", "check-apiserver"])
+            .status
+            .success()
+    };
+    in_holder(&["mv", manifest, parked]);
+    let moved = testkit::wait_for(
+        "the VIP to leave the master whose API server stopped",
+        Duration::from_secs(120),
+        || {
+            let now = kube::vip_holder(run)?;
+            (now != holder).then_some(now)
+        },
+    );
+    assert_eq!(
+        kube::nodes(run).map(|rows| rows.len()),
+        Some(3),
+        "through {moved}"
+    );
+    assert!(!apiserver_ready(), "{holder}'s API server still ready");
+    in_holder(&["mv", parked, manifest]);
+    testkit::wait_for(
+        "the API server back on the master it was stopped on",
+        Duration::from_secs(300),
+        || apiserver_ready().then_some(()),
+    );
+
+    // 4. The spare joins as a fourth master, and the first one is removed; m2 answers a
     //    quorum read all along.
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = watch_quorum(plan.clone(), endpoint(2), stop.clone());
@@ -314,7 +358,7 @@ fn scenario(image: &Path, run: &Path) {
     assert!(failures.is_empty(), "quorum reads failed: {failures:#?}");
     succeed(run, &["power", "off", "m1"]);
 
-    // 4. Two of the three masters off: no quorum, so no API server is ready and none holds
+    // 5. Two of the three masters off: no quorum, so no API server is ready and none holds
     //    the VIP.
     succeed(run, &["power", "off", "m3"]);
     succeed(run, &["power", "off", "m4"]);

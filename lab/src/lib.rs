@@ -7,6 +7,7 @@
 //! checks the trusted iPXE a lab may boot with.
 
 pub mod etcd;
+pub mod guest;
 pub mod host;
 pub mod plan;
 pub mod procs;

@@ -65,6 +65,21 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         args: Vec<String>,
     },
+    /// Run a command inside a VM through its QEMU guest agent and print what it printed
+    /// (`launcher-lab exec m1 -- cat /etc/hostname`); exits with the command's code.
+    Exec {
+        /// The run directory `up` used.
+        #[arg(long, default_value = "lab-run")]
+        run_dir: PathBuf,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        /// The VM: `m1`, `w2`, … as `up` lists them.
+        vm: String,
+        /// The command and its arguments (absolute path or one on the guest's PATH).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
     /// Watch a running lab until every powered-on host is done (again, after a power-on) and
     /// etcd has every powered-on master, healthy (exit 0), or something fails (exit 1).
     Wait {
@@ -231,6 +246,14 @@ fn main() -> ExitCode {
             .map(|()| ExitCode::SUCCESS),
         Cmd::Wait { run_dir, timeout } => wait(&run_dir, timeout),
         Cmd::Vip { run_dir } => absolute(&run_dir).and_then(|dir| runner::vip(&dir)),
+        Cmd::Exec {
+            run_dir,
+            timeout,
+            vm,
+            command,
+        } => absolute(&run_dir)
+            .and_then(|dir| runner::exec(&dir, &vm, &command, Duration::from_secs(timeout)))
+            .map(|code| ExitCode::from(u8::try_from(code).unwrap_or(1))),
         Cmd::Kubectl { run_dir, args } => absolute(&run_dir)
             .and_then(|dir| runner::kubectl(&dir, &args))
             .map(|code| ExitCode::from(u8::try_from(code).unwrap_or(1))),

@@ -93,6 +93,8 @@ pub struct Vm {
     pub spare: bool,
     pub console: PathBuf,
     pub disk: PathBuf,
+    /// The host end of its guest agent's serial port (see [`crate::guest`]).
+    pub agent: PathBuf,
 }
 
 /// Everything `up` does, decided.
@@ -134,6 +136,7 @@ fn vm(options: &LabOptions, number: u32, role: Role, role_index: u32) -> Vm {
         spare: false,
         console: options.run_dir.join(format!("vm-{number}.console")),
         disk: options.run_dir.join(format!("vm-{number}.data.raw")),
+        agent: options.run_dir.join(format!("vm-{number}.qga")),
     }
 }
 
@@ -393,6 +396,17 @@ impl LabPlan {
         args.push(format!("file={},format=raw,if=virtio", vm.disk.display()));
         args.push("-rtc".into());
         args.push(format!("base={}", vm.rtc_base));
+        args.push("-chardev".into());
+        args.push(format!(
+            "socket,id=qga0,path={},server=on,wait=off",
+            vm.agent.display()
+        ));
+        args.extend(words(&[
+            "-device",
+            "virtio-serial-pci",
+            "-device",
+            "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
+        ]));
         args
     }
 
@@ -728,7 +742,9 @@ pub(crate) mod tests {
              -device virtio-net-pci,netdev=n0,mac=52:54:00:77:00:02 -device virtio-rng-pci \
              -uuid 6c61622d-0000-4000-8000-000000000002 -smbios type=1,serial=LAB-0002 \
              -drive file=/tmp/lab-run/vm-2.data.raw,format=raw,if=virtio \
-             -rtc base=2034-01-02T01:00:00"
+             -rtc base=2034-01-02T01:00:00 \
+             -chardev socket,id=qga0,path=/tmp/lab-run/vm-2.qga,server=on,wait=off \
+             -device virtio-serial-pci -device virtserialport,chardev=qga0,name=org.qemu.guest_agent.0"
         );
     }
 

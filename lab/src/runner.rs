@@ -224,6 +224,25 @@ pub fn kubectl(run_dir: &Path, args: &[String]) -> anyhow::Result<i32> {
     Ok(status.code().unwrap_or(1))
 }
 
+/// Runs `command` in the VM `label` through its guest agent, prints its output and returns its
+/// exit code.
+pub fn exec(
+    run_dir: &Path,
+    label: &str,
+    command: &[String],
+    timeout: std::time::Duration,
+) -> anyhow::Result<i32> {
+    let lab = Lab::from_state(run_dir)?;
+    let vm = lab
+        .plan
+        .vm(label)
+        .with_context(|| format!("the lab has no VM {label}"))?;
+    let out = crate::guest::exec(&vm.agent, command, timeout)?;
+    print!("{}", out.stdout);
+    eprint!("{}", out.stderr);
+    Ok(out.code)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -60,6 +60,17 @@ pub fn lab(run: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `launcher-lab exec VM -- COMMAND…`: the command run inside the VM by its guest agent.
+pub fn exec_in(run: &Path, vm: &str, command: &[&str]) -> Output {
+    Command::new(lab_bin())
+        .args(["exec", "--run-dir"])
+        .arg(run)
+        .args([vm, "--"])
+        .args(command)
+        .output()
+        .unwrap()
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
