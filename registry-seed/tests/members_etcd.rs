@@ -193,6 +193,29 @@ fn member_list(pki: &Pki, endpoints: &[&Node]) -> Vec<(String, bool)> {
     members
 }
 
+/// The leader's member id, as `etcdctl endpoint status` reports it.
+fn leader_of(pki: &Pki, endpoints: &[&Node]) -> u64 {
+    let json: Value = serde_json::from_str(
+        &etcdctl(pki, &endpoints[..1], &["endpoint", "status", "-w", "json"]).unwrap(),
+    )
+    .unwrap();
+    json[0]["Status"]["leader"].as_u64().unwrap()
+}
+
+/// The id of the member named `name`.
+fn member_id(pki: &Pki, endpoints: &[&Node], name: &str) -> u64 {
+    let json: Value =
+        serde_json::from_str(&etcdctl(pki, endpoints, &["member", "list", "-w", "json"]).unwrap())
+            .unwrap();
+    json["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .and_then(|m| m["ID"].as_u64())
+        .unwrap()
+}
+
 fn voters(names: &[&str]) -> Vec<(String, bool)> {
     names.iter().map(|n| (n.to_string(), false)).collect()
 }
@@ -311,13 +334,42 @@ fn a_fourth_master_joins_as_learner_is_promoted_and_removed() {
     });
     assert_healthy(&pki, &all, "after promotion");
 
-    // Remove it again: back to 3, and the three left stay healthy.
+    // Make m4 the leader (etcdctl asks the current one), then remove it: the seed hands
+    // leadership to another voting member first, as m4's own log says, and that member leads
+    // the three left.
+    let leader = leader_of(&pki, &all);
+    let current = all
+        .iter()
+        .find(|n| member_id(&pki, &all, &n.name) == leader)
+        .unwrap();
+    etcdctl(
+        &pki,
+        &[current],
+        &["move-leader", &format!("{:x}", added.id.0)],
+    )
+    .unwrap();
+    testkit::wait_for("m4 to lead", Duration::from_secs(30), || {
+        (leader_of(&pki, &all) == added.id.0).then_some(())
+    });
     let gone = rt
         .block_on(membership.remove(&MemberRef::Name("m4".into())))
         .unwrap();
     assert_eq!(gone.id, added.id);
     assert_eq!(member_list(&pki, &three), voters(&["m1", "m2", "m3"]));
     assert_healthy(&pki, &three, "after removing m4");
+    let m4_log = std::fs::read_to_string(pki.dir.join("m4.log")).unwrap();
+    let handed = m4_log
+        .lines()
+        .rev()
+        .filter(|l| l.contains("leadership transfer starting"))
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|l| l["transferee-member-id"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("m4 never handed leadership on: {m4_log}"));
+    assert_eq!(
+        u64::from_str_radix(&handed, 16).unwrap(),
+        leader_of(&pki, &three),
+        "the member m4 handed leadership to leads the three left"
+    );
     guards.pop();
 
     // A learner that never starts is removed after the (short) timeout.

@@ -54,6 +54,11 @@ struct AddResponse {
 }
 
 #[derive(Deserialize)]
+struct StatusResponse {
+    leader: MemberId,
+}
+
+#[derive(Deserialize)]
 struct GatewayError {
     #[serde(default)]
     code: i32,
@@ -99,8 +104,18 @@ impl EtcdClient {
         path: &str,
         body: serde_json::Value,
     ) -> Result<T, MembershipError> {
+        self.call_on(&self.endpoints, path, body).await
+    }
+
+    /// [`EtcdClient::call`] on the given endpoints.
+    async fn call_on<T: DeserializeOwned>(
+        &self,
+        endpoints: &[String],
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<T, MembershipError> {
         let mut last = String::from("no endpoints configured");
-        for endpoint in &self.endpoints {
+        for endpoint in endpoints {
             let url = format!("{}{path}", endpoint.trim_end_matches('/'));
             let response = match self.http.post(&url).json(&body).send().await {
                 Ok(r) => r,
@@ -136,9 +151,34 @@ impl EtcdClient {
         }
         Err(MembershipError::Unreachable {
             path: path.to_owned(),
-            tried: self.endpoints.join(", "),
+            tried: endpoints.join(", "),
             last,
         })
+    }
+
+    /// The member the cluster's leader is, as the members at `client_urls` see it.
+    pub async fn leader(&self, client_urls: &[String]) -> Result<MemberId, MembershipError> {
+        let status: StatusResponse = self
+            .call_on(client_urls, "/v3/maintenance/status", json!({}))
+            .await?;
+        Ok(status.leader)
+    }
+
+    /// Hands leadership to `target`; asked of the leader itself (at `leader_urls`), which
+    /// answers once `target` leads.
+    pub async fn move_leader(
+        &self,
+        leader_urls: &[String],
+        target: MemberId,
+    ) -> Result<(), MembershipError> {
+        let _: serde_json::Value = self
+            .call_on(
+                leader_urls,
+                "/v3/maintenance/transfer-leadership",
+                json!({ "targetID": target }),
+            )
+            .await?;
+        Ok(())
     }
 
     /// Every member, learners included.

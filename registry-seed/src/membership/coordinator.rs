@@ -186,9 +186,36 @@ impl EtcdMembership {
             wait = plan::next_backoff(wait, self.policy.retry_min, self.policy.retry_max);
             tokio::time::sleep(wait).await;
         };
+        if let Some(to) = self.hand_off_leadership(&gone).await {
+            tracing::info!(from = %gone.name, %to, "etcd leadership moved before the removal");
+        }
         self.while_busy(|| self.client.remove(gone.id)).await?;
         tracing::info!(id = %gone.id, name = %gone.name, "etcd member removed");
         Ok(gone)
+    }
+
+    /// When `leaving` leads the cluster, hands leadership to a healthy voting member first, so
+    /// that the cluster has a leader throughout instead of electing one after the removal
+    /// (etcd's own advice before removing the leader). Returns who leads now when it moved;
+    /// a failure is logged and the removal goes on, as etcd copes without it.
+    async fn hand_off_leadership(&self, leaving: &Member) -> Option<MemberId> {
+        let members = self.client.member_list().await.ok()?;
+        let leader = self.client.leader(self.client.endpoints()).await.ok()?;
+        if leader != leaving.id {
+            return None;
+        }
+        let healthy = self.healthy_voters(&members).await;
+        let target = members
+            .iter()
+            .find(|m| m.id != leaving.id && !m.is_learner && healthy.contains(&m.id))?
+            .id;
+        match self.client.move_leader(&leaving.client_urls, target).await {
+            Ok(()) => Some(target),
+            Err(e) => {
+                tracing::warn!(error = %e, "moving etcd leadership before the removal failed");
+                None
+            }
+        }
     }
 
     /// Runs `change` again while etcd says the cluster is busy, up to [`Policy::busy_timeout`].
