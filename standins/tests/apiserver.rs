@@ -330,3 +330,65 @@ fn kubelet_registers_and_renews(
     let (code, _) = json_of(admin_http.get(url("/api/v1/nodes/w3")).send().unwrap());
     assert_eq!(code, 404);
 }
+
+/// `--etcd-servers` lists first an endpoint that accepts connections and never answers (a
+/// master that hangs, or one powered off whose address still takes a while to fail): the API
+/// server is ready anyway, and once the live endpoint has answered, later requests go to it
+/// and never to the hung one again.
+#[test]
+fn a_hung_first_etcd_endpoint_is_left_for_one_that_answers() {
+    if !testkit::require(&["etcd"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, mut setup, peer_port, port) = prepare(dir.path());
+    let mut etcd = start_etcd(&setup, peer_port);
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hung_url = format!("https://{}", hung.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in hung.incoming().flatten() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(conn);
+        }
+    });
+    setup.etcd_url = format!("{hung_url},{}", setup.etcd_url);
+    let log = std::fs::File::create(dir.path().join("standin.log")).unwrap();
+    let mut cmd = standin();
+    cmd.args(kubeadm_flags(&setup, port))
+        .stdout(Stdio::null())
+        .stderr(log);
+    let _standin = ChildGuard::spawn("kube-apiserver-standin", &mut cmd);
+    setup.kubeconfig(
+        &ca,
+        "kubernetes-admin",
+        Some("kubeadm:cluster-admins"),
+        "admin",
+    );
+    let admin = setup.http("admin");
+    let url = |path: &str| format!("{}{path}", setup.server);
+    testkit::wait_for("/readyz to answer 200", Duration::from_secs(30), || {
+        let r = admin.get(url("/readyz")).send().ok()?;
+        r.status().is_success().then_some(())
+    });
+    let before = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(before >= 1, "the hung endpoint was never tried");
+    for i in 0..10 {
+        let ready = admin.get(url("/readyz")).send().unwrap();
+        assert!(
+            ready.status().is_success(),
+            "readyz {i}: {}",
+            ready.status()
+        );
+        let nodes = admin.get(url("/api/v1/nodes")).send().unwrap();
+        assert!(nodes.status().is_success(), "nodes {i}: {}", nodes.status());
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        before,
+        "requests went back to the hung endpoint"
+    );
+    etcd.kill();
+}

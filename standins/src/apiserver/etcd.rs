@@ -70,11 +70,17 @@ struct TxnResponse {
     succeeded: bool,
 }
 
-/// The client, with the endpoints of `--etcd-servers`.
+/// The client, with the endpoints of `--etcd-servers`. Like kube-apiserver's etcd client, it
+/// keeps to an endpoint that answers: each call starts at the last one that did, and moves on
+/// to the others in turn only when it fails, each given an equal share of the call's time
+/// left. A dead first endpoint (a master powered off) therefore costs one call part of its
+/// time, not every call all of it.
 #[derive(Debug, Clone)]
 pub struct Etcd {
     http: reqwest::Client,
     endpoints: Vec<String>,
+    /// Index into `endpoints` of the last one that answered.
+    preferred: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// `--etcd-prefix` (`/registry`), put before every key.
     prefix: String,
 }
@@ -124,21 +130,36 @@ impl Etcd {
         Ok(Etcd {
             http,
             endpoints,
+            preferred: Default::default(),
             prefix: prefix.trim_end_matches('/').to_owned(),
         })
     }
 
-    /// POSTs `body` to `path` on the first endpoint that answers, within `timeout`.
+    /// POSTs `body` to `path`: the endpoint that answered last first, then the others in
+    /// turn, until one answers or `timeout` has passed.
     async fn call<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
         body: Value,
         timeout: Duration,
     ) -> Result<T, EtcdError> {
+        use std::sync::atomic::Ordering;
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut last = String::from("no endpoints configured");
-        for endpoint in &self.endpoints {
+        let start = self.preferred.load(Ordering::Relaxed);
+        let count = self.endpoints.len();
+        for (tried, i) in (0..count).map(|k| (start + k) % count).enumerate() {
+            let endpoint = &self.endpoints[i];
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                last = format!("{last}; no time left for {endpoint}");
+                break;
+            }
+            // An equal share of what is left for each endpoint not tried yet, so that one
+            // that hangs cannot take the whole call's time.
+            let share = left / u32::try_from(count - tried).unwrap_or(1);
             let url = format!("{}{path}", endpoint.trim_end_matches('/'));
-            let sent = self.http.post(&url).json(&body).timeout(timeout).send();
+            let sent = self.http.post(&url).json(&body).timeout(share).send();
             let response = match sent.await {
                 Ok(r) => r,
                 Err(e) => {
@@ -146,6 +167,7 @@ impl Etcd {
                     continue;
                 }
             };
+            self.preferred.store(i, Ordering::Relaxed);
             let status = response.status();
             let text = response.text().await.map_err(|e| EtcdError::BadResponse {
                 path: path.to_owned(),
