@@ -45,12 +45,7 @@ fn kubectl_and_a_node_against_the_standin_and_real_etcd() {
     let (ca, setup, peer_port, port) = prepare(dir.path());
 
     let mut etcd = start_etcd(&setup, peer_port);
-    let log = std::fs::File::create(dir.path().join("standin.log")).unwrap();
-    let mut cmd = standin();
-    cmd.args(kubeadm_flags(&setup, port))
-        .stdout(Stdio::null())
-        .stderr(log);
-    let _standin = ChildGuard::spawn("kube-apiserver-standin", &mut cmd);
+    let _standin = start_standin(&setup, port, &dir.path().join("standin.log"));
 
     let admin = setup.kubeconfig(
         &ca,
@@ -355,12 +350,7 @@ fn a_hung_first_etcd_endpoint_is_left_for_one_that_answers() {
         }
     });
     setup.etcd_url = format!("{hung_url},{}", setup.etcd_url);
-    let log = std::fs::File::create(dir.path().join("standin.log")).unwrap();
-    let mut cmd = standin();
-    cmd.args(kubeadm_flags(&setup, port))
-        .stdout(Stdio::null())
-        .stderr(log);
-    let _standin = ChildGuard::spawn("kube-apiserver-standin", &mut cmd);
+    let _standin = start_standin(&setup, port, &dir.path().join("standin.log"));
     setup.kubeconfig(
         &ca,
         "kubernetes-admin",

@@ -185,12 +185,7 @@ fn leaders_take_over_and_a_silent_node_goes_not_ready() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, setup, peer_port, port) = prepare(dir.path());
     let _etcd = start_etcd(&setup, peer_port);
-    let api_log = std::fs::File::create(dir.path().join("apiserver.log")).unwrap();
-    let mut cmd = standin();
-    cmd.args(kubeadm_flags(&setup, port))
-        .stdout(Stdio::null())
-        .stderr(api_log);
-    let _api = ChildGuard::spawn("kube-apiserver-standin", &mut cmd);
+    let _api = start_standin(&setup, port, &dir.path().join("apiserver.log"));
     let admin = setup.kubeconfig(
         &ca,
         "kubernetes-admin",

@@ -157,6 +157,16 @@ pub fn kubeadm_flags(setup: &Setup, port: u16) -> Vec<String> {
     .into()
 }
 
+/// kube-apiserver's stand-in with kubeadm's flags for `setup` on `port`, its log in `log`.
+pub fn start_standin(setup: &Setup, port: u16, log: &Path) -> ChildGuard {
+    let log = std::fs::File::create(log).unwrap();
+    let mut cmd = standin();
+    cmd.args(kubeadm_flags(setup, port))
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    ChildGuard::spawn("kube-apiserver-standin", &mut cmd)
+}
+
 pub fn standin() -> Command {
     Command::new(testkit::workspace_bin("kube-apiserver-standin"))
 }
