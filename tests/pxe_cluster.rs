@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use std::process::Command;
 
-use common::{DataDisk, journal_plan, kube, namespaces, plan_file, print_logs, text};
+use common::{DataDisk, exec_in, journal_plan, kube, namespaces, plan_file, print_logs, text};
 use lab::plan::namespace_for;
 use lab::procs::Procfs;
 use lab::state::LabState;
@@ -264,6 +264,51 @@ fn the_cluster_answers_at_the_vip(run: &std::path::Path, namespace: &str) {
     assert_eq!(status, "401");
 }
 
+/// What kubeadm's preflight and the kubelet need on every host, seen from inside the VMs
+/// (through their guest agent): forwarding on, `br_netfilter` loaded with its sysctl set, no
+/// swap; and containerd, through the hosts file firstboot wrote for the seed's registry,
+/// reports an image the seed lacks as not found.
+fn the_hosts_are_ready_for_kubeadm(run: &std::path::Path) {
+    let read = |vm: &str, command: &[&str]| -> (bool, String, String) {
+        let out = exec_in(run, vm, command);
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    for vm in ["m1", "w1"] {
+        for (file, want) in [
+            ("/proc/sys/net/ipv4/ip_forward", "1"),
+            ("/proc/sys/net/bridge/bridge-nf-call-iptables", "1"),
+        ] {
+            let (ok, out, err) = read(vm, &["cat", file]);
+            assert!(ok && out.trim() == want, "{vm}: {file}: {out}{err}");
+        }
+        let (ok, swaps, err) = read(vm, &["cat", "/proc/swaps"]);
+        assert!(ok && swaps.lines().count() == 1, "{vm} swaps: {swaps}{err}");
+    }
+    let (ok, images, err) = read("m1", &["ctr", "-n", "k8s.io", "images", "ls", "-q"]);
+    assert!(
+        ok && images
+            .lines()
+            .any(|l| l == "10.77.0.1:8443/kube-apiserver:v1.33.4"),
+        "m1's images: {images}{err}"
+    );
+    let missing = "10.77.0.1:8443/kube-scheduler:v1.33.99";
+    let (ok, _, err) = read(
+        "w1",
+        &[
+            "ctr",
+            "-n",
+            "k8s.io",
+            "images",
+            "pull",
+            "--hosts-dir",
+            "/etc/containerd/certs.d",
+            missing,
+        ],
+    );
+    assert!(!ok, "pulled {missing}");
+    assert!(err.contains(&format!("{missing}: not found")), "{err}");
+}
+
 #[test]
 fn one_master_and_one_worker_boot_by_pxe_and_reach_done() {
     let Some(image) = common::image_or_skip() else {
@@ -318,6 +363,7 @@ fn one_master_and_one_worker_boot_by_pxe_and_reach_done() {
             "{stdout}"
         );
         the_cluster_answers_at_the_vip(&run, &state.namespace);
+        the_hosts_are_ready_for_kubeadm(&run);
         a_new_disk_is_refused_until_the_host_is_reset(&run, &state.namespace);
     });
     if let Err(panic) = checked {
