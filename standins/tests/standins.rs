@@ -506,6 +506,8 @@ fn the_kubelet_stays_running_like_a_daemon() {
             "/etc/kubernetes/kubelet.conf",
             "--hostname-override",
             "w1",
+            "--node-ip",
+            "127.0.0.1",
         ])
         .env("LAUNCHER_STANDIN_ROOT", r)
         .stdout(std::process::Stdio::null())

@@ -129,9 +129,13 @@ fn node_facts(root: &Root, flags: &Flags, config_text: &str) -> anyhow::Result<N
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| format!("v{}-standin", env!("CARGO_PKG_VERSION")));
     let host = |path: &str| standins::read(root, path).unwrap_or_default();
+    let ip = flags
+        .node_ip
+        .clone()
+        .or_else(|| node::host_ip(&name, &host("/proc/net/route")).map(|ip| ip.to_string()));
     Ok(NodeFacts {
         name,
-        ip: flags.node_ip.clone(),
+        ip,
         labels,
         taints,
         kubelet_version,

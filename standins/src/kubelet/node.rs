@@ -3,6 +3,7 @@
 //! tick, as the real kubelet's node-status and lease controllers do.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
 
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -28,6 +29,41 @@ pub struct NodeFacts {
     pub os_image: String,
     pub kernel_version: String,
     pub runtime_version: String,
+}
+
+/// The gateway of the default route in `/proc/net/route` (the kernel prints each address as
+/// the bytes of a host-order `u32` in hex: `01004D0A` is 10.77.0.1 on x86).
+pub fn default_gateway(route_table: &str) -> Option<Ipv4Addr> {
+    route_table.lines().skip(1).find_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let (destination, gateway, mask) = (cols.get(1)?, cols.get(2)?, cols.get(7)?);
+        if *destination != "00000000" || *mask != "00000000" {
+            return None;
+        }
+        let raw = u32::from_str_radix(gateway, 16).ok()?;
+        Some(Ipv4Addr::from(raw.to_le_bytes())).filter(|ip| !ip.is_unspecified())
+    })
+}
+
+/// The node's address when `--node-ip` is not given, chosen as the kubelet chooses it
+/// (`nodestatus.NodeAddress`): the node name when it is an address; else the first address the
+/// name resolves to that is not loopback; else the address of the interface the default route
+/// (`route_table`, `/proc/net/route`) leaves by, which a UDP socket "connected" to the gateway
+/// reports (connecting a UDP socket sends nothing).
+pub fn host_ip(name: &str, route_table: &str) -> Option<IpAddr> {
+    if let Ok(ip) = name.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    let usable = |ip: &IpAddr| !ip.is_loopback() && !ip.is_unspecified();
+    if let Some(ip) = (name, 0).to_socket_addrs().ok().and_then(|mut found| {
+        found.find_map(|a| Some(a.ip()).filter(|ip| ip.is_ipv4() && usable(ip)))
+    }) {
+        return Some(ip);
+    }
+    let gateway = default_gateway(route_table)?;
+    let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+    socket.connect((gateway, 9)).ok()?;
+    Some(socket.local_addr().ok()?.ip()).filter(usable)
 }
 
 /// `PRETTY_NAME` of an `/etc/os-release`, unquoted.
@@ -87,6 +123,16 @@ fn ready_condition(now: OffsetDateTime) -> Value {
 }
 
 /// The Node the kubelet creates when it registers.
+/// The Node's addresses: its InternalIP when known, and its host name.
+fn addresses(facts: &NodeFacts) -> Value {
+    let mut addresses = Vec::new();
+    if let Some(ip) = &facts.ip {
+        addresses.push(json!({"type": "InternalIP", "address": ip}));
+    }
+    addresses.push(json!({"type": "Hostname", "address": facts.name}));
+    Value::Array(addresses)
+}
+
 pub fn node_object(facts: &NodeFacts, now: OffsetDateTime) -> Value {
     let mut labels: BTreeMap<String, String> = [
         ("kubernetes.io/hostname", facts.name.as_str()),
@@ -99,11 +145,6 @@ pub fn node_object(facts: &NodeFacts, now: OffsetDateTime) -> Value {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     labels.extend(facts.labels.clone());
-    let mut addresses = Vec::new();
-    if let Some(ip) = &facts.ip {
-        addresses.push(json!({"type": "InternalIP", "address": ip}));
-    }
-    addresses.push(json!({"type": "Hostname", "address": facts.name}));
     let mut node = json!({
         "apiVersion": "v1",
         "kind": "Node",
@@ -111,7 +152,7 @@ pub fn node_object(facts: &NodeFacts, now: OffsetDateTime) -> Value {
         "spec": {},
         "status": {
             "conditions": [ready_condition(now)],
-            "addresses": addresses,
+            "addresses": addresses(facts),
             "nodeInfo": {
                 "kubeletVersion": facts.kubelet_version,
                 "containerRuntimeVersion": facts.runtime_version,
@@ -181,7 +222,10 @@ impl NodeAgent {
         }
         self.renew_lease(now)?;
         let name = &self.facts.name;
-        let status = json!({"status": {"conditions": [ready_condition(now)]}});
+        let status = json!({"status": {
+            "conditions": [ready_condition(now)],
+            "addresses": addresses(&self.facts),
+        }});
         let answer = self
             .client
             .patch(&format!("/api/v1/nodes/{name}/status"), &status)?;
@@ -254,6 +298,27 @@ mod tests {
             parse_labels("a=1,nope").unwrap_err(),
             "invalid label \"nope\": not key=value"
         );
+    }
+
+    #[test]
+    fn the_default_route_and_the_address_it_leaves_from() {
+        let table = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                     ens3\t00004D0A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+                     ens3\t00000000\t01004D0A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
+        assert_eq!(default_gateway(table), Some(Ipv4Addr::new(10, 77, 0, 1)));
+        let header_only = table.lines().next().unwrap();
+        assert_eq!(default_gateway(header_only), None);
+        assert_eq!(
+            default_gateway("garbage\nens3 00000000 zz 3 0 0 0 00000000"),
+            None
+        );
+        // A name that is an address is the address; loopback is never the node's.
+        assert_eq!(host_ip("10.0.0.7", ""), Some("10.0.0.7".parse().unwrap()));
+        let loopback_gateway = "Iface Destination Gateway Flags RefCnt Use Metric Mask\n\
+                                lo 00000000 0100007F 0003 0 0 0 00000000\n";
+        // localhost resolves from /etc/hosts, to loopback: the gateway decides, here loopback
+        // too, so no address.
+        assert_eq!(host_ip("localhost", loopback_gateway), None);
     }
 
     #[test]
