@@ -125,8 +125,15 @@ fn firstboot_entries(def: &Definition, inputs: &Resolved) -> Vec<Entry> {
         file(FIRSTBOOT_CONFIG, firstboot_config(def), 0o644),
         // systemd makes a fresh machine id on each machine's first boot.
         file("/etc/machine-id", "uninitialized\n", 0o444),
+        // Not the build machine's name servers, which mmdebstrap copied in for apt: a node's
+        // would be wrong in every datacenter, and unreachable ones make each name lookup wait
+        // out their timeouts. Hosts reach the seed and each other by address.
+        file("/etc/resolv.conf", RESOLV_CONF, 0o644),
     ]
 }
+
+/// `/etc/resolv.conf` of every image: no name server.
+pub const RESOLV_CONF: &str = "# Written by launcher-build: no name server. Nodes reach the seed and each other by address.\n";
 
 /// `/etc/launcher/firstboot.toml`, the type firstboot reads it with; the kernel command line
 /// words `launcher.seed=`, `launcher.pin=` and `launcher.ntp=` override it at boot.
