@@ -96,6 +96,8 @@ fn a_new_disk_is_refused_until_the_host_is_reset(run: &std::path::Path, namespac
         second_key.starts_with("sha256:") && second_key != first_key,
         "{second_key}"
     );
+    // Its kubelet, started afresh on the new disk, has its Node Ready again.
+    kube::wait_all_ready(run, 2, std::time::Duration::from_secs(300));
 }
 
 /// Through the VIP, which the master holds: `kubectl get nodes` lists both hosts Ready (the
@@ -114,6 +116,18 @@ fn the_cluster_answers_at_the_vip(run: &std::path::Path, namespace: &str) {
         .find(|r| !r.control_plane)
         .expect("a worker Node");
     assert!(master.taints.is_empty(), "{rows:?}");
+    // Each kubelet names its address: kubeadm's --node-ip when it started with one, else, as
+    // the kubelet does, that of the interface its default route leaves by.
+    assert_eq!(
+        master.internal_ip.as_deref(),
+        Some("10.77.0.101"),
+        "{rows:?}"
+    );
+    assert_eq!(
+        worker.internal_ip.as_deref(),
+        Some("10.77.0.102"),
+        "{rows:?}"
+    );
     assert_eq!(kube::vip_holder(run).as_deref(), Some("m1"));
 
     let dir = tempfile::tempdir().unwrap();
@@ -266,7 +280,7 @@ fn the_cluster_answers_at_the_vip(run: &std::path::Path, namespace: &str) {
 
 /// What kubeadm's preflight and the kubelet need on every host, seen from inside the VMs
 /// (through their guest agent): forwarding on, `br_netfilter` loaded with its sysctl set, no
-/// swap; and containerd, through the hosts file firstboot wrote for the seed's registry,
+/// swap, no name server of the build machine; and containerd, through the hosts file firstboot wrote for the seed's registry,
 /// reports an image the seed lacks as not found.
 fn the_hosts_are_ready_for_kubeadm(run: &std::path::Path) {
     let read = |vm: &str, command: &[&str]| -> (bool, String, String) {
@@ -283,6 +297,12 @@ fn the_hosts_are_ready_for_kubeadm(run: &std::path::Path) {
         }
         let (ok, swaps, err) = read(vm, &["cat", "/proc/swaps"]);
         assert!(ok && swaps.lines().count() == 1, "{vm} swaps: {swaps}{err}");
+        // No name server of the machine that built the image.
+        let (ok, resolv, err) = read(vm, &["cat", "/etc/resolv.conf"]);
+        assert!(
+            ok && !resolv.contains("nameserver"),
+            "{vm} resolv.conf: {resolv}{err}"
+        );
     }
     let (ok, images, err) = read("m1", &["ctr", "-n", "k8s.io", "images", "ls", "-q"]);
     assert!(

@@ -33,6 +33,8 @@ pub struct NodeRow {
     pub ready: String,
     pub control_plane: bool,
     pub taints: Vec<String>,
+    /// The `InternalIP` address, when the Node has one.
+    pub internal_ip: Option<String>,
 }
 
 /// Every Node through the VIP, or `None` while the API does not answer.
@@ -64,6 +66,11 @@ pub fn nodes(run: &Path) -> Option<Vec<NodeRow>> {
                         .collect()
                 })
                 .unwrap_or_default(),
+            internal_ip: n["status"]["addresses"]
+                .as_array()
+                .and_then(|a| a.iter().find(|a| a["type"] == "InternalIP"))
+                .and_then(|a| a["address"].as_str())
+                .map(str::to_owned),
         })
         .collect();
     Some(rows)
