@@ -4,6 +4,7 @@
 pub mod boot;
 pub mod client;
 pub mod cluster_ca;
+pub mod cluster_file;
 pub mod enroll;
 pub mod generate;
 pub mod http;

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use axum::Router;
 use axum::extract::Request;
-use cluster::spec::ClusterSpec;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
@@ -144,19 +143,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(serve(args, nofile))
 }
 
-/// Reads and validates a cluster file, printing its warnings.
-pub fn load_spec(path: &Path) -> anyhow::Result<ClusterSpec> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let parsed = ClusterSpec::parse(&path.display().to_string(), &text)?;
-    for warning in &parsed.warnings {
-        tracing::warn!("{warning}");
-    }
-    Ok(parsed.spec)
-}
-
 async fn serve(args: ServeArgs, nofile: u64) -> anyhow::Result<()> {
-    let spec = load_spec(&args.cluster)?;
+    let spec = crate::cluster_file::load_spec(&args.cluster)?;
     let url_host = spec.seed.url.endpoint().host().to_string();
     let state_dir = args.state_dir.clone();
     let mut seed = tokio::task::spawn_blocking(move || Seed::open(spec, &state_dir))

@@ -48,7 +48,7 @@ pub struct IpxeArgs {
 pub fn run(args: IpxeArgs) -> anyhow::Result<()> {
     let seed_url = match (&args.seed_url, &args.cluster) {
         (Some(url), _) => url.clone(),
-        (None, Some(cluster)) => crate::serve::load_spec(cluster)?.seed.url,
+        (None, Some(cluster)) => crate::cluster_file::load_spec(cluster)?.seed.url,
         (None, None) => anyhow::bail!("give --seed-url or --cluster"),
     };
     let ntp = recipe::Recipe::ntp_host(&seed_url, args.ntp.as_ref())?;

@@ -76,7 +76,7 @@ pub fn run(cmd: ImagesCommand) -> anyhow::Result<()> {
             state_dir,
             json,
         } => {
-            let spec = crate::serve::load_spec(&cluster)?;
+            let spec = crate::cluster_file::load_spec(&cluster)?;
             let store = match state_dir {
                 Some(dir) if !dir.join("registry").is_dir() => anyhow::bail!(
                     "{} holds no seed registry (no registry/ in it): check --state-dir",
