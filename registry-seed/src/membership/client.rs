@@ -8,8 +8,10 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use std::time::Duration;
 
-/// How long one call to etcd may take before the next endpoint is tried.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one call to etcd may take before the next endpoint is tried: longer than etcd's
+/// own wait for a proposal (5 s and two election timeouts), so that etcd's answer, even a
+/// refusal, arrives rather than a timeout of ours.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The certificate profile of the seed's own etcd client identity, signed by the etcd CA.

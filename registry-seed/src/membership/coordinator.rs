@@ -189,9 +189,42 @@ impl EtcdMembership {
         if let Some(to) = self.hand_off_leadership(&gone).await {
             tracing::info!(from = %gone.name, %to, "etcd leadership moved before the removal");
         }
-        self.while_busy(|| self.client.remove(gone.id)).await?;
+        match self.while_busy(|| self.client.remove(gone.id)).await {
+            Ok(()) => {}
+            Err(e) if e.is_member_not_found() => {}
+            // The change may have been made with its answer lost (on a loaded cluster the
+            // answer can take longer than the wait): etcd's member list says.
+            Err(e @ MembershipError::Unreachable { .. }) => self.confirm_gone(gone.id, e).await?,
+            Err(e) => return Err(e),
+        }
         tracing::info!(id = %gone.id, name = %gone.name, "etcd member removed");
         Ok(gone)
+    }
+
+    /// After a removal whose answer did not come: done when `id` is no longer listed; asked
+    /// again (which answers "not found" once it is done) while it still is, up to
+    /// [`Policy::busy_timeout`]; `unanswered` when it never was.
+    async fn confirm_gone(
+        &self,
+        id: MemberId,
+        unanswered: MembershipError,
+    ) -> Result<(), MembershipError> {
+        let deadline = Instant::now() + self.policy.busy_timeout;
+        let mut wait = Duration::ZERO;
+        while Instant::now() < deadline {
+            match self.client.member_list().await {
+                Ok(members) if !members.iter().any(|m| m.id == id) => return Ok(()),
+                Ok(_) => match self.client.remove(id).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) if e.is_member_not_found() => return Ok(()),
+                    Err(e) => tracing::debug!(error = %e, "removing the etcd member again"),
+                },
+                Err(e) => tracing::debug!(error = %e, "listing etcd members"),
+            }
+            wait = plan::next_backoff(wait, self.policy.retry_min, self.policy.retry_max);
+            tokio::time::sleep(wait).await;
+        }
+        Err(unanswered)
     }
 
     /// When `leaving` leads the cluster, hands leadership to a healthy voting member first, so
