@@ -15,6 +15,10 @@ pub const CONFIG_PATH: &str = "/etc/keepalived/keepalived.conf";
 pub const UNIT: &str = "keepalived.service";
 /// The health check keepalived runs on a master: the local API server's `/readyz`.
 pub const CHECK_COMMAND: &str = "/usr/bin/launcher-firstboot check-apiserver";
+/// The second check: this master is still a member of the cluster's etcd. A removed master's
+/// API server stays ready (its etcd endpoints are every member's), so readiness alone would
+/// let it keep the VIP.
+pub const MEMBER_CHECK_COMMAND: &str = "/usr/bin/launcher-firstboot check-member";
 /// 0.25 s: a holder that vanishes is replaced after 3 intervals and the skew, under a second.
 pub const ADVERT_INTERVAL_CS: u16 = 25;
 
@@ -106,8 +110,11 @@ pub struct Keepalived<'a> {
     pub address: Ipv4Addr,
     /// The prefix length of `address` on `interface`; the VIP gets the same.
     pub prefix: u8,
-    /// The health check (on a host, [`CHECK_COMMAND`]).
+    /// The health check (on a host, [`CHECK_COMMAND`]), run as `nobody`.
     pub check: &'a str,
+    /// The membership check (on a host, [`MEMBER_CHECK_COMMAND`]), run as root: it reads the
+    /// etcd client key.
+    pub member_check: &'a str,
 }
 
 /// keepalived's configuration (Debian bookworm ships keepalived 2.2.7), or why the values
@@ -134,6 +141,16 @@ vrrp_script apiserver_ready {{
     init_fail
 }}
 
+vrrp_script etcd_member {{
+    script \"{member_check}\"
+    user root
+    interval 5
+    timeout 4
+    fall 2
+    rise 1
+    weight 0
+}}
+
 vrrp_instance control_plane {{
     state BACKUP
     nopreempt
@@ -150,10 +167,12 @@ vrrp_instance control_plane {{
     }}
     track_script {{
         apiserver_ready
+        etcd_member
     }}
 }}
 ",
         check = k.check,
+        member_check = k.member_check,
         interface = k.interface,
         address = k.address,
         router_id = v.router_id,
@@ -210,9 +229,11 @@ fn check(k: &Keepalived<'_>) -> Result<(), VipError> {
     if !(1..=4095).contains(&v.advert_interval_cs) {
         return Err(VipError::AdvertInterval(v.advert_interval_cs));
     }
-    let one_line = !k.check.contains(['"', '\n', '\r']);
-    if !k.check.starts_with('/') || !one_line {
-        return Err(VipError::Check(k.check.to_string()));
+    for script in [k.check, k.member_check] {
+        let one_line = !script.contains(['"', '\n', '\r']);
+        if !script.starts_with('/') || !one_line {
+            return Err(VipError::Check(script.to_string()));
+        }
     }
     Ok(())
 }

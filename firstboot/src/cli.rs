@@ -6,7 +6,7 @@ use crate::run::{self, Options, Outcome};
 use clap::Parser;
 use cluster::api::Phase;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Exit status of a run stopped on purpose by `--stop-after`.
@@ -80,6 +80,10 @@ pub enum Command {
     /// with <root>/etc/kubernetes/pki/ca.crt), 1 otherwise: keepalived's health check for the
     /// control-plane VIP.
     CheckApiserver,
+    /// Exit 1 when the cluster's etcd no longer lists this master (the seed removed it), 0
+    /// when a member lists it or none answers: keepalived's second check for the VIP, so that
+    /// a removed master gives the VIP away while its API server is still ready.
+    CheckMember,
 }
 
 fn parse_phase(text: &str) -> Result<Phase, String> {
@@ -123,16 +127,38 @@ fn options(cli: &Cli) -> anyhow::Result<Options> {
 
 /// Runs on this machine and returns the process exit status.
 pub fn main(cli: Cli) -> i32 {
-    if let Some(Command::CheckApiserver) = cli.command {
-        return match crate::vip::check_apiserver(&cli.root) {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("launcher-firstboot check-apiserver: {}", run::chain(&e));
-                1
-            }
-        };
+    match cli.command {
+        Some(Command::CheckApiserver) => {
+            return match crate::vip::check_apiserver(&cli.root) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("launcher-firstboot check-apiserver: {}", run::chain(&e));
+                    1
+                }
+            };
+        }
+        Some(Command::CheckMember) => return check_member(&cli.root),
+        None => {}
     }
     run_with(&cli, &RealOs, &mut std::io::stderr())
+}
+
+fn check_member(root: &Path) -> i32 {
+    use crate::vip::MemberCheck;
+    match crate::vip::check_member(root) {
+        Ok(MemberCheck::Listed(_)) => 0,
+        Ok(MemberCheck::NoAnswer(reasons)) => {
+            eprintln!(
+                "launcher-firstboot check-member: no etcd member answered, the API server's readiness decides: {}",
+                reasons.join("; ")
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("launcher-firstboot check-member: {}", run::chain(&e));
+            1
+        }
+    }
 }
 
 /// Runs with `os` doing the clock, hostname, mounts and commands, and returns the exit status;

@@ -152,22 +152,29 @@ fn mount_cmd(source: &str, target: &str, fstype: Option<&str>, bind: bool) -> Cm
     Cmd::new("mount", &args)
 }
 
-fn probe(url: &str, tls: &ClientTls) -> Result<String, OsError> {
-    let fail = |e: String| OsError::Probe(url.to_string(), e);
-    let read =
-        |p: &Path| std::fs::read(p).map_err(|e| fail(format!("reading {}: {e}", p.display())));
-    let ca = reqwest::Certificate::from_pem(&read(&tls.ca)?).map_err(|e| fail(e.to_string()))?;
+/// A client that trusts only `tls.ca` and presents `tls.cert` with `tls.key`.
+pub(crate) fn mtls_client(
+    tls: &ClientTls,
+    timeout: Duration,
+) -> Result<reqwest::blocking::Client, String> {
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()));
+    let ca = reqwest::Certificate::from_pem(&read(&tls.ca)?).map_err(|e| e.to_string())?;
     let mut identity = read(&tls.cert)?;
     identity.extend(read(&tls.key)?);
-    let identity = reqwest::Identity::from_pem(&identity).map_err(|e| fail(e.to_string()))?;
-    let client = reqwest::blocking::Client::builder()
+    let identity = reqwest::Identity::from_pem(&identity).map_err(|e| e.to_string())?;
+    reqwest::blocking::Client::builder()
         .use_rustls_tls()
         .tls_built_in_root_certs(false)
         .add_root_certificate(ca)
         .identity(identity)
-        .timeout(Duration::from_secs(5))
+        .timeout(timeout)
         .build()
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| e.to_string())
+}
+
+fn probe(url: &str, tls: &ClientTls) -> Result<String, OsError> {
+    let fail = |e: String| OsError::Probe(url.to_string(), e);
+    let client = mtls_client(tls, Duration::from_secs(5)).map_err(fail)?;
     let resp = client.get(url).send().map_err(|e| fail(e.to_string()))?;
     let status = resp.status();
     let body = resp.text().unwrap_or_default();

@@ -10,6 +10,9 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
+mod member;
+pub use member::{MemberCheck, MemberError, check_member};
+
 #[derive(Debug, thiserror::Error)]
 pub enum KeepalivedError {
     #[error("the plan gives this master the VIP but no IPv4 address of its own ({0:?})")]
@@ -67,6 +70,7 @@ pub fn configure(root: &Path, os: &dyn Os, plan: &Plan) -> Result<bool, Keepaliv
         address,
         prefix,
         check: vip::CHECK_COMMAND,
+        member_check: vip::MEMBER_CHECK_COMMAND,
     })?;
     durable::write_atomic(
         &fsutil::under_root(root, vip::CONFIG_PATH)?,

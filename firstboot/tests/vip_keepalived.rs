@@ -1,8 +1,9 @@
 //! The control-plane VIP under real keepalived: four "masters" in network namespaces on one
 //! bridge, each running keepalived with the configuration `cluster::vip::render` makes, the
-//! API server's health check replaced by `test -e` on a file the test controls. One holder at
-//! a time through a power-off, an unhealthy holder, a master added later and an old holder
-//! coming back; the failover gap after a power-off is measured and printed.
+//! API server's health and etcd membership checks replaced by `test -e` on files the test
+//! controls. One holder at a time through a power-off, an unhealthy holder, a master added later,
+//! an old holder coming back and a holder removed from etcd; the failover gap after a power-off
+//! is measured and printed.
 //!
 //! Needs root (namespaces) and keepalived (`ci/deps`):
 //! `cargo test -p firstboot --test vip_keepalived -- --nocapture`
@@ -84,11 +85,15 @@ impl Lab {
     }
 
     fn set_healthy(&self, i: usize, healthy: bool) {
-        if healthy {
-            std::fs::write(self.health_file(i), "").unwrap();
-        } else {
-            std::fs::remove_file(self.health_file(i)).unwrap();
-        }
+        set_file(&self.health_file(i), healthy);
+    }
+
+    fn member_file(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("member-{i}"))
+    }
+
+    fn set_member(&self, i: usize, member: bool) {
+        set_file(&self.member_file(i), member);
     }
 
     /// Renders master `i`'s configuration as firstboot does, with the test's check, and starts
@@ -101,16 +106,34 @@ impl Lab {
             advert_interval_cs: vip::ADVERT_INTERVAL_CS,
         };
         let check = format!("/usr/bin/test -e {}", self.health_file(i).display());
+        let member_check = format!("/usr/bin/test -e {}", self.member_file(i).display());
         let conf = vip::render(&Keepalived {
             vip: &instructions,
             interface: "eth0",
             address: self.address(i).parse().unwrap(),
             prefix: 24,
             check: &check,
+            member_check: &member_check,
         })
         .unwrap();
         let file = |name: &str| self.dir.path().join(format!("{name}-{i}"));
         std::fs::write(file("keepalived.conf"), conf).unwrap();
+        // keepalived's own reading of the file: no unknown keyword, no script it cannot run.
+        let test = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.masters[i],
+                "keepalived",
+                "--config-test",
+            ])
+            .arg("--use-file")
+            .arg(file("keepalived.conf"))
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&test.stderr).into_owned()
+            + &String::from_utf8_lossy(&test.stdout);
+        assert!(said.trim().is_empty(), "keepalived --config-test: {said}");
         let log = std::fs::File::create(file("keepalived.log")).unwrap();
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.masters[i], "keepalived"])
@@ -234,6 +257,14 @@ impl Lab {
     }
 }
 
+fn set_file(path: &Path, present: bool) {
+    if present {
+        std::fs::write(path, "").unwrap();
+    } else {
+        std::fs::remove_file(path).unwrap();
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         for ns in self.masters.clone() {
@@ -256,6 +287,7 @@ fn one_healthy_master_holds_the_vip_through_failures_and_additions() {
     let mut lab = Lab::new(4);
     for i in 0..3 {
         lab.set_healthy(i, true);
+        lab.set_member(i, true);
         lab.start(i);
     }
     let (first, _) = lab.wait_for_holder(&[], Duration::from_secs(15));
@@ -278,6 +310,7 @@ fn one_healthy_master_holds_the_vip_through_failures_and_additions() {
 
     // A master added later joins as a backup, and never makes a second holder.
     lab.set_healthy(3, true);
+    lab.set_member(3, true);
     lab.start(3);
     lab.keeps(third, Duration::from_secs(5));
 
@@ -285,4 +318,23 @@ fn one_healthy_master_holds_the_vip_through_failures_and_additions() {
     lab.set_healthy(second, true);
     lab.power_on(first);
     lab.keeps(third, Duration::from_secs(5));
+
+    // The holder is removed from etcd, its API server still ready: it gives the VIP away, and
+    // does not take it back even when no other master is left.
+    lab.set_member(third, false);
+    let (_, left) = lab.wait_for_holder(&[third], Duration::from_secs(20));
+    println!("the VIP left the removed holder in {} ms", left.as_millis());
+    for i in (0..4).filter(|i| *i != third) {
+        lab.power_off(i);
+    }
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        let holders = lab.holders();
+        assert!(
+            holders.is_empty(),
+            "a removed master took the VIP: {holders:?}{}",
+            lab.logs()
+        );
+        std::thread::sleep(POLL);
+    }
 }

@@ -108,6 +108,7 @@ fn demo<'a>(vip: &'a VipInstructions) -> Keepalived<'a> {
         address: "10.77.0.12".parse().unwrap(),
         prefix: 24,
         check: CHECK_COMMAND,
+        member_check: MEMBER_CHECK_COMMAND,
     }
 }
 
@@ -233,14 +234,20 @@ fn refused_values_and_their_errors() {
     );
     for check in ["test -e /x", "", "/usr/bin/test\n}"] {
         let vip = demo_vip();
-        let k = Keepalived {
+        let health = Keepalived {
             check,
             ..demo(&vip)
         };
-        assert_eq!(
-            render(&k),
-            Err(VipError::Check(check.to_string())),
-            "{check:?}"
-        );
+        let member = Keepalived {
+            member_check: check,
+            ..demo(&vip)
+        };
+        for k in [health, member] {
+            assert_eq!(
+                render(&k),
+                Err(VipError::Check(check.to_string())),
+                "{check:?}"
+            );
+        }
     }
 }
