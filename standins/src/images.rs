@@ -1,6 +1,7 @@
 //! Container images of the stand-ins under the names kubeadm's manifests use
-//! (`<registry>/kube-apiserver:<version>`, …): one uncompressed layer holding the stand-in at
-//! `/usr/local/bin/<component>` and the shared libraries it loads, written as an OCI image
+//! (`<registry>/kube-apiserver:<version>`, …, and the sandbox image `<registry>/pause:<tag>`):
+//! one uncompressed layer holding the stand-in at `/usr/local/bin/<component>` (pause at
+//! `/pause`, its entrypoint) and the shared libraries it loads, written as an OCI image
 //! layout in a tar that `ctr images import` and `launcher-seed images import` both read. The
 //! stand-in is stripped, as release binaries are. Same inputs, same bytes: entries sorted,
 //! owners root, every time zero.
@@ -33,6 +34,10 @@ pub enum ImageError {
     Ldd { path: PathBuf, message: String },
     #[error("strip {}: {message}", path.display())]
     Strip { path: PathBuf, message: String },
+    #[error(
+        "kubernetes version {0}: not one this tool knows kubeadm's pause tag of (v1.22 to v1.35)"
+    )]
+    Version(String),
     #[error(transparent)]
     Write(#[from] durable::Error),
 }
@@ -124,18 +129,24 @@ fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
-/// Writes the OCI layout tar of `reference` (`host/repo:tag`), whose one layer holds `files`.
+/// Writes the OCI layout tar of `reference` (`host/repo:tag`), whose one layer holds `files`,
+/// with `entrypoint` (none: the Pod's command says what to run).
 fn write_layout(
     reference: &str,
     files: &BTreeMap<String, PathBuf>,
+    entrypoint: Option<&str>,
     out: &Path,
 ) -> Result<(), ImageError> {
     let layer = layer(files)?;
     let layer_digest = sha256(&layer);
+    let mut config = json!({"Env": ["PATH=/usr/local/bin:/usr/bin:/bin"]});
+    if let Some(entrypoint) = entrypoint {
+        config["Entrypoint"] = json!([entrypoint]);
+    }
     let config = serde_json::to_vec(&json!({
         "architecture": "amd64",
         "os": "linux",
-        "config": {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin"]},
+        "config": config,
         "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
     }))
     .unwrap_or_default();
@@ -225,7 +236,8 @@ pub struct Made {
 }
 
 /// Makes `<registry>/<component>:<version>` for every component whose stand-in is in
-/// `bin_dir`, as `<out>/<component>.tar`.
+/// `bin_dir`, as `<out>/<component>.tar`, and `<registry>/pause:<tag>` (the tag kubeadm pins
+/// for `version`) from `pause-standin`, as `<out>/pause.tar`.
 pub fn make(
     bin_dir: &Path,
     registry: &str,
@@ -234,28 +246,65 @@ pub fn make(
 ) -> Result<Vec<Made>, ImageError> {
     let mut made = Vec::new();
     for (component, standin) in COMPONENTS {
-        let binary = bin_dir.join(standin);
-        if !binary.is_file() {
-            return Err(ImageError::Io {
-                what: "finding the stand-in",
-                path: binary,
-                source: std::io::ErrorKind::NotFound.into(),
-            });
-        }
-        let mut files = BTreeMap::new();
-        let stripped = strip(&binary, out)?;
-        files.insert(format!("{BIN}/{component}"), stripped.clone());
-        for lib in libraries(&binary)? {
-            let rel = lib.trim_start_matches('/').to_string();
-            files.insert(rel, PathBuf::from(lib));
-        }
         let reference = format!("{registry}/{component}:{version}");
-        let archive = out.join(format!("{component}.tar"));
-        write_layout(&reference, &files, &archive)?;
-        let _ = std::fs::remove_file(&stripped);
-        made.push(Made { reference, archive });
+        let at = format!("{BIN}/{component}");
+        made.push(image(bin_dir, standin, &at, None, &reference, out)?);
     }
+    let tag = crate::kubeadm::images::pause_tag(version)
+        .ok_or_else(|| ImageError::Version(version.to_string()))?;
+    let reference = format!("{registry}/pause:{tag}");
+    made.push(image(
+        bin_dir,
+        PAUSE.0,
+        PAUSE.1,
+        Some("/pause"),
+        &reference,
+        out,
+    )?);
     Ok(made)
+}
+
+/// The pause stand-in, and where the image holds it (where the real image has `pause`).
+const PAUSE: (&str, &str) = ("pause-standin", "pause");
+
+/// The image `reference` holding `bin_dir/standin` at `at` (and its libraries), written to
+/// `<out>/<repository's last part>.tar`.
+fn image(
+    bin_dir: &Path,
+    standin: &str,
+    at: &str,
+    entrypoint: Option<&str>,
+    reference: &str,
+    out: &Path,
+) -> Result<Made, ImageError> {
+    let binary = bin_dir.join(standin);
+    if !binary.is_file() {
+        return Err(ImageError::Io {
+            what: "finding the stand-in",
+            path: binary,
+            source: std::io::ErrorKind::NotFound.into(),
+        });
+    }
+    let mut files = BTreeMap::new();
+    let stripped = strip(&binary, out)?;
+    files.insert(at.to_string(), stripped.clone());
+    for lib in libraries(&binary)? {
+        let rel = lib.trim_start_matches('/').to_string();
+        files.insert(rel, PathBuf::from(lib));
+    }
+    let name = reference
+        .rsplit_once(':')
+        .map_or(reference, |(repo, _)| repo)
+        .rsplit('/')
+        .next()
+        .unwrap_or(reference);
+    let archive = out.join(format!("{name}.tar"));
+    write_layout(reference, &files, entrypoint, &archive)?;
+    let _ = std::fs::remove_file(&stripped);
+    Ok(Made {
+        reference: reference.to_string(),
+        archive,
+    })
 }
 
 #[cfg(test)]

@@ -89,9 +89,17 @@ fn the_kubelet_runs_the_api_server_as_a_static_pod_and_registers_through_it() {
         &root.join("run/containerd/containerd.sock"),
         "k8s.io",
     );
-    let archive = images.join("kube-apiserver.tar");
-    let imported = containerd.ctr(&["images", "import", archive.to_str().unwrap()]);
-    assert!(imported.status.success(), "{imported:?}");
+    let made = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        made.lines()
+            .any(|l| l.starts_with("registry.test:5000/pause:3.10 ") && l.ends_with("/pause.tar")),
+        "{made}"
+    );
+    for name in ["kube-apiserver", "pause"] {
+        let archive = images.join(format!("{name}.tar"));
+        let imported = containerd.ctr(&["images", "import", archive.to_str().unwrap()]);
+        assert!(imported.status.success(), "{imported:?}");
+    }
 
     let manifests = root.join("etc/kubernetes/manifests");
     std::fs::create_dir_all(&manifests).unwrap();

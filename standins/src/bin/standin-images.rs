@@ -13,7 +13,9 @@ Writes DIR/<component>.tar for each component a stand-in exists for (kube-apiser
 kube-controller-manager, kube-scheduler: <component>-standin), named
 <registry>/<component>:<version> as kubeadm's static Pod manifests name it: an OCI image
 layout in a tar with one layer holding the stand-in at /usr/local/bin/<component> and the
-shared libraries ldd lists for it. Import them into the seed
+shared libraries ldd lists for it. Also DIR/pause.tar, the sandbox image
+<registry>/pause:<tag> with the tag kubeadm pins for the version, from pause-standin at
+/pause. Import them into the seed
 (`launcher-seed images import DIR/*.tar`) or containerd (`ctr -n k8s.io images import`).
 --bin-dir is where the stand-ins are (default: next to this program). Same inputs, same bytes.";
 

@@ -31,6 +31,15 @@ const CONSTANTS: &[(u32, &str, &str)] = &[
     (35, "3.10.1", "v1.13.1"),
 ];
 
+/// The pause tag kubeadm pins for `kubernetes_version` (`vX.Y.Z`).
+pub fn pause_tag(kubernetes_version: &str) -> Option<&'static str> {
+    let minor = super::minor_of(kubernetes_version)?;
+    CONSTANTS
+        .iter()
+        .find(|(m, _, _)| *m == minor)
+        .map(|(_, pause, _)| *pause)
+}
+
 fn disabled(cluster: &Value, addon: &str) -> bool {
     cluster
         .get(addon)
