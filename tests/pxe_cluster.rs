@@ -1,5 +1,6 @@
 //! End to end: one master and one worker power on with blank disks and wrong clocks (the
-//! master's in 2001), PXE-boot from the seed in a lab namespace, and both reach `done` with a
+//! master's in 2001), PXE-boot from the seed in a lab namespace, wait to enroll while the seed's
+//! registry lacks kube-scheduler, go on once it is imported, and both reach `done` with a
 //! healthy etcd; `down` then stops every process and removes the namespace. Their data disks,
 //! read from outside afterwards, show what each host was given: the worker holds no CA key, and
 //! the kubeadm stand-in on the master checked a v1beta4 config naming the external etcd and the
@@ -10,6 +11,7 @@ mod common;
 use serde::Deserialize;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::{DataDisk, exec_in, journal_plan, kube, namespaces, plan_file, print_logs, text};
 use lab::plan::namespace_for;
@@ -329,6 +331,42 @@ fn the_hosts_are_ready_for_kubeadm(run: &std::path::Path) {
     assert!(err.contains(&format!("{missing}: not found")), "{err}");
 }
 
+/// Both VMs ask to enroll while the seed's registry lacks kube-scheduler: each is told so on
+/// its console, and the seed records neither. The import into the running seed's state
+/// directory then lets them in.
+fn hosts_wait_for_the_held_image(run: &std::path::Path) {
+    let state = testkit::wait_for("the lab's state", Duration::from_secs(120), || {
+        LabState::load(run).ok().flatten().and_then(|s| s.options)
+    });
+    let plan = lab::plan::LabPlan::new(state).unwrap();
+    let missing = format!("{}/kube-scheduler:v1.33.4", plan.registry());
+    let told = format!(
+        "waiting: the seed's registry lacks 1 image this cluster pulls: {missing}; no host installs until they are imported"
+    );
+    for vm in &plan.vms {
+        testkit::wait_for(
+            &format!("{} to be told it waits for {missing}", vm.label),
+            Duration::from_secs(900),
+            || {
+                let console = std::fs::read_to_string(&vm.console).unwrap_or_default();
+                lab::watch::strip_ansi(&console)
+                    .contains(&told)
+                    .then_some(())
+            },
+        );
+    }
+    let status = lab::seed_api::read_status(&plan).expect("the seed answers");
+    assert_eq!(status.missing_images, std::slice::from_ref(&missing));
+    assert!(status.hosts.is_empty(), "{:?}", status.hosts);
+    let imported = Command::new(testkit::workspace_bin("launcher-seed"))
+        .args(["images", "import", "--state-dir"])
+        .arg(plan.seed_dir())
+        .arg(run.join("images/kube-scheduler.tar"))
+        .output()
+        .unwrap();
+    assert!(imported.status.success(), "{}", text(&imported.stderr));
+}
+
 #[test]
 fn one_master_and_one_worker_boot_by_pxe_and_reach_done() {
     let Some(image) = common::image_or_skip() else {
@@ -336,29 +374,47 @@ fn one_master_and_one_worker_boot_by_pxe_and_reach_done() {
     };
     let run_holder = tempfile::tempdir().unwrap();
     let run = run_holder.path().to_path_buf();
-    let output = Command::new(common::lab_bin())
-        .args([
-            "up",
-            "--masters",
-            "1",
-            "--workers",
-            "1",
-            "--timeout",
-            "1500",
-            "--image",
-        ])
-        .arg(&image)
-        .arg("--run-dir")
-        .arg(&run)
-        .output()
-        .unwrap();
-    let stdout = text(&output.stdout);
-    let stderr = text(&output.stderr);
+    // The seed starts without kube-scheduler: both hosts wait to enroll until it is imported.
+    let (up_out, up_err) = (run.join("up.out"), run.join("up.err"));
+    let mut up = testkit::ChildGuard::spawn(
+        "launcher-lab up",
+        Command::new(common::lab_bin())
+            .args([
+                "up",
+                "--masters",
+                "1",
+                "--workers",
+                "1",
+                "--timeout",
+                "1500",
+            ])
+            .args(["--hold-image", "kube-scheduler", "--image"])
+            .arg(&image)
+            .arg("--run-dir")
+            .arg(&run)
+            .stdout(std::fs::File::create(&up_out).unwrap())
+            .stderr(std::fs::File::create(&up_err).unwrap()),
+    );
+    let held = std::panic::catch_unwind(|| hosts_wait_for_the_held_image(&run));
+    if held.is_err() {
+        up.kill();
+    }
+    let up_status = testkit::wait_for("launcher-lab up to end", Duration::from_secs(1600), || {
+        up.child.try_wait().unwrap()
+    });
+    let stdout = std::fs::read_to_string(&up_out).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&up_err).unwrap_or_default();
     let state = LabState::load(&run).unwrap();
-    let checked = std::panic::catch_unwind(|| {
+    let checked = held.and_then(|()| std::panic::catch_unwind(|| {
         assert!(
-            output.status.success(),
+            up_status.success(),
             "launcher-lab up failed\n{stdout}\n{stderr}"
+        );
+        assert!(
+            stdout.contains(
+                "hosts wait to enroll: the seed's registry lacks 10.77.0.1:8443/kube-scheduler:v1.33.4"
+            ),
+            "{stdout}"
         );
         assert!(stdout.contains("every host is done"), "{stdout}");
         assert!(stdout.contains("m1 (master"), "{stdout}");
@@ -385,7 +441,7 @@ fn one_master_and_one_worker_boot_by_pxe_and_reach_done() {
         the_cluster_answers_at_the_vip(&run, &state.namespace);
         the_hosts_are_ready_for_kubeadm(&run);
         a_new_disk_is_refused_until_the_host_is_reset(&run, &state.namespace);
-    });
+    }));
     if let Err(panic) = checked {
         print_logs(&run);
         let _ = common::lab(&run, &["down"]);

@@ -85,6 +85,14 @@ pub enum EnrollResponse {
         retry_after_secs: u32,
         message: String,
     },
+    /// Not answered yet, and nothing recorded: the seed cannot let any host install now (its
+    /// registry lacks images the cluster pulls). The host asks again after `retry_after_secs`.
+    Waiting {
+        retry_after_secs: u32,
+        message: String,
+        /// The image references the seed's registry lacks.
+        missing_images: Vec<String>,
+    },
     /// Let in: everything the host needs to become a node.
     Enrolled(Box<Plan>),
 }
@@ -174,6 +182,25 @@ pub struct EtcdInstructions {
     pub config_path: String,
     /// Client URLs of every member, to wait on health.
     pub client_urls: Vec<String>,
+}
+
+impl EtcdInstructions {
+    /// This member's client URL: the one whose host is the host's address `ip`, else the
+    /// first.
+    pub fn own_client_url(&self, ip: Option<&str>) -> String {
+        let host_of = |url: &str| {
+            let rest = url.split_once("://").map_or(url, |(_, r)| r);
+            let authority = rest.split('/').next().unwrap_or(rest);
+            let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string()
+        };
+        let ours = ip.and_then(|ip| self.client_urls.iter().find(|u| host_of(u) == ip));
+        ours.or(self.client_urls.first())
+            .cloned()
+            .unwrap_or_else(|| "https://127.0.0.1:2379".to_string())
+    }
 }
 
 /// How a master takes part in holding the control-plane VIP (keepalived's VRRP instance). The
@@ -328,6 +355,39 @@ pub mod codes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_members_own_client_url_is_the_one_on_its_address() {
+        let etcd = EtcdInstructions {
+            member_name: "m".into(),
+            initial_cluster_state: "new".into(),
+            learner: false,
+            config_path: "/etc/etcd/etcd.yaml".into(),
+            client_urls: vec![
+                "https://10.0.0.11:2379".into(),
+                "https://10.0.0.1:2379".into(),
+                "https://[fd00::1]:2379".into(),
+            ],
+        };
+        let cases = [
+            (Some("10.0.0.1"), "https://10.0.0.1:2379"),
+            (Some("10.0.0.11"), "https://10.0.0.11:2379"),
+            (Some("fd00::1"), "https://[fd00::1]:2379"),
+            (Some("10.0.0.9"), "https://10.0.0.11:2379"),
+            (None, "https://10.0.0.11:2379"),
+        ];
+        for (ip, want) in cases {
+            assert_eq!(etcd.own_client_url(ip), want, "{ip:?}");
+        }
+        let none = EtcdInstructions {
+            client_urls: vec![],
+            ..etcd
+        };
+        assert_eq!(
+            none.own_client_url(Some("10.0.0.1")),
+            "https://127.0.0.1:2379"
+        );
+    }
 
     fn plan() -> Plan {
         Plan {

@@ -97,17 +97,6 @@ pub fn host_path(root: &Path, abs: &str) -> Result<String, FsError> {
         .into_owned())
 }
 
-/// This member's client URL: the one on the plan's address, else the first.
-pub fn own_client_url(plan: &Plan, etcd: &EtcdInstructions) -> String {
-    let ours = plan
-        .ip
-        .as_ref()
-        .and_then(|ip| etcd.client_urls.iter().find(|u| u.contains(ip.as_str())));
-    ours.or(etcd.client_urls.first())
-        .cloned()
-        .unwrap_or_else(|| "https://127.0.0.1:2379".to_string())
-}
-
 /// Lines of a failed unit's log carried in the error (and so in the progress report).
 const UNIT_LOG_LINES: &str = "15";
 
@@ -206,7 +195,8 @@ pub fn etcd(root: &Path, os: &dyn Os, plan: &Plan, wait: Duration) -> Result<boo
     start_unit(os, "launcher-etcd.service")?;
     let url = format!(
         "{}/health",
-        own_client_url(plan, etcd).trim_end_matches('/')
+        etcd.own_client_url(plan.ip.as_deref())
+            .trim_end_matches('/')
     );
     let tls = ClientTls {
         ca: fsutil::under_root(root, &format!("{ETCD_PKI}/ca.crt"))?,

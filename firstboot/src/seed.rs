@@ -51,6 +51,10 @@ pub enum SeedError {
         last: String,
     },
     #[error(
+        "the plan from {seed} came without a TLS handshake that matched the pin, so the seed CA to trust is unknown: this is a bug, please report it with this log; nothing was written"
+    )]
+    NoSeedCa { seed: String },
+    #[error(
         "the seed at {seed} says the request came without this host's identity key ({message}), yet firstboot presents it on every connection: this is a bug, please report it with this log"
     )]
     IdentityRequired { seed: String, message: String },
@@ -96,6 +100,11 @@ pub enum NotYet {
         retry_after: Duration,
         message: String,
     },
+    /// The seed lets no host install yet (its registry lacks images the cluster pulls).
+    Waiting {
+        retry_after: Duration,
+        message: String,
+    },
     /// The identity the host claims (MAC, UUID, serial) is bound to another key.
     IdentityTaken { message: String },
     /// The seed asks this address to come back later (`Retry-After`, when it said).
@@ -108,7 +117,9 @@ impl NotYet {
     /// How long to wait before asking again, given the backoff's (jittered) wait.
     pub fn wait(&self, backoff: Duration) -> Duration {
         match self {
-            NotYet::Pending { retry_after, .. } => backoff.max(*retry_after),
+            NotYet::Pending { retry_after, .. } | NotYet::Waiting { retry_after, .. } => {
+                backoff.max(*retry_after)
+            }
             NotYet::IdentityTaken { .. } => IDENTITY_TAKEN_RETRY,
             NotYet::RateLimited { retry_after } => {
                 backoff.max(retry_after.unwrap_or_default().min(RETRY_AFTER_CAP))
@@ -124,6 +135,7 @@ impl fmt::Display for NotYet {
             NotYet::Pending {
                 host_id, message, ..
             } => write!(f, "pending as {host_id}: {message}"),
+            NotYet::Waiting { message, .. } => write!(f, "waiting: {message}"),
             NotYet::IdentityTaken { message } => write!(
                 f,
                 "the seed has this host's identity bound to another key ({message}); retrying every {} s",
@@ -184,7 +196,11 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 #[derive(Debug)]
 pub struct SeedClient {
     http: reqwest::blocking::Client,
+    /// What the handshake of the current attempt learnt; none when it reused a connection.
     outcome: Arc<Mutex<Option<PinOutcome>>>,
+    /// The seed CA (DER) of the last handshake that matched the pin: kept across attempts,
+    /// since an attempt on a kept-alive connection makes no handshake.
+    matched_ca: Mutex<Option<Vec<u8>>>,
     pin: CaPin,
 }
 
@@ -199,14 +215,20 @@ impl SeedClient {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .map_err(SeedError::Client)?;
-        Ok(SeedClient { http, outcome, pin })
+        Ok(SeedClient {
+            http,
+            outcome,
+            matched_ca: Mutex::new(None),
+            pin,
+        })
     }
 
     fn seed_ca_pem(&self) -> Option<String> {
-        match &*self.outcome.lock().unwrap() {
-            Some(PinOutcome::Matched(der)) => Some(tls::cert_pem(der)),
-            _ => None,
-        }
+        self.matched_ca
+            .lock()
+            .unwrap()
+            .as_deref()
+            .map(tls::cert_pem)
     }
 
     fn attempt(&self, seed: &SeedUrl, req: &EnrollRequest) -> Result<Attempt, SeedError> {
@@ -225,6 +247,9 @@ impl SeedClient {
                 return Ok(Attempt::NotYet(NotYet::Unanswered(error_chain(&e))));
             }
         };
+        if let Some(PinOutcome::Matched(der)) = &*self.outcome.lock().unwrap() {
+            *self.matched_ca.lock().unwrap() = Some(der.clone());
+        }
         let status = resp.status();
         let wait = retry_after(resp.headers());
         let body = resp.bytes().unwrap_or_default();
@@ -242,6 +267,14 @@ impl SeedClient {
                 message,
             }) => Ok(Attempt::NotYet(NotYet::Pending {
                 host_id,
+                retry_after: Duration::from_secs(u64::from(retry_after_secs)),
+                message,
+            })),
+            Ok(EnrollResponse::Waiting {
+                retry_after_secs,
+                message,
+                ..
+            }) => Ok(Attempt::NotYet(NotYet::Waiting {
                 retry_after: Duration::from_secs(u64::from(retry_after_secs)),
                 message,
             })),
@@ -272,7 +305,9 @@ impl SeedClient {
             attempts += 1;
             let not_yet = match self.attempt(seed, req)? {
                 Attempt::Enrolled(plan) => {
-                    let seed_ca_pem = self.seed_ca_pem().unwrap_or_default();
+                    let seed_ca_pem = self.seed_ca_pem().ok_or_else(|| SeedError::NoSeedCa {
+                        seed: seed.to_string(),
+                    })?;
                     return Ok(Enrolled {
                         plan: *plan,
                         seed: seed.clone(),

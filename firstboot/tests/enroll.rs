@@ -1,5 +1,6 @@
 //! Enrollment against a real `launcher-seed serve`: a master and a worker end with the trees
-//! their roles call for; a wrong pin and a tampered or truncated plan are refused.
+//! their roles call for; a wrong pin and a tampered or truncated plan are refused; a host waits,
+//! told which images the seed lacks, until they are imported.
 
 mod common;
 
@@ -225,4 +226,62 @@ fn a_tampered_or_truncated_journaled_plan_is_refused_and_nothing_is_written() {
         assert!(!host.path("etc").exists(), "{name}: files were written");
         assert!(host.actions().is_empty(), "{name}: {:?}", host.actions());
     }
+}
+
+#[test]
+fn a_host_waits_while_the_seed_lacks_images_and_goes_on_once_they_are_imported() {
+    let seed = Seed::start_waiting_on_images();
+    let host = Host::new(4);
+    let mut args = seed.args();
+    let at = args.iter().position(|a| a == "--enroll-wait-secs").unwrap();
+    args[at + 1] = "0".to_string();
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = host.run(0, &refs);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let images = [
+        ("kube-apiserver", "v1.33.4"),
+        ("kube-controller-manager", "v1.33.4"),
+        ("kube-scheduler", "v1.33.4"),
+        ("kube-proxy", "v1.33.4"),
+        ("coredns/coredns", "v1.12.0"),
+        ("pause", "3.10"),
+    ];
+    let listed: Vec<String> = images
+        .iter()
+        .map(|(name, tag)| format!("127.0.0.1:8443/{name}:{tag}"))
+        .collect();
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "waiting: the seed's registry lacks 6 images this cluster pulls: {}; no host installs until they are imported (launcher-seed images import)",
+            listed.join(", ")
+        )),
+        "{err}"
+    );
+    assert_eq!(host.done_phases(), vec!["identify", "time"]);
+    assert!(!host.path("etc").exists());
+
+    let dir = tempfile::tempdir().unwrap();
+    let archives: Vec<std::path::PathBuf> = images
+        .iter()
+        .zip(&listed)
+        .map(|((name, tag), reference)| {
+            let path = dir.path().join(format!("{}.tar", name.replace('/', "_")));
+            common::oci_archive(&path, reference, tag);
+            path
+        })
+        .collect();
+    // Imported while the host waits: its next attempt, on the connection it kept open (no new
+    // TLS handshake), enrolls it, and the seed CA it trusts from then on is the one it pinned.
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            seed.import(&archives);
+        });
+        run_to_the_end("after the import", &host, &seed, 0);
+    });
+    assert!(host.path("var/lib/launcher/firstboot.done").is_file());
+    let trusted = std::fs::read_to_string(host.path("etc/launcher/seed-ca.crt")).unwrap();
+    let seed_ca = std::fs::read_to_string(seed.dir.path().join("state/seed-ca.crt")).unwrap();
+    assert_eq!(trusted.trim(), seed_ca.trim());
 }

@@ -45,7 +45,8 @@ pub fn ensure_image(image_dir: &Path, definition: &Path) -> anyhow::Result<()> {
 /// Makes the stand-in container images of the lab's Kubernetes version under the seed's
 /// registry (`standin-images`, beside `launcher-seed`) in `out`, and imports them into the
 /// seed's store at `seed_dir` (`launcher-seed images import`), before the seed serves: the
-/// masters' kubelets pull their static Pods' images from there.
+/// masters' kubelets pull their static Pods' images from there. Images the options hold back
+/// are made and left out.
 pub fn import_standin_images(plan: &LabPlan, out: &Path) -> anyhow::Result<()> {
     let seed_bin = &plan.options.seed_bin;
     let bin_dir = seed_bin.parent().unwrap_or(Path::new("."));
@@ -70,11 +71,33 @@ pub fn import_standin_images(plan: &LabPlan, out: &Path) -> anyhow::Result<()> {
             String::from_utf8_lossy(&made.stderr).trim()
         );
     }
-    let archives: Vec<&str> = std::str::from_utf8(&made.stdout)
-        .unwrap_or("")
+    let listed = std::str::from_utf8(&made.stdout).unwrap_or("");
+    let archives: Vec<&str> = listed
         .lines()
         .filter_map(|line| line.split_whitespace().nth(1))
+        .filter(|archive| {
+            let name = Path::new(archive).file_stem().unwrap_or_default();
+            !plan
+                .options
+                .held_images
+                .iter()
+                .any(|held| name == held.as_str())
+        })
         .collect();
+    for held in &plan.options.held_images {
+        let archive = out.join(format!("{held}.tar"));
+        anyhow::ensure!(
+            archive.is_file(),
+            "--hold-image {held}: standin-images made no such image (it made: {})",
+            listed.trim().replace('\n', "; ")
+        );
+        println!(
+            "launcher-lab: {held} held back from the seed's registry; hosts wait until \
+             `launcher-seed images import --state-dir {} {}`",
+            plan.seed_dir().display(),
+            archive.display()
+        );
+    }
     let imported = Command::new(seed_bin)
         .args(["images", "import", "--state-dir"])
         .arg(plan.seed_dir())

@@ -139,6 +139,12 @@ struct UpArgs {
     /// the seed serves nothing over plain HTTP.
     #[arg(long)]
     trusted_ipxe: Option<PathBuf>,
+    /// Leave this stand-in image (`kube-apiserver`, `kube-controller-manager`,
+    /// `kube-scheduler`, `pause`; repeatable) out of the seed's registry, to watch the hosts
+    /// wait for it: none enrolls until `launcher-seed images import --state-dir RUN_DIR/seed
+    /// RUN_DIR/images/NAME.tar` brings it.
+    #[arg(long = "hold-image", value_name = "NAME")]
+    held_images: Vec<String>,
 }
 
 fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
@@ -184,6 +190,7 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         memory_mib: args.memory,
         disk_mib: 1024,
         trusted_ipxe: args.trusted_ipxe.as_deref().map(absolute).transpose()?,
+        held_images: args.held_images.clone(),
     })?;
     let flag = Arc::new(AtomicBool::new(false));
     watch_signals(flag.clone());

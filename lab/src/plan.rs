@@ -67,6 +67,10 @@ pub struct LabOptions {
     /// HTTP.
     #[serde(default)]
     pub trusted_ipxe: Option<PathBuf>,
+    /// Stand-in images made but left out of the seed's registry (`kube-scheduler`, `pause`):
+    /// hosts wait to enroll until they are imported from `RUN_DIR/images/NAME.tar`.
+    #[serde(default)]
+    pub held_images: Vec<String>,
 }
 
 /// One VM of the lab.
@@ -254,7 +258,9 @@ impl LabPlan {
              dns_domain = \"cluster.local\"\nmasters = {masters}\nschedulable_masters = true\n\
              key_algorithm = \"ecdsa-p256\"\n\
              # The VMs have one CPU each, under kubeadm's two.\n\
-             ignore_preflight_errors = [\"NumCPU\"]\n\n\
+             ignore_preflight_errors = [\"NumCPU\"]\n\
+             # The stand-in kubelet runs static Pods only: no add-on would run.\n\
+             skip_phases = [\"addon\"]\n\n\
              [seed]\nurl = \"{url}\"\nregistry = \"{registry}\"\n",
             run = self.run_dir().display(),
             url = self.seed_url(),
@@ -443,6 +449,7 @@ pub(crate) mod tests {
             memory_mib: 2048,
             disk_mib: 1024,
             trusted_ipxe: None,
+            held_images: vec![],
         }
     }
 
@@ -450,6 +457,7 @@ pub(crate) mod tests {
     pub(crate) fn trusted(masters: u32, workers: u32) -> LabOptions {
         LabOptions {
             trusted_ipxe: Some("/work/ipxe".into()),
+            held_images: vec![],
             ..options(masters, workers)
         }
     }

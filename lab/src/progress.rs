@@ -95,6 +95,8 @@ struct Watch {
     etcd_waiting: Option<Vec<String>>,
     /// When the seed last handed out the etcd client credential the check uses.
     etcd_client_at: Option<Instant>,
+    /// The images the seed said its registry lacks, as last printed.
+    missing_images: Vec<String>,
 }
 
 impl Watch {
@@ -121,6 +123,7 @@ impl Watch {
             seed_restarts: 0,
             etcd_waiting: None,
             etcd_client_at: None,
+            missing_images: Vec::new(),
         }
     }
 
@@ -144,6 +147,22 @@ impl Watch {
             .map(|(s, since)| (*s, since.elapsed().as_millis() as i64))
             .collect();
         let rows = watch::rows(&self.watched, status.as_ref(), &stages);
+        if let Some(missing) = status.as_ref().map(|s| &s.missing_images)
+            && *missing != self.missing_images
+        {
+            let secs = self.started.elapsed().as_secs();
+            if missing.is_empty() {
+                println!("[{secs:>4}s] the seed's registry has every image the cluster pulls");
+            } else {
+                println!(
+                    "[{secs:>4}s] hosts wait to enroll: the seed's registry lacks {}",
+                    missing.join(", ")
+                );
+            }
+            self.missing_images = missing.clone();
+            // The table is drawn again below the line, not over it.
+            self.printer.lines = 0;
+        }
         self.printer.show(&rows);
         (status, rows)
     }

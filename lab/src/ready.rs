@@ -96,6 +96,7 @@ mod tests {
             cluster: "lab".into(),
             now_ms: 100_000,
             hosts,
+            missing_images: vec![],
         }
     }
 

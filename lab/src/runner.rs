@@ -279,6 +279,7 @@ mod tests {
                 memory_mib: 2048,
                 disk_mib: 1024,
                 trusted_ipxe: None,
+                held_images: Vec::new(),
             }),
             added: Vec::new(),
         };

@@ -329,6 +329,7 @@ fn status_from_store(state_dir: &Path) -> anyhow::Result<StatusView> {
         cluster: String::new(),
         now_ms: crate::store::records::now_ms(),
         hosts: hosts.iter().map(host_view).collect(),
+        missing_images: vec![],
     })
 }
 

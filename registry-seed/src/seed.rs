@@ -40,7 +40,14 @@ pub struct Seed {
     pub state_dir: PathBuf,
     /// Network boot: what `/ipxe` scripts carry and where the boot files are.
     pub boot: Option<crate::boot::BootConfig>,
+    /// The images the cluster pulls that the seed's registry lacks, asked at every enrollment
+    /// (`serve` reads its registry; see `oci::required`). None: enrollment does not wait on
+    /// images (`serve --allow-missing-images`).
+    pub missing_images: Option<MissingImages>,
 }
+
+/// Says which images the cluster pulls are not in the seed's registry now.
+pub type MissingImages = Arc<dyn Fn() -> anyhow::Result<Vec<String>> + Send + Sync>;
 
 impl std::fmt::Debug for Seed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -125,6 +132,7 @@ impl Seed {
             membership: Arc::new(membership),
             state_dir: state_dir.to_path_buf(),
             boot: None,
+            missing_images: None,
         })
     }
 

@@ -102,6 +102,12 @@ pub struct ServeArgs {
     /// NTP answers a source address gets back to back after a quiet time.
     #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     pub ntp_burst: u32,
+    /// Let hosts enroll and install while the seed's registry lacks images the cluster pulls
+    /// (`launcher-seed images required --state-dir` lists them). By default a host asking to
+    /// enroll then waits, told which images are missing, so that no install stalls halfway on
+    /// a pull; this is for hosts that pull from a registry of their own.
+    #[arg(long)]
+    pub allow_missing_images: bool,
 }
 
 impl ServeArgs {
@@ -201,7 +207,22 @@ async fn serve(args: ServeArgs, nofile: u64) -> anyhow::Result<()> {
         enroll_burst = args.enroll_burst,
         "connection and rate limits"
     );
-    let registry = crate::oci::router(Arc::new(crate::oci::Store::open(&args.state_dir)?));
+    let images = Arc::new(crate::oci::Store::open(&args.state_dir)?);
+    if !args.allow_missing_images {
+        let (images, spec) = (images.clone(), seed.spec.clone());
+        let missing: crate::seed::MissingImages =
+            Arc::new(move || Ok(crate::oci::required::required(&spec, Some(&images))?.missing));
+        let now = missing()?;
+        if !now.is_empty() {
+            println!(
+                "launcher-seed: the registry lacks {} image(s) the cluster pulls; hosts wait until they are imported: {}",
+                now.len(),
+                now.join(", ")
+            );
+        }
+        seed.missing_images = Some(missing);
+    }
+    let registry = crate::oci::router(images);
     let seed = Arc::new(seed);
     crate::jobs::recover(&seed)?;
     crate::jobs::spawn_pending_expiry(seed.clone());

@@ -35,6 +35,10 @@ pub struct StatusView {
     /// The seed's clock, for "time in phase".
     pub now_ms: i64,
     pub hosts: Vec<HostView>,
+    /// Images the cluster pulls that the seed's registry lacks: while any is, hosts wait to
+    /// enroll.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_images: Vec<String>,
 }
 
 /// The answer to an admin request that starts a job.
@@ -236,6 +240,12 @@ pub fn render_table(status: &StatusView) -> String {
     for row in &rows {
         line(row.iter().map(String::as_str).collect(), &mut out);
     }
+    if !status.missing_images.is_empty() {
+        out.push_str(&format!(
+            "hosts wait to enroll: the seed's registry lacks {}\n",
+            printable(&status.missing_images.join(", "))
+        ));
+    }
     out
 }
 
@@ -270,6 +280,7 @@ mod tests {
                 last_seen_ms: 0,
                 key: None,
             }],
+            missing_images: vec![],
         };
         let table = render_table(&status);
         let lines: Vec<&str> = table.lines().collect();
@@ -279,5 +290,18 @@ mod tests {
             "{table}"
         );
         assert!(lines[1].ends_with("waiting for peers"), "{table}");
+        assert_eq!(lines.len(), 2, "{table}");
+
+        let waiting = StatusView {
+            missing_images: vec!["10.0.0.1:8443/pause:3.10".into(), "x/a:\u{1b}[1m".into()],
+            ..status
+        };
+        let table = render_table(&waiting);
+        assert_eq!(
+            table.lines().last(),
+            Some(
+                "hosts wait to enroll: the seed's registry lacks 10.0.0.1:8443/pause:3.10, x/a:[1m"
+            )
+        );
     }
 }

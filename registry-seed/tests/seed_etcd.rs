@@ -56,6 +56,7 @@ fn enroll_master(server: &Server, i: usize) -> Plan {
                 std::thread::sleep(Duration::from_millis(200));
                 None
             }
+            EnrollResponse::Waiting { message, .. } => panic!("{message}"),
         }
     })
 }

@@ -4,7 +4,6 @@
 
 use crate::journal::{Journal, JournalError};
 use crate::keys;
-use crate::node::own_client_url;
 use crate::os::{ClientTls, mtls_client};
 use cluster::api::cert_names;
 use std::path::Path;
@@ -50,7 +49,7 @@ pub fn check_member(root: &Path) -> Result<MemberCheck, MemberError> {
     let journal = Journal::load(root)?;
     let plan = journal.plan.as_ref().ok_or(MemberError::NotAMaster)?;
     let etcd = plan.etcd.as_ref().ok_or(MemberError::NotAMaster)?;
-    let own = own_client_url(plan, etcd);
+    let own = etcd.own_client_url(plan.ip.as_deref());
     let tls = ClientTls {
         ca: root.join(ETCD_PKI).join("ca.crt"),
         cert: root.join(ETCD_PKI).join("healthcheck-client.crt"),

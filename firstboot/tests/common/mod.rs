@@ -200,7 +200,18 @@ pub struct Seed {
 }
 
 impl Seed {
+    /// A seed that lets hosts in although its registry is empty: the hosts' installs are
+    /// simulated, nothing pulls from it.
     pub fn start() -> Seed {
+        Seed::spawn(&["--allow-missing-images"])
+    }
+
+    /// A seed as an operator starts it: hosts wait while its registry lacks an image.
+    pub fn start_waiting_on_images() -> Seed {
+        Seed::spawn(&[])
+    }
+
+    fn spawn(extra: &[&str]) -> Seed {
         let bin = testkit::workspace_bin("launcher-seed");
         let dir = tempfile::tempdir().unwrap();
         let spec = dir.path().join("cluster.toml");
@@ -218,6 +229,7 @@ impl Seed {
                 .args(["--listen", "127.0.0.1:0", "--ntp-listen", "127.0.0.1:0"])
                 // Every simulated host asks the time from 127.0.0.1, one after another.
                 .args(["--ntp-rate", "0"])
+                .args(extra)
                 .stdout(log.try_clone().unwrap())
                 .stderr(log),
         );
@@ -265,6 +277,21 @@ impl Seed {
         .iter()
         .map(|s| s.to_string())
         .collect()
+    }
+
+    /// `launcher-seed images import` of `archives` into this seed's state directory.
+    pub fn import(&self, archives: &[PathBuf]) {
+        let out = Command::new(testkit::workspace_bin("launcher-seed"))
+            .args(["images", "import", "--state-dir"])
+            .arg(self.dir.path().join("state"))
+            .args(archives)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn log(&self) -> String {

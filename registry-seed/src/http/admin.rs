@@ -86,10 +86,20 @@ async fn list_hosts(State(seed): State<Arc<Seed>>) -> Result<Json<StatusView>, A
         .map_err(|e| ApiFailure::internal("listing hosts", &e))
     })
     .await?;
+    let missing_images = match seed.missing_images.clone() {
+        Some(missing) => {
+            blocking("reading the registry's catalog", move || {
+                missing().map_err(|e| ApiFailure::internal("reading the registry's catalog", &e))
+            })
+            .await?
+        }
+        None => vec![],
+    };
     Ok(Json(StatusView {
         cluster: seed.facts.name.clone(),
         now_ms: now_ms(),
         hosts: hosts.iter().map(host_view).collect(),
+        missing_images,
     }))
 }
 

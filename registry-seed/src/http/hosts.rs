@@ -22,6 +22,8 @@ use crate::store::records::now_ms;
 const PENDING_RETRY_SECS: u32 = 15;
 /// How long a bootstrap master waits for its peers before asking again.
 const WAITING_RETRY_SECS: u32 = 3;
+/// How long a host waits for missing images before asking again.
+const IMAGES_RETRY_SECS: u32 = 10;
 /// Longest progress message kept.
 const MAX_MESSAGE: usize = 4096;
 
@@ -58,6 +60,9 @@ async fn enroll_inner(
     request: EnrollRequest,
     caller: Caller,
 ) -> Result<(Response, &'static str), ApiFailure> {
+    if let Some(waiting) = wait_for_images(seed).await? {
+        return Ok((waiting, "waiting_images"));
+    }
     let seed2 = seed.clone();
     let claimed = request.identity.clone();
     let caller2 = caller.clone();
@@ -99,6 +104,35 @@ async fn enroll_inner(
         }
         PlanOutcome::Waiting(why) => Ok((pending(&record.id, WAITING_RETRY_SECS, &why), "waiting")),
     }
+}
+
+/// While the seed's registry lacks an image the cluster pulls, no host is let in to install:
+/// it would stall halfway, at a pull. The answer names the images; nothing is recorded, and
+/// the host asks again. An import releases every host at its next request.
+async fn wait_for_images(seed: &Arc<Seed>) -> Result<Option<Response>, ApiFailure> {
+    let Some(missing) = seed.missing_images.clone() else {
+        return Ok(None);
+    };
+    let missing = blocking("reading the registry's catalog", move || {
+        missing().map_err(|e| ApiFailure::internal("reading the registry's catalog", &e))
+    })
+    .await?;
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    let message = format!(
+        "the seed's registry lacks {} image{} this cluster pulls: {}; no host installs until \
+         they are imported (launcher-seed images import)",
+        missing.len(),
+        if missing.len() == 1 { "" } else { "s" },
+        missing.join(", ")
+    );
+    let body = EnrollResponse::Waiting {
+        retry_after_secs: IMAGES_RETRY_SECS,
+        message,
+        missing_images: missing,
+    };
+    Ok(Some((StatusCode::ACCEPTED, Json(body)).into_response()))
 }
 
 fn pending(host_id: &str, retry_after_secs: u32, message: &str) -> Response {

@@ -95,16 +95,31 @@ async fn healthz() -> &'static str {
 }
 
 async fn metrics(State(seed): State<Arc<Seed>>) -> Response {
-    let extra = seed
-        .ntp_stats
-        .as_ref()
-        .map(|s| s.render_prometheus())
-        .unwrap_or_default();
+    let mut extra = missing_images_metric(&seed).await;
+    if let Some(stats) = &seed.ntp_stats {
+        extra.push_str(&stats.render_prometheus());
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         seed.metrics.render(&extra),
     )
         .into_response()
+}
+
+/// The images the cluster pulls that the registry lacks, when enrollment waits on them.
+async fn missing_images_metric(seed: &Arc<Seed>) -> String {
+    let Some(missing) = seed.missing_images.clone() else {
+        return String::new();
+    };
+    let Ok(Ok(missing)) = tokio::task::spawn_blocking(move || missing()).await else {
+        return String::new();
+    };
+    format!(
+        "# HELP launcher_seed_images_missing Images the cluster pulls that the seed's registry lacks; hosts wait to enroll while any is.\n\
+         # TYPE launcher_seed_images_missing gauge\n\
+         launcher_seed_images_missing {}\n",
+        missing.len()
+    )
 }
 
 async fn not_found() -> ApiFailure {

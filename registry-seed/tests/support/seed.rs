@@ -261,8 +261,32 @@ impl Server {
         Server::start_with(cluster, state_dir, listen, &[])
     }
 
-    /// Like [`Server::start`], with more `serve` arguments.
+    /// Like [`Server::start`], with more `serve` arguments. These seeds' registries hold no
+    /// images, so enrollment does not wait on them (`--allow-missing-images`).
     pub fn start_with(
+        cluster: &std::path::Path,
+        state_dir: &std::path::Path,
+        listen: &str,
+        extra: &[&str],
+    ) -> Server {
+        let args: Vec<&str> = ["--allow-missing-images"]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        Server::spawn(cluster, state_dir, listen, &args)
+    }
+
+    /// A seed as an operator starts it: enrollment waits while its registry lacks an image the
+    /// cluster pulls.
+    pub fn start_waiting_on_images(
+        cluster: &std::path::Path,
+        state_dir: &std::path::Path,
+        listen: &str,
+    ) -> Server {
+        Server::spawn(cluster, state_dir, listen, &[])
+    }
+
+    fn spawn(
         cluster: &std::path::Path,
         state_dir: &std::path::Path,
         listen: &str,
