@@ -376,24 +376,19 @@ fn one_master_and_one_worker_boot_by_pxe_and_reach_done() {
     let run = run_holder.path().to_path_buf();
     // The seed starts without kube-scheduler: both hosts wait to enroll until it is imported.
     let (up_out, up_err) = (run.join("up.out"), run.join("up.err"));
-    let mut up = testkit::ChildGuard::spawn(
-        "launcher-lab up",
-        Command::new(common::lab_bin())
-            .args([
-                "up",
-                "--masters",
-                "1",
-                "--workers",
-                "1",
-                "--timeout",
-                "1500",
-            ])
-            .args(["--hold-image", "kube-scheduler", "--image"])
-            .arg(&image)
-            .arg("--run-dir")
-            .arg(&run)
-            .stdout(std::fs::File::create(&up_out).unwrap())
-            .stderr(std::fs::File::create(&up_err).unwrap()),
+    let mut up = common::spawn_up(
+        &run,
+        &image,
+        &[
+            "--masters",
+            "1",
+            "--workers",
+            "1",
+            "--timeout",
+            "1500",
+            "--hold-image",
+            "kube-scheduler",
+        ],
     );
     let held = std::panic::catch_unwind(|| hosts_wait_for_the_held_image(&run));
     if held.is_err() {

@@ -148,24 +148,19 @@ fn three_masters_ride_out_a_seed_kill_a_power_cut_and_a_master_swap() {
 fn scenario(image: &Path, run: &Path) {
     // 1. Up, with the seed killed once a host is past enrollment and before all are done.
     let up_out = run.join("up.out");
-    let mut up = testkit::ChildGuard::spawn(
-        "launcher-lab up",
-        Command::new(common::lab_bin())
-            .args([
-                "up",
-                "--masters",
-                "3",
-                "--spare-masters",
-                "1",
-                "--workers",
-                "0",
-            ])
-            .args(["--timeout", "1800", "--image"])
-            .arg(image)
-            .arg("--run-dir")
-            .arg(run)
-            .stdout(std::fs::File::create(&up_out).unwrap())
-            .stderr(std::fs::File::create(run.join("up.err")).unwrap()),
+    let mut up = common::spawn_up(
+        run,
+        image,
+        &[
+            "--masters",
+            "3",
+            "--spare-masters",
+            "1",
+            "--workers",
+            "0",
+            "--timeout",
+            "1800",
+        ],
     );
     let state = testkit::wait_for("the lab's state", Duration::from_secs(120), || {
         LabState::load(run)

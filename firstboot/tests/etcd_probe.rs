@@ -43,6 +43,16 @@ fn leaf(dir: &Path, name: &str, ca: &Ca, usages: Vec<ExtendedKeyUsagePurpose>) {
     std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
 }
 
+/// etcd's CA (`d/ca.crt`), its server certificate and the healthcheck client's, in `d`.
+fn etcd_pki(d: &Path) -> Ca {
+    let etcd_ca = ca("etcd-ca");
+    std::fs::write(d.join("ca.crt"), etcd_ca.cert.pem()).unwrap();
+    use ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+    leaf(d, "server", &etcd_ca, vec![ServerAuth, ClientAuth]);
+    leaf(d, "healthcheck-client", &etcd_ca, vec![ClientAuth]);
+    etcd_ca
+}
+
 #[test]
 fn the_health_probe_uses_the_client_certificate_against_a_real_etcd() {
     if !testkit::require(&["etcd"]) {
@@ -50,45 +60,17 @@ fn the_health_probe_uses_the_client_certificate_against_a_real_etcd() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let etcd_ca = ca("etcd-ca");
-    std::fs::write(d.join("ca.crt"), etcd_ca.cert.pem()).unwrap();
-    use ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
-    leaf(d, "server", &etcd_ca, vec![ServerAuth, ClientAuth]);
-    leaf(d, "healthcheck-client", &etcd_ca, vec![ClientAuth]);
-    leaf(d, "stranger", &ca("other-ca"), vec![ClientAuth]);
-
-    let (client, peer) = (testkit::free_tcp_port(), testkit::free_tcp_port());
-    let url = format!("https://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let log = std::fs::File::create(d.join("etcd.log")).unwrap();
-    let _etcd = testkit::ChildGuard::spawn(
-        "etcd",
-        Command::new(testkit::which("etcd").unwrap())
-            .args(["--name", "probe", "--data-dir"])
-            .arg(d.join("data"))
-            .args([
-                "--listen-client-urls",
-                &url,
-                "--advertise-client-urls",
-                &url,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer_url,
-                "--initial-advertise-peer-urls",
-                &peer_url,
-            ])
-            .args(["--initial-cluster", &format!("probe={peer_url}")])
-            .arg("--client-cert-auth")
-            .arg("--trusted-ca-file")
-            .arg(d.join("ca.crt"))
-            .arg("--cert-file")
-            .arg(d.join("server.crt"))
-            .arg("--key-file")
-            .arg(d.join("server.key"))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log),
+    etcd_pki(d);
+    leaf(
+        d,
+        "stranger",
+        &ca("other-ca"),
+        vec![ExtendedKeyUsagePurpose::ClientAuth],
     );
+
+    let peer = testkit::free_tcp_port();
+    let initial = format!("probe=http://127.0.0.1:{peer}");
+    let (_etcd, url) = member(d, "probe", "127.0.0.1", &initial, peer);
     let health = format!("{url}/health");
     let tls = |name: &str| ClientTls {
         ca: d.join("ca.crt"),
@@ -175,11 +157,7 @@ fn a_master_removed_from_etcd_fails_the_membership_check() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let etcd_ca = ca("etcd-ca");
-    std::fs::write(d.join("ca.crt"), etcd_ca.cert.pem()).unwrap();
-    use ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
-    leaf(d, "server", &etcd_ca, vec![ServerAuth, ClientAuth]);
-    leaf(d, "healthcheck-client", &etcd_ca, vec![ClientAuth]);
+    let etcd_ca = etcd_pki(d);
 
     let (peer_a, peer_b) = (testkit::free_tcp_port(), testkit::free_tcp_port());
     let initial = format!("a=http://127.0.0.1:{peer_a},b=http://127.0.0.2:{peer_b}");

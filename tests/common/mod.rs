@@ -60,6 +60,23 @@ pub fn lab(run: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `launcher-lab up ARGS --image IMAGE --run-dir RUN` in the background, its standard output
+/// and error in `RUN/up.out` and `RUN/up.err`.
+pub fn spawn_up(run: &Path, image: &Path, args: &[&str]) -> testkit::ChildGuard {
+    testkit::ChildGuard::spawn(
+        "launcher-lab up",
+        Command::new(lab_bin())
+            .arg("up")
+            .args(args)
+            .arg("--image")
+            .arg(image)
+            .arg("--run-dir")
+            .arg(run)
+            .stdout(std::fs::File::create(run.join("up.out")).unwrap())
+            .stderr(std::fs::File::create(run.join("up.err")).unwrap()),
+    )
+}
+
 /// `launcher-lab exec VM -- COMMAND…`: the command run inside the VM by its guest agent.
 pub fn exec_in(run: &Path, vm: &str, command: &[&str]) -> Output {
     Command::new(lab_bin())
