@@ -390,16 +390,17 @@ fn scenario(image: &Path, run: &Path) {
         Duration::from_secs(120),
         || kube::vip_holder(run).filter(|h| *h != leaving),
     );
-    // Its keepalived put it in FAULT for the membership check, whatever its API server says.
-    let journal = exec_in(
-        run,
-        &leaving,
-        &["journalctl", "-u", "keepalived", "--no-pager"],
-    );
-    assert!(
-        text(&journal.stdout).contains("VRRP_Script(etcd_member) failed (exited with status 1)"),
-        "{}",
-        text(&journal.stdout)
+    // Its keepalived's membership check fails, whatever its API server says.
+    let keepalived = ["journalctl", "-u", "keepalived", "--no-pager"];
+    testkit::wait_for(
+        "the removed master's keepalived to find it no member",
+        Duration::from_secs(180),
+        || {
+            let journal = text(&exec_in(run, &leaving, &keepalived).stdout);
+            journal
+                .contains("VRRP_Script(etcd_member) failed (exited with status 1)")
+                .then_some(())
+        },
     );
     assert_eq!(
         kube::nodes(run).map(|rows| rows.iter().any(|r| r.name == format!("lab-{next}"))),

@@ -144,8 +144,8 @@ vrrp_script apiserver_ready {{
 vrrp_script etcd_member {{
     script \"{member_check}\"
     user root
-    interval 5
-    timeout 4
+    interval 10
+    timeout 9
     fall 2
     rise 1
     weight 0

@@ -322,7 +322,7 @@ fn one_healthy_master_holds_the_vip_through_failures_and_additions() {
     // The holder is removed from etcd, its API server still ready: it gives the VIP away, and
     // does not take it back even when no other master is left.
     lab.set_member(third, false);
-    let (_, left) = lab.wait_for_holder(&[third], Duration::from_secs(20));
+    let (_, left) = lab.wait_for_holder(&[third], Duration::from_secs(45));
     println!("the VIP left the removed holder in {} ms", left.as_millis());
     for i in (0..4).filter(|i| *i != third) {
         lab.power_off(i);

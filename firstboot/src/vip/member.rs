@@ -9,8 +9,9 @@ use cluster::api::cert_names;
 use std::path::Path;
 use std::time::Duration;
 
-/// Per member asked; keepalived kills the check after 4 s.
-const ASK_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Per member asked: two, well within keepalived's 9 s for the check (a check that times out
+/// counts as failed), on a host slow to start a process.
+const ASK_TIMEOUT: Duration = Duration::from_millis(2500);
 /// At most this many members are asked, so the check ends within keepalived's timeout.
 const MAX_ASKED: usize = 2;
 const ETCD_PKI: &str = "etc/kubernetes/pki/etcd";
