@@ -22,7 +22,9 @@ pub struct Policy {
     pub busy_timeout: Duration,
     /// How long a removal keeps reading the members' health before it refuses for want of a
     /// quorum. etcd 3.4's `/health` gives a read through raft one second, so on a loaded
-    /// machine a healthy member can answer `false` for a moment.
+    /// machine a healthy member can answer `false` for a moment, and a cluster busy with a new
+    /// member can be without a leader for half a minute (seen with four TCG masters on two
+    /// cores): a removal waits that out rather than fail.
     pub health_settle: Duration,
 }
 
@@ -35,7 +37,7 @@ impl Default for Policy {
             retry_min: Duration::from_millis(500),
             retry_max: Duration::from_secs(5),
             busy_timeout: Duration::from_secs(30),
-            health_settle: Duration::from_secs(30),
+            health_settle: Duration::from_secs(90),
         }
     }
 }
