@@ -166,18 +166,16 @@ fn with_unit_log(os: &dyn Os, unit: &str, cmd: &Cmd) -> Result<(), OsError> {
             cmd,
             status,
             stderr,
-        }) => {
-            let log = unit_log(os, unit);
-            Err(OsError::Failed {
-                cmd,
-                status,
-                stderr: format!(
-                    "{}\nlast lines of {unit}'s log:\n{}",
-                    stderr.trim_end(),
-                    log.trim_end()
-                ),
-            })
-        }
+            log,
+        }) => Err(OsError::Failed {
+            cmd,
+            status,
+            stderr,
+            log: format!(
+                "{log}\nlast lines of {unit}'s log:\n{}",
+                unit_log(os, unit).trim_end()
+            ),
+        }),
         other => other.map(|_| ()),
     }
 }

@@ -20,11 +20,15 @@ pub enum OsError {
     Hostname(String, #[source] std::io::Error),
     #[error("running `{0}`")]
     Spawn(String, #[source] std::io::Error),
-    #[error("`{cmd}` exited with {status}: {stderr}")]
+    /// The first line of the message is stderr's last line, where a command such as kubeadm puts
+    /// its verdict after any warnings; the whole stderr follows when it has more lines.
+    /// `log` is empty or says more, such as the last lines of a unit's journal.
+    #[error("`{cmd}` exited with {status}: {}{log}", verdict_first(stderr))]
     Failed {
         cmd: String,
         status: String,
         stderr: String,
+        log: String,
     },
     #[error("probing {0}: {1}")]
     Probe(String, String),
@@ -124,6 +128,15 @@ fn system_unix_nanos() -> i128 {
     }
 }
 
+fn verdict_first(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    match lines.as_slice() {
+        [] => "(no output on stderr)".into(),
+        [only] => only.to_string(),
+        [.., last] => format!("{last}\nstderr:\n{}", lines.join("\n")),
+    }
+}
+
 fn run_command(cmd: &Cmd) -> Result<String, OsError> {
     let out = std::process::Command::new(&cmd.program)
         .args(&cmd.args)
@@ -135,6 +148,7 @@ fn run_command(cmd: &Cmd) -> Result<String, OsError> {
             cmd: cmd.to_string(),
             status: out.status.to_string(),
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            log: String::new(),
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -347,6 +361,7 @@ impl Os for RecordingOs {
                 cmd: cmd.to_string(),
                 status: "exit status: 1".into(),
                 stderr: stderr.clone(),
+                log: String::new(),
             });
         }
         if self.run_for_real.contains(&cmd.program) {
@@ -385,6 +400,36 @@ impl Os for RecordingOs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_command_leads_with_its_last_line() {
+        let failed = |stderr: &str| {
+            OsError::Failed {
+                cmd: "kubeadm join".into(),
+                status: "exit status: 1".into(),
+                stderr: stderr.into(),
+                log: String::new(),
+            }
+            .to_string()
+        };
+        assert_eq!(
+            failed(
+                "W1201 warning: front-proxy CA key is absent\n\nerror execution phase mark-control-plane: timed out"
+            ),
+            "`kubeadm join` exited with exit status: 1: error execution phase mark-control-plane: timed out\n\
+             stderr:\n\
+             W1201 warning: front-proxy CA key is absent\n\
+             error execution phase mark-control-plane: timed out"
+        );
+        assert_eq!(
+            failed("no such file"),
+            "`kubeadm join` exited with exit status: 1: no such file"
+        );
+        assert_eq!(
+            failed("  \n"),
+            "`kubeadm join` exited with exit status: 1: (no output on stderr)"
+        );
+    }
 
     #[test]
     fn the_recording_clock_is_offset_and_a_step_moves_it() {

@@ -21,7 +21,7 @@ pub enum PreloadError {
         address: String,
         tries: u32,
         #[source]
-        source: OsError,
+        source: Box<OsError>,
     },
     #[error(transparent)]
     Fs(#[from] FsError),
@@ -80,7 +80,7 @@ fn import(os: &dyn Os, address: &str, archive: &Path) -> Result<String, PreloadE
         archive: archive.to_path_buf(),
         address: address.to_string(),
         tries: IMPORT_TRIES,
-        source: last.expect("at least one try"),
+        source: Box::new(last.expect("at least one try")),
     })
 }
 
