@@ -129,6 +129,7 @@ global_defs {{
     enable_script_security
     script_user nobody nogroup
     max_auto_priority 50
+    vrrp_rlimit_rttime 1000000
 }}
 
 vrrp_script apiserver_ready {{
