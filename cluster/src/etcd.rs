@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use crate::spec::EtcdTiming;
 use serde::Serialize;
 
 /// Port etcd serves clients on.
@@ -96,6 +97,7 @@ pub struct MemberConfig {
     pub state: ClusterState,
     /// `initial-cluster-token`, unique per cluster so two clusters never merge.
     pub token: String,
+    pub timing: EtcdTiming,
 }
 
 #[derive(Serialize)]
@@ -113,6 +115,8 @@ struct ConfigFile<'a> {
     client_transport_security: Transport,
     peer_transport_security: Transport,
     snapshot_count: u32,
+    heartbeat_interval: u32,
+    election_timeout: u32,
     /// The JSON gateway the seed changes membership through; etcd turns it off when started
     /// with a config file unless asked.
     enable_grpc_gateway: bool,
@@ -156,6 +160,8 @@ impl MemberConfig {
                 trusted_ca_file: CA_FILE,
             },
             snapshot_count: 10000,
+            heartbeat_interval: self.timing.heartbeat_interval_ms,
+            election_timeout: self.timing.election_timeout_ms,
             enable_grpc_gateway: true,
             logger: "zap",
             log_outputs: ["stderr"],
@@ -197,6 +203,10 @@ mod tests {
             initial_members: all.clone(),
             state: ClusterState::New,
             token: "launcher-demo".into(),
+            timing: EtcdTiming {
+                heartbeat_interval_ms: 500,
+                election_timeout_ms: 5000,
+            },
         };
         let yaml: serde_yaml::Value = serde_yaml::from_str(&config.render()).unwrap();
         assert_eq!(yaml["name"], "demo-m2");
@@ -208,6 +218,8 @@ mod tests {
         );
         assert_eq!(yaml["initial-cluster-state"], "new");
         assert_eq!(yaml["initial-cluster"], initial_cluster(&all).as_str());
+        assert_eq!(yaml["heartbeat-interval"], 500);
+        assert_eq!(yaml["election-timeout"], 5000);
         let peer = &yaml["peer-transport-security"];
         assert_eq!(peer["cert-file"], "/etc/kubernetes/pki/etcd/peer.crt");
         assert_eq!(peer["client-cert-auth"], true);
@@ -225,9 +237,12 @@ mod tests {
             initial_members: all.clone(),
             state: ClusterState::Existing,
             token: "launcher-demo".into(),
+            timing: EtcdTiming::default(),
         };
         let yaml: serde_yaml::Value = serde_yaml::from_str(&config.render()).unwrap();
         assert_eq!(yaml["initial-cluster-state"], "existing");
         assert_eq!(yaml["name"], "demo-m3");
+        assert_eq!(yaml["heartbeat-interval"], 100);
+        assert_eq!(yaml["election-timeout"], 1000);
     }
 }

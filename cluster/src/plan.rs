@@ -385,6 +385,7 @@ fn etcd_files(
         initial_members: placement.members.clone(),
         state: placement.state,
         token: etcd_token(input.spec),
+        timing: input.spec.etcd_timing,
     };
     files.push(text_file(etcd::CONFIG_PATH, PUBLIC, config.render()));
     Ok(EtcdInstructions {

@@ -50,7 +50,7 @@ fn every_bad_input_gets_its_exact_error() {
         (
             "unknown field",
             edit("masters = 3", "masters = 3\nmastres = 3"),
-            "c.toml:9:1: field `cluster.mastres`: unknown field `mastres`, expected one of `name`, `kubernetes_version`, `control_plane_endpoint`, `pod_subnet`, `service_subnet`, `dns_domain`, `masters`, `schedulable_masters`, `key_algorithm`, `ignore_preflight_errors`, `skip_phases`",
+            "c.toml:9:1: field `cluster.mastres`: unknown field `mastres`, expected one of `name`, `kubernetes_version`, `control_plane_endpoint`, `pod_subnet`, `service_subnet`, `dns_domain`, `masters`, `schedulable_masters`, `key_algorithm`, `ignore_preflight_errors`, `skip_phases`, `etcd_heartbeat_interval_ms`, `etcd_election_timeout_ms`",
         ),
         (
             "unknown table field",
@@ -249,6 +249,54 @@ fn every_bad_input_gets_its_exact_error() {
                 "key_algorithm = \"ecdsa-p256\"\nskip_phases = [\"addon/\"]",
             ),
             "c.toml:11:16: field `cluster.skip_phases`: \"addon/\" is not a kubeadm init phase (one of preflight, certs, kubeconfig, etcd, control-plane, kubelet-start, wait-control-plane, upload-config, upload-certs, mark-control-plane, bootstrap-token, kubelet-finalize, addon, show-join-command, or phase/subphase)",
+        ),
+        (
+            "etcd election timeout under 5 heartbeats",
+            edit(
+                "key_algorithm = \"ecdsa-p256\"",
+                "key_algorithm = \"ecdsa-p256\"\netcd_heartbeat_interval_ms = 250\netcd_election_timeout_ms = 1000",
+            ),
+            "c.toml:12:28: field `cluster.etcd_election_timeout_ms`: an election timeout of 1000 ms is under 5 heartbeat intervals (250 ms): etcd refuses it",
+        ),
+        (
+            "etcd heartbeat alone above a fifth of the default timeout",
+            edit(
+                "key_algorithm = \"ecdsa-p256\"",
+                "key_algorithm = \"ecdsa-p256\"\netcd_heartbeat_interval_ms = 500",
+            ),
+            "c.toml:11:30: field `cluster.etcd_election_timeout_ms`: an election timeout of 1000 ms is under 5 heartbeat intervals (500 ms): etcd refuses it",
+        ),
+        (
+            "etcd election timeout too long",
+            edit(
+                "key_algorithm = \"ecdsa-p256\"",
+                "key_algorithm = \"ecdsa-p256\"\netcd_election_timeout_ms = 50000",
+            ),
+            "c.toml:11:28: field `cluster.etcd_election_timeout_ms`: an election timeout of 50000 ms is too long: etcd takes less than 50000 ms",
+        ),
+        (
+            "etcd heartbeat zero",
+            edit(
+                "key_algorithm = \"ecdsa-p256\"",
+                "key_algorithm = \"ecdsa-p256\"\netcd_heartbeat_interval_ms = 0",
+            ),
+            "c.toml:11:30: field `cluster.etcd_heartbeat_interval_ms`: 0 ms: must be a positive number of milliseconds",
+        ),
+        (
+            "etcd election timeout negative",
+            edit(
+                "key_algorithm = \"ecdsa-p256\"",
+                "key_algorithm = \"ecdsa-p256\"\netcd_election_timeout_ms = -5",
+            ),
+            "c.toml:11:28: field `cluster.etcd_election_timeout_ms`: -5 ms: must be a positive number of milliseconds",
+        ),
+        (
+            "etcd timing as a string",
+            edit(
+                "key_algorithm = \"ecdsa-p256\"",
+                "key_algorithm = \"ecdsa-p256\"\netcd_election_timeout_ms = \"5s\"",
+            ),
+            "c.toml:11:28: field `cluster.etcd_election_timeout_ms`: invalid type: string \"5s\", expected an integer",
         ),
         (
             "bad cluster name",

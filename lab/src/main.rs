@@ -145,6 +145,19 @@ struct UpArgs {
     /// RUN_DIR/images/NAME.tar` brings it.
     #[arg(long = "hold-image", value_name = "NAME")]
     held_images: Vec<String>,
+    /// etcd's heartbeat interval and election timeout in the cluster file, milliseconds
+    /// (`cluster.etcd_heartbeat_interval_ms`, `cluster.etcd_election_timeout_ms`). The lab's
+    /// default is five times etcd's 100/1000: TCG VMs sharing a few cores stall for seconds,
+    /// and with etcd's timing four members elected a leader every few seconds. `100/1000` runs
+    /// the cluster with etcd's defaults, as on real machines.
+    #[arg(long, value_name = "HEARTBEAT/ELECTION", default_value = "500/5000", value_parser = etcd_timing)]
+    etcd_timing: (u32, u32),
+}
+
+fn etcd_timing(text: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("{text:?} is not HEARTBEAT_MS/ELECTION_MS, like 100/1000");
+    let (h, e) = text.split_once('/').ok_or_else(bad)?;
+    Ok((h.parse().map_err(|_| bad())?, e.parse().map_err(|_| bad())?))
 }
 
 fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
@@ -191,6 +204,7 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         disk_mib: 1024,
         trusted_ipxe: args.trusted_ipxe.as_deref().map(absolute).transpose()?,
         held_images: args.held_images.clone(),
+        etcd_timing: Some(args.etcd_timing),
     })?;
     let flag = Arc::new(AtomicBool::new(false));
     watch_signals(flag.clone());

@@ -71,6 +71,10 @@ pub struct LabOptions {
     /// hosts wait to enroll until they are imported from `RUN_DIR/images/NAME.tar`.
     #[serde(default)]
     pub held_images: Vec<String>,
+    /// etcd's heartbeat interval and election timeout (ms) for the cluster file; `None` leaves
+    /// etcd's defaults.
+    #[serde(default)]
+    pub etcd_timing: Option<(u32, u32)>,
 }
 
 /// One VM of the lab.
@@ -260,11 +264,18 @@ impl LabPlan {
              # The VMs have one CPU each, under kubeadm's two.\n\
              ignore_preflight_errors = [\"NumCPU\"]\n\
              # The stand-in kubelet runs static Pods only: no add-on would run.\n\
-             skip_phases = [\"addon\"]\n\n\
+             skip_phases = [\"addon\"]\n{timing}\n\
              [seed]\nurl = \"{url}\"\nregistry = \"{registry}\"\n",
             run = self.run_dir().display(),
             url = self.seed_url(),
             registry = self.registry(),
+            timing = self
+                .options
+                .etcd_timing
+                .map_or(String::new(), |(h, e)| format!(
+                    "# launcher-lab up --etcd-timing {h}/{e}\n\
+                 etcd_heartbeat_interval_ms = {h}\netcd_election_timeout_ms = {e}\n"
+                )),
         );
         for vm in listed {
             text.push_str(&format!(
@@ -450,6 +461,7 @@ pub(crate) mod tests {
             disk_mib: 1024,
             trusted_ipxe: None,
             held_images: vec![],
+            etcd_timing: None,
         }
     }
 
@@ -458,6 +470,7 @@ pub(crate) mod tests {
         LabOptions {
             trusted_ipxe: Some("/work/ipxe".into()),
             held_images: vec![],
+            etcd_timing: None,
             ..options(masters, workers)
         }
     }
@@ -611,6 +624,22 @@ pub(crate) mod tests {
                 Role::Worker,
                 "10.77.0.104".into()
             )
+        );
+        assert_eq!(spec.etcd_timing, cluster::spec::EtcdTiming::default());
+        let slow = LabPlan::new(LabOptions {
+            etcd_timing: Some((500, 5000)),
+            ..options(3, 1)
+        })
+        .unwrap();
+        let spec = cluster::spec::ClusterSpec::parse("cluster.toml", &slow.cluster_toml(&[]))
+            .unwrap()
+            .spec;
+        assert_eq!(
+            (
+                spec.etcd_timing.heartbeat_interval_ms,
+                spec.etcd_timing.election_timeout_ms
+            ),
+            (500, 5000)
         );
     }
 

@@ -280,6 +280,7 @@ mod tests {
                 disk_mib: 1024,
                 trusted_ipxe: None,
                 held_images: Vec::new(),
+                etcd_timing: None,
             }),
             added: Vec::new(),
         };

@@ -43,9 +43,30 @@ pub struct ClusterSpec {
     pub ignore_preflight_errors: Vec<PreflightCheck>,
     /// Phases the first master's `kubeadm init` skips (`skipPhases`).
     pub skip_phases: Vec<InitPhase>,
+    pub etcd_timing: EtcdTiming,
     pub seed: SeedSpec,
     /// The inventory: hosts known by MAC (others may enroll by token or approval).
     pub hosts: Vec<HostSpec>,
+}
+
+/// etcd's Raft timing (`heartbeat-interval`, `election-timeout`), the same on every member.
+/// etcd's defaults suit a LAN of idle servers; hosts that stall for longer than the election
+/// timeout (overloaded, virtualised without acceleration, slow disks) make members call
+/// elections over and over, and every election is a moment without a leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct EtcdTiming {
+    pub heartbeat_interval_ms: u32,
+    pub election_timeout_ms: u32,
+}
+
+impl Default for EtcdTiming {
+    /// etcd's own defaults.
+    fn default() -> Self {
+        EtcdTiming {
+            heartbeat_interval_ms: 100,
+            election_timeout_ms: 1000,
+        }
+    }
 }
 
 /// Where hosts reach the seed.

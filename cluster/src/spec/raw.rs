@@ -32,6 +32,10 @@ pub(crate) struct RawCluster {
     pub ignore_preflight_errors: Vec<Spanned<String>>,
     #[serde(default)]
     pub skip_phases: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub etcd_heartbeat_interval_ms: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub etcd_election_timeout_ms: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

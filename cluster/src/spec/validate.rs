@@ -10,10 +10,14 @@ use toml::Spanned;
 use super::error::Locator;
 use super::raw::{RawCluster, RawFile, RawHost, RawSeed};
 use super::types::ValueError;
-use super::{Cidr, ClusterSpec, HostSpec, KeyAlgorithm, Parsed, RoleSpec, SeedSpec, SpecError};
+use super::{
+    Cidr, ClusterSpec, EtcdTiming, HostSpec, KeyAlgorithm, Parsed, RoleSpec, SeedSpec, SpecError,
+};
 
 const DEFAULT_SERVICE_SUBNET: &str = "10.96.0.0/12";
 const DEFAULT_DNS_DOMAIN: &str = "cluster.local";
+/// etcd refuses an election timeout of 50 s or more.
+const MAX_ELECTION_TIMEOUT_MS: u32 = 50_000;
 
 pub(crate) fn parse(file: &str, text: &str) -> Result<Parsed, SpecError> {
     let loc = Locator { file, text };
@@ -93,6 +97,7 @@ impl Validator<'_> {
             .iter()
             .map(|s| self.value("cluster.skip_phases", s))
             .collect::<Result<_, _>>()?;
+        let etcd_timing = self.etcd_timing(c)?;
         let mut spec = ClusterSpec {
             name,
             kubernetes_version,
@@ -105,6 +110,7 @@ impl Validator<'_> {
             key_algorithm,
             ignore_preflight_errors,
             skip_phases,
+            etcd_timing,
             seed,
             hosts: Vec::new(),
         };
@@ -240,6 +246,68 @@ impl Validator<'_> {
             }
         }
         Ok(())
+    }
+
+    /// etcd's own rules (`embed.Config.Validate`), checked here so that a bad value is refused
+    /// at the seed rather than by etcd on every master.
+    fn etcd_timing(&self, c: &RawCluster) -> Result<EtcdTiming, SpecError> {
+        let default = EtcdTiming::default();
+        let millis = |field: &str, v: &Option<Spanned<i64>>, default: u32| match v {
+            None => Ok(default),
+            Some(v) => u32::try_from(*v.get_ref())
+                .ok()
+                .filter(|ms| *ms > 0)
+                .ok_or_else(|| {
+                    self.at(
+                        v.span(),
+                        field,
+                        format!(
+                            "{} ms: must be a positive number of milliseconds",
+                            v.get_ref()
+                        ),
+                    )
+                }),
+        };
+        let heartbeat = millis(
+            "cluster.etcd_heartbeat_interval_ms",
+            &c.etcd_heartbeat_interval_ms,
+            default.heartbeat_interval_ms,
+        )?;
+        let election = millis(
+            "cluster.etcd_election_timeout_ms",
+            &c.etcd_election_timeout_ms,
+            default.election_timeout_ms,
+        )?;
+        // The election timeout's span when written, else the heartbeat's (one of them is).
+        let span = || {
+            c.etcd_election_timeout_ms
+                .as_ref()
+                .or(c.etcd_heartbeat_interval_ms.as_ref())
+                .map(Spanned::span)
+                .unwrap_or_default()
+        };
+        if u64::from(election) < 5 * u64::from(heartbeat) {
+            return Err(self.at(
+                span(),
+                "cluster.etcd_election_timeout_ms",
+                format!(
+                    "an election timeout of {election} ms is under 5 heartbeat intervals ({heartbeat} ms): etcd refuses it"
+                ),
+            ));
+        }
+        if election >= MAX_ELECTION_TIMEOUT_MS {
+            return Err(self.at(
+                span(),
+                "cluster.etcd_election_timeout_ms",
+                format!(
+                    "an election timeout of {election} ms is too long: etcd takes less than {MAX_ELECTION_TIMEOUT_MS} ms"
+                ),
+            ));
+        }
+        Ok(EtcdTiming {
+            heartbeat_interval_ms: heartbeat,
+            election_timeout_ms: election,
+        })
     }
 
     fn masters(&mut self, m: &Spanned<i64>) -> Result<u32, SpecError> {
