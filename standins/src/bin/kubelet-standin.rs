@@ -244,23 +244,42 @@ fn run(args: &[String]) -> anyhow::Result<Option<Kubelet>> {
     }))
 }
 
-/// Runs the static Pods and registers and renews until stopped (systemd stops it with
-/// SIGTERM), printing each change and each new error once rather than every tick.
-fn serve(mut kubelet: Kubelet) -> ! {
-    let mut last = Vec::new();
-    loop {
-        let mut lines = Vec::new();
-        if let Some((ctr, dir, node)) = &kubelet.pods {
-            let round = pods::reconcile(ctr, dir, node);
-            for change in round.changes {
-                println!("kubelet-standin: {change}");
-            }
-            lines.extend(round.errors.into_iter().map(|e| format!("static Pod: {e}")));
-        }
-        lines.push(match kubelet.agent.tick(time::OffsetDateTime::now_utc()) {
+/// Registers and renews on one thread and runs the static Pods on another, until stopped
+/// (systemd stops it with SIGTERM), printing each change and each new error once rather than
+/// every tick. As in the kubelet, the Node's status does not wait on the Pods: pulling an image
+/// or starting a container can take minutes on a slow host, and `kubeadm join` waits for the
+/// Node meanwhile.
+fn serve(kubelet: Kubelet) -> ! {
+    let Kubelet { mut agent, pods } = kubelet;
+    if let Some((ctr, dir, node)) = pods {
+        std::thread::spawn(move || {
+            every_tick(|| {
+                let round = pods::reconcile(&ctr, &dir, &node);
+                for change in round.changes {
+                    println!("kubelet-standin: {change}");
+                }
+                round
+                    .errors
+                    .into_iter()
+                    .map(|e| format!("static Pod: {e}"))
+                    .collect()
+            })
+        });
+    }
+    every_tick(|| {
+        vec![match agent.tick(time::OffsetDateTime::now_utc()) {
             Ok(did) => did.to_string(),
             Err(why) => format!("the API server: {why}; retrying"),
-        });
+        }]
+    })
+}
+
+/// Runs `round` every [`node::RENEW_SECONDS`], printing the lines it returns that the round
+/// before did not.
+fn every_tick(mut round: impl FnMut() -> Vec<String>) -> ! {
+    let mut last = Vec::new();
+    loop {
+        let lines = round();
         for line in lines.iter().filter(|l| !last.contains(*l)) {
             println!("kubelet-standin: {line}");
         }
