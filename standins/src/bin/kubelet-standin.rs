@@ -189,6 +189,7 @@ fn static_pods(
         root: root.clone(),
         no_pivot: standins::read(root, "/etc/containerd/config.toml")
             .is_ok_and(|c| pods::no_pivot_root(&c)),
+        known: Default::default(),
     };
     Ok(Some((ctr, root.path(dir), node.to_string())))
 }

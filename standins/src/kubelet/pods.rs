@@ -7,6 +7,7 @@
 //! firstboot's preload keep Kubernetes' images. It runs only host-network Pods (kubeadm's static
 //! Pods all are) and hostPath volumes (all kubeadm's are).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -157,6 +158,10 @@ pub struct Ctr {
     /// `NoPivotRoot` (which firstboot sets on a host running from its initramfs, where the
     /// kernel refuses `pivot_root`): see [`no_pivot_root`].
     pub no_pivot: bool,
+    /// The static-Pod containers and their manifests, once listed: this kubelet alone makes
+    /// and removes them, so after the first round only their tasks are asked for. Each `ctr`
+    /// is a process, seconds of CPU on a slow host.
+    pub known: RefCell<Option<BTreeMap<String, String>>>,
 }
 
 /// Whether containerd's configuration sets runc's `NoPivotRoot = true`.
@@ -212,6 +217,15 @@ impl Ctr {
 
     /// Static-Pod containers and the manifest each was started from.
     fn containers(&self) -> Result<BTreeMap<String, String>, String> {
+        if let Some(known) = self.known.borrow().as_ref() {
+            return Ok(known.clone());
+        }
+        let listed = self.list_containers()?;
+        *self.known.borrow_mut() = Some(listed.clone());
+        Ok(listed)
+    }
+
+    fn list_containers(&self) -> Result<BTreeMap<String, String>, String> {
         let mut out = BTreeMap::new();
         for id in self.run(&["containers", "ls", "-q"])?.lines() {
             if !id.starts_with(PREFIX) {
@@ -236,6 +250,9 @@ impl Ctr {
             }
         }
         let _ = self.run(&["containers", "delete", id]);
+        if let Some(known) = self.known.borrow_mut().as_mut() {
+            known.remove(id);
+        }
     }
 
     /// The last line a container wrote, which is where a process says why it stopped.
@@ -309,7 +326,16 @@ impl Ctr {
         args.extend([c.image.clone(), c.id.clone()]);
         args.extend(c.argv.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.run(&args).map(|_| ())
+        let started = self.run(&args).map(|_| ());
+        // A failed `ctr run` may leave its container behind: list again next round.
+        let mut known = self.known.borrow_mut();
+        match (&started, known.as_mut()) {
+            (Ok(()), Some(known)) => {
+                known.insert(c.id.clone(), c.manifest.clone());
+            }
+            _ => *known = None,
+        }
+        started
     }
 }
 
