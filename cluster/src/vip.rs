@@ -134,9 +134,9 @@ global_defs {{
 
 vrrp_script apiserver_ready {{
     script \"{check}\"
-    interval 2
+    interval 4
     timeout 4
-    fall 3
+    fall 2
     rise 2
     weight 0
     init_fail
@@ -145,7 +145,7 @@ vrrp_script apiserver_ready {{
 vrrp_script etcd_member {{
     script \"{member_check}\"
     user root
-    interval 10
+    interval 20
     timeout 9
     fall 2
     rise 1
