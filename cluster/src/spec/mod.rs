@@ -43,6 +43,8 @@ pub struct ClusterSpec {
     pub ignore_preflight_errors: Vec<PreflightCheck>,
     /// Phases the first master's `kubeadm init` skips (`skipPhases`).
     pub skip_phases: Vec<InitPhase>,
+    /// Written in the file as `etcd_heartbeat_interval_ms` and `etcd_election_timeout_ms`.
+    #[serde(flatten)]
     pub etcd_timing: EtcdTiming,
     pub seed: SeedSpec,
     /// The inventory: hosts known by MAC (others may enroll by token or approval).
@@ -55,7 +57,9 @@ pub struct ClusterSpec {
 /// elections over and over, and every election is a moment without a leader.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct EtcdTiming {
+    #[serde(rename = "etcd_heartbeat_interval_ms")]
     pub heartbeat_interval_ms: u32,
+    #[serde(rename = "etcd_election_timeout_ms")]
     pub election_timeout_ms: u32,
 }
 
