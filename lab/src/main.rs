@@ -296,6 +296,20 @@ mod tests {
     }
 
     #[test]
+    fn etcd_timing_is_two_numbers_of_milliseconds() {
+        assert_eq!(etcd_timing("100/1000"), Ok((100, 1000)));
+        for bad in ["", "100", "100/", "/1000", "1s/5s", "100/1000/1", "-1/1000"] {
+            assert_eq!(
+                etcd_timing(bad),
+                Err(format!(
+                    "{bad:?} is not HEARTBEAT_MS/ELECTION_MS, like 100/1000"
+                )),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn kubectl_passes_its_arguments_through_flags_included() {
         let cli = Cli::try_parse_from([
             "launcher-lab",
