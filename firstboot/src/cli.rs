@@ -55,6 +55,9 @@ pub struct Cli {
     /// How long to wait for etcd to become healthy, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     pub etcd_wait_secs: u64,
+    /// How long the kubelet may take to register its Node once installed, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub node_wait_secs: u64,
     /// Directory of OCI archives to import into containerd.
     #[arg(long, value_name = "DIR")]
     pub preload_dir: Option<String>,
@@ -121,6 +124,7 @@ fn options(cli: &Cli) -> anyhow::Result<Options> {
         stop_after: cli.stop_after,
         enroll_wait: cli.enroll_wait_secs.map(Duration::from_secs),
         etcd_wait: Duration::from_secs(cli.etcd_wait_secs),
+        node_wait: Duration::from_secs(cli.node_wait_secs),
         restart_containerd: !cli.no_restart_containerd,
     })
 }

@@ -10,6 +10,7 @@ pub mod hostkey;
 pub mod identify;
 pub mod journal;
 pub mod keys;
+pub mod kubeconfig;
 pub mod materialize;
 pub mod node;
 pub mod os;

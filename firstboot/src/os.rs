@@ -32,6 +32,8 @@ pub enum OsError {
     },
     #[error("probing {0}: {1}")]
     Probe(String, String),
+    #[error(transparent)]
+    Kubeconfig(#[from] crate::kubeconfig::KubeconfigError),
     #[error("recording an action in {0}")]
     Record(PathBuf, #[source] std::io::Error),
 }
@@ -85,6 +87,10 @@ pub enum Action {
     Probe {
         url: String,
     },
+    KubeGet {
+        kubeconfig: PathBuf,
+        path: String,
+    },
 }
 
 /// Files for a mutual-TLS probe: CA to trust, client certificate and key (PEM paths).
@@ -115,6 +121,9 @@ pub trait Os {
     fn sleep(&self, d: Duration);
     /// `GET url` over mutual TLS; the body of a 2xx answer.
     fn probe_https(&self, url: &str, tls: &ClientTls) -> Result<String, OsError>;
+    /// `GET path` from the API server `kubeconfig` names, as its user; the body of a 2xx
+    /// answer.
+    fn kube_get(&self, kubeconfig: &Path, path: &str) -> Result<String, OsError>;
 }
 
 /// The machine itself.
@@ -172,10 +181,20 @@ pub(crate) fn mtls_client(
     timeout: Duration,
 ) -> Result<reqwest::blocking::Client, String> {
     let read = |p: &Path| std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()));
-    let ca = reqwest::Certificate::from_pem(&read(&tls.ca)?).map_err(|e| e.to_string())?;
     let mut identity = read(&tls.cert)?;
     identity.extend(read(&tls.key)?);
-    let identity = reqwest::Identity::from_pem(&identity).map_err(|e| e.to_string())?;
+    pem_client(&read(&tls.ca)?, &identity, timeout)
+}
+
+/// A client that trusts only the CA in `ca_pem` and presents the certificate and key in
+/// `identity_pem`.
+fn pem_client(
+    ca_pem: &[u8],
+    identity_pem: &[u8],
+    timeout: Duration,
+) -> Result<reqwest::blocking::Client, String> {
+    let ca = reqwest::Certificate::from_pem(ca_pem).map_err(|e| e.to_string())?;
+    let identity = reqwest::Identity::from_pem(identity_pem).map_err(|e| e.to_string())?;
     reqwest::blocking::Client::builder()
         .use_rustls_tls()
         .tls_built_in_root_certs(false)
@@ -186,10 +205,30 @@ pub(crate) fn mtls_client(
         .map_err(|e| e.to_string())
 }
 
+/// An error with its sources, where a TLS or connection failure says what it was.
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
 fn probe(url: &str, tls: &ClientTls) -> Result<String, OsError> {
+    let client =
+        mtls_client(tls, Duration::from_secs(5)).map_err(|e| OsError::Probe(url.to_string(), e))?;
+    get(&client, url)
+}
+
+fn get(client: &reqwest::blocking::Client, url: &str) -> Result<String, OsError> {
     let fail = |e: String| OsError::Probe(url.to_string(), e);
-    let client = mtls_client(tls, Duration::from_secs(5)).map_err(fail)?;
-    let resp = client.get(url).send().map_err(|e| fail(e.to_string()))?;
+    let resp = client.get(url).send().map_err(|e| fail(with_sources(&e)))?;
     let status = resp.status();
     let body = resp.text().unwrap_or_default();
     if !status.is_success() {
@@ -230,6 +269,18 @@ impl Os for RealOs {
 
     fn probe_https(&self, url: &str, tls: &ClientTls) -> Result<String, OsError> {
         probe(url, tls)
+    }
+
+    fn kube_get(&self, kubeconfig: &Path, path: &str) -> Result<String, OsError> {
+        let access = crate::kubeconfig::read(kubeconfig)?;
+        let url = format!("{}{path}", access.server);
+        let client = pem_client(
+            &access.ca_pem,
+            &access.identity_pem,
+            Duration::from_secs(10),
+        )
+        .map_err(|e| OsError::Probe(url.clone(), e))?;
+        get(&client, &url)
     }
 }
 
@@ -394,6 +445,23 @@ impl Os for RecordingOs {
             .get(url)
             .cloned()
             .unwrap_or_else(|| r#"{"health":"true"}"#.to_string()))
+    }
+
+    /// Failures and canned answers by API path; otherwise a Node whose name is the path's last
+    /// segment, as a kubelet that registered at once would have made it.
+    fn kube_get(&self, kubeconfig: &Path, path: &str) -> Result<String, OsError> {
+        self.record(Action::KubeGet {
+            kubeconfig: kubeconfig.to_path_buf(),
+            path: path.to_string(),
+        })?;
+        if let Some(why) = self.failures.get(path) {
+            return Err(OsError::Probe(path.to_string(), why.clone()));
+        }
+        if let Some(answer) = self.outputs.get(path) {
+            return Ok(answer.clone());
+        }
+        let name = path.rsplit('/').next().unwrap_or_default();
+        Ok(serde_json::json!({"kind": "Node", "metadata": {"name": name}}).to_string())
     }
 }
 

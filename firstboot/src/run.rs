@@ -23,6 +23,8 @@ pub struct Options {
     /// How long enrollment may wait (None: until enrolled).
     pub enroll_wait: Option<Duration>,
     pub etcd_wait: Duration,
+    /// How long the installed kubelet may take to register its Node.
+    pub node_wait: Duration,
     /// Whether preload restarts containerd on the configuration materialize wrote.
     pub restart_containerd: bool,
 }
@@ -86,8 +88,8 @@ fn describe(phase: Phase, o: &Options) -> (String, String) {
             "`journalctl -u launcher-etcd` and the other masters".into(),
         ),
         Phase::Install => (
-            "keepalived (masters with a VIP) then kubeadm init/join, or starting the kubelet".into(),
-            "the output above, the config files the plan wrote, and `journalctl -u keepalived`".into(),
+            "keepalived (masters with a VIP) then kubeadm init/join, or starting the kubelet; then waiting for the Node to register".into(),
+            "the output above, the config files the plan wrote, `journalctl -u keepalived` and `journalctl -u kubelet`".into(),
         ),
         Phase::Done => ("writing the done marker".into(), "free space under /var/lib/launcher".into()),
     };
@@ -172,7 +174,11 @@ impl Runner<'_> {
             Phase::Etcd => {
                 node::etcd(root, self.os, self.journal.plan(), self.o.etcd_wait)?;
             }
-            Phase::Install => node::install(root, self.os, self.journal.plan(), self.rebooted)?,
+            Phase::Install => {
+                let plan = self.journal.plan();
+                node::install(root, self.os, plan, self.rebooted)?;
+                node::wait_registered(root, self.os, plan, self.o.node_wait)?;
+            }
             Phase::Done => {
                 let marker = fsutil::under_root(root, DONE_MARKER)?;
                 durable::write_atomic(&marker, b"done\n", 0o644)?;

@@ -246,6 +246,9 @@ impl Os for Sleeps {
     fn probe_https(&self, url: &str, tls: &ClientTls) -> Result<String, OsError> {
         self.os.probe_https(url, tls)
     }
+    fn kube_get(&self, kubeconfig: &std::path::Path, path: &str) -> Result<String, OsError> {
+        self.os.kube_get(kubeconfig, path)
+    }
 }
 
 /// A host whose identify and time phases are done, so that a run starts at enrollment.
