@@ -169,3 +169,58 @@ fn the_schema_check_refuses_v1beta4_fields_under_v1beta3() {
     );
     assert!(stdout.contains("FAIL"), "{stdout}");
 }
+
+/// The operator's API server flags over Launcher's (`profiling` replaced, not repeated), in
+/// each config API's form, through the same schema check; the other components keep theirs.
+#[test]
+fn operator_api_server_flags_render_in_both_apis_and_pass_the_schema() {
+    if !testkit::require(&["/usr/bin/python3"]) {
+        return;
+    }
+    let args = "[cluster.api_server_extra_args]\n\"oidc-issuer-url\" = \"https://login.example.com\"\n\
+                audit-log-maxage = \"30\"\nprofiling = \"true\"\n\n[seed]";
+    let dir = tempfile::tempdir().unwrap();
+    for (example_name, api_server, launcher) in [
+        (
+            "cluster.toml",
+            "[{ name: audit-log-maxage, value: \"30\" },
+              { name: oidc-issuer-url, value: \"https://login.example.com\" },
+              { name: profiling, value: \"true\" }]",
+            "[{ name: profiling, value: \"false\" }]",
+        ),
+        (
+            "cluster-v1.30.toml",
+            "{ audit-log-maxage: \"30\", oidc-issuer-url: \"https://login.example.com\",
+               profiling: \"true\" }",
+            "{ profiling: \"false\" }",
+        ),
+    ] {
+        let text = std::fs::read_to_string(repo().join("examples").join(example_name)).unwrap();
+        let spec = ClusterSpec::parse(example_name, &text.replace("[seed]", args))
+            .unwrap()
+            .spec;
+        let (_, init) = render_example(&spec).remove(0);
+        let path = dir.path().join(example_name);
+        std::fs::write(&path, &init).unwrap();
+        let line = format!("OK {} ClusterConfiguration", path.display());
+        let report = validate(&path);
+        assert!(report.lines().any(|l| l == line), "{report}");
+        let cluster: serde_yaml::Value = serde_yaml::Deserializer::from_str(&init)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .find(|d: &serde_yaml::Value| d["kind"] == "ClusterConfiguration")
+            .unwrap();
+        let yaml = |text: &str| serde_yaml::from_str::<serde_yaml::Value>(text).unwrap();
+        assert_eq!(
+            cluster["apiServer"]["extraArgs"],
+            yaml(api_server),
+            "{example_name}"
+        );
+        for component in ["controllerManager", "scheduler"] {
+            assert_eq!(
+                cluster[component]["extraArgs"],
+                yaml(launcher),
+                "{example_name}"
+            );
+        }
+    }
+}

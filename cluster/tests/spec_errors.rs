@@ -25,6 +25,14 @@ fn edit(from: &str, to: &str) -> String {
     base.replace(from, to)
 }
 
+/// The base spec with an `[cluster.api_server_extra_args]` table (line 11) of `entries`.
+fn with_args(entries: &str) -> String {
+    edit(
+        "key_algorithm = \"ecdsa-p256\"",
+        &format!("key_algorithm = \"ecdsa-p256\"\n[cluster.api_server_extra_args]\n{entries}"),
+    )
+}
+
 fn error_of(text: &str) -> String {
     match ClusterSpec::parse("c.toml", text) {
         Ok(_) => "parsed without error".to_owned(),
@@ -50,7 +58,7 @@ fn every_bad_input_gets_its_exact_error() {
         (
             "unknown field",
             edit("masters = 3", "masters = 3\nmastres = 3"),
-            "c.toml:9:1: field `cluster.mastres`: unknown field `mastres`, expected one of `name`, `kubernetes_version`, `control_plane_endpoint`, `pod_subnet`, `service_subnet`, `dns_domain`, `masters`, `schedulable_masters`, `key_algorithm`, `ignore_preflight_errors`, `skip_phases`, `etcd_heartbeat_interval_ms`, `etcd_election_timeout_ms`",
+            "c.toml:9:1: field `cluster.mastres`: unknown field `mastres`, expected one of `name`, `kubernetes_version`, `control_plane_endpoint`, `pod_subnet`, `service_subnet`, `dns_domain`, `masters`, `schedulable_masters`, `key_algorithm`, `ignore_preflight_errors`, `skip_phases`, `etcd_heartbeat_interval_ms`, `etcd_election_timeout_ms`, `api_server_extra_args`",
         ),
         (
             "unknown table field",
@@ -297,6 +305,92 @@ fn every_bad_input_gets_its_exact_error() {
                 "key_algorithm = \"ecdsa-p256\"\netcd_election_timeout_ms = \"5s\"",
             ),
             "c.toml:11:28: field `cluster.etcd_election_timeout_ms`: invalid type: string \"5s\", expected an integer",
+        ),
+        (
+            "extra arg name with dashes",
+            with_args("\"--oidc-issuer-url\" = \"https://login.example.com\""),
+            "c.toml:12:1: field `cluster.api_server_extra_args`: \"--oidc-issuer-url\" starts with '-'; write the flag's name without its dashes: \"oidc-issuer-url\"",
+        ),
+        (
+            "extra arg name with its value",
+            with_args("\"audit-log-maxage=30\" = \"\""),
+            "c.toml:12:1: field `cluster.api_server_extra_args`: \"audit-log-maxage=30\" contains '='; write the value separately: \"audit-log-maxage\" = \"30\"",
+        ),
+        (
+            "extra arg name empty",
+            with_args("\"\" = \"x\""),
+            "c.toml:12:1: field `cluster.api_server_extra_args`: the flag name is empty",
+        ),
+        (
+            "extra arg name too long",
+            with_args(&format!("{} = \"x\"", "a".repeat(65))),
+            "c.toml:12:1: field `cluster.api_server_extra_args`: \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\" is 65 characters; a flag name has at most 64",
+        ),
+        (
+            "extra arg name in capitals",
+            with_args("Audit-Log-Maxage = \"30\""),
+            "c.toml:12:1: field `cluster.api_server_extra_args`: \"Audit-Log-Maxage\" contains 'A'; a flag name has only lowercase letters, digits and '-'",
+        ),
+        (
+            "extra arg value a number",
+            with_args("audit-log-maxage = 30"),
+            "c.toml:12:20: field `cluster.api_server_extra_args.audit-log-maxage`: invalid type: integer `30`, expected a string",
+        ),
+        (
+            "extra arg value too long",
+            with_args(&format!("oidc-issuer-url = \"{}\"", "x".repeat(1025))),
+            "c.toml:12:19: field `cluster.api_server_extra_args.oidc-issuer-url`: the value is 1025 bytes; at most 1024",
+        ),
+        (
+            "extra arg value over two lines",
+            with_args("oidc-issuer-url = \"https://a\\nb\""),
+            "c.toml:12:19: field `cluster.api_server_extra_args.oidc-issuer-url`: the value contains '\\n'; a flag's value has no control characters",
+        ),
+        (
+            "too many extra args",
+            with_args(
+                &(0..65)
+                    .map(|i| format!("flag-{i} = \"x\""))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
+            "c.toml:11:1: field `cluster.api_server_extra_args`: 65 flags; at most 64",
+        ),
+        (
+            "extra arg of a cluster setting",
+            with_args("profiling = \"true\"\nservice-cluster-ip-range = \"10.0.0.0/16\""),
+            "c.toml:13:1: field `cluster.api_server_extra_args`: --service-cluster-ip-range cannot be overridden: cluster.service_subnet decides it",
+        ),
+        (
+            "extra arg of a certificate Launcher issues",
+            with_args("tls-cert-file = \"/etc/kubernetes/pki/mine.crt\""),
+            "c.toml:12:1: field `cluster.api_server_extra_args`: --tls-cert-file cannot be overridden: Launcher sets it to match the certificates and keys the seed issues",
+        ),
+        (
+            "extra arg of the authorization mode",
+            with_args("authorization-mode = \"RBAC\""),
+            "c.toml:12:1: field `cluster.api_server_extra_args`: --authorization-mode cannot be overridden: Launcher sets it to Node,RBAC (kubelets need the Node authorizer)",
+        ),
+        (
+            "extra arg of etcd",
+            with_args("etcd-servers = \"https://10.77.0.99:2379\""),
+            "c.toml:12:1: field `cluster.api_server_extra_args`: --etcd-servers cannot be overridden: Launcher sets it for the etcd it runs on the masters",
+        ),
+        (
+            "extra args inline, first bad in file order",
+            edit(
+                "key_algorithm = \"ecdsa-p256\"",
+                "key_algorithm = \"ecdsa-p256\"\napi_server_extra_args = { \"z-flag\" = \"x\", \"--a-flag\" = \"y\" }",
+            ),
+            "c.toml:11:43: field `cluster.api_server_extra_args`: \"--a-flag\" starts with '-'; write the flag's name without its dashes: \"a-flag\"",
+        ),
+        (
+            "extra args as a list",
+            edit(
+                "key_algorithm = \"ecdsa-p256\"",
+                "key_algorithm = \"ecdsa-p256\"\napi_server_extra_args = [\"--profiling=true\"]",
+            ),
+            "c.toml:11:25: field `cluster.api_server_extra_args`: invalid type: sequence, expected a map",
         ),
         (
             "bad cluster name",

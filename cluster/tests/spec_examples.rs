@@ -147,3 +147,54 @@ fn an_endpoint_on_one_of_several_masters_is_warned_about() {
         "m.toml:5:26: field `cluster.control_plane_endpoint`: 10.77.0.11 is the address of hosts[0]: with 3 masters the API is reachable only while that host is up; point it at a load balancer or virtual IP"
     );
 }
+
+#[test]
+fn api_server_extra_args_are_kept_by_name_and_written_back_in_the_file_s_shape() {
+    let long_name = "a".repeat(64);
+    let args = format!(
+        "\n[cluster.api_server_extra_args]\n\"oidc-issuer-url\" = \"https://login.example.com\"\n\
+         audit-log-maxage = \"30\"\nprofiling = \"true\"\n{long_name} = \"{}\"\n",
+        "x".repeat(1024)
+    );
+    let text = MINIMAL.replace("\n[seed]", &format!("{args}\n[seed]"));
+    let spec = ClusterSpec::parse("args.toml", &text).unwrap().spec;
+    let names: Vec<&str> = spec
+        .api_server_extra_args
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            long_name.as_str(),
+            "audit-log-maxage",
+            "oidc-issuer-url",
+            "profiling"
+        ]
+    );
+    assert_eq!(
+        spec.api_server_extra_args
+            .get(&"oidc-issuer-url".parse().unwrap())
+            .unwrap()
+            .as_str(),
+        "https://login.example.com"
+    );
+    // As the cluster_spec fuzz target writes a spec back: [cluster] with its tables.
+    let toml::Value::Table(mut cluster) = toml::Value::try_from(&spec).unwrap() else {
+        unreachable!("a spec serializes to a table");
+    };
+    let mut file = toml::Table::new();
+    for key in ["seed", "hosts"] {
+        file.insert(key.into(), cluster.remove(key).unwrap());
+    }
+    file.insert("cluster".into(), toml::Value::Table(cluster));
+    let again = toml::to_string(&file).unwrap();
+    assert_eq!(ClusterSpec::parse("again.toml", &again).unwrap().spec, spec);
+    let without = ClusterSpec::parse("min.toml", MINIMAL).unwrap().spec;
+    assert!(without.api_server_extra_args.is_empty());
+    assert!(
+        !toml::to_string(&without)
+            .unwrap()
+            .contains("api_server_extra_args")
+    );
+}

@@ -1,8 +1,8 @@
 //! The spec's newtypes: what each accepts, how it normalizes, what it refuses and why.
 
 use cluster::spec::{
-    Cidr, ClusterName, Endpoint, Host, Hostname, KubeVersion, KubeadmApi, MacAddr, ProductUuid,
-    RegistryHost, SeedUrl, Serial,
+    ApiServerFlag, Cidr, ClusterName, Endpoint, FlagValue, Host, Hostname, KubeVersion, KubeadmApi,
+    MacAddr, ProductUuid, RegistryHost, SeedUrl, Serial,
 };
 
 fn err<T: std::str::FromStr>(s: &str) -> String
@@ -143,4 +143,51 @@ fn uuids_are_lowercased_and_serials_are_printable() {
     assert!("4c4c4544-0042-3510-8050".parse::<ProductUuid>().is_err());
     assert!("SN 1".parse::<Serial>().is_err());
     assert!("SN-1".parse::<Serial>().is_ok());
+}
+
+#[test]
+fn api_server_flags_are_any_but_those_launcher_sets() {
+    // kubeadm's defaults and flags the seed has never heard of are the operator's to set.
+    for name in [
+        "oidc-issuer-url",
+        "profiling",
+        "enable-admission-plugins",
+        "allow-privileged",
+        "0-flag-of-a-future-version",
+    ] {
+        assert!(name.parse::<ApiServerFlag>().is_ok(), "{name} was refused");
+    }
+    for name in [
+        "advertise-address",
+        "secure-port",
+        "authorization-mode",
+        "etcd-servers",
+        "etcd-cafile",
+        "etcd-certfile",
+        "etcd-keyfile",
+        "tls-cert-file",
+        "tls-private-key-file",
+        "client-ca-file",
+        "service-cluster-ip-range",
+        "service-account-issuer",
+        "service-account-key-file",
+        "service-account-signing-key-file",
+        "kubelet-client-certificate",
+        "kubelet-client-key",
+        "proxy-client-cert-file",
+        "proxy-client-key-file",
+        "requestheader-client-ca-file",
+        "requestheader-allowed-names",
+    ] {
+        assert!(
+            err::<ApiServerFlag>(name).starts_with(&format!("--{name} cannot be overridden: ")),
+            "{name} was accepted"
+        );
+    }
+    assert!("".parse::<FlagValue>().is_ok());
+    assert!("x".repeat(1024).parse::<FlagValue>().is_ok());
+    assert_eq!(
+        err::<FlagValue>("a\tb"),
+        "the value contains '\\t'; a flag's value has no control characters"
+    );
 }

@@ -1,5 +1,7 @@
 //! The YAML documents themselves, field by field as the kubeadm API reference names them.
 
+use std::collections::BTreeMap;
+
 use serde_json::{Value, json};
 
 use super::images::{KubeadmAddons, coredns_repository, coredns_tag};
@@ -121,6 +123,20 @@ fn timeouts() -> Value {
     })
 }
 
+/// Launcher's hardening flags with the operator's over them, one per name, sorted by name.
+fn api_server_args<'a>(
+    spec: &'a ClusterSpec,
+    hardening: &[(&'a str, String)],
+) -> Vec<(&'a str, String)> {
+    let mut args: BTreeMap<&str, String> = hardening.iter().cloned().collect();
+    args.extend(
+        spec.api_server_extra_args
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.to_string())),
+    );
+    args.into_iter().collect()
+}
+
 /// The API server certificate's extra names: the endpoint's host and this master's address.
 fn cert_sans(node: &NodeConfig) -> Vec<String> {
     let endpoint_host = match node.spec.control_plane_endpoint.host() {
@@ -166,7 +182,7 @@ fn cluster_configuration(node: &NodeConfig, api: KubeadmApi) -> Value {
         },
         "apiServer": {
             "certSANs": cert_sans(node),
-            "extraArgs": extra_args(api, &hardening),
+            "extraArgs": extra_args(api, &api_server_args(spec, &hardening)),
         },
         "controllerManager": { "extraArgs": extra_args(api, &hardening) },
         "scheduler": { "extraArgs": extra_args(api, &hardening) },

@@ -6,17 +6,20 @@
 
 mod cidr;
 pub(crate) mod error;
+mod extra_args;
 mod raw;
 mod types;
 mod validate;
 mod version;
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use serde::Serialize;
 
 pub use self::cidr::Cidr;
 pub use self::error::SpecError;
+pub use self::extra_args::{ApiServerFlag, FlagValue, MAX_EXTRA_ARGS};
 pub use self::types::{
     ClusterName, DnsDomain, Endpoint, Host, Hostname, INIT_PHASES, InitPhase, JoinToken, MacAddr,
     NtpServer, PreflightCheck, ProductUuid, RegistryHost, SeedUrl, Serial, ValueError,
@@ -46,6 +49,10 @@ pub struct ClusterSpec {
     /// Written in the file as `etcd_heartbeat_interval_ms` and `etcd_election_timeout_ms`.
     #[serde(flatten)]
     pub etcd_timing: EtcdTiming,
+    /// The operator's kube-apiserver flags (`apiServer.extraArgs`), each replacing Launcher's
+    /// hardening flag of the same name (`profiling`); never one Launcher sets itself.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub api_server_extra_args: BTreeMap<ApiServerFlag, FlagValue>,
     pub seed: SeedSpec,
     /// The inventory: hosts known by MAC (others may enroll by token or approval).
     pub hosts: Vec<HostSpec>,

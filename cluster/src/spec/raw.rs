@@ -1,5 +1,7 @@
 //! The cluster TOML as written, before validation: strings and numbers with their spans.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -36,6 +38,8 @@ pub(crate) struct RawCluster {
     pub etcd_heartbeat_interval_ms: Option<Spanned<i64>>,
     #[serde(default)]
     pub etcd_election_timeout_ms: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub api_server_extra_args: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]

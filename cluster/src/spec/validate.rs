@@ -1,6 +1,6 @@
 //! From the raw TOML to a [`ClusterSpec`]: every check, each with its own message.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::ops::Range;
 use std::str::FromStr;
@@ -11,7 +11,8 @@ use super::error::Locator;
 use super::raw::{RawCluster, RawFile, RawHost, RawSeed};
 use super::types::ValueError;
 use super::{
-    Cidr, ClusterSpec, EtcdTiming, HostSpec, KeyAlgorithm, Parsed, RoleSpec, SeedSpec, SpecError,
+    ApiServerFlag, Cidr, ClusterSpec, EtcdTiming, FlagValue, HostSpec, KeyAlgorithm,
+    MAX_EXTRA_ARGS, Parsed, RoleSpec, SeedSpec, SpecError,
 };
 
 const DEFAULT_SERVICE_SUBNET: &str = "10.96.0.0/12";
@@ -98,6 +99,7 @@ impl Validator<'_> {
             .map(|s| self.value("cluster.skip_phases", s))
             .collect::<Result<_, _>>()?;
         let etcd_timing = self.etcd_timing(c)?;
+        let api_server_extra_args = self.api_server_extra_args(c)?;
         let mut spec = ClusterSpec {
             name,
             kubernetes_version,
@@ -111,6 +113,7 @@ impl Validator<'_> {
             ignore_preflight_errors,
             skip_phases,
             etcd_timing,
+            api_server_extra_args,
             seed,
             hosts: Vec::new(),
         };
@@ -308,6 +311,34 @@ impl Validator<'_> {
             heartbeat_interval_ms: heartbeat,
             election_timeout_ms: election,
         })
+    }
+
+    /// Checked in file order, so that the first bad entry is the one reported.
+    fn api_server_extra_args(
+        &self,
+        c: &RawCluster,
+    ) -> Result<BTreeMap<ApiServerFlag, FlagValue>, SpecError> {
+        const FIELD: &str = "cluster.api_server_extra_args";
+        let Some(table) = &c.api_server_extra_args else {
+            return Ok(BTreeMap::new());
+        };
+        if table.get_ref().len() > MAX_EXTRA_ARGS {
+            return Err(self.at(
+                table.span(),
+                FIELD,
+                format!("{} flags; at most {MAX_EXTRA_ARGS}", table.get_ref().len()),
+            ));
+        }
+        let mut entries: Vec<_> = table.get_ref().iter().collect();
+        entries.sort_by_key(|(name, _)| name.span().start);
+        entries
+            .into_iter()
+            .map(|(name, value)| {
+                let name: ApiServerFlag = self.value(FIELD, name)?;
+                let value = self.value(&format!("{FIELD}.{name}"), value)?;
+                Ok((name, value))
+            })
+            .collect()
     }
 
     fn masters(&mut self, m: &Spanned<i64>) -> Result<u32, SpecError> {
