@@ -181,6 +181,20 @@ fn the_kubelet_runs_the_api_server_as_a_static_pod_and_registers_through_it() {
         exited.ends_with("exited: Error: unknown flag: --no-such-flag"),
         "{exited}"
     );
+    // Its output is where the kubelet keeps a container's, for whoever looks into the node.
+    let pods = std::fs::read_dir(root.join("var/log/pods")).unwrap();
+    let pod_dir = pods
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("kube-system_refused-m1_"))
+        .expect("the refused Pod's log directory");
+    let output = std::fs::read_to_string(
+        root.join("var/log/pods")
+            .join(pod_dir)
+            .join("refused/0.log"),
+    )
+    .unwrap();
+    assert!(output.contains("unknown flag: --no-such-flag"), "{output}");
     let pull = wait_for(
         "the missing image reported",
         Duration::from_secs(40),

@@ -18,7 +18,8 @@ and it runs the static Pods of the configuration's staticPodPath through contain
 --container-runtime-endpoint, `ctr` in the k8s.io namespace): each image pulled by the node's
 /etc/containerd/certs.d mirrors unless present, run with the host's network and the manifest's
 hostPath volumes, started again when it stops or its manifest changes (its last output line is
-reported), stopped when its manifest is gone. Output: /var/log/containers/<id>.log.
+reported), stopped when its manifest is gone. Output, where the kubelet keeps it:
+/var/log/pods/<namespace>_<pod>_<uid>/<container>/0.log.
 
 usage:
   kubelet-standin --config FILE --kubeconfig FILE [--exit-after-checks]
@@ -185,7 +186,7 @@ fn static_pods(
     let ctr = pods::Ctr {
         address: under(socket),
         hosts_dir: under("/etc/containerd/certs.d"),
-        log_dir: under("/var/log/containers"),
+        log_dir: under("/var/log/pods"),
         root: root.clone(),
         no_pivot: standins::read(root, "/etc/containerd/config.toml")
             .is_ok_and(|c| pods::no_pivot_root(&c)),

@@ -44,6 +44,9 @@ pub struct Container {
     pub mounts: Vec<Mount>,
     /// The SHA-256 of the manifest it comes from.
     pub manifest: String,
+    /// Its output, under the log directory, where the kubelet keeps it:
+    /// `<namespace>_<pod>_<uid>/<container>/0.log`.
+    pub log: String,
 }
 
 fn strings(v: Option<&Value>) -> Vec<String> {
@@ -72,6 +75,22 @@ fn volumes(file: &str, spec: &Value) -> Result<BTreeMap<String, (String, String)
     Ok(out)
 }
 
+/// Refuses a name that is not a lowercase DNS name (`a-z`, `0-9`, `-`, `.`, no `..`), as the
+/// API server does for the names the kubelet puts into paths.
+fn dns_name(file: &str, what: &str, value: &str) -> Result<(), String> {
+    let fits = (1..=253).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && !value.contains("..")
+        && !value.starts_with(['.', '-']);
+    if fits {
+        Ok(())
+    } else {
+        Err(format!("{file}: {what} {value:?} is not a DNS name"))
+    }
+}
+
 /// Reads one static Pod manifest into the containers to run on `node`.
 pub fn parse(file: &str, text: &str, node: &str) -> Result<Vec<Container>, String> {
     let yaml: serde_yaml::Value =
@@ -96,9 +115,19 @@ pub fn parse(file: &str, text: &str, node: &str) -> Result<Vec<Container>, Strin
     let volumes = volumes(file, spec)?;
     let manifest = hex::encode(Sha256::digest(text.as_bytes()));
     let pod_name = format!("{name}-{node}");
+    let namespace = str_at(&pod, "metadata/namespace")
+        .filter(|n| !n.is_empty())
+        .unwrap_or("default");
+    // The names become the log's path, as they do the kubelet's: DNS names only.
+    for (what, value) in [("metadata.name", name), ("metadata.namespace", namespace)] {
+        dns_name(file, what, value)?;
+    }
+    // A static Pod's UID, as the kubelet's, is a hash of its manifest.
+    let pod_dir = format!("{namespace}_{pod_name}_{}", &manifest[..32]);
     let mut out = Vec::new();
     for c in spec["containers"].as_array().into_iter().flatten() {
         let cname = str_at(c, "name").unwrap_or_default();
+        dns_name(file, "container name", cname)?;
         let image = str_at(c, "image")
             .filter(|i| !i.is_empty())
             .ok_or_else(|| format!("{file}: container {cname:?}: image is missing"))?;
@@ -135,6 +164,7 @@ pub fn parse(file: &str, text: &str, node: &str) -> Result<Vec<Container>, Strin
             env,
             mounts,
             manifest: manifest.clone(),
+            log: format!("{pod_dir}/{cname}/0.log"),
         });
     }
     if out.is_empty() {
@@ -150,7 +180,8 @@ pub struct Ctr {
     pub address: String,
     /// The `certs.d` directory of the node's registry mirrors.
     pub hosts_dir: String,
-    /// Where each container's output goes, `<dir>/<id>.log`.
+    /// Where each container's output goes, in the kubelet's layout (`/var/log/pods`): see
+    /// [`Container::log`].
     pub log_dir: String,
     /// hostPath volumes are paths under this root (`/` on a host).
     pub root: crate::Root,
@@ -256,8 +287,8 @@ impl Ctr {
     }
 
     /// The last line a container wrote, which is where a process says why it stopped.
-    fn last_output(&self, id: &str) -> String {
-        let log = Path::new(&self.log_dir).join(format!("{id}.log"));
+    fn last_output(&self, c: &Container) -> String {
+        let log = Path::new(&self.log_dir).join(&c.log);
         // The shim copies the output into the file on its own; it may land just after the exit.
         let mut text = String::new();
         for _ in 0..20 {
@@ -292,10 +323,11 @@ impl Ctr {
 
     fn start(&self, c: &Container) -> Result<(), String> {
         self.ensure_image(&c.image)?;
-        std::fs::create_dir_all(&self.log_dir)
-            .map_err(|e| format!("creating {}: {e}", self.log_dir))?;
+        let log = Path::new(&self.log_dir).join(&c.log);
+        let dir = log.parent().unwrap_or(Path::new(&self.log_dir));
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let label = format!("{MANIFEST_LABEL}={}", c.manifest);
-        let log = format!("file://{}/{}.log", self.log_dir, c.id);
+        let log = format!("file://{}", log.display());
         let mut args: Vec<String> = ["run", "-d", "--net-host", "--label", &label]
             .iter()
             .map(|s| s.to_string())
@@ -395,7 +427,7 @@ pub fn reconcile(ctr: &Ctr, dir: &Path, node: &str) -> Round {
         if state == Some("STOPPED") {
             round
                 .errors
-                .push(format!("{} exited: {}", c.id, ctr.last_output(&c.id)));
+                .push(format!("{} exited: {}", c.id, ctr.last_output(c)));
         }
         if current.is_some() {
             ctr.remove(&c.id);
@@ -455,6 +487,11 @@ spec:
     fn a_kubeadm_style_manifest_becomes_one_container() {
         let [c] = parse("m.yaml", POD, "m1").unwrap().try_into().unwrap();
         assert_eq!(c.id, "k8s_kube-apiserver_kube-apiserver-m1");
+        let uid = &hex::encode(Sha256::digest(POD.as_bytes()))[..32];
+        assert_eq!(
+            c.log,
+            format!("kube-system_kube-apiserver-m1_{uid}/kube-apiserver/0.log")
+        );
         assert_eq!(c.image, "10.77.0.1:8443/kube-apiserver:v1.33.4");
         assert_eq!(c.argv, ["kube-apiserver", "--secure-port=6443"]);
         assert_eq!(
@@ -510,6 +547,17 @@ spec:
             (
                 POD.replace("name: kube-apiserver, namespace", "namespace"),
                 "m.yaml: metadata.name is missing",
+            ),
+            (
+                POD.replace("namespace: kube-system", "namespace: ../../etc"),
+                "m.yaml: metadata.namespace \"../../etc\" is not a DNS name",
+            ),
+            (
+                POD.replace(
+                    "name: kube-apiserver, namespace",
+                    "name: Api/Server, namespace",
+                ),
+                "m.yaml: metadata.name \"Api/Server\" is not a DNS name",
             ),
         ];
         for (text, error) in cases {
