@@ -166,10 +166,19 @@ fn start_unit(os: &dyn Os, unit: &str) -> Result<(), OsError> {
     with_unit_log(os, unit, &Cmd::new("systemctl", &["enable", "--now", unit]))
 }
 
-/// Runs `cmd`; when it fails, the error carries the last lines of `unit`'s log too: `kubeadm`
-/// waits on the API server the kubelet's static Pods run, so why it gave up is in the
-/// kubelet's log (an image the seed lacks, a flag the API server refused).
+/// Runs `cmd`; when it fails, the error carries the last lines of `unit`'s log too.
 fn with_unit_log(os: &dyn Os, unit: &str, cmd: &Cmd) -> Result<(), OsError> {
+    with_logs(os, unit, cmd, String::new)
+}
+
+/// Runs `cmd`; when it fails, the error carries what `before` returns, then the last lines of
+/// `unit`'s log.
+fn with_logs(
+    os: &dyn Os,
+    unit: &str,
+    cmd: &Cmd,
+    before: impl FnOnce() -> String,
+) -> Result<(), OsError> {
     match os.run(cmd) {
         Err(OsError::Failed {
             cmd,
@@ -181,12 +190,103 @@ fn with_unit_log(os: &dyn Os, unit: &str, cmd: &Cmd) -> Result<(), OsError> {
             status,
             stderr,
             log: format!(
-                "{log}\nlast lines of {unit}'s log:\n{}",
+                "{log}{}\nlast lines of {unit}'s log:\n{}",
+                before(),
                 unit_log(os, unit).trim_end()
             ),
         }),
         other => other.map(|_| ()),
     }
+}
+
+/// Runs `kubeadm init`/`join`. kubeadm waits on the API server the kubelet runs as a static
+/// Pod, so why it gave up is with the kubelet: in the output of the control plane's containers
+/// (a flag kube-apiserver refused) and in the kubelet's log (an image the seed lacks). A
+/// failure carries both, the containers' output first.
+fn kubeadm(root: &Path, os: &dyn Os, node: &str, cmd: &Cmd) -> Result<(), OsError> {
+    with_logs(os, "kubelet.service", cmd, || {
+        control_plane_output(root, node)
+    })
+}
+
+/// Where the kubelet keeps each container's output:
+/// `<namespace>_<pod>_<uid>/<container>/<restart count>.log`.
+const POD_LOGS: &str = "/var/log/pods";
+/// The static Pods kubeadm writes on a master, each with one container of the same name.
+const CONTROL_PLANE: [&str; 3] = [
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+];
+/// Lines of each container's output carried in a failure, and how much of its end is read.
+const POD_LOG_LINES: usize = 3;
+const POD_LOG_TAIL: u64 = 16 * 1024;
+
+/// The last lines each control-plane container of `node` wrote in its latest run, one block
+/// per container that wrote any.
+pub fn control_plane_output(root: &Path, node: &str) -> String {
+    let Ok(dir) = fsutil::under_root(root, POD_LOGS) else {
+        return String::new();
+    };
+    let pods: Vec<std::fs::DirEntry> = std::fs::read_dir(&dir)
+        .map(|entries| entries.filter_map(Result::ok).collect())
+        .unwrap_or_default();
+    let mut out = String::new();
+    for component in CONTROL_PLANE {
+        let prefix = format!("kube-system_{component}-{node}_");
+        let newest = pods
+            .iter()
+            .filter(|pod| pod.file_name().to_string_lossy().starts_with(&prefix))
+            .flat_map(|pod| std::fs::read_dir(pod.path().join(component)).into_iter())
+            .flat_map(|logs| logs.filter_map(Result::ok))
+            .filter_map(|log| Some((log.metadata().ok()?.modified().ok()?, log.path())))
+            .max();
+        let Some((_, path)) = newest else { continue };
+        let lines = last_lines(&path);
+        if !lines.is_empty() {
+            let shown = path.strip_prefix(root).unwrap_or(&path);
+            out.push_str(&format!(
+                "\nlast output of {component} (/{}):\n{lines}",
+                shown.display()
+            ));
+        }
+    }
+    out
+}
+
+/// The last [`POD_LOG_LINES`] lines of a container log, each without the CRI logger's
+/// `<time> <stream> <F|P> ` prefix when it has one, controls removed, at most 300 characters.
+fn last_lines(path: &Path) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut text = Vec::new();
+    if let Ok(mut file) = std::fs::File::open(path) {
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = file.seek(SeekFrom::Start(len.saturating_sub(POD_LOG_TAIL)));
+        let _ = file.take(POD_LOG_TAIL).read_to_end(&mut text);
+    }
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let parts: Vec<&str> = line.splitn(4, ' ').collect();
+            let cri = parts.len() == 4
+                && matches!(parts[1], "stdout" | "stderr")
+                && matches!(parts[2], "F" | "P");
+            let message = if cri { parts[3] } else { line };
+            message
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(300)
+                .collect::<String>()
+        })
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let start = lines.len().saturating_sub(POD_LOG_LINES);
+    lines[start..]
+        .iter()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Starts etcd (masters only) and waits until its own member answers healthy.
@@ -246,13 +346,13 @@ pub fn install(root: &Path, os: &dyn Os, plan: &Plan, rebooted: bool) -> Result<
     match &plan.install {
         InstallAction::Init { config_path } => {
             let config = host_path(root, config_path)?;
-            let kubeadm = Cmd::new("kubeadm", &["init", "--config", &config]);
-            with_unit_log(os, "kubelet.service", &kubeadm)?;
+            let init = Cmd::new("kubeadm", &["init", "--config", &config]);
+            kubeadm(root, os, &plan.hostname, &init)?;
         }
         InstallAction::JoinControlPlane { config_path } => {
             let config = host_path(root, config_path)?;
-            let kubeadm = Cmd::new("kubeadm", &["join", "--config", &config]);
-            with_unit_log(os, "kubelet.service", &kubeadm)?;
+            let join = Cmd::new("kubeadm", &["join", "--config", &config]);
+            kubeadm(root, os, &plan.hostname, &join)?;
         }
         InstallAction::Worker {
             kubelet_config_path,
@@ -542,15 +642,55 @@ mod tests {
         let init = InstallAction::Init {
             config_path: "/etc/kubernetes/kubeadm.yaml".into(),
         };
-        let err = install(root.path(), &os, &vip_master(init, true), false)
+        let plan = vip_master(init, true);
+        // The API server's container refused a flag: the kubelet's CRI log (two runs, the
+        // newer one last) and a raw one of the scheduler's.
+        let pods = root.path().join("var/log/pods");
+        let apiserver = pods.join(format!(
+            "kube-system_kube-apiserver-{}_0a1b/kube-apiserver",
+            plan.hostname
+        ));
+        std::fs::create_dir_all(&apiserver).unwrap();
+        std::fs::write(
+            apiserver.join("0.log"),
+            "2026-12-01T03:00:00.1Z stderr F old run\n",
+        )
+        .unwrap();
+        let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(apiserver.join("0.log"))
+            .and_then(|f| f.set_modified(an_hour_ago))
+            .unwrap();
+        std::fs::write(
+            apiserver.join("1.log"),
+            "2026-12-01T03:00:05.1Z stderr F Error: unknown flag: --no-such-flag\n\
+             2026-12-01T03:00:05.2Z stderr P Usage:\x1b[31m\n",
+        )
+        .unwrap();
+        let scheduler = pods.join(format!(
+            "kube-system_kube-scheduler-{}_9f/kube-scheduler",
+            plan.hostname
+        ));
+        std::fs::create_dir_all(&scheduler).unwrap();
+        std::fs::write(scheduler.join("0.log"), "a\nb\nc\nd\n").unwrap();
+        let other_node = pods.join("kube-system_kube-apiserver-elsewhere_77/kube-apiserver");
+        std::fs::create_dir_all(&other_node).unwrap();
+        std::fs::write(other_node.join("0.log"), "not this node's\n").unwrap();
+        let err = install(root.path(), &os, &plan, false)
             .unwrap_err()
             .to_string();
         assert!(
-            err.ends_with(
+            err.ends_with(&format!(
                 "mark-control-plane: the API server did not answer\n\
+                 last output of kube-apiserver (/var/log/pods/kube-system_kube-apiserver-{host}_0a1b/kube-apiserver/1.log):\n  \
+                 Error: unknown flag: --no-such-flag\n  Usage:[31m\n\
+                 last output of kube-scheduler (/var/log/pods/kube-system_kube-scheduler-{host}_9f/kube-scheduler/0.log):\n  \
+                 b\n  c\n  d\n\
                  last lines of kubelet.service's log:\n\
-                 kubelet-standin: static Pod: k8s_kube-apiserver_kube-apiserver-m1: pulling 10.77.0.1:8443/kube-apiserver:v1.33.4: not found"
-            ),
+                 kubelet-standin: static Pod: k8s_kube-apiserver_kube-apiserver-m1: pulling 10.77.0.1:8443/kube-apiserver:v1.33.4: not found",
+                host = plan.hostname
+            )),
             "{err}"
         );
     }
