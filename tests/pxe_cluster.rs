@@ -108,6 +108,14 @@ fn a_new_disk_is_refused_until_the_host_is_reset(run: &std::path::Path, namespac
 /// credential may change its own Node but not the master's; a certificate from another CA is
 /// refused.
 fn the_cluster_answers_at_the_vip(run: &std::path::Path, namespace: &str) {
+    // A host is done only once the API server has its Node: both are there as soon as the
+    // API answers, before any of them is Ready.
+    let listed = testkit::wait_for("kubectl get nodes", Duration::from_secs(120), || {
+        kube::nodes(run)
+    });
+    let mut names: Vec<&str> = listed.iter().map(|r| r.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["lab-m1", "lab-w1"], "{listed:?}");
     let rows = kube::wait_all_ready(run, 2, std::time::Duration::from_secs(600));
     let master = rows
         .iter()
