@@ -95,6 +95,7 @@ pub fn enroll_body(index: usize, csrs: CsrSet) -> Result<Vec<u8>, EnrollLoadErro
         },
         token: None,
         csrs: map,
+        kubernetes_version: None,
     };
     Ok(serde_json::to_vec(&request).expect("a request always serializes"))
 }

@@ -50,6 +50,11 @@ pub struct EnrollRequest {
     /// A certificate the host's role needs but sent no CSR for gets a key made by the seed.
     #[serde(default)]
     pub csrs: BTreeMap<String, String>,
+    /// The Kubernetes release the host's image carries (its `firstboot.toml`); the seed refuses
+    /// one that does not fit the host's role in the cluster (`version_mismatch`). Absent from
+    /// images that do not say, which are not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_version: Option<crate::spec::KubeVersion>,
 }
 
 /// The certificate names a host may send CSRs for; each is also the file stem under
@@ -347,6 +352,9 @@ pub mod codes {
     pub const IDENTITY_TAKEN: &str = "identity_taken";
     /// Too many requests from this address; the answer's `Retry-After` says when to come back.
     pub const RATE_LIMITED: &str = "rate_limited";
+    /// The host's image carries a Kubernetes release its role in this cluster cannot run: the
+    /// host asks again later (an operator may boot it from another image meanwhile).
+    pub const VERSION_MISMATCH: &str = "version_mismatch";
     pub const NO_CAPACITY: &str = "no_capacity";
     pub const BUSY: &str = "busy";
     pub const INTERNAL: &str = "internal";

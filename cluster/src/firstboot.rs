@@ -49,6 +49,9 @@ pub struct FirstbootFile {
     /// Format an empty `LAUNCHER-DATA` partition (never a formatted one).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub wipe: bool,
+    /// The Kubernetes release the image carries, sent at enrollment for the seed to check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_version: Option<crate::spec::KubeVersion>,
 }
 
 impl FirstbootFile {
@@ -86,6 +89,7 @@ mod tests {
             preload_dir: Some(DEFAULT_PRELOAD_DIR.into()),
             containerd_address: Some(DEFAULT_CONTAINERD_ADDRESS.into()),
             wipe: true,
+            kubernetes_version: Some("v1.33.4".parse().unwrap()),
         };
         for file in [full, FirstbootFile::default()] {
             let text = file.render(&["written by a test"]);
@@ -134,12 +138,16 @@ mod tests {
                 "fb.toml:1:15: field `max_skew_ms`: invalid value: integer `-1`, expected u32",
             ),
             (
+                "kubernetes_version = \"1.33.4\"\n",
+                "fb.toml:1:22: field `kubernetes_version`: \"1.33.4\" is not a version: expected vMAJOR.MINOR.PATCH like v1.33.4",
+            ),
+            (
                 "pinn = \"x\"\n",
-                "fb.toml:1:1: field `pinn`: unknown field `pinn`, expected one of `seed`, `pin`, `ntp`, `token`, `max_skew_ms`, `ntp_wait_secs`, `preload_dir`, `containerd_address`, `wipe`",
+                "fb.toml:1:1: field `pinn`: unknown field `pinn`, expected one of `seed`, `pin`, `ntp`, `token`, `max_skew_ms`, `ntp_wait_secs`, `preload_dir`, `containerd_address`, `wipe`, `kubernetes_version`",
             ),
             (
                 "\"\" = \"\"\n",
-                "fb.toml:1:1: field ``: unknown field ``, expected one of `seed`, `pin`, `ntp`, `token`, `max_skew_ms`, `ntp_wait_secs`, `preload_dir`, `containerd_address`, `wipe`",
+                "fb.toml:1:1: field ``: unknown field ``, expected one of `seed`, `pin`, `ntp`, `token`, `max_skew_ms`, `ntp_wait_secs`, `preload_dir`, `containerd_address`, `wipe`, `kubernetes_version`",
             ),
         ];
         for (text, want) in cases {

@@ -28,6 +28,7 @@ pub mod kubeadm;
 pub mod ntp;
 pub mod pki;
 pub mod plan;
+pub mod skew;
 pub mod spec;
 pub mod text;
 pub mod vip;

@@ -2,7 +2,7 @@
 //! write the decision, make the host's plan and record etcd's first members. Nothing is
 //! answered before this commits.
 
-use cluster::api::EnrollRequest;
+use cluster::api::{EnrollRequest, codes};
 use cluster::pki::CaSet;
 use cluster::spec::ClusterSpec;
 use sha2::{Digest, Sha256};
@@ -68,6 +68,10 @@ pub fn enroll(
             Decision::Refused { .. } => unreachable!("handled above"),
             Decision::Pending { record, .. } => Enrollment::Pending { record },
             Decision::Enrolled { mut record, .. } => {
+                if let Err(message) = image_fits(cluster, &record, request) {
+                    let code = codes::VERSION_MISMATCH;
+                    return Ok((Enrollment::Refused { code, message }, Keep::Discard));
+                }
                 let (plan, joins_etcd) = plan(tx, cluster, &record, request)?;
                 if record.planned_ms.is_none() && matches!(plan, Ok(PlanOutcome::Ready(_))) {
                     record.planned_ms = Some(now_ms);
@@ -82,6 +86,22 @@ pub fn enroll(
         };
         Ok((enrollment, Keep::Commit))
     })
+}
+
+/// Whether the release the host's image carries fits its role here (see `cluster::skew`): a
+/// host that does not fit is refused before anything is recorded, so that it installs nothing
+/// and keeps asking; an image that does not say is not checked.
+fn image_fits(
+    cluster: Cluster<'_>,
+    record: &HostRecord,
+    request: &EnrollRequest,
+) -> Result<(), String> {
+    let (Some(image), Some(assignment)) = (request.kubernetes_version, &record.assignment) else {
+        return Ok(());
+    };
+    let role = assignment.role;
+    cluster::skew::image_fits(role, image, cluster.spec.kubernetes_version)
+        .map_err(|why| format!("{} ({role} {}): {why}", record.id, assignment.hostname))
 }
 
 /// The host's plan against the masters recorded now, and whether it joins a running etcd.

@@ -42,6 +42,7 @@ fn request(mac: &str, token: Option<&str>) -> EnrollRequest {
         },
         token: token.map(str::to_string),
         csrs: BTreeMap::new(),
+        kubernetes_version: None,
     }
 }
 
@@ -268,6 +269,7 @@ fn bad_identities_and_conflicts_are_refused() {
                 },
                 token: None,
                 csrs: BTreeMap::new(),
+                kubernetes_version: None,
             },
             vec![],
             codes::BAD_REQUEST,
@@ -514,6 +516,7 @@ fn a_host_gains_no_identifier_another_host_owns_and_at_most_the_cap() {
             },
             token: None,
             csrs: BTreeMap::new(),
+            kubernetes_version: None,
         };
         let (next, _) = enrolled(decide(&facts(), &req, &bound(&record, counters), NOW + 2));
         record = next;
@@ -532,6 +535,7 @@ fn a_host_gains_no_identifier_another_host_owns_and_at_most_the_cap() {
         },
         token: None,
         csrs: BTreeMap::new(),
+        kubernetes_version: None,
     };
     assert_eq!(
         refused_with(decide(&facts(), &req, &bound(&record, counters), NOW + 3)),

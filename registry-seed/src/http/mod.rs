@@ -221,7 +221,10 @@ pub fn status_of(code: &str) -> StatusCode {
         codes::FORBIDDEN | codes::IDENTITY_TAKEN => StatusCode::FORBIDDEN,
         codes::RATE_LIMITED => StatusCode::TOO_MANY_REQUESTS,
         codes::NOT_FOUND => StatusCode::NOT_FOUND,
-        codes::TOKEN_USED | codes::IDENTITY_CONFLICT | codes::NO_CAPACITY => StatusCode::CONFLICT,
+        codes::TOKEN_USED
+        | codes::IDENTITY_CONFLICT
+        | codes::NO_CAPACITY
+        | codes::VERSION_MISMATCH => StatusCode::CONFLICT,
         codes::BUSY => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
