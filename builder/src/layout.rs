@@ -144,6 +144,7 @@ pub fn firstboot_config(def: &Definition) -> String {
         pin: Some(fb.ca_pin),
         ntp: Some(fb.ntp.clone()),
         preload_dir: Some(IMAGES_DIR.to_string()),
+        kubernetes_version: Some(def.bundle.version),
         ..FirstbootFile::default()
     }
     .render(&[&format!(
@@ -369,6 +370,7 @@ mod tests {
         assert_eq!(read.pin, Some(def.firstboot.ca_pin));
         assert_eq!(read.ntp.unwrap().to_string(), "10.77.0.1:123");
         assert_eq!(read.preload_dir.as_deref(), Some(IMAGES_DIR));
+        assert_eq!(read.kubernetes_version, Some(def.bundle.version));
     }
 
     /// The sandbox image is the plan's; a baked one would contradict it until firstboot runs.

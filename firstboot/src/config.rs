@@ -8,7 +8,7 @@
 
 use cluster::firstboot::{self as file, FirstbootFile};
 use cluster::pki::CaPin;
-use cluster::spec::{JoinToken, NtpServer, SeedUrl, SpecError, ValueError};
+use cluster::spec::{JoinToken, KubeVersion, NtpServer, SeedUrl, SpecError, ValueError};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -43,6 +43,8 @@ pub struct Config {
     pub preload_dir: String,
     pub containerd_address: String,
     pub wipe: bool,
+    /// The Kubernetes release the image carries, from `firstboot.toml` only.
+    pub kubernetes_version: Option<KubeVersion>,
 }
 
 /// Values given on the command line; each one set overrides the file and the kernel words.
@@ -177,6 +179,7 @@ fn finish(l: FirstbootFile) -> Result<Config, ConfigError> {
             .containerd_address
             .unwrap_or_else(|| file::DEFAULT_CONTAINERD_ADDRESS.to_string()),
         wipe: l.wipe,
+        kubernetes_version: l.kubernetes_version,
         seeds: l.seed,
     })
 }
@@ -281,7 +284,7 @@ mod tests {
                 Some("seed = []\npinn = \"x\"\n"),
                 "",
                 Overrides::default(),
-                "fb.toml:2:1: field `pinn`: unknown field `pinn`, expected one of `seed`, `pin`, `ntp`, `token`, `max_skew_ms`, `ntp_wait_secs`, `preload_dir`, `containerd_address`, `wipe`".into(),
+                "fb.toml:2:1: field `pinn`: unknown field `pinn`, expected one of `seed`, `pin`, `ntp`, `token`, `max_skew_ms`, `ntp_wait_secs`, `preload_dir`, `containerd_address`, `wipe`, `kubernetes_version`".into(),
             ),
             (
                 None,

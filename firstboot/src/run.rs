@@ -193,6 +193,7 @@ impl Runner<'_> {
             identity: self.journal.identity.clone().unwrap_or_default(),
             token: self.o.config.token.as_ref().map(|t| t.as_str().to_string()),
             csrs,
+            kubernetes_version: self.o.config.kubernetes_version,
         };
         let enrolled = self.client.enroll(
             self.os,

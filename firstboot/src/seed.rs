@@ -64,6 +64,9 @@ pub enum SeedError {
     Client(#[source] reqwest::Error),
 }
 
+/// How often a host whose image the seed refused for its Kubernetes release asks again.
+const VERSION_MISMATCH_RETRY: Duration = Duration::from_secs(60);
+
 /// Codes after which asking again cannot help.
 const FATAL_CODES: [&str; 9] = [
     codes::BAD_REQUEST,
@@ -171,6 +174,12 @@ fn refusal(
     match e.code.as_str() {
         codes::IDENTITY_TAKEN => Ok(NotYet::IdentityTaken { message: e.message }),
         codes::RATE_LIMITED => Ok(NotYet::RateLimited { retry_after }),
+        // The seed installs nothing on this image; another image, or another cluster
+        // version, may change that: keep asking, saying why.
+        codes::VERSION_MISMATCH => Ok(NotYet::Waiting {
+            retry_after: VERSION_MISMATCH_RETRY,
+            message: e.message,
+        }),
         codes::IDENTITY_REQUIRED => Err(SeedError::IdentityRequired {
             seed: seed.to_string(),
             message: e.message,
@@ -404,6 +413,10 @@ mod tests {
         assert_eq!(wait(too_many, Some(9), b"slow down"), 9, "a 429 of a proxy");
         let busy = body(codes::BUSY);
         assert_eq!(wait(StatusCode::SERVICE_UNAVAILABLE, None, &busy), 4);
+        let release = body(codes::VERSION_MISMATCH);
+        assert_eq!(wait(StatusCode::CONFLICT, None, &release), 60);
+        let release = refusal(&seed, StatusCode::CONFLICT, None, &release).unwrap();
+        assert_eq!(release.to_string(), "waiting: m");
 
         let taken = refusal(&seed, StatusCode::CONFLICT, None, &taken).unwrap();
         assert_eq!(

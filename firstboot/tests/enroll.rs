@@ -285,3 +285,40 @@ fn a_host_waits_while_the_seed_lacks_images_and_goes_on_once_they_are_imported()
     let seed_ca = std::fs::read_to_string(seed.dir.path().join("state/seed-ca.crt")).unwrap();
     assert_eq!(trusted.trim(), seed_ca.trim());
 }
+
+/// The image says which Kubernetes release it carries; a worker's newer than the cluster's is
+/// refused by the seed and the host waits, saying why, with nothing written; booted again with
+/// an image that fits, it goes on.
+#[test]
+fn a_host_whose_image_carries_another_release_waits_and_says_why() {
+    let seed = Seed::start();
+    let host = Host::new(4);
+    host.put(
+        "etc/launcher/firstboot.toml",
+        "kubernetes_version = \"v1.34.0\"\n",
+    );
+    let mut args = seed.args();
+    let at = args.iter().position(|a| a == "--enroll-wait-secs").unwrap();
+    args[at + 1] = "0".to_string();
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = host.run(0, &refs);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "(worker fbtest-w1): this host's image carries Kubernetes v1.34.0, newer than the \
+             cluster's v1.33.4: a kubelet may not be newer than the API server; boot it from an \
+             image for v1.33 or older"
+        ),
+        "{err}"
+    );
+    assert_eq!(host.done_phases(), vec!["identify", "time"]);
+    assert!(!host.path("etc/kubernetes").exists());
+
+    host.put(
+        "etc/launcher/firstboot.toml",
+        "kubernetes_version = \"v1.33.4\"\n",
+    );
+    run_to_the_end("with an image of the cluster's release", &host, &seed, 0);
+    assert!(host.path("var/lib/launcher/firstboot.done").is_file());
+}

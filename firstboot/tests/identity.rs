@@ -380,6 +380,7 @@ fn the_operator_hears_why_once_per_change() {
         identity: Default::default(),
         token: None,
         csrs: Default::default(),
+        kubernetes_version: None,
     };
     let mut heard = Vec::new();
     let err = client
