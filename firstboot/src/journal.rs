@@ -67,6 +67,10 @@ pub struct Journal {
     /// Images the preload phase imported.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub preloaded: Vec<String>,
+    /// The boot in which `kubeadm init`/`join` last succeeded: within it, kubeadm is not run
+    /// again (see `node::kubeadm_step`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeadm_boot: Option<String>,
 }
 
 impl Journal {

@@ -330,17 +330,58 @@ pub fn etcd(root: &Path, os: &dyn Os, plan: &Plan, wait: Duration) -> Result<boo
     }
 }
 
-/// Makes the host a node: `kubeadm init`/`join` on masters, the kubelet on workers. After a
-/// reboot, a master whose control plane manifests survived is not initialised again. A master
-/// of a cluster with a VIP starts keepalived first, so that the VIP answers as soon as an API
-/// server is ready, which `kubeadm init` waits for.
-pub fn install(root: &Path, os: &dyn Os, plan: &Plan, rebooted: bool) -> Result<(), NodeError> {
+/// What an install does with kubeadm on a master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kubeadm {
+    Run,
+    /// A kubeadm of this boot failed or was cut off and left its files, on which it would fail
+    /// its own preflight: `kubeadm reset` first, then the plan's files written again (the
+    /// reset empties the certificates directory), then kubeadm.
+    ResetThenRun,
+    /// Not again: it succeeded in this boot, or its manifests survived a reboot.
+    Skip,
+}
+
+/// What to do with kubeadm on a master, from whether it succeeded in this boot, whether the
+/// host rebooted since the last run, and whether static Pod manifests are there.
+pub fn kubeadm_step(done_this_boot: bool, rebooted: bool, manifests: bool) -> Kubeadm {
+    match (done_this_boot, rebooted, manifests) {
+        (true, _, _) | (false, true, true) => Kubeadm::Skip,
+        (false, false, true) => Kubeadm::ResetThenRun,
+        (false, _, false) => Kubeadm::Run,
+    }
+}
+
+const MANIFESTS_DIR: &str = "/etc/kubernetes/manifests";
+
+/// Whether the static Pod manifests directory holds anything.
+pub fn manifests_present(root: &Path) -> Result<bool, NodeError> {
+    let dir = fsutil::under_root(root, MANIFESTS_DIR)?;
+    Ok(std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()))
+}
+
+/// `kubeadm reset --force`: what a failed `kubeadm init`/`join` left on this node undone (its
+/// static Pods' containers, manifests, kubeconfigs, the certificates directory); the external
+/// etcd is not touched.
+pub fn reset(os: &dyn Os) -> Result<(), NodeError> {
+    let cri = cluster::kubeadm::CRI_SOCKET;
+    os.run(&Cmd::new(
+        "kubeadm",
+        &["reset", "--force", "--cri-socket", cri],
+    ))?;
+    Ok(())
+}
+
+/// Makes the host a node: `kubeadm init`/`join` on masters (unless `run_kubeadm` is false, see
+/// [`kubeadm_step`]), the kubelet on workers. A master of a cluster with a VIP starts
+/// keepalived first, so that the VIP answers as soon as an API server is ready, which
+/// `kubeadm init` waits for.
+pub fn install(root: &Path, os: &dyn Os, plan: &Plan, run_kubeadm: bool) -> Result<(), NodeError> {
     if plan.role == cluster::api::Role::Master && vip::configure(root, os, plan)? {
         start_unit(os, cluster::vip::UNIT)?;
     }
-    let manifests = fsutil::under_root(root, "/etc/kubernetes/manifests/kube-apiserver.yaml")?;
-    if rebooted && plan.role == cluster::api::Role::Master && manifests.exists() {
-        tracing::info!("control plane manifests survived the reboot: not running kubeadm again");
+    if plan.role == cluster::api::Role::Master && !run_kubeadm {
+        tracing::info!("kubeadm already made this master: not running it again");
         return Ok(());
     }
     match &plan.install {
@@ -489,7 +530,7 @@ mod tests {
         let os = RecordingOs::new(Duration::ZERO, false);
         let plan = master();
         assert!(etcd(root.path(), &os, &plan, Duration::from_secs(1)).unwrap());
-        install(root.path(), &os, &plan, false).unwrap();
+        install(root.path(), &os, &plan, true).unwrap();
         let unit =
             std::fs::read_to_string(root.path().join("etc/systemd/system/launcher-etcd.service"))
                 .unwrap();
@@ -580,7 +621,7 @@ mod tests {
             "systemctl".into(),
             "ActiveState=active\nNRestarts=0\n".into(),
         );
-        install(root.path(), &os, &worker(), false).unwrap();
+        install(root.path(), &os, &worker(), true).unwrap();
         assert!(
             root.path()
                 .join("etc/systemd/system/kubelet.service")
@@ -592,7 +633,7 @@ mod tests {
             "systemctl".into(),
             "ActiveState=active\nNRestarts=7\n".into(),
         );
-        install(root.path(), &os, &worker(), false).unwrap();
+        install(root.path(), &os, &worker(), true).unwrap();
 
         let cases = [
             (
@@ -610,7 +651,7 @@ mod tests {
             os.outputs.insert("systemctl".into(), shown.into());
             os.outputs
                 .insert("journalctl".into(), "refused: bad kubeconfig\n".into());
-            let err = install(root.path(), &os, &worker(), false)
+            let err = install(root.path(), &os, &worker(), true)
                 .unwrap_err()
                 .to_string();
             assert_eq!(
@@ -677,7 +718,7 @@ mod tests {
         let other_node = pods.join("kube-system_kube-apiserver-elsewhere_77/kube-apiserver");
         std::fs::create_dir_all(&other_node).unwrap();
         std::fs::write(other_node.join("0.log"), "not this node's\n").unwrap();
-        let err = install(root.path(), &os, &plan, false)
+        let err = install(root.path(), &os, &plan, true)
             .unwrap_err()
             .to_string();
         assert!(
@@ -774,7 +815,7 @@ mod tests {
         for (action, kubeadm) in [(init, "init"), (join(), "join")] {
             let root = tempfile::tempdir().unwrap();
             let os = recording();
-            install(root.path(), &os, &vip_master(action, true), false).unwrap();
+            install(root.path(), &os, &vip_master(action, true), true).unwrap();
             let cfg = root.path().join("etc/kubernetes/kubeadm.yaml");
             assert_eq!(
                 commands(&os),
@@ -800,15 +841,37 @@ mod tests {
     }
 
     #[test]
-    fn a_rebooted_master_starts_keepalived_even_when_kubeadm_is_not_run_again() {
+    fn kubeadm_runs_once_a_boot_and_after_its_own_leftovers_only_behind_a_reset() {
+        use Kubeadm::*;
+        // (succeeded in this boot, rebooted, manifests there) → what to do
+        let cases = [
+            ((false, false, false), Run),
+            ((false, true, false), Run),
+            ((false, false, true), ResetThenRun),
+            ((false, true, true), Skip),
+            ((true, false, true), Skip),
+            ((true, false, false), Skip),
+        ];
+        for ((done, rebooted, manifests), want) in cases {
+            assert_eq!(
+                kubeadm_step(done, rebooted, manifests),
+                want,
+                "{done} {rebooted} {manifests}"
+            );
+        }
         let root = tempfile::tempdir().unwrap();
-        let manifest = root
-            .path()
-            .join("etc/kubernetes/manifests/kube-apiserver.yaml");
-        std::fs::create_dir_all(manifest.parent().unwrap()).unwrap();
-        std::fs::write(&manifest, "").unwrap();
+        assert!(!manifests_present(root.path()).unwrap());
+        std::fs::create_dir_all(root.path().join("etc/kubernetes/manifests")).unwrap();
+        assert!(!manifests_present(root.path()).unwrap());
+        std::fs::write(root.path().join("etc/kubernetes/manifests/etcd.yaml"), "").unwrap();
+        assert!(manifests_present(root.path()).unwrap());
+    }
+
+    #[test]
+    fn a_master_starts_keepalived_even_when_kubeadm_is_not_run_again() {
+        let root = tempfile::tempdir().unwrap();
         let os = recording();
-        install(root.path(), &os, &vip_master(join(), true), true).unwrap();
+        install(root.path(), &os, &vip_master(join(), true), false).unwrap();
         assert_eq!(
             commands(&os).last().unwrap(),
             "systemctl enable --now keepalived.service"
@@ -827,7 +890,7 @@ mod tests {
                 "systemctl".into(),
                 "ActiveState=active\nNRestarts=0\n".into(),
             );
-            install(root.path(), &os, &plan, false).unwrap();
+            install(root.path(), &os, &plan, true).unwrap();
             let ran = commands(&os);
             assert!(
                 !ran.iter()

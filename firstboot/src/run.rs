@@ -151,13 +151,7 @@ impl Runner<'_> {
                 self.journal.time = Some(rec);
             }
             Phase::Enroll => self.enroll()?,
-            Phase::Materialize => {
-                let seed: SeedUrl = self.journal.seed.as_deref().unwrap_or_default().parse()?;
-                let ca = self.journal.seed_ca_pem.clone().unwrap_or_default();
-                let plan = self.journal.plan();
-                let n = materialize::materialize(root, self.os, plan, &seed, &ca)?;
-                tracing::info!("wrote {n} files");
-            }
+            Phase::Materialize => self.materialize()?,
             Phase::Storage => {
                 self.journal.data_disk = Some(storage::storage(root, self.os, cfg.wipe)?);
             }
@@ -174,16 +168,51 @@ impl Runner<'_> {
             Phase::Etcd => {
                 node::etcd(root, self.os, self.journal.plan(), self.o.etcd_wait)?;
             }
-            Phase::Install => {
-                let plan = self.journal.plan();
-                node::install(root, self.os, plan, self.rebooted)?;
-                node::wait_registered(root, self.os, plan, self.o.node_wait)?;
-            }
+            Phase::Install => self.install()?,
             Phase::Done => {
                 let marker = fsutil::under_root(root, DONE_MARKER)?;
                 durable::write_atomic(&marker, b"done\n", 0o644)?;
             }
         }
+        Ok(())
+    }
+
+    /// The plan's files, and containerd's configuration.
+    fn materialize(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let seed: SeedUrl = self.journal.seed.as_deref().unwrap_or_default().parse()?;
+        let ca = self.journal.seed_ca_pem.clone().unwrap_or_default();
+        let plan = self.journal.plan();
+        let n = materialize::materialize(&self.o.root, self.os, plan, &seed, &ca)?;
+        tracing::info!("wrote {n} files");
+        Ok(())
+    }
+
+    /// keepalived and kubeadm (masters) or the kubelet (workers), then the wait for the Node.
+    /// A master whose kubeadm failed in this boot is reset before kubeadm runs again, so that
+    /// the retry meets a node as the first attempt did, not the files that attempt left.
+    fn install(&mut self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let root = &self.o.root;
+        let plan = self.journal.plan().clone();
+        let master = plan.role == cluster::api::Role::Master;
+        let done_this_boot =
+            self.journal.boot_id.is_some() && self.journal.kubeadm_boot == self.journal.boot_id;
+        let step = node::kubeadm_step(
+            done_this_boot,
+            self.rebooted,
+            master && node::manifests_present(root)?,
+        );
+        if master && step == node::Kubeadm::ResetThenRun {
+            tracing::warn!("an earlier kubeadm in this boot left its files: kubeadm reset first");
+            node::reset(self.os)?;
+            self.materialize()?;
+        }
+        let run_kubeadm = step != node::Kubeadm::Skip;
+        node::install(root, self.os, &plan, run_kubeadm)?;
+        if master && run_kubeadm {
+            self.journal.kubeadm_boot = self.journal.boot_id.clone();
+            self.journal.save(root)?;
+        }
+        node::wait_registered(root, self.os, &plan, self.o.node_wait)?;
         Ok(())
     }
 

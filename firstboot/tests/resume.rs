@@ -74,3 +74,40 @@ fn a_run_stopped_after_any_phase_resumes_and_does_each_phase_once() {
         assert_eq!(ran("kubeadm init"), 1, "after {stop}: {actions:?}");
     }
 }
+
+/// A master whose kubeadm failed in this boot left static Pod manifests (and the reset it
+/// needs empties the certificates directory): the next run resets the node, writes the plan's
+/// files again, then runs kubeadm, instead of meeting the leftovers in kubeadm's preflight.
+#[test]
+fn a_master_retried_after_a_failed_kubeadm_is_reset_first() {
+    let seed = Seed::start();
+    let host = Host::new(1);
+    let out = run_with_seed(&host, &seed, 0, &["--stop-after", "etcd"]);
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    // What a kubeadm cut off halfway leaves, and what a reset removes.
+    host.put(
+        "etc/kubernetes/manifests/kube-apiserver.yaml",
+        "apiVersion: v1\nkind: Pod\n",
+    );
+    std::fs::remove_file(host.path("etc/kubernetes/pki/ca.crt")).unwrap();
+
+    run_to_the_end("after a failed kubeadm", &host, &seed, 0);
+    let ran: Vec<String> = host
+        .actions()
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Run { cmd } if cmd.program == "kubeadm" => Some(cmd.to_string()),
+            _ => None,
+        })
+        .collect();
+    let config = host.path("etc/kubernetes/kubeadm.yaml");
+    assert_eq!(
+        ran,
+        [
+            "kubeadm reset --force --cri-socket unix:///run/containerd/containerd.sock".to_string(),
+            format!("kubeadm init --config {}", config.display()),
+        ]
+    );
+    assert!(host.path("etc/kubernetes/pki/ca.crt").is_file());
+    assert!(host.path("var/lib/launcher/firstboot.done").is_file());
+}

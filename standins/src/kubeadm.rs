@@ -13,6 +13,7 @@ pub mod manifests;
 pub mod mark_control_plane;
 pub mod pki;
 pub mod preflight;
+pub mod reset;
 pub mod retry;
 pub mod upload_config;
 

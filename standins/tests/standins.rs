@@ -319,10 +319,18 @@ fn a_join_is_checked_against_the_known_kubernetes_version_and_its_files() {
 #[test]
 fn other_commands_and_flags_are_refused_and_help_says_stand_in() {
     let root = tempfile::tempdir().unwrap();
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["upgrade", "apply"],
+            "kubeadm-standin: kubeadm-standin does not stand in for `kubeadm upgrade` (only init, join, reset, config images list, version)",
+        ),
         (
             &["reset"],
-            "kubeadm-standin: kubeadm-standin does not stand in for `kubeadm reset` (only init, join, config images list, version)",
+            "kubeadm-standin: kubeadm-standin reset: refusing to ask for confirmation: pass --force",
+        ),
+        (
+            &["reset", "--force", "--cleanup-tmp-dir"],
+            "kubeadm-standin: kubeadm-standin reset: only `--force` and `--cri-socket SOCKET` are accepted, got \"--cleanup-tmp-dir\"",
         ),
         (
             &["init"],
@@ -337,11 +345,16 @@ fn other_commands_and_flags_are_refused_and_help_says_stand_in() {
             "kubeadm-standin: reading ",
         ),
     ];
+    // A refused reset removes nothing.
+    let manifest = root.path().join("etc/kubernetes/manifests/kube-apiserver.yaml");
+    std::fs::create_dir_all(manifest.parent().unwrap()).unwrap();
+    std::fs::write(&manifest, "kept").unwrap();
     for (args, want) in cases {
         let out = run(KUBEADM, root.path(), args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         assert!(stderr.starts_with(want), "{args:?}: {stderr}");
+        assert_eq!(std::fs::read_to_string(&manifest).unwrap(), "kept");
     }
     let help = run(KUBEADM, root.path(), &["--help"]);
     assert!(String::from_utf8_lossy(&help.stdout).contains("STAND-IN for Kubernetes' kubeadm"));

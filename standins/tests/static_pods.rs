@@ -2,7 +2,7 @@
 //! from the stand-in image `standin-images` makes, against a real etcd; then registers its Node
 //! through that API server, as `kubectl get nodes` shows. A manifest whose process refuses its
 //! flags and one whose image nobody has are each reported with their reason, and stopped once
-//! their manifest is gone.
+//! their manifest is gone. Then `kubeadm reset` removes what the node ran and kubeadm wrote.
 
 mod support;
 
@@ -221,4 +221,50 @@ fn the_kubelet_runs_the_api_server_as_a_static_pod_and_registers_through_it() {
     );
     assert_eq!(containerd.task_state(id).as_deref(), Some("RUNNING"));
     assert_eq!(containerd.task_state("k8s_refused_refused-m1"), None);
+
+    // `kubeadm reset`, the kubelet stopped as its service would be: the static Pods'
+    // containers go, and so do the manifests, the kubelet's files, the certificates and
+    // kubeadm's kubeconfigs; a file kubeadm does not own stays.
+    drop(_kubelet);
+    std::fs::write(root.join("etc/kubernetes/admin.conf"), "admin").unwrap();
+    std::fs::write(root.join("etc/kubernetes/kubeadm.yaml"), "kept").unwrap();
+    std::fs::create_dir_all(root.join("var/lib/kubelet/pki")).unwrap();
+    std::fs::write(root.join("var/lib/kubelet/config.yaml"), "kubelet").unwrap();
+    let reset = Command::new(env!("CARGO_BIN_EXE_kubeadm-standin"))
+        .env("LAUNCHER_STANDIN_ROOT", &root)
+        .args(["reset", "--force", "--cri-socket"])
+        .arg("unix:///run/containerd/containerd.sock")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&reset.stdout);
+    assert!(
+        reset.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&reset.stderr)
+    );
+    assert!(
+        said.contains(&format!(
+            "[reset] Removed Kubernetes-managed containers: [\"{id}\"]"
+        )),
+        "{said}"
+    );
+    assert_eq!(containerd.task_state(id), None);
+    let listed = containerd.ctr(&["containers", "ls", "-q"]);
+    assert!(
+        !String::from_utf8_lossy(&listed.stdout).contains("k8s_"),
+        "{listed:?}"
+    );
+    for dir in [
+        "etc/kubernetes/manifests",
+        "etc/kubernetes/pki",
+        "var/lib/kubelet",
+    ] {
+        let left: Vec<_> = std::fs::read_dir(root.join(dir)).unwrap().collect();
+        assert!(left.is_empty(), "{dir}: {left:?}");
+    }
+    assert!(!root.join("etc/kubernetes/admin.conf").exists());
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/kubernetes/kubeadm.yaml")).unwrap(),
+        "kept"
+    );
 }

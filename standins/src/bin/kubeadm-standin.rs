@@ -13,6 +13,8 @@ kubelet runs the static Pods).
 usage:
   kubeadm-standin init --config FILE   check an InitConfiguration/ClusterConfiguration file
   kubeadm-standin join --config FILE   check a JoinConfiguration file
+  kubeadm-standin reset --force [--cri-socket SOCKET]
+                                       undo what init or join did on this node
   kubeadm-standin version [-o short]   print the stand-in's version
   kubeadm-standin config images list --config FILE
                                        the images kubeadm pulls for that configuration
@@ -49,6 +51,12 @@ this node's name and advertise address and the cluster's configuration; kubelet-
 discovery file, which holds the node's own credential); control-plane-join/mark-control-plane.
 Every check and read comes before the first write; `skipPhases` takes join's phase names.
 
+reset (kubeadm's cleanup-node, with an external etcd) stops the kubelet service, removes the
+static Pods' containers through containerd (--cri-socket, default
+unix:///run/containerd/containerd.sock), deletes the contents of /etc/kubernetes/manifests,
+/var/lib/kubelet and /etc/kubernetes/pki, and the kubeconfig files kubeadm writes in
+/etc/kubernetes; a step that fails is a warning and the next one runs.
+
 config images list reads the ClusterConfiguration as kubeadm does (kubernetesVersion,
 imageRepository, dns.imageRepository/imageTag, dns.disabled, proxy.disabled, a local etcd's
 image) and prints one reference per line in kubeadm's order, with the pause and CoreDNS tags
@@ -56,7 +64,8 @@ kubeadm pins for the version.
 
 Records: /var/lib/launcher/standin/kubeadm-<init|join>.yaml (the config) and .json (argv, checks).
 Writes what later steps read: /var/lib/kubelet/config.yaml (from a KubeletConfiguration
-document) and /var/lib/kubelet/kubeadm-flags.env.
+document) and /var/lib/kubelet/kubeadm-flags.env, then restarts the kubelet service as
+kubeadm's kubelet-start does (on a real root only).
 LAUNCHER_STANDIN_ROOT places every path under another directory.";
 
 fn parse(args: &[String]) -> anyhow::Result<Option<(Verb, String)>> {
@@ -91,17 +100,60 @@ fn parse(args: &[String]) -> anyhow::Result<Option<(Verb, String)>> {
             }
             Ok(None)
         }
+        [r, rest @ ..] if r == "reset" => {
+            reset(rest)?;
+            Ok(None)
+        }
         [verb, rest @ ..] => {
             let verb = match verb.as_str() {
                 "init" => Verb::Init,
                 "join" => Verb::Join,
                 other => bail!(
-                    "kubeadm-standin does not stand in for `kubeadm {other}` (only init, join, config images list, version)"
+                    "kubeadm-standin does not stand in for `kubeadm {other}` (only init, join, reset, config images list, version)"
                 ),
             };
             Ok(Some((verb, config_flag(verb.as_str(), rest)?)))
         }
     }
+}
+
+/// The CRI endpoint kubeadm's reset uses when none is given on a node with containerd.
+const DEFAULT_CRI_SOCKET: &str = "unix:///run/containerd/containerd.sock";
+
+/// `reset --force [--cri-socket S]`: kubeadm asks before it resets unless `--force`; the
+/// stand-in never asks, so it needs `--force`.
+fn reset(rest: &[String]) -> anyhow::Result<()> {
+    let mut force = false;
+    let mut socket = DEFAULT_CRI_SOCKET.to_string();
+    let mut args = rest.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-f" | "--force" => force = true,
+            "--cri-socket" => {
+                socket = args
+                    .next()
+                    .context("kubeadm-standin reset: --cri-socket needs a value")?
+                    .clone()
+            }
+            other => match other.strip_prefix("--cri-socket=") {
+                Some(value) => socket = value.to_string(),
+                None => bail!(
+                    "kubeadm-standin reset: only `--force` and `--cri-socket SOCKET` are accepted, got {other:?}"
+                ),
+            },
+        }
+    }
+    if !force {
+        bail!("kubeadm-standin reset: refusing to ask for confirmation: pass --force");
+    }
+    let done = kubeadm::reset::run(&Root::from_env(), &socket);
+    for line in &done.lines {
+        println!("{line}");
+    }
+    for warning in &done.warnings {
+        eprintln!("kubeadm-standin: warning (as kubeadm): {warning}");
+    }
+    Ok(())
 }
 
 /// The FILE of `--config FILE` or `--config=FILE`, the only flag the stand-in takes.
@@ -142,6 +194,24 @@ fn kubelet_env(root: &Root, docs: &[standins::docs::Doc]) -> anyhow::Result<()> 
         kubeadm::kubelet_flags(registration).join(" ")
     );
     standins::write(root, "/var/lib/kubelet/kubeadm-flags.env", env.as_bytes())
+}
+
+/// kubelet-start's last step: the kubelet service restarted on the files just written, as
+/// kubeadm does (a reset stopped it; otherwise it loops until it has them). A failure is
+/// kubeadm's warning, not an error. Under LAUNCHER_STANDIN_ROOT there is no service.
+fn start_kubelet(root: &Root) {
+    if root.0 != std::path::Path::new("/") {
+        return;
+    }
+    println!("[kubelet-start] Starting the kubelet");
+    let restarted = std::process::Command::new("systemctl")
+        .args(["restart", "kubelet"])
+        .status();
+    if !matches!(restarted, Ok(s) if s.success()) {
+        eprintln!(
+            "kubeadm-standin: warning (as kubeadm): [kubelet-start] WARNING: unable to start the kubelet service: please ensure kubelet is running manually"
+        );
+    }
 }
 
 /// What a command did on disk before the records, and what it does after them.
@@ -191,6 +261,7 @@ fn cluster_phases(
     match phases {
         Phases::Init(prepared, _) => {
             kubelet_outputs(root, docs)?;
+            start_kubelet(root);
             upload_config::run(root, &prepared.config, docs, ADMIN)
                 .context("error execution phase upload-config")?;
             if !prepared.config.skips("mark-control-plane") {
@@ -203,6 +274,7 @@ fn cluster_phases(
                 kubelet_env(root, docs).context("error execution phase kubelet-start")?;
             }
             prepared.write_kubelet_files(root)?;
+            start_kubelet(root);
             if prepared.marks() {
                 mark_control_plane::run(root, &prepared.shared.config, ADMIN)
                     .context("error execution phase control-plane-join/mark-control-plane")?;

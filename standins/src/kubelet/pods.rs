@@ -286,6 +286,16 @@ impl Ctr {
         }
     }
 
+    /// Stops and removes every static-Pod container, as `kubeadm reset` removes the
+    /// Kubernetes-managed containers: their ids.
+    pub fn remove_static_pods(&self) -> Result<Vec<String>, String> {
+        let ids: Vec<String> = self.list_containers()?.into_keys().collect();
+        for id in &ids {
+            self.remove(id);
+        }
+        Ok(ids)
+    }
+
     /// The last line a container wrote, which is where a process says why it stopped.
     fn last_output(&self, c: &Container) -> String {
         let log = Path::new(&self.log_dir).join(&c.log);
