@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+pub mod bundle;
 pub mod import;
 pub mod required;
 pub mod router;
@@ -47,6 +48,20 @@ pub enum ImagesCommand {
         /// Print JSON (`images`, each with `reference` and `present`; `missing`).
         #[arg(long)]
         json: bool,
+    },
+    /// Write every image the cluster of FILE pulls, from the seed's registry, into one OCI
+    /// image layout at OUT (a new directory), to carry to another seed and `images import`
+    /// there. Refused, writing nothing, while the registry lacks any of them.
+    Bundle {
+        /// The cluster file.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The seed's state directory, whose registry the images come from.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// The directory to make; it must not exist.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// List stored images: name, tag, manifest digest, media type and total size in bytes.
     Ls {
@@ -99,6 +114,32 @@ pub fn run(cmd: ImagesCommand) -> anyhow::Result<()> {
                     answer.images.len()
                 );
             }
+            Ok(())
+        }
+        ImagesCommand::Bundle {
+            cluster,
+            state_dir,
+            out,
+        } => {
+            let spec = crate::cluster_file::load_spec(&cluster)?;
+            if !state_dir.join("registry").is_dir() {
+                anyhow::bail!(
+                    "{} holds no seed registry (no registry/ in it): check --state-dir",
+                    state_dir.display()
+                );
+            }
+            let store = Store::open(&state_dir)?;
+            let done = bundle::bundle(&store, &spec, &out).context("bundle refused")?;
+            for image in &done.images {
+                println!("bundled {image}");
+            }
+            println!(
+                "{} images, {} blobs, {} bytes in {}",
+                done.images.len(),
+                done.blobs,
+                done.bytes,
+                out.display()
+            );
             Ok(())
         }
         ImagesCommand::Ls { state_dir } => {
