@@ -105,6 +105,34 @@ pub struct Options {
     /// Where `launcher-firstboot` and the stand-ins are (default: next to this program).
     pub bin_dir: PathBuf,
     pub quiet: bool,
+    /// Values of the definition's `[firstboot]` given on the command line instead.
+    pub seed: SeedOverrides,
+}
+
+/// The seed an image trusts, given on the command line instead of in the definition: an
+/// image baked for the seed at hand in one step.
+#[derive(Debug, Clone, Default)]
+pub struct SeedOverrides {
+    pub seed_url: Option<cluster::spec::SeedUrl>,
+    pub ca_pin: Option<cluster::pki::CaPin>,
+    pub ntp: Option<cluster::spec::NtpServer>,
+}
+
+impl SeedOverrides {
+    /// The definition's `[firstboot]` with these values in; a new seed URL brings the NTP
+    /// server on its host unless one is given too.
+    pub fn apply(&self, fb: &mut crate::definition::Firstboot) {
+        if let Some(url) = &self.seed_url {
+            fb.ntp = cluster::spec::NtpServer::on(url.endpoint().host());
+            fb.seed_url = url.clone();
+        }
+        if let Some(pin) = self.ca_pin {
+            fb.ca_pin = pin;
+        }
+        if let Some(ntp) = &self.ntp {
+            fb.ntp = ntp.clone();
+        }
+    }
 }
 
 /// What a finished build reports.
@@ -155,7 +183,8 @@ pub fn build(opts: &Options) -> Result<Report, BuildError> {
 
 /// The definition, tools, timestamp and every pinned input except the base.
 fn check(opts: &Options) -> Result<(Definition, u64, Resolved, Vec<FileRecord>), BuildError> {
-    let def = definition::load(&opts.definition)?;
+    let mut def = definition::load(&opts.definition)?;
+    opts.seed.apply(&mut def.firstboot);
     let f = opts.formats;
     tools::require(&tools::needed(
         matches!(def.base, Base::Mmdebstrap(_)),
@@ -469,6 +498,11 @@ fn write_manifest(
         kubernetes: manifest::Kubernetes {
             version: c.def.bundle.version.to_string(),
             standins: matches!(c.def.bundle.source, BundleSource::Standins { .. }),
+        },
+        firstboot: manifest::Seed {
+            seed_url: c.def.firstboot.seed_url.to_string(),
+            ntp: c.def.firstboot.ntp.to_string(),
+            ca_pin: c.def.firstboot.ca_pin.to_string(),
         },
         components: manifest::package_versions(&status),
         kernel_cmdline: cmdline.clone(),

@@ -6,14 +6,18 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 
-use builder::build::{self, Formats, Options};
+use builder::build::{self, Formats, Options, SeedOverrides};
+use cluster::pki::CaPin;
+use cluster::spec::{NtpServer, SeedUrl};
 
 /// Bakes a bootable, reproducible Launcher node image from an image definition (TOML).
 ///
 /// Outputs in DIR: rootfs.tar, vmlinuz + initrd.img (PXE / direct kernel boot), disk.raw (GPT,
 /// UEFI), image.iso (hybrid, UEFI) and manifest.json. Every input is checked before DIR is
 /// touched; outputs appear only when the build is complete. SOURCE_DATE_EPOCH in the environment
-/// overrides the definition's timestamp.
+/// overrides the definition's timestamp. To bake an image for one seed in one step:
+/// `launcher-build DEF --out DIR --seed-url https://SEED:8443 --pin "$(launcher-seed pin
+/// --state-dir STATE)"`.
 #[derive(Debug, Parser)]
 #[command(name = "launcher-build", version)]
 struct Cli {
@@ -35,6 +39,18 @@ struct Cli {
     /// program).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// The seed this image enrolls with (https://HOST:PORT), replacing the definition's
+    /// `firstboot.seed_url`; the NTP server follows it (the seed's host, port 123) unless
+    /// --ntp says otherwise.
+    #[arg(long, value_name = "URL")]
+    seed_url: Option<SeedUrl>,
+    /// The seed CA's pin, replacing `firstboot.ca_pin`: what `launcher-seed pin --state-dir DIR`
+    /// prints for that seed.
+    #[arg(long, value_name = "PIN")]
+    pin: Option<CaPin>,
+    /// The NTP server (HOST[:PORT]), replacing `firstboot.ntp`.
+    #[arg(long, value_name = "ADDR")]
+    ntp: Option<NtpServer>,
     /// No progress or summary, only errors.
     #[arg(long, short)]
     quiet: bool,
@@ -71,6 +87,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         cache: cli.cache,
         bin_dir,
         quiet: cli.quiet,
+        seed: SeedOverrides {
+            seed_url: cli.seed_url,
+            ca_pin: cli.pin,
+            ntp: cli.ntp,
+        },
     };
     let report = build::build(&opts)?;
     if !cli.quiet {

@@ -24,6 +24,8 @@ pub struct Manifest {
     pub source_date_epoch: u64,
     pub platform: &'static str,
     pub kubernetes: Kubernetes,
+    /// The seed the image enrolls with and trusts, as `firstboot.toml` in it says.
+    pub firstboot: Seed,
     pub components: BTreeMap<String, String>,
     pub kernel_cmdline: BTreeMap<String, String>,
     pub identifiers: BTreeMap<String, String>,
@@ -36,6 +38,13 @@ pub struct Kubernetes {
     pub version: String,
     /// True when kubeadm and kubelet are the project's stand-ins, not Kubernetes' binaries.
     pub standins: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Seed {
+    pub seed_url: String,
+    pub ntp: String,
+    pub ca_pin: String,
 }
 
 /// Size and sha256 of a file.
