@@ -346,7 +346,9 @@ fn other_commands_and_flags_are_refused_and_help_says_stand_in() {
         ),
     ];
     // A refused reset removes nothing.
-    let manifest = root.path().join("etc/kubernetes/manifests/kube-apiserver.yaml");
+    let manifest = root
+        .path()
+        .join("etc/kubernetes/manifests/kube-apiserver.yaml");
     std::fs::create_dir_all(manifest.parent().unwrap()).unwrap();
     std::fs::write(&manifest, "kept").unwrap();
     for (args, want) in cases {
