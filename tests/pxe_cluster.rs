@@ -314,6 +314,17 @@ fn the_hosts_are_ready_for_kubeadm(run: &std::path::Path) {
             "{vm} resolv.conf: {resolv}{err}"
         );
     }
+    // The operator's kube-apiserver flag (`--api-server-arg`, the cluster file's
+    // `[cluster.api_server_extra_args]`) is on the command line kubeadm wrote, and the API
+    // server runs with it (it answers through the VIP above).
+    let (ok, manifest, err) = read(
+        "m1",
+        &["cat", "/etc/kubernetes/manifests/kube-apiserver.yaml"],
+    );
+    assert!(
+        ok && manifest.contains("- --audit-log-maxage=30\n"),
+        "m1's kube-apiserver.yaml: {manifest}{err}"
+    );
     let (ok, images, err) = read("m1", &["ctr", "-n", "k8s.io", "images", "ls", "-q"]);
     assert!(
         ok && images
@@ -396,6 +407,8 @@ fn one_master_and_one_worker_boot_by_pxe_and_reach_done() {
             "1500",
             "--hold-image",
             "kube-scheduler",
+            "--api-server-arg",
+            "audit-log-maxage=30",
         ],
     );
     let held = std::panic::catch_unwind(|| hosts_wait_for_the_held_image(&run));

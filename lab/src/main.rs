@@ -152,6 +152,18 @@ struct UpArgs {
     /// the cluster with etcd's defaults, as on real machines.
     #[arg(long, value_name = "HEARTBEAT/ELECTION", default_value = "500/5000", value_parser = etcd_timing)]
     etcd_timing: (u32, u32),
+    /// A kube-apiserver flag for the cluster file (`[cluster.api_server_extra_args]`), as
+    /// NAME=VALUE without the dashes; repeatable. A flag kube-apiserver lacks makes every
+    /// master's install fail with kube-apiserver's own error in its progress.
+    #[arg(long = "api-server-arg", value_name = "NAME=VALUE", value_parser = api_server_arg)]
+    api_server_args: Vec<(String, String)>,
+}
+
+fn api_server_arg(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not NAME=VALUE, like audit-log-maxage=30"))?;
+    Ok((name.to_string(), value.to_string()))
 }
 
 fn etcd_timing(text: &str) -> Result<(u32, u32), String> {
@@ -205,6 +217,7 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         trusted_ipxe: args.trusted_ipxe.as_deref().map(absolute).transpose()?,
         held_images: args.held_images.clone(),
         etcd_timing: Some(args.etcd_timing),
+        api_server_args: args.api_server_args.clone(),
     })?;
     let flag = Arc::new(AtomicBool::new(false));
     watch_signals(flag.clone());
@@ -293,6 +306,19 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn api_server_args_are_name_equals_value() {
+        assert_eq!(
+            api_server_arg("audit-log-maxage=30"),
+            Ok(("audit-log-maxage".into(), "30".into()))
+        );
+        assert_eq!(api_server_arg("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert_eq!(
+            api_server_arg("profiling"),
+            Err("\"profiling\" is not NAME=VALUE, like audit-log-maxage=30".into())
+        );
     }
 
     #[test]

@@ -75,6 +75,26 @@ pub struct LabOptions {
     /// etcd's defaults.
     #[serde(default)]
     pub etcd_timing: Option<(u32, u32)>,
+    /// kube-apiserver flags for the cluster file's `[cluster.api_server_extra_args]`, as
+    /// `(name, value)`.
+    #[serde(default)]
+    pub api_server_args: Vec<(String, String)>,
+}
+
+/// `[cluster.api_server_extra_args]` of `launcher-lab up --api-server-arg`, empty without any;
+/// names and values quoted (JSON's string escapes are TOML's), checked by the cluster file's
+/// parser.
+fn api_server_table(args: &[(String, String)]) -> String {
+    if args.is_empty() {
+        return String::new();
+    }
+    let mut table =
+        "\n# launcher-lab up --api-server-arg\n[cluster.api_server_extra_args]\n".to_string();
+    for (name, value) in args {
+        let quoted = |s: &str| serde_json::Value::from(s).to_string();
+        table.push_str(&format!("{} = {}\n", quoted(name), quoted(value)));
+    }
+    table
 }
 
 /// One VM of the lab.
@@ -264,7 +284,7 @@ impl LabPlan {
              # The VMs have one CPU each, under kubeadm's two.\n\
              ignore_preflight_errors = [\"NumCPU\"]\n\
              # The stand-in kubelet runs static Pods only: no add-on would run.\n\
-             skip_phases = [\"addon\"]\n{timing}\n\
+             skip_phases = [\"addon\"]\n{timing}{api_server_args}\n\
              [seed]\nurl = \"{url}\"\nregistry = \"{registry}\"\n",
             run = self.run_dir().display(),
             url = self.seed_url(),
@@ -276,6 +296,7 @@ impl LabPlan {
                     "# launcher-lab up --etcd-timing {h}/{e}\n\
                  etcd_heartbeat_interval_ms = {h}\netcd_election_timeout_ms = {e}\n"
                 )),
+            api_server_args = api_server_table(&self.options.api_server_args),
         );
         for vm in listed {
             text.push_str(&format!(
@@ -462,6 +483,7 @@ pub(crate) mod tests {
             trusted_ipxe: None,
             held_images: vec![],
             etcd_timing: None,
+            api_server_args: vec![],
         }
     }
 
@@ -471,6 +493,7 @@ pub(crate) mod tests {
             trusted_ipxe: Some("/work/ipxe".into()),
             held_images: vec![],
             etcd_timing: None,
+            api_server_args: vec![],
             ..options(masters, workers)
         }
     }
@@ -640,6 +663,29 @@ pub(crate) mod tests {
                 spec.etcd_timing.election_timeout_ms
             ),
             (500, 5000)
+        );
+        let flagged = LabPlan::new(LabOptions {
+            api_server_args: vec![
+                ("audit-log-maxage".into(), "30".into()),
+                ("oidc-username-prefix".into(), "\"oidc\":\\".into()),
+            ],
+            ..options(1, 0)
+        })
+        .unwrap();
+        let spec = cluster::spec::ClusterSpec::parse("cluster.toml", &flagged.cluster_toml(&[]))
+            .unwrap()
+            .spec;
+        let args: Vec<(String, String)> = spec
+            .api_server_extra_args
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(
+            args,
+            [
+                ("audit-log-maxage".to_string(), "30".to_string()),
+                ("oidc-username-prefix".into(), "\"oidc\":\\".into())
+            ]
         );
     }
 

@@ -281,6 +281,7 @@ mod tests {
                 trusted_ipxe: None,
                 held_images: Vec::new(),
                 etcd_timing: None,
+                api_server_args: vec![],
             }),
             added: Vec::new(),
         };
