@@ -228,15 +228,20 @@ fn a_tampered_or_truncated_journaled_plan_is_refused_and_nothing_is_written() {
     }
 }
 
-#[test]
-fn a_host_waits_while_the_seed_lacks_images_and_goes_on_once_they_are_imported() {
-    let seed = Seed::start_waiting_on_images();
-    let host = Host::new(4);
+/// Runs firstboot on `host` against `seed`, its enrollment giving up after one answer.
+fn enroll_once(host: &Host, seed: &Seed) -> common::Run {
     let mut args = seed.args();
     let at = args.iter().position(|a| a == "--enroll-wait-secs").unwrap();
     args[at + 1] = "0".to_string();
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = host.run(0, &refs);
+    host.run(0, &refs)
+}
+
+#[test]
+fn a_host_waits_while_the_seed_lacks_images_and_goes_on_once_they_are_imported() {
+    let seed = Seed::start_waiting_on_images();
+    let host = Host::new(4);
+    let out = enroll_once(&host, &seed);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let images = [
         ("kube-apiserver", "v1.33.4"),
@@ -297,11 +302,7 @@ fn a_host_whose_image_carries_another_release_waits_and_says_why() {
         "etc/launcher/firstboot.toml",
         "kubernetes_version = \"v1.34.0\"\n",
     );
-    let mut args = seed.args();
-    let at = args.iter().position(|a| a == "--enroll-wait-secs").unwrap();
-    args[at + 1] = "0".to_string();
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = host.run(0, &refs);
+    let out = enroll_once(&host, &seed);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
