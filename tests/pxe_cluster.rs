@@ -325,6 +325,28 @@ fn the_hosts_are_ready_for_kubeadm(run: &std::path::Path) {
         ok && manifest.contains("- --audit-log-maxage=30\n"),
         "m1's kube-apiserver.yaml: {manifest}{err}"
     );
+    // The worker's own check of its Node, with its kubelet's kubeconfig, then with one that
+    // trusts another CA (the seed's) in place of the cluster's: the TLS verdict.
+    let (ok, out, err) = read("w1", &["launcher-firstboot", "check-node"]);
+    assert!(
+        ok && out.starts_with("Node lab-w1 is registered; Ready: True"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = read(
+        "w1",
+        &[
+            "/bin/sh",
+            "-c",
+            "sed 's|certificate-authority[-a-z]*: .*|certificate-authority: /etc/launcher/seed-ca.crt|' \
+             /etc/kubernetes/kubelet.conf > /run/wrong-ca.conf && \
+             launcher-firstboot check-node --kubeconfig /run/wrong-ca.conf",
+        ],
+    );
+    assert!(
+        !ok && err.contains("Node lab-w1 is not registered: ")
+            && err.contains("invalid peer certificate"),
+        "{out}{err}"
+    );
     let (ok, images, err) = read("m1", &["ctr", "-n", "k8s.io", "images", "ls", "-q"]);
     assert!(
         ok && images

@@ -87,6 +87,18 @@ pub enum Command {
     /// when a member lists it or none answers: keepalived's second check for the VIP, so that
     /// a removed master gives the VIP away while its API server is still ready.
     CheckMember,
+    /// Ask the API server once for this host's Node, with the kubeconfig its kubelet registers
+    /// with (the one the plan names, or --kubeconfig), as the install phase does before `done`:
+    /// exit 0 with its Ready condition when it is there, 1 with why not (the TLS verdict, the
+    /// API's answer).
+    CheckNode {
+        /// The kubeconfig to ask with (default: the kubelet's, from the plan).
+        #[arg(long, value_name = "FILE")]
+        kubeconfig: Option<PathBuf>,
+        /// The Node's name (default: the host's, from the plan).
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
+    },
 }
 
 fn parse_phase(text: &str) -> Result<Phase, String> {
@@ -142,9 +154,50 @@ pub fn main(cli: Cli) -> i32 {
             };
         }
         Some(Command::CheckMember) => return check_member(&cli.root),
+        Some(Command::CheckNode {
+            ref kubeconfig,
+            ref node,
+        }) => return check_node(&cli.root, &RealOs, kubeconfig.as_deref(), node.as_deref()),
         None => {}
     }
     run_with(&cli, &RealOs, &mut std::io::stderr())
+}
+
+/// `check-node`: the plan gives what the flags do not.
+pub fn check_node(root: &Path, os: &dyn Os, kubeconfig: Option<&Path>, node: Option<&str>) -> i32 {
+    let say = |line: String| eprintln!("launcher-firstboot check-node: {line}");
+    let journal = crate::journal::Journal::load(root).unwrap_or_default();
+    let plan = journal.plan.as_ref();
+    let Some(node) = node.or(plan.map(|p| p.hostname.as_str())) else {
+        say("no plan on this host yet: give --node and --kubeconfig".into());
+        return 1;
+    };
+    let path = match (kubeconfig, plan) {
+        (Some(path), _) => path.to_path_buf(),
+        (None, Some(plan)) => {
+            match crate::fsutil::under_root(root, crate::node::kubelet_kubeconfig(plan)) {
+                Ok(path) => path,
+                Err(e) => {
+                    say(e.to_string());
+                    return 1;
+                }
+            }
+        }
+        (None, None) => {
+            say("no plan on this host yet: give --kubeconfig".into());
+            return 1;
+        }
+    };
+    match crate::node::check_registered(os, &path, node) {
+        Ok(ready) => {
+            println!("Node {node} is registered; Ready: {ready}");
+            0
+        }
+        Err(why) => {
+            say(format!("Node {node} is not registered: {why}"));
+            1
+        }
+    }
 }
 
 fn check_member(root: &Path) -> i32 {

@@ -428,26 +428,17 @@ pub fn wait_registered(
     plan: &Plan,
     wait: Duration,
 ) -> Result<(), NodeError> {
-    let kubeconfig = match &plan.install {
-        InstallAction::Worker {
-            kubeconfig_path, ..
-        } => kubeconfig_path.as_str(),
-        _ => MASTER_KUBELET_KUBECONFIG,
-    };
+    let kubeconfig = kubelet_kubeconfig(plan);
     let path = fsutil::under_root(root, kubeconfig)?;
     let node = plan.hostname.as_str();
-    let api_path = format!("/api/v1/nodes/{node}");
     let start = Instant::now();
     loop {
-        let last = match os.kube_get(&path, &api_path) {
-            Ok(body) => match registered(&body, node) {
-                Ok(ready) => {
-                    tracing::info!("Node {node} is registered; Ready: {ready}");
-                    return Ok(());
-                }
-                Err(what) => what,
-            },
-            Err(e) => e.to_string(),
+        let last = match check_registered(os, &path, node) {
+            Ok(ready) => {
+                tracing::info!("Node {node} is registered; Ready: {ready}");
+                return Ok(());
+            }
+            Err(why) => why,
         };
         if start.elapsed() >= wait {
             return Err(NodeError::NotRegistered {
@@ -460,6 +451,25 @@ pub fn wait_registered(
         tracing::info!("Node {node} not registered yet: {last}");
         os.sleep(Duration::from_secs(3));
     }
+}
+
+/// The kubeconfig the host's kubelet registers with.
+pub fn kubelet_kubeconfig(plan: &Plan) -> &str {
+    match &plan.install {
+        InstallAction::Worker {
+            kubeconfig_path, ..
+        } => kubeconfig_path.as_str(),
+        _ => MASTER_KUBELET_KUBECONFIG,
+    }
+}
+
+/// Asks once, with `kubeconfig`'s server and credential, for the Node `node`: its Ready
+/// condition when it is there, why not otherwise (the TLS verdict, the API's answer).
+pub fn check_registered(os: &dyn Os, kubeconfig: &Path, node: &str) -> Result<String, String> {
+    let body = os
+        .kube_get(kubeconfig, &format!("/api/v1/nodes/{node}"))
+        .map_err(|e| e.to_string())?;
+    registered(&body, node)
 }
 
 /// Whether `body` is the Node `name`; its Ready condition (status and message) when it is.

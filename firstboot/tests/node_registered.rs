@@ -2,7 +2,8 @@
 //! a real TLS server that asks for a client certificate (`openssl s_server`), a kubeconfig
 //! whose CA did not sign the server's certificate fails with the TLS verdict in the error the
 //! host reports, as does a client certificate from another CA, and with both right the call
-//! gets through to the server's answer (not a Node: the host is not done).
+//! gets through to the server's answer (not a Node: the host is not done). `launcher-firstboot
+//! check-node` gives the same verdicts.
 
 mod common;
 
@@ -119,6 +120,22 @@ fn the_kubelets_kubeconfig_is_checked_against_a_real_tls_server() {
                 "check `journalctl -u kubelet` and the server and CA in /etc/kubernetes/kubelet.conf"
             ),
             "{err}"
+        );
+
+        // `launcher-firstboot check-node` asks the same once, for an operator on the host.
+        let checked = Command::new(env!("CARGO_BIN_EXE_launcher-firstboot"))
+            .arg("--root")
+            .arg(root.path())
+            .args(["check-node", "--node", "demo-w1", "--kubeconfig"])
+            .arg(root.path().join("etc/kubernetes/kubelet.conf"))
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&checked.stderr);
+        assert_eq!(checked.status.code(), Some(1), "{said}");
+        assert!(
+            said.starts_with("launcher-firstboot check-node: Node demo-w1 is not registered: ")
+                && said.contains(why),
+            "{said}"
         );
     }
 }
