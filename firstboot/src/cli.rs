@@ -175,7 +175,7 @@ pub fn check_node(root: &Path, os: &dyn Os, kubeconfig: Option<&Path>, node: Opt
     let path = match (kubeconfig, plan) {
         (Some(path), _) => path.to_path_buf(),
         (None, Some(plan)) => {
-            match crate::fsutil::under_root(root, crate::node::kubelet_kubeconfig(plan)) {
+            match crate::fsutil::under_root(root, crate::registered::kubelet_kubeconfig(plan)) {
                 Ok(path) => path,
                 Err(e) => {
                     say(e.to_string());
@@ -188,7 +188,7 @@ pub fn check_node(root: &Path, os: &dyn Os, kubeconfig: Option<&Path>, node: Opt
             return 1;
         }
     };
-    match crate::node::check_registered(os, &path, node) {
+    match crate::registered::check_registered(os, &path, node) {
         Ok(ready) => {
             println!("Node {node} is registered; Ready: {ready}");
             0

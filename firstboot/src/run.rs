@@ -212,7 +212,7 @@ impl Runner<'_> {
             self.journal.kubeadm_boot = self.journal.boot_id.clone();
             self.journal.save(root)?;
         }
-        node::wait_registered(root, self.os, &plan, self.o.node_wait)?;
+        crate::registered::wait_registered(root, self.os, &plan, self.o.node_wait)?;
         Ok(())
     }
 

@@ -9,8 +9,8 @@ mod common;
 
 use base64::Engine;
 use common::pki::{Ca, ca, leaf};
-use firstboot::node::wait_registered;
 use firstboot::os::RealOs;
+use firstboot::registered::wait_registered;
 use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
 use std::path::Path;
 use std::process::{Command, Stdio};
