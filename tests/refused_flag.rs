@@ -41,16 +41,16 @@ fn a_flag_kube_apiserver_lacks_fails_the_install_with_its_verdict() {
         // The progress rows `up` prints come from the seed's record of each host's reports.
         let failed = |times: usize| {
             let rows = text(&std::fs::read(&out).unwrap_or_default());
-            let seen = rows.lines().filter(|l| l.contains("install failed")).count();
+            let seen = rows
+                .lines()
+                .filter(|l| l.contains("install failed"))
+                .count();
             (seen >= times).then_some(rows)
         };
         let rows = testkit::wait_for("the install to fail", Duration::from_secs(600), || {
             failed(1)
         });
-        let row = rows
-            .lines()
-            .find(|l| l.contains("install failed"))
-            .unwrap();
+        let row = rows.lines().find(|l| l.contains("install failed")).unwrap();
         assert!(row.ends_with(VERDICT), "{row}");
         assert!(row.contains("m1 (master lab-m1)"), "{row}");
 
@@ -77,7 +77,14 @@ fn a_flag_kube_apiserver_lacks_fails_the_install_with_its_verdict() {
             let log = exec_in(
                 &run,
                 "m1",
-                &["journalctl", "-u", "launcher-firstboot", "--no-pager", "-o", "cat"],
+                &[
+                    "journalctl",
+                    "-u",
+                    "launcher-firstboot",
+                    "--no-pager",
+                    "-o",
+                    "cat",
+                ],
             );
             let failures: Vec<String> = text(&log.stdout)
                 .lines()
@@ -87,7 +94,10 @@ fn a_flag_kube_apiserver_lacks_fails_the_install_with_its_verdict() {
             (failures.len() >= 2).then_some(failures)
         });
         for failure in &failures {
-            assert!(failure.contains("unknown flag: --no-such-flag"), "{failures:?}");
+            assert!(
+                failure.contains("unknown flag: --no-such-flag"),
+                "{failures:?}"
+            );
         }
     });
     up.kill();
