@@ -54,7 +54,7 @@ pub struct EnrollRequest {
     /// one that does not fit the host's role in the cluster (`version_mismatch`). Absent from
     /// images that do not say, which are not checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kubernetes_version: Option<crate::spec::KubeVersion>,
+    pub kubernetes_version: Option<crate::version::KubeVersion>,
 }
 
 /// The certificate names a host may send CSRs for; each is also the file stem under

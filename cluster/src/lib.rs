@@ -31,4 +31,5 @@ pub mod plan;
 pub mod skew;
 pub mod spec;
 pub mod text;
+pub mod version;
 pub mod vip;

@@ -10,7 +10,6 @@ mod extra_args;
 mod raw;
 mod types;
 mod validate;
-mod version;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -24,9 +23,9 @@ pub use self::types::{
     ClusterName, DnsDomain, Endpoint, Host, Hostname, INIT_PHASES, InitPhase, JoinToken, MacAddr,
     NtpServer, PreflightCheck, ProductUuid, RegistryHost, SeedUrl, Serial, ValueError,
 };
-pub use self::version::{KubeVersion, KubeadmApi, MAX_MINOR, MIN_MINOR};
 use crate::api::Role;
 pub use crate::pki::KeyAlgorithm;
+pub use crate::version::{KubeVersion, KubeadmApi, MAX_MINOR, MIN_MINOR};
 
 /// A validated cluster definition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::types::ValueError;
+use crate::text::ValueError;
 
 /// The oldest minor this project renders (kubeadm v1beta3 arrived in 1.22).
 pub const MIN_MINOR: u32 = 22;
