@@ -14,7 +14,7 @@ use crate::inputs::{self, pinned};
 use crate::layout::{self, Resolved};
 use crate::manifest::{self, FileRecord, Manifest};
 use crate::progress::Progress;
-use crate::{base, stage, tools};
+use crate::{base, release, stage, tools};
 
 /// Used when neither the environment nor the definition sets SOURCE_DATE_EPOCH (2024-01-01).
 pub const DEFAULT_EPOCH: u64 = 1_704_067_200;
@@ -200,7 +200,7 @@ fn check(opts: &Options) -> Result<(Definition, u64, Resolved, Vec<FileRecord>),
         Err(_) => def.source_date_epoch.unwrap_or(DEFAULT_EPOCH),
     };
     let mut inputs = vec![];
-    let resolved = inputs::resolve(&def, &opts.bin_dir, &mut inputs)?;
+    let resolved = inputs::resolve(&def, &opts.bin_dir, &opts.cache, &mut inputs)?;
     Ok((def, epoch, resolved, inputs))
 }
 
@@ -272,6 +272,9 @@ impl Drop for TempDir {
     }
 }
 
+/// The control-plane images of a server release, for `launcher-seed images import`.
+pub const KUBERNETES_IMAGES: &str = "kubernetes-images.tar";
+
 /// The platform every image is built for: container images are reduced to it.
 const PLATFORM: &str = "linux/amd64";
 
@@ -302,6 +305,17 @@ fn make(
     let boot = Boot::find(c, &root, &nodes, &work)?;
     let f = opts.formats;
     let mut outputs = Vec::new();
+    if !resolved.release_images.is_empty() {
+        progress.step(
+            "write kubernetes-images.tar (the release's images as kubeadm pulls them)",
+            || {
+                write_file(&out.join(KUBERNETES_IMAGES), |w| {
+                    release::write_images(&resolved.release_images, c.epoch, w)
+                })
+            },
+        )?;
+        outputs.push(KUBERNETES_IMAGES);
+    }
     if f.tar {
         progress.step("write rootfs.tar", || {
             write_file(&out.join("rootfs.tar"), |w| {
@@ -498,6 +512,12 @@ fn write_manifest(
         kubernetes: manifest::Kubernetes {
             version: c.def.bundle.version.to_string(),
             standins: matches!(c.def.bundle.source, BundleSource::Standins { .. }),
+            images: c
+                .resolved
+                .release_images
+                .iter()
+                .map(|i| i.reference())
+                .collect(),
         },
         firstboot: manifest::Seed {
             seed_url: c.def.firstboot.seed_url.to_string(),

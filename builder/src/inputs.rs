@@ -6,9 +6,10 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::definition::{BundleSource, Definition, Sha256Hex};
+use crate::definition::{Bundle, BundleSource, Definition, Sha256Hex};
 use crate::layout::{OverlayItem, Resolved};
 use crate::manifest::{self, FileRecord};
+use crate::release::{self, ReleaseImage};
 use crate::stage;
 
 /// Firstboot's own unit, used when the definition names none.
@@ -31,6 +32,8 @@ pub enum InputError {
     },
     #[error(transparent)]
     Stage(#[from] stage::StageError),
+    #[error(transparent)]
+    Release(#[from] release::ReleaseError),
     #[error("{0}")]
     Input(String),
 }
@@ -59,10 +62,12 @@ pub fn pinned(role: &str, path: &Path, pin: &Sha256Hex) -> Result<FileRecord, In
 }
 
 /// The firstboot binary and unit, the node binaries, the container images and the overlay, each
-/// recorded in `inputs` (pinned ones checked against their pin).
+/// recorded in `inputs` (pinned ones checked against their pin). Release archives are unpacked
+/// under `cache`.
 pub fn resolve(
     def: &Definition,
     bin_dir: &Path,
+    cache: &Path,
     inputs: &mut Vec<FileRecord>,
 ) -> Result<Resolved, InputError> {
     let firstboot_binary = match &def.firstboot.binary {
@@ -73,7 +78,11 @@ pub fn resolve(
         Some(p) => fs::read_to_string(p).map_err(io_err("reading firstboot unit", p))?,
         None => DEFAULT_FIRSTBOOT_UNIT.to_string(),
     };
-    let [kubeadm, kubelet, kubectl] = bundle(&def.bundle.source, bin_dir, inputs)?;
+    let Binaries {
+        files: [kubeadm, kubelet, kubectl],
+        release_images,
+    } = bundle(&def.bundle, bin_dir, cache, inputs)?;
+    let tools = tools(&def.bundle, cache, inputs)?;
     inputs.push(record("firstboot", &firstboot_binary)?);
     if matches!(def.bundle.source, BundleSource::Standins { .. }) {
         inputs.push(record("kubeadm (stand-in)", &kubeadm)?);
@@ -94,19 +103,33 @@ pub fn resolve(
         kubeadm,
         kubelet,
         kubectl,
+        tools,
+        release_images,
         images,
         overlay,
     })
 }
 
+/// `kubeadm`, `kubelet`, `kubectl`, and the control-plane images a server release carries.
+struct Binaries {
+    files: [PathBuf; 3],
+    release_images: Vec<ReleaseImage>,
+}
+
 /// `kubeadm`, `kubelet` and `kubectl` of the bundle; the pinned ones (and the host's kubectl
-/// beside the stand-ins) are checked and recorded in `inputs`.
+/// beside the stand-ins) are checked and recorded in `inputs`. A release archive must be of the
+/// version the definition names.
 fn bundle(
-    source: &BundleSource,
+    bundle: &Bundle,
     bin_dir: &Path,
+    cache: &Path,
     inputs: &mut Vec<FileRecord>,
-) -> Result<[PathBuf; 3], InputError> {
-    match source {
+) -> Result<Binaries, InputError> {
+    let binaries = |files| Binaries {
+        files,
+        release_images: vec![],
+    };
+    match &bundle.source {
         BundleSource::Standins {
             kubectl,
             kubectl_sha256,
@@ -115,11 +138,11 @@ fn bundle(
                 Some(pin) => pinned("kubectl", kubectl, pin)?,
                 None => record("kubectl", kubectl)?,
             });
-            Ok([
+            Ok(binaries([
                 workspace_bin(bin_dir, "kubeadm-standin")?,
                 workspace_bin(bin_dir, "kubelet-standin")?,
                 kubectl.clone(),
-            ])
+            ]))
         }
         BundleSource::Dir { dir, sums } => {
             let files = [
@@ -134,13 +157,48 @@ fn bundle(
             {
                 inputs.push(pinned(role, path, pin)?);
             }
-            Ok(files)
+            Ok(binaries(files))
         }
-        BundleSource::Tarball { path, .. } => Err(InputError::Input(format!(
-            "bundle tarball {}: tarball bundles are not supported yet; unpack it and use bundle.dir",
-            path.display()
-        ))),
+        BundleSource::Release { kind, archive } => {
+            let role = format!("kubernetes {} release", kind.field());
+            inputs.push(pinned(&role, &archive.path, &archive.sha256)?);
+            let r = release::kubernetes(*kind, &archive.path, archive.sha256.as_str(), cache)?;
+            if r.version != bundle.version {
+                return Err(InputError::Input(format!(
+                    "bundle.version is {}, but the {role} archive {} is {} (its kubeadm says so): \
+                     name the version the archive holds",
+                    bundle.version,
+                    archive.path.display(),
+                    r.version
+                )));
+            }
+            Ok(Binaries {
+                files: [r.kubeadm, r.kubelet, r.kubectl],
+                release_images: r.images,
+            })
+        }
     }
+}
+
+/// `crictl` and the CNI plugins from their release archives, as `(path in the image, file)`.
+fn tools(
+    bundle: &Bundle,
+    cache: &Path,
+    inputs: &mut Vec<FileRecord>,
+) -> Result<Vec<(String, PathBuf)>, InputError> {
+    let mut tools = Vec::new();
+    if let Some(a) = &bundle.crictl {
+        inputs.push(pinned("cri-tools release", &a.path, &a.sha256)?);
+        let crictl = release::crictl(&a.path, a.sha256.as_str(), cache)?;
+        tools.push(("/usr/bin/crictl".to_string(), crictl));
+    }
+    if let Some(a) = &bundle.cni {
+        inputs.push(pinned("CNI plugins release", &a.path, &a.sha256)?);
+        for (name, file) in release::cni_plugins(&a.path, a.sha256.as_str(), cache)? {
+            tools.push((format!("/opt/cni/bin/{name}"), file));
+        }
+    }
+    Ok(tools)
 }
 
 /// A binary of this workspace, next to `launcher-build` unless `--bin-dir` says otherwise.
@@ -172,6 +230,15 @@ mod tests {
         Sha256Hex::parse(&hex::encode(sha2::Sha256::digest(bytes))).unwrap()
     }
 
+    fn with(source: BundleSource) -> Bundle {
+        Bundle {
+            version: "v1.33.4".parse().unwrap(),
+            source,
+            crictl: None,
+            cni: None,
+        }
+    }
+
     #[test]
     fn bundles_are_pinned_recorded_or_refused() {
         let tmp = tempfile::tempdir().unwrap();
@@ -185,23 +252,26 @@ mod tests {
             kubectl: pin(b"kubectl"),
         };
         let mut inputs = vec![];
-        let source = BundleSource::Dir {
+        let source = with(BundleSource::Dir {
             dir: dir.to_path_buf(),
             sums: sums.clone(),
-        };
-        let files = bundle(&source, dir, &mut inputs).unwrap();
+        });
+        let files = bundle(&source, dir, dir, &mut inputs).unwrap().files;
         assert_eq!(files[2], dir.join("kubectl"));
         let roles: Vec<&str> = inputs.iter().map(|r| r.role.as_str()).collect();
         assert_eq!(roles, ["kubeadm", "kubelet", "kubectl"]);
 
-        let bad = BundleSource::Dir {
+        let bad = with(BundleSource::Dir {
             dir: dir.to_path_buf(),
             sums: BundleSums {
                 kubelet: pin(b"other"),
                 ..sums.clone()
             },
-        };
-        let err = bundle(&bad, dir, &mut vec![]).unwrap_err().to_string();
+        });
+        let err = bundle(&bad, dir, dir, &mut vec![])
+            .err()
+            .unwrap()
+            .to_string();
         let want = format!(
             "kubelet {}: sha256 is {}, the definition pins {}",
             dir.join("kubelet").display(),
@@ -210,24 +280,18 @@ mod tests {
         );
         assert_eq!(err, want);
 
-        let standins = BundleSource::Standins {
+        let standins = with(BundleSource::Standins {
             kubectl: dir.join("kubectl"),
             kubectl_sha256: None,
-        };
-        let err = bundle(&standins, dir, &mut vec![]).unwrap_err().to_string();
+        });
+        let err = bundle(&standins, dir, dir, &mut vec![])
+            .err()
+            .unwrap()
+            .to_string();
         let want = format!(
             "{} is missing: build the workspace first (cargo build --workspace)",
             dir.join("kubeadm-standin").display()
         );
         assert_eq!(err, want);
-
-        let tarball = BundleSource::Tarball {
-            path: dir.join("b.tar"),
-            sums,
-        };
-        let err = bundle(&tarball, dir, &mut vec![]).unwrap_err().to_string();
-        assert!(
-            err.ends_with("tarball bundles are not supported yet; unpack it and use bundle.dir")
-        );
     }
 }

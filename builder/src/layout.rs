@@ -35,6 +35,10 @@ pub struct Resolved {
     pub kubeadm: PathBuf,
     pub kubelet: PathBuf,
     pub kubectl: PathBuf,
+    /// Other binaries of the bundle (crictl, CNI plugins): `(path in the image, file)`.
+    pub tools: Vec<(String, PathBuf)>,
+    /// The control-plane images of a server release, for `kubernetes-images.tar`.
+    pub release_images: Vec<crate::release::ReleaseImage>,
     /// `(file name, archive reduced to the target platform)`.
     pub images: Vec<(String, PathBuf)>,
     pub overlay: Vec<OverlayItem>,
@@ -174,7 +178,11 @@ fn bundle_entries(def: &Definition, inputs: &Resolved) -> Vec<Entry> {
         "version = \"{}\"\nstandins = {standins}\n",
         def.bundle.version
     );
-    vec![
+    let tools = inputs
+        .tools
+        .iter()
+        .map(|(path, from)| copy(path, from, 0o755));
+    let mut entries = vec![
         copy("/usr/bin/kubeadm", &inputs.kubeadm, 0o755),
         copy("/usr/bin/kubelet", &inputs.kubelet, 0o755),
         copy("/usr/bin/kubectl", &inputs.kubectl, 0o755),
@@ -189,7 +197,9 @@ fn bundle_entries(def: &Definition, inputs: &Resolved) -> Vec<Entry> {
             KUBELET_DROPIN,
             0o644,
         ),
-    ]
+    ];
+    entries.extend(tools);
+    entries
 }
 
 const KUBELET_UNIT: &str = "[Unit]\nDescription=kubelet: The Kubernetes Node Agent\n\

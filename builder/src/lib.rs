@@ -9,5 +9,6 @@ pub mod inputs;
 pub mod layout;
 pub mod manifest;
 pub mod progress;
+pub mod release;
 pub mod stage;
 pub mod tools;

@@ -38,6 +38,9 @@ pub struct Kubernetes {
     pub version: String,
     /// True when kubeadm and kubelet are the project's stand-ins, not Kubernetes' binaries.
     pub standins: bool,
+    /// The control-plane images in `kubernetes-images.tar`, as kubeadm pulls them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -77,10 +77,37 @@ pub enum BundleSource {
         dir: PathBuf,
         sums: BundleSums,
     },
-    Tarball {
-        path: PathBuf,
-        sums: BundleSums,
+    /// A Kubernetes release archive as published: its binaries go into the image and its
+    /// control-plane image archives (server archives only) into `kubernetes-images.tar`.
+    Release {
+        kind: ReleaseKind,
+        archive: Pinned,
     },
+}
+
+/// Which Kubernetes release archive: where its binaries are, and whether it carries images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseKind {
+    /// `kubernetes-server-linux-amd64.tar.gz`: `kubernetes/server/bin/`, with image archives.
+    Server,
+    /// `kubernetes-node-linux-amd64.tar.gz`: `kubernetes/node/bin/`, binaries only.
+    Node,
+}
+
+impl ReleaseKind {
+    pub fn field(self) -> &'static str {
+        match self {
+            ReleaseKind::Server => "server",
+            ReleaseKind::Node => "node",
+        }
+    }
+}
+
+/// A file named in the definition with the sha256 it must have.
+#[derive(Debug, Clone)]
+pub struct Pinned {
+    pub path: PathBuf,
+    pub sha256: Sha256Hex,
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +121,10 @@ pub struct BundleSums {
 pub struct Bundle {
     pub version: KubeVersion,
     pub source: BundleSource,
+    /// The cri-tools archive: `crictl` into `/usr/bin` (kubeadm's preflight asks for it).
+    pub crictl: Option<Pinned>,
+    /// The CNI plugins archive: every plugin into `/opt/cni/bin`.
+    pub cni: Option<Pinned>,
 }
 
 #[derive(Debug, Clone)]
@@ -302,7 +333,7 @@ impl Ctx<'_> {
                 return Err(self.at(
                     span(),
                     "bundle.sha256",
-                    "a dir or tarball bundle pins kubeadm, kubelet and kubectl by sha256",
+                    "a dir bundle pins kubeadm, kubelet and kubectl by sha256",
                 ));
             };
             Ok(BundleSums {
@@ -311,41 +342,74 @@ impl Ctx<'_> {
                 kubectl: self.value(&s.kubectl, "bundle.sha256.kubectl", Sha256Hex::parse)?,
             })
         };
-        let source = match (b.standins == Some(true), &b.dir, &b.tarball) {
-            (true, None, None) => {
-                let Some(kubectl) = &b.kubectl else {
-                    return Err(self.at(
-                        span(),
-                        "bundle.kubectl",
-                        "stand-ins need the path of a real kubectl",
-                    ));
-                };
-                BundleSource::Standins {
-                    kubectl: self.path(kubectl, "bundle.kubectl")?,
-                    kubectl_sha256: b
-                        .kubectl_sha256
-                        .as_ref()
-                        .map(|s| self.value(s, "bundle.kubectl_sha256", Sha256Hex::parse))
-                        .transpose()?,
-                }
-            }
-            (false, Some(dir), None) => BundleSource::Dir {
+        let release = |raw: &raw::RawArchive, kind: ReleaseKind| -> Result<_, DefinitionError> {
+            Ok(BundleSource::Release {
+                kind,
+                archive: self.archive(raw, &format!("bundle.{}", kind.field()))?,
+            })
+        };
+        let sources = [
+            b.standins == Some(true),
+            b.dir.is_some(),
+            b.server.is_some(),
+            b.node.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            return Err(self.at(
+                span(),
+                "bundle",
+                "give exactly one of standins = true, dir, server and node",
+            ));
+        }
+        let source = if let Some(dir) = &b.dir {
+            BundleSource::Dir {
                 dir: self.path(dir, "bundle.dir")?,
                 sums: sums()?,
-            },
-            (false, None, Some(t)) => BundleSource::Tarball {
-                path: self.path(t, "bundle.tarball")?,
-                sums: sums()?,
-            },
-            _ => {
+            }
+        } else if let Some(server) = &b.server {
+            release(server, ReleaseKind::Server)?
+        } else if let Some(node) = &b.node {
+            release(node, ReleaseKind::Node)?
+        } else {
+            let Some(kubectl) = &b.kubectl else {
                 return Err(self.at(
                     span(),
-                    "bundle",
-                    "give exactly one of standins = true, dir and tarball",
+                    "bundle.kubectl",
+                    "stand-ins need the path of a real kubectl",
                 ));
+            };
+            BundleSource::Standins {
+                kubectl: self.path(kubectl, "bundle.kubectl")?,
+                kubectl_sha256: b
+                    .kubectl_sha256
+                    .as_ref()
+                    .map(|s| self.value(s, "bundle.kubectl_sha256", Sha256Hex::parse))
+                    .transpose()?,
             }
         };
-        Ok(Bundle { version, source })
+        let crictl = b
+            .crictl
+            .as_ref()
+            .map(|a| self.archive(a, "bundle.crictl"))
+            .transpose()?;
+        let cni = b
+            .cni
+            .as_ref()
+            .map(|a| self.archive(a, "bundle.cni"))
+            .transpose()?;
+        Ok(Bundle {
+            version,
+            source,
+            crictl,
+            cni,
+        })
+    }
+
+    fn archive(&self, raw: &raw::RawArchive, field: &str) -> Result<Pinned, DefinitionError> {
+        Ok(Pinned {
+            path: self.path(&raw.archive, &format!("{field}.archive"))?,
+            sha256: self.value(&raw.sha256, &format!("{field}.sha256"), Sha256Hex::parse)?,
+        })
     }
 
     fn image(&self, raw: &raw::RawImage) -> Result<ImageInput, DefinitionError> {

@@ -64,8 +64,23 @@ pub struct RawBundle {
     pub kubectl: Option<S<String>>,
     pub kubectl_sha256: Option<S<String>>,
     pub dir: Option<S<String>>,
-    pub tarball: Option<S<String>>,
     pub sha256: Option<RawBundleSums>,
+    /// `kubernetes-server-linux-amd64.tar.gz` as published.
+    pub server: Option<RawArchive>,
+    /// `kubernetes-node-linux-amd64.tar.gz` as published.
+    pub node: Option<RawArchive>,
+    /// The cri-tools release archive (`crictl-vX.Y.Z-linux-amd64.tar.gz`).
+    pub crictl: Option<RawArchive>,
+    /// The CNI plugins release archive (`cni-plugins-linux-amd64-vX.Y.Z.tgz`).
+    pub cni: Option<RawArchive>,
+}
+
+/// A release archive and its sha256, as its publisher lists it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawArchive {
+    pub archive: S<String>,
+    pub sha256: S<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -99,7 +99,7 @@ fn refused_definitions_point_at_line_and_field() {
         (
             "standins = true\n",
             "standins = true\ndir = \"x\"\n",
-            "/defs/img.toml:5:1: field bundle: give exactly one of standins = true, dir and tarball",
+            "/defs/img.toml:5:1: field bundle: give exactly one of standins = true, dir, server and node",
         ),
     ];
     for (from, to, want) in cases {
