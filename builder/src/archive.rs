@@ -165,22 +165,73 @@ pub fn write_cpio(nodes: &[Node], extra: &[Extra], epoch: u64, out: impl Write) 
     w.out.flush()
 }
 
-/// The initramfs of a PXE or live boot: the whole tree but `/boot` (the kernel and Debian's own
-/// initrd are not needed inside it) as a zstd cpio, with systemd as `/init`.
-pub fn write_initrd(nodes: &[Node], epoch: u64, jobs: u32, out: impl Write) -> io::Result<()> {
-    let nodes: Vec<Node> = nodes
-        .iter()
-        .filter(|n| !n.rel.starts_with("boot/"))
-        .cloned()
-        .collect();
-    let extra = [Extra {
+/// Compression level of the initrd's segment of the base: paid once per base (the segment is
+/// cached by the base's digest), so a level that makes every boot's download smaller. Measured
+/// on the default image's 468 MiB tree with zstd 1.5 on 2 cores: levels 3, 6, 9 and 12 give
+/// 159, 149, 145 and 144 MB in 1.1, 3.1, 5.3 and 11.6 s, and all decompress in 0.45-0.49 s.
+pub const BASE_LEVEL: i32 = 9;
+/// Compression level of the small segment that follows it, made on every build.
+pub const LAYER_LEVEL: i32 = 3;
+
+/// The `/init` link of a PXE or live boot: systemd.
+fn init_link() -> Extra {
+    Extra {
         rel: "init".into(),
         symlink: "/lib/systemd/systemd".into(),
-    }];
-    let mut enc = zstd::Encoder::new(out, 6)?;
+    }
+}
+
+/// The nodes an initramfs holds: all but `/boot` (the kernel and Debian's own initrd are not
+/// needed inside it).
+fn initrd_nodes(nodes: &[Node], keep: impl Fn(&Node) -> bool) -> Vec<Node> {
+    nodes
+        .iter()
+        .filter(|n| !n.rel.starts_with("boot/") && keep(n))
+        .cloned()
+        .collect()
+}
+
+fn zstd_cpio(
+    nodes: &[Node],
+    extra: &[Extra],
+    epoch: u64,
+    jobs: u32,
+    level: i32,
+    out: impl Write,
+) -> io::Result<()> {
+    let mut enc = zstd::Encoder::new(out, level)?;
+    // zstd's output does not depend on the number of workers once there is one
     enc.multithread(jobs.max(1))?;
-    write_cpio(&nodes, &extra, epoch, &mut enc)?;
+    write_cpio(nodes, extra, epoch, &mut enc)?;
     enc.finish()?.flush()
+}
+
+/// The initramfs of a PXE or live boot in one segment: the whole tree but `/boot` as a zstd
+/// cpio, with systemd as `/init`.
+pub fn write_initrd(nodes: &[Node], epoch: u64, jobs: u32, out: impl Write) -> io::Result<()> {
+    let nodes = initrd_nodes(nodes, |_| true);
+    zstd_cpio(&nodes, &[init_link()], epoch, jobs, BASE_LEVEL, out)
+}
+
+/// The first segment of a layered initramfs: the base's tree but `/boot`, before the image's
+/// layout is applied.
+pub fn write_initrd_base(nodes: &[Node], epoch: u64, jobs: u32, out: impl Write) -> io::Result<()> {
+    let nodes = initrd_nodes(nodes, |_| true);
+    zstd_cpio(&nodes, &[], epoch, jobs, BASE_LEVEL, out)
+}
+
+/// The segment that follows the base's: the nodes of `touched` (relative paths the layout
+/// wrote or made) and `/init`. The kernel unpacks concatenated archives in order, a later entry
+/// replacing an earlier one of the same path, so base + layer unpack to the whole tree.
+pub fn write_initrd_layer(
+    nodes: &[Node],
+    touched: &std::collections::BTreeSet<String>,
+    epoch: u64,
+    jobs: u32,
+    out: impl Write,
+) -> io::Result<()> {
+    let nodes = initrd_nodes(nodes, |n| touched.contains(&n.rel));
+    zstd_cpio(&nodes, &[init_link()], epoch, jobs, LAYER_LEVEL, out)
 }
 
 struct CpioWriter<W: Write> {

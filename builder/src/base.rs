@@ -105,3 +105,47 @@ pub fn ensure(m: &Mmdebstrap, epoch: u64, cache: &Path) -> Result<(PathBuf, bool
     durable::sync_dir(cache)?;
     Ok((path, false))
 }
+
+/// The sidecar that keeps a cached base's sha256 once it was hashed and its entries checked:
+/// `<sha256> <size> <mtime in ns>`, trusted only while the base keeps that size and time.
+fn sidecar(base: &Path) -> PathBuf {
+    base.with_extension("checked")
+}
+
+fn stamp(meta: &fs::Metadata) -> (u64, i128) {
+    use std::os::unix::fs::MetadataExt as _;
+    (
+        meta.len(),
+        meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+    )
+}
+
+/// The sha256 of a cached base that an earlier build hashed and checked, if it has not changed
+/// since.
+pub fn remembered(base: &Path) -> Option<String> {
+    let text = fs::read_to_string(sidecar(base)).ok()?;
+    let mut words = text.split_whitespace();
+    let (sha, size, mtime) = (words.next()?, words.next()?, words.next()?);
+    let now = stamp(&fs::metadata(base).ok()?);
+    (sha.len() == 64
+        && sha.bytes().all(|b| b.is_ascii_hexdigit())
+        && size.parse::<u64>().ok()? == now.0
+        && mtime.parse::<i128>().ok()? == now.1)
+        .then(|| sha.to_string())
+}
+
+/// Records that `base` hashes to `sha256` and its entries were checked.
+pub fn remember(base: &Path, sha256: &str) -> Result<(), BaseError> {
+    let meta = fs::metadata(base).map_err(|source| BaseError::Io {
+        what: "reading",
+        path: base.into(),
+        source,
+    })?;
+    let (size, mtime) = stamp(&meta);
+    durable::write_atomic(
+        &sidecar(base),
+        format!("{sha256} {size} {mtime}\n").as_bytes(),
+        0o644,
+    )?;
+    Ok(())
+}

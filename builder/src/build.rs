@@ -14,7 +14,7 @@ use crate::inputs::{self, pinned};
 use crate::layout::{self, Resolved};
 use crate::manifest::{self, FileRecord, Manifest};
 use crate::progress::Progress;
-use crate::{base, release, stage, tools};
+use crate::{base, layer, release, stage, tools};
 
 /// Used when neither the environment nor the definition sets SOURCE_DATE_EPOCH (2024-01-01).
 pub const DEFAULT_EPOCH: u64 = 1_704_067_200;
@@ -218,10 +218,26 @@ fn base_rootfs(
         }
         Base::Mmdebstrap(m) => {
             let (base, cached) = base::ensure(m, epoch, &opts.cache)?;
+            // hashed and checked once: the cache is the builder's own
+            if let Some(sha256) = base::remembered(&base) {
+                let size = fs::metadata(&base).map_err(io_err("reading", &base))?.len();
+                inputs.insert(
+                    0,
+                    FileRecord {
+                        role: "base".into(),
+                        path: base.display().to_string(),
+                        size,
+                        sha256,
+                    },
+                );
+                return Ok((base, cached));
+            }
             let rec = manifest::record("base", &base, &base.display().to_string())
                 .map_err(io_err("hashing", &base))?;
+            stage::check_tarball(&base)?;
+            base::remember(&base, &rec.sha256)?;
             inputs.insert(0, rec);
-            (base, cached)
+            return Ok((base, cached));
         }
     };
     stage::check_tarball(&base)?;
@@ -296,14 +312,59 @@ fn make(
         images,
         ..c.resolved.clone()
     };
-    progress.step("unpack base rootfs", || stage::unpack(&c.base, &root))?;
-    let entries = layout::layout(&c.def, &resolved);
-    progress.step("apply image layout", || stage::apply(&entries, &root))?;
-    let nodes = progress.step("scan staged tree", || {
-        archive::scan_tree(&root).map_err(io_err("scanning", &root))
-    })?;
-    let boot = Boot::find(c, &root, &nodes, &work)?;
     let f = opts.formats;
+    let base_segment = (f.pxe || f.iso)
+        .then(|| base_segment_path(opts, c))
+        .transpose()?;
+    let entries = layout::layout(&c.def, &resolved);
+    // With the base's part of the initrd cached and no output that holds the whole tree, the
+    // base is not unpacked: the layout is applied to an index of its directories and links.
+    let layer = if base_segment.as_ref().is_some_and(|p| p.is_file()) && !f.tar && !f.disk {
+        let mut index = progress.step(
+            "read the base's directories and links; unpack its /boot, os-release, dpkg status",
+            || {
+                stage::unpack_only(&c.base, &root, READ_FROM_BASE)?;
+                layer::BaseIndex::read(&c.base)
+            },
+        )?;
+        let (layer_nodes, applied) = progress
+            .step("apply image layout (to the base's index)", || {
+                layer::apply(&entries, &mut index, &work.join("layer"))
+            })?;
+        // a layout that replaces a directory or a link needs the whole tree
+        applied.layerable.then_some((layer_nodes, applied))
+    } else {
+        None
+    };
+    let (nodes, applied) = match layer {
+        Some((layer_nodes, applied)) => {
+            let nodes = archive::scan_tree(&root).map_err(io_err("scanning", &root))?;
+            (nodes, Some((layer_nodes, applied)))
+        }
+        None => {
+            if fs::read_dir(&root)
+                .map_err(io_err("reading", &root))?
+                .next()
+                .is_some()
+            {
+                fs::remove_dir_all(&root).map_err(io_err("removing", &root))?;
+                fs::create_dir(&root).map_err(io_err("creating", &root))?;
+            }
+            progress.step("unpack base rootfs", || stage::unpack(&c.base, &root))?;
+            if let Some(segment) = base_segment.as_ref().filter(|p| !p.is_file()) {
+                progress.step("initrd segment of the base (cached by its digest)", || {
+                    write_base_segment(opts, c, &root, segment)
+                })?;
+            }
+            let applied = progress.step("apply image layout", || stage::apply(&entries, &root))?;
+            let nodes = progress.step("scan staged tree", || {
+                archive::scan_tree(&root).map_err(io_err("scanning", &root))
+            })?;
+            let layer_nodes = nodes.clone();
+            (nodes, applied.layerable.then_some((layer_nodes, applied)))
+        }
+    };
+    let boot = Boot::find(c, &root, &nodes, &work)?;
     let mut outputs = Vec::new();
     if !resolved.release_images.is_empty() {
         progress.step(
@@ -326,12 +387,25 @@ fn make(
     }
     // the ISO's UKI carries the same initrd that PXE serves
     let initrd = if f.pxe { &out } else { &work }.join("initrd.img");
-    if f.pxe || f.iso {
-        progress.step("write initrd.img (zstd cpio of the rootfs)", || {
-            write_file(&initrd, |w| {
-                archive::write_initrd(&nodes, c.epoch, opts.jobs, w)
-            })
-        })?;
+    if let Some(base_segment) = &base_segment {
+        progress.step(
+            "write initrd.img (the base's segment, then the image's)",
+            || {
+                write_file(&initrd, |w| match &applied {
+                    Some((layer_nodes, applied)) => {
+                        io::copy(&mut fs::File::open(base_segment)?, w)?;
+                        archive::write_initrd_layer(
+                            layer_nodes,
+                            &applied.touched,
+                            c.epoch,
+                            opts.jobs,
+                            w,
+                        )
+                    }
+                    None => archive::write_initrd(&nodes, c.epoch, opts.jobs, w),
+                })
+            },
+        )?;
     }
     if f.pxe {
         fs::copy(&boot.kernel, out.join("vmlinuz"))
@@ -349,6 +423,56 @@ fn make(
     progress.step("hash outputs and write manifest.json", || {
         write_manifest(c, &root, &out, &outputs, &boot.ids, &boot.cmdline)
     })
+}
+
+/// What a build reads from the base's files besides the kernel: the OS release for the UKI
+/// and the package list for the manifest.
+const READ_FROM_BASE: &[&str] = &[
+    "boot/",
+    "etc/os-release",
+    "usr/lib/os-release",
+    "var/lib/dpkg/status",
+];
+
+/// Where the initrd's first segment, the base's tree as a zstd cpio
+/// ([`archive::write_initrd_base`]), is cached: under the digest of what makes it (the base's
+/// sha256, the timestamp, the level and this format's version).
+fn base_segment_path(opts: &Options, c: &Checked) -> Result<PathBuf, BuildError> {
+    use sha2::Digest as _;
+    let base = c
+        .inputs
+        .iter()
+        .find(|r| r.role == "base")
+        .ok_or_else(|| BuildError::Input("the base is not among the recorded inputs".into()))?;
+    let key = format!(
+        "launcher initrd base segment v1\nbase {}\nepoch {}\nzstd level {}\n",
+        base.sha256,
+        c.epoch,
+        archive::BASE_LEVEL
+    );
+    let digest = hex::encode(sha2::Sha256::digest(key.as_bytes()));
+    Ok(opts.cache.join(format!("initrd-base-{digest}.zst")))
+}
+
+/// Writes the base's segment from the unpacked base at `root` (before the layout is applied)
+/// beside `path`, and renames it into place whole.
+fn write_base_segment(
+    opts: &Options,
+    c: &Checked,
+    root: &Path,
+    path: &Path,
+) -> Result<(), BuildError> {
+    fs::create_dir_all(&opts.cache).map_err(io_err("creating cache directory", &opts.cache))?;
+    let nodes = archive::scan_tree(root).map_err(io_err("scanning", root))?;
+    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+    let written = write_file(&tmp, |w| {
+        archive::write_initrd_base(&nodes, c.epoch, opts.jobs, w)
+    })
+    .and_then(|_| fs::rename(&tmp, path).map_err(io_err("moving into the cache", path)));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Each container image archive reduced to [`PLATFORM`] as `<work>/image-<name>`, every blob it

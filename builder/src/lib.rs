@@ -6,6 +6,7 @@ pub mod boot;
 pub mod build;
 pub mod definition;
 pub mod inputs;
+pub mod layer;
 pub mod layout;
 pub mod manifest;
 pub mod progress;

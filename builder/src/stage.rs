@@ -1,6 +1,7 @@
 //! The staging tree: checking and unpacking the base tarball, scanning the overlay, and applying
 //! the layout to a root directory without ever following a link out of it.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, lchown, symlink};
@@ -147,6 +148,32 @@ pub fn unpack(archive: &Path, root: &Path) -> Result<(), StageError> {
     Ok(())
 }
 
+/// Unpacks the entries of a checked tarball whose path starts with one of `prefixes` into
+/// `root` (directories on the way made as needed): the few files a build reads from the base when
+/// it does not unpack the rest.
+pub fn unpack_only(archive: &Path, root: &Path, prefixes: &[&str]) -> Result<(), StageError> {
+    let file = fs::File::open(archive).map_err(io_err("opening", archive))?;
+    let mut tar = tar::Archive::new(file);
+    tar.set_preserve_permissions(true);
+    tar.set_preserve_ownerships(true);
+    tar.set_unpack_xattrs(false);
+    // what is left out is seeked over, not read
+    for entry in tar
+        .entries_with_seek()
+        .map_err(io_err("reading", archive))?
+    {
+        let mut entry = entry.map_err(io_err("reading", archive))?;
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let name = name.trim_start_matches("./");
+        if prefixes.iter().any(|p| name.starts_with(p)) {
+            entry
+                .unpack_in(root)
+                .map_err(io_err("unpacking into", root))?;
+        }
+    }
+    Ok(())
+}
+
 /// Lists the overlay directory in sorted order, refusing device nodes, FIFOs, sockets and
 /// symlinks that climb out of it.
 pub fn scan_overlay(dir: &Path) -> Result<Vec<OverlayItem>, StageError> {
@@ -205,6 +232,17 @@ fn special_kind(ft: &fs::FileType) -> &'static str {
 /// `rel` resolved inside `root` as if `root` were `/`: symlinks in the parent directories are
 /// followed with absolute targets taken from `root` and `..` stopping at `root`.
 pub fn resolve_in_root(root: &Path, rel: &str) -> PathBuf {
+    let resolved = resolve(rel, |p| {
+        fs::read_link(root.join(p))
+            .ok()
+            .map(|t| t.to_string_lossy().into_owned())
+    });
+    root.join(resolved)
+}
+
+/// `rel` resolved as [`resolve_in_root`] does, with `read_link` saying where the link at a
+/// relative path points (`None`: not a link); the result is relative.
+pub fn resolve(rel: &str, read_link: impl Fn(&str) -> Option<String>) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut todo: Vec<String> = rel.split('/').rev().map(str::to_string).collect();
     let mut hops = 0;
@@ -217,12 +255,15 @@ pub fn resolve_in_root(root: &Path, rel: &str) -> PathBuf {
             }
             _ => {}
         }
-        let here = root.join(parts.join("/")).join(&part);
         let is_final = todo.iter().all(|p| p.is_empty() || p == ".");
-        match fs::read_link(&here) {
-            Ok(target) if !is_final && hops < 40 => {
+        let here = if parts.is_empty() {
+            part.clone()
+        } else {
+            format!("{}/{part}", parts.join("/"))
+        };
+        match read_link(&here) {
+            Some(target) if !is_final && hops < 40 => {
                 hops += 1;
-                let target = target.to_string_lossy().into_owned();
                 if target.starts_with('/') {
                     parts.clear();
                 }
@@ -231,19 +272,64 @@ pub fn resolve_in_root(root: &Path, rel: &str) -> PathBuf {
             _ => parts.push(part),
         }
     }
-    root.join(parts.join("/"))
+    parts.join("/")
 }
 
-/// Applies `entries` to `root` in order; parents missing in the base are made 0755 root:root.
-pub fn apply(entries: &[Entry], root: &Path) -> Result<(), StageError> {
+/// Applies `entries` to `root` in order; parents missing in the base are made 0755, owned by the
+/// builder (root).
+pub fn apply(entries: &[Entry], root: &Path) -> Result<Applied, StageError> {
+    let mut applied = Applied {
+        touched: BTreeSet::new(),
+        layerable: true,
+    };
     for entry in entries {
         let path = resolve_in_root(root, entry.path.relative());
+        let rel = |p: &Path| {
+            p.strip_prefix(root)
+                .map(|r| r.to_string_lossy().into_owned())
+                .ok()
+        };
+        let mut created = Vec::new();
+        let mut parent = path.parent();
+        while let Some(dir) = parent {
+            if dir == root || fs::symlink_metadata(dir).is_ok() {
+                break;
+            }
+            created.push(dir.to_path_buf());
+            parent = dir.parent();
+        }
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(io_err("creating directory", parent))?;
         }
+        // 0755 whatever the umask, as the layer over a base that is not unpacked says
+        for dir in created {
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))
+                .map_err(io_err("setting mode of", &dir))?;
+            applied.touched.extend(rel(&dir));
+        }
+        if let Ok(old) = fs::symlink_metadata(&path) {
+            let new_dir = matches!(entry.content, Content::Dir);
+            let new_link = matches!(entry.content, Content::Symlink(_));
+            // the kernel cannot put a file where a directory with contents is, nor a link
+            // where a link is
+            if (old.is_dir() && !new_dir) || (old.file_type().is_symlink() && new_link) {
+                applied.layerable = false;
+            }
+        }
         apply_one(entry, &path)?;
+        applied.touched.extend(rel(&path));
     }
-    Ok(())
+    Ok(applied)
+}
+
+/// What [`apply`] changed in the tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Relative paths of everything written or made, directories it had to make included.
+    pub touched: BTreeSet<String>,
+    /// Whether unpacking the base's tree and then `touched` over it gives the same tree: false
+    /// when an entry replaced a directory with something else, or a link with a link.
+    pub layerable: bool,
 }
 
 fn apply_one(entry: &Entry, path: &Path) -> Result<(), StageError> {

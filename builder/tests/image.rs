@@ -73,6 +73,10 @@ fn definition(dir: &Path) -> (PathBuf, &'static str) {
 }
 
 fn build(definition: &Path, cache: &Path, out: &Path) -> f64 {
+    build_formats(definition, cache, out, &[])
+}
+
+fn build_formats(definition: &Path, cache: &Path, out: &Path, flags: &[&str]) -> f64 {
     let _ = fs::remove_dir_all(out);
     let bin_dir = testkit::workspace_bin("launcher-firstboot")
         .parent()
@@ -89,6 +93,7 @@ fn build(definition: &Path, cache: &Path, out: &Path) -> f64 {
         .arg(bin_dir)
         .arg("--jobs")
         .arg("2")
+        .args(flags)
         .stderr(Stdio::piped())
         .output()
         .unwrap();
@@ -172,6 +177,23 @@ fn second_build_is_byte_identical() {
         fs::read(again.join("manifest.json")).unwrap()
     );
     let _ = fs::remove_dir_all(&again);
+
+    // boot files alone: the base is not unpacked, the layout is applied to its index and the
+    // initrd is the cached base segment and the layer, the same bytes
+    let pxe = work().join("out-pxe");
+    let secs = build_formats(&b.definition, &b.cache, &pxe, &["--format", "pxe"]);
+    eprintln!("TIMING boot files only (cached base and segment): {secs:.1}s");
+    for (name, sha) in first
+        .iter()
+        .filter(|(n, _)| n == "initrd.img" || n == "vmlinuz")
+    {
+        assert_eq!(
+            common::sha256_file(&pxe.join(name)),
+            *sha,
+            "{name} of a PXE-only build differs from the full build's"
+        );
+    }
+    let _ = fs::remove_dir_all(&pxe);
 }
 
 /// One VM at a time: on two cores parallel TCG guests only slow each other down.
