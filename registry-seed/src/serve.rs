@@ -184,7 +184,8 @@ async fn serve(args: ServeArgs, nofile: u64) -> anyhow::Result<()> {
             socket,
             stats,
             ServeArgs::limiter(args.ntp_rate, args.ntp_burst),
-        );
+        )
+        .context("starting the NTP server's thread")?;
         tracing::info!(%bound, rate = args.ntp_rate, burst = args.ntp_burst, "serving NTP");
     }
     seed.boot = Some(crate::boot::BootConfig {

@@ -19,7 +19,7 @@ fn start_server() -> (tokio::runtime::Runtime, SocketAddr, Arc<NtpStats>) {
     let socket = rt.block_on(bind("127.0.0.1:0".parse().unwrap())).unwrap();
     let addr = socket.local_addr().unwrap();
     let _guard = rt.enter();
-    spawn(socket, stats.clone());
+    spawn(socket, stats.clone()).unwrap();
     (rt, addr, stats)
 }
 
@@ -179,4 +179,56 @@ fn answers_version_3_and_4_with_48_bytes_and_server_identity() {
             .render_prometheus()
             .contains("launcher_seed_ntp_requests_total{result=\"answered\"} 2\n")
     );
+}
+
+/// Bursts from several clients, good and bad requests mixed, read in batches by the server:
+/// each good request gets exactly one answer, to its own sender, carrying its own transmit time
+/// as the origin; each bad one none. A burst stays well inside the server's receive buffer.
+#[test]
+fn a_burst_is_answered_request_by_request() {
+    let (_rt, server, stats) = start_server();
+    let clients: Vec<UdpSocket> = (0..4).map(|_| client()).collect();
+    const BURSTS: u64 = 15;
+    const GOOD: u64 = 10;
+    let mut buf = [0u8; 2048];
+    for burst in 0..BURSTS {
+        let mut sent: Vec<Vec<NtpTimestamp>> = vec![Vec::new(); clients.len()];
+        for n in 0..GOOD {
+            for (i, c) in clients.iter().enumerate() {
+                // distinct transmit times, as a client's are
+                let t = NtpTimestamp(now().0.wrapping_add((burst * GOOD + n) * 16 + i as u64));
+                c.send_to(&ntp::request(t), server).unwrap();
+                sent[i].push(t);
+                if n % 5 == 0 {
+                    c.send_to(&with_first_byte(0x26), server).unwrap();
+                }
+            }
+        }
+        for (i, c) in clients.iter().enumerate() {
+            let mut origins = Vec::new();
+            while origins.len() < sent[i].len() {
+                let (len, from) = c
+                    .recv_from(&mut buf)
+                    .expect("an answer to every good request");
+                assert_eq!(from, server);
+                origins.push(Packet::decode(&buf[..len]).unwrap().origin);
+            }
+            origins.sort();
+            sent[i].sort();
+            assert_eq!(origins, sent[i], "burst {burst}, client {i}");
+        }
+    }
+    for (i, c) in clients.iter().enumerate() {
+        c.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        assert!(
+            c.recv_from(&mut buf).is_err(),
+            "client {i}: an extra answer"
+        );
+    }
+    let good = BURSTS * GOOD * clients.len() as u64;
+    let bad = BURSTS * GOOD.div_ceil(5) * clients.len() as u64;
+    testkit::wait_for("the bursts to be counted", Duration::from_secs(5), || {
+        (stats.answered() == good && stats.refused() == bad).then_some(())
+    });
 }
