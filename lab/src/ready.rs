@@ -97,6 +97,7 @@ mod tests {
             now_ms: 100_000,
             hosts,
             missing_images: vec![],
+            refused: vec![],
         }
     }
 

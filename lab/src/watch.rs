@@ -300,6 +300,7 @@ mod tests {
             now_ms: 75_000,
             hosts: vec![host("52:54:00:77:00:01", Phase::Etcd, PhaseState::Started)],
             missing_images: vec![],
+            refused: vec![],
         };
         let stages = [(Boot::Firstboot, 1_000), (Boot::Kernel, 42_000)];
         let rows = rows(&plan, Some(&status), &stages);

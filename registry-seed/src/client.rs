@@ -330,6 +330,8 @@ fn status_from_store(state_dir: &Path) -> anyhow::Result<StatusView> {
         now_ms: crate::store::records::now_ms(),
         hosts: hosts.iter().map(host_view).collect(),
         missing_images: vec![],
+        // kept by a running seed only
+        refused: vec![],
     })
 }
 

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod ntp;
 pub mod oci;
 pub mod range;
+pub mod refusals;
 pub mod seal;
 pub mod seed;
 pub mod serve;

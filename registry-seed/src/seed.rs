@@ -44,6 +44,8 @@ pub struct Seed {
     /// (`serve` reads its registry; see `oci::required`). None: enrollment does not wait on
     /// images (`serve --allow-missing-images`).
     pub missing_images: Option<MissingImages>,
+    /// Hosts refused for their image's release, which the store does not record.
+    pub refusals: crate::refusals::Refusals,
 }
 
 /// Says which images the cluster pulls are not in the seed's registry now.
@@ -133,6 +135,7 @@ impl Seed {
             state_dir: state_dir.to_path_buf(),
             boot: None,
             missing_images: None,
+            refusals: Default::default(),
         })
     }
 

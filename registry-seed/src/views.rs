@@ -39,6 +39,10 @@ pub struct StatusView {
     /// enroll.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing_images: Vec<String>,
+    /// Hosts refused for their image's Kubernetes release: nothing of them is recorded, and each
+    /// keeps asking.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<crate::refusals::RefusedView>,
 }
 
 /// The answer to an admin request that starts a job.
@@ -246,6 +250,22 @@ pub fn render_table(status: &StatusView) -> String {
             printable(&status.missing_images.join(", "))
         ));
     }
+    if !status.refused.is_empty() {
+        out.push_str(
+            "refused for their image's Kubernetes release (nothing recorded; each keeps asking):\n",
+        );
+        for r in &status.refused {
+            let ago = duration_words(status.now_ms - r.last_ms);
+            out.push_str(&format!(
+                "  {} from {}, {} time{}, last {ago} ago: {}\n",
+                printable(&r.macs),
+                printable(r.source.as_deref().unwrap_or("?")),
+                r.times,
+                if r.times == 1 { "" } else { "s" },
+                printable(&r.message)
+            ));
+        }
+    }
     out
 }
 
@@ -281,6 +301,7 @@ mod tests {
                 key: None,
             }],
             missing_images: vec![],
+            refused: vec![],
         };
         let table = render_table(&status);
         let lines: Vec<&str> = table.lines().collect();
@@ -302,6 +323,27 @@ mod tests {
             Some(
                 "hosts wait to enroll: the seed's registry lacks 10.0.0.1:8443/pause:3.10, x/a:[1m"
             )
+        );
+
+        let refused = StatusView {
+            refused: vec![crate::refusals::RefusedView {
+                macs: "52:54:00:00:00:04".into(),
+                source: Some("10.77.0.104".into()),
+                message: "h-0004 (worker lab-w1): too new\u{1b}[2J".into(),
+                first_ms: 10_000,
+                last_ms: 40_000,
+                times: 3,
+            }],
+            ..waiting
+        };
+        let table = render_table(&refused);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[lines.len() - 2..],
+            [
+                "refused for their image's Kubernetes release (nothing recorded; each keeps asking):",
+                "  52:54:00:00:00:04 from 10.77.0.104, 3 times, last 30s ago: h-0004 (worker lab-w1): too new[2J",
+            ]
         );
     }
 }

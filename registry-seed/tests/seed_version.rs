@@ -65,6 +65,29 @@ async fn an_image_of_another_release_is_refused_with_both_versions_and_nothing_r
         );
     }
 
+    // The seed keeps them, for `status`: nothing of them is in the store.
+    let status = send(
+        &app,
+        request("GET", "/v1/admin/hosts", None, Some(&seed.admin_token)),
+    )
+    .await;
+    assert_eq!(status.status, StatusCode::OK, "{}", status.text);
+    let refused = status.json["refused"].as_array().unwrap();
+    let seen: Vec<(&str, u64)> = refused
+        .iter()
+        .map(|r| (r["macs"].as_str().unwrap(), r["times"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(seen, [(MASTER, 1), (WORKER, 2)]);
+    assert!(
+        refused[1]["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("boot it from an image for v1.30 or newer"),
+        "{}",
+        status.text
+    );
+    assert_eq!(status.json["hosts"], serde_json::json!([]));
+
     // A version that is not one is the request's fault, refused as such.
     let answer = enroll_with(&app, MASTER, "1.33").await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.text);
@@ -76,4 +99,11 @@ async fn an_image_of_another_release_is_refused_with_both_versions_and_nothing_r
         assert_eq!(answer.status, StatusCode::OK, "{mac}: {}", answer.text);
         assert_eq!(answer.json["status"], "enrolled", "{}", answer.text);
     }
+    // let in, they leave the list
+    let status = send(
+        &app,
+        request("GET", "/v1/admin/hosts", None, Some(&seed.admin_token)),
+    )
+    .await;
+    assert_eq!(status.json.get("refused"), None, "{}", status.text);
 }

@@ -100,6 +100,7 @@ async fn list_hosts(State(seed): State<Arc<Seed>>) -> Result<Json<StatusView>, A
         now_ms: now_ms(),
         hosts: hosts.iter().map(host_view).collect(),
         missing_images,
+        refused: seed.refusals.list(),
     }))
 }
 

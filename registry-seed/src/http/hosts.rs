@@ -76,6 +76,10 @@ async fn enroll_inner(
             if code == codes::IDENTITY_TAKEN {
                 audit_taken(&caller, &format!("{claimed:?}"), &message);
             }
+            if code == codes::VERSION_MISMATCH {
+                seed.refusals
+                    .note(&claimed.macs, caller.ip.clone(), &message, now_ms());
+            }
             return Err(ApiFailure::new(code, message));
         }
         Enrollment::Pending { record } => {
@@ -88,7 +92,10 @@ async fn enroll_inner(
             record,
             plan,
             joins_etcd,
-        } => (record, plan, joins_etcd),
+        } => {
+            seed.refusals.forget(&claimed.macs);
+            (record, plan, joins_etcd)
+        }
     };
     match plan.map_err(plan_failure)? {
         PlanOutcome::Ready(plan) => {
