@@ -3,14 +3,47 @@
 //! `[cluster.api_server_extra_args]`). The master enrolls and starts etcd, then its install
 //! fails with kube-apiserver's own verdict in the host's progress, as the seed reports it;
 //! nothing of the control plane is half-started (no static Pod manifest, no API server).
-//! `down` leaves nothing behind.
+//!
+//! Beside it, a worker booted straight from an image built for Kubernetes v1.34.0 (`launcher-lab
+//! up --direct-boot`, no network boot): a kubelet newer than the cluster's v1.33.4 API server, so
+//! the seed refuses it with both versions named, records nothing, and `status` (the rows `up`
+//! prints) says why. `down` leaves nothing behind.
 
 mod common;
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use common::{exec_in, print_logs, text};
 use lab::state::LabState;
+
+/// The default image's definition with another Kubernetes release, built into `out` with the
+/// lab image's cache: the base and its initrd segment are cached, so only the layer is made.
+fn image_for(version: &str, out: &Path) -> PathBuf {
+    let root = testkit::workspace_root();
+    let default = std::fs::read_to_string(root.join("images/debian-bookworm.toml")).unwrap();
+    let mut def: toml::Table = toml::from_str(&default).unwrap();
+    def["bundle"]["version"] = toml::Value::String(version.into());
+    let path = out.with_extension("toml");
+    std::fs::write(&path, toml::to_string(&def).unwrap()).unwrap();
+    let bin_dir = testkit::workspace_bin("launcher-firstboot")
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let built = Command::new(testkit::workspace_bin("launcher-build"))
+        .arg(&path)
+        .arg("--out")
+        .arg(out)
+        .args(["--format", "pxe", "--quiet", "--cache"])
+        .arg(root.join("target/tmp/launcher-build-cache"))
+        .arg("--bin-dir")
+        .arg(bin_dir)
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", text(&built.stderr));
+    out.to_path_buf()
+}
 
 /// What the host's progress must say, from the kubeadm stand-in's control-plane phase.
 const VERDICT: &str = "install failed: `kubeadm init --config /etc/kubernetes/kubeadm.yaml` exited with exit status: 1: kubeadm-standin: error execution phase control-plane: kube-apiserver would refuse the command of its manifest, so none was written: unknown flag: --no-such-flag";
@@ -22,6 +55,8 @@ fn a_flag_kube_apiserver_lacks_fails_the_install_with_its_verdict() {
     };
     let run_holder = tempfile::tempdir().unwrap();
     let run = run_holder.path().to_path_buf();
+    let newer = image_for("v1.34.0", &run.join("image-v1.34.0"));
+    let direct = format!("w1={}", newer.display());
     let mut up = common::spawn_up(
         &run,
         &image,
@@ -29,11 +64,13 @@ fn a_flag_kube_apiserver_lacks_fails_the_install_with_its_verdict() {
             "--masters",
             "1",
             "--workers",
-            "0",
+            "1",
             "--timeout",
             "900",
             "--api-server-arg",
             "no-such-flag=1",
+            "--direct-boot",
+            &direct,
         ],
     );
     let out = run.join("up.out");
@@ -71,6 +108,40 @@ fn a_flag_kube_apiserver_lacks_fails_the_install_with_its_verdict() {
             .map(|l| l.trim().to_string())
             .collect();
         assert_eq!(lines, ["0", "active", "0"], "{}", text(&probe.stderr));
+
+        // The worker of another release: refused, nothing recorded, and the seed says why.
+        let refused = testkit::wait_for(
+            "the v1.34.0 worker to be refused",
+            Duration::from_secs(300),
+            || {
+                let rows = text(&std::fs::read(&out).unwrap_or_default());
+                rows.lines()
+                    .find(|l| l.contains("] w1 (worker") && l.contains("enroll refused"))
+                    .map(str::to_string)
+            },
+        );
+        assert!(
+            refused.contains(
+                "(worker lab-w1): this host's image carries Kubernetes v1.34.0, newer than the \
+                 cluster's v1.33.4: a kubelet may not be newer than the API server"
+            ),
+            "{refused}"
+        );
+        let options = LabState::load(&run).unwrap().unwrap().options.unwrap();
+        let plan = lab::plan::LabPlan::new(options).unwrap();
+        let status = lab::seed_api::read_status(&plan).expect("the seed answers");
+        let hosts: Vec<Option<&str>> = status.hosts.iter().map(|h| h.hostname.as_deref()).collect();
+        assert_eq!(
+            hosts,
+            [Some("lab-m1")],
+            "nothing recorded of the refused worker"
+        );
+        let w1 = &plan.vms[1];
+        assert!(
+            status.refused.iter().any(|r| r.macs == w1.mac),
+            "{:?}",
+            status.refused
+        );
     });
     up.kill();
     let state = LabState::load(&run).unwrap();

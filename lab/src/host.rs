@@ -171,3 +171,21 @@ pub fn remove_namespace(namespace: &str) {
         eprintln!("launcher-lab: {err:#}");
     }
 }
+
+/// The seed CA's pin (`launcher-seed pin --state-dir RUN_DIR/seed`), for a VM's kernel
+/// command line.
+pub fn seed_pin(plan: &LabPlan) -> anyhow::Result<String> {
+    let seed_bin = &plan.options.seed_bin;
+    let out = Command::new(seed_bin)
+        .args(["pin", "--state-dir"])
+        .arg(plan.seed_dir())
+        .output()
+        .with_context(|| format!("running {} pin", seed_bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "launcher-seed pin failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}

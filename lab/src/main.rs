@@ -157,6 +157,24 @@ struct UpArgs {
     /// master's install fail with kube-apiserver's own error in its progress.
     #[arg(long = "api-server-arg", value_name = "NAME=VALUE", value_parser = api_server_arg)]
     api_server_args: Vec<(String, String)>,
+    /// Boot this VM (`w1`, `m2`, …; repeatable) straight from DIR's `vmlinuz` and `initrd.img`
+    /// by qemu, not from the seed over the network: a host whose image is another build (another
+    /// Kubernetes release, a new firstboot), next to the others.
+    #[arg(long = "direct-boot", value_name = "VM=DIR", value_parser = direct_boot)]
+    direct_boot: Vec<(String, PathBuf)>,
+}
+
+fn direct_boot(text: &str) -> Result<(String, PathBuf), String> {
+    let (vm, dir) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not VM=DIR, like w1=out-v1.34"))?;
+    let dir = std::path::absolute(dir).map_err(|e| format!("{dir}: {e}"))?;
+    for file in ["vmlinuz", "initrd.img"] {
+        if !dir.join(file).is_file() {
+            return Err(format!("{} has no {file}", dir.display()));
+        }
+    }
+    Ok((vm.to_string(), dir))
 }
 
 fn api_server_arg(text: &str) -> Result<(String, String), String> {
@@ -218,6 +236,7 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         held_images: args.held_images.clone(),
         etcd_timing: Some(args.etcd_timing),
         api_server_args: args.api_server_args.clone(),
+        direct_boot: args.direct_boot.clone(),
     })?;
     let flag = Arc::new(AtomicBool::new(false));
     watch_signals(flag.clone());

@@ -40,6 +40,8 @@ pub enum PlanError {
     TooMany(u32),
     #[error("{what} must be an absolute path, not {path}")]
     Relative { what: &'static str, path: PathBuf },
+    #[error("--direct-boot {0}: the lab has no such VM (its VMs are m1…, then w1…)")]
+    NoSuchVm(String),
 }
 
 /// What `launcher-lab up` was asked for.
@@ -79,6 +81,11 @@ pub struct LabOptions {
     /// `(name, value)`.
     #[serde(default)]
     pub api_server_args: Vec<(String, String)>,
+    /// VMs booted straight from another image's `vmlinuz` and `initrd.img` (qemu's own kernel
+    /// loading, no network boot), as `(label, directory)`: a host whose image differs from the
+    /// others.
+    #[serde(default)]
+    pub direct_boot: Vec<(String, PathBuf)>,
 }
 
 /// `[cluster.api_server_extra_args]` of `launcher-lab up --api-server-arg`, empty without any;
@@ -183,7 +190,13 @@ impl LabPlan {
         let trusted = options
             .trusted_ipxe
             .iter()
-            .map(|dir| ("the trusted iPXE directory", dir));
+            .map(|dir| ("the trusted iPXE directory", dir))
+            .chain(
+                options
+                    .direct_boot
+                    .iter()
+                    .map(|(_, dir)| ("a --direct-boot image directory", dir)),
+            );
         for (what, path) in [
             ("the run directory", &options.run_dir),
             ("the image directory", &options.image_dir),
@@ -204,7 +217,14 @@ impl LabPlan {
             ..vm(&options, i, Role::Master, i)
         });
         let workers = (1..=options.workers).map(|i| vm(&options, all_masters + i, Role::Worker, i));
-        let vms = masters.chain(workers).collect();
+        let vms: Vec<Vm> = masters.chain(workers).collect();
+        if let Some((label, _)) = options
+            .direct_boot
+            .iter()
+            .find(|(label, _)| !vms.iter().any(|vm| vm.label == *label))
+        {
+            return Err(PlanError::NoSuchVm(label.clone()));
+        }
         Ok(LabPlan {
             namespace: namespace_for(&options.run_dir),
             vms,
@@ -348,16 +368,30 @@ impl LabPlan {
         if self.plain_http() {
             args.push(format!("--http-listen={SEED_IP}:{HTTP_PORT}"));
         }
-        args.extend([
-            format!("--boot-dir={}", self.options.image_dir.display()),
-            "--kernel-arg=console=ttyS0,115200".into(),
-            // The data disk comes with an empty partition; firstboot formats it when told.
-            "--kernel-arg=launcher.wipe=1".into(),
-            // Every service's log (firstboot, the kubelet, keepalived, etcd) in the VM's
-            // console file as well as its journal: the lab's VMs have no other way out.
-            "--kernel-arg=systemd.journald.forward_to_console=1".into(),
-        ]);
+        args.push(format!("--boot-dir={}", self.options.image_dir.display()));
+        args.extend(KERNEL_ARGS.iter().map(|a| format!("--kernel-arg={a}")));
         args
+    }
+
+    /// The image directory `vm` boots from directly, if it does not boot from the network.
+    pub fn direct_boot(&self, vm: &Vm) -> Option<&Path> {
+        self.options
+            .direct_boot
+            .iter()
+            .find(|(label, _)| *label == vm.label)
+            .map(|(_, dir)| dir.as_path())
+    }
+
+    /// The kernel command line of a VM booted directly: what the seed's per-machine iPXE script
+    /// gives a network-booted one, with the seed CA's `pin`.
+    pub fn direct_cmdline(&self, pin: &str) -> String {
+        let mut args = vec![
+            format!("launcher.seed={}", self.seed_url()),
+            format!("launcher.pin={pin}"),
+            format!("launcher.ntp={SEED_IP}:{NTP_PORT}"),
+        ];
+        args.extend(KERNEL_ARGS.iter().map(|a| a.to_string()));
+        args.join(" ")
     }
 
     /// `dnsmasq` arguments: a fixed address per VM; iPXE sent to the seed over plain HTTP, or
@@ -408,6 +442,26 @@ impl LabPlan {
             "--dhcp-boot=tag:!trusted,tag:efi64,ipxe.efi".into(),
             "--dhcp-boot=tag:!trusted,tag:!efi64,undionly.kpxe".into(),
         ]
+    }
+
+    /// `qemu-system-x86_64` arguments for a VM booted directly from `dir` with `cmdline`: as
+    /// [`LabPlan::qemu_args`], with qemu loading the kernel and initrd instead of a network boot.
+    pub fn qemu_args_direct(&self, vm: &Vm, dir: &Path, cmdline: &str) -> Vec<String> {
+        let mut args = self.qemu_args(vm);
+        if let Some(at) = args.windows(2).position(|w| w[0] == "-boot" && w[1] == "n") {
+            args.splice(
+                at..at + 2,
+                [
+                    "-kernel".to_string(),
+                    dir.join("vmlinuz").display().to_string(),
+                    "-initrd".to_string(),
+                    dir.join("initrd.img").display().to_string(),
+                    "-append".to_string(),
+                    cmdline.to_string(),
+                ],
+            );
+        }
+        args
     }
 
     /// `qemu-system-x86_64` arguments for one VM: network boot, its data disk, its clock.
@@ -461,6 +515,16 @@ pub fn etcd_endpoints<'a>(masters: impl Iterator<Item = &'a Vm>) -> Vec<String> 
         .collect()
 }
 
+/// Kernel arguments of every VM besides the seed's own.
+const KERNEL_ARGS: [&str; 3] = [
+    "console=ttyS0,115200",
+    // The data disk comes with an empty partition; firstboot formats it when told.
+    "launcher.wipe=1",
+    // Every service's log (firstboot, the kubelet, keepalived, etcd) in the VM's console file
+    // as well as its journal: the lab's VMs have no other way out.
+    "systemd.journald.forward_to_console=1",
+];
+
 fn words(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_string()).collect()
 }
@@ -484,6 +548,7 @@ pub(crate) mod tests {
             held_images: vec![],
             etcd_timing: None,
             api_server_args: vec![],
+            direct_boot: vec![],
         }
     }
 
@@ -829,6 +894,61 @@ pub(crate) mod tests {
              -chardev socket,id=qga0,path=/tmp/lab-run/vm-2.qga,server=on,wait=off \
              -device virtio-serial-pci -device virtserialport,chardev=qga0,name=org.qemu.guest_agent.0"
         );
+    }
+
+    #[test]
+    fn a_directly_booted_vm_gets_the_kernel_the_initrd_and_the_seed_on_its_command_line() {
+        let plan = LabPlan::new(LabOptions {
+            direct_boot: vec![("w1".into(), "/work/other".into())],
+            ..options(1, 1)
+        })
+        .unwrap();
+        assert_eq!(plan.direct_boot(&plan.vms[0]), None);
+        let dir = plan.direct_boot(&plan.vms[1]).unwrap();
+        assert_eq!(dir, Path::new("/work/other"));
+        let cmdline = plan.direct_cmdline("sha256:ab");
+        assert_eq!(
+            cmdline,
+            "launcher.seed=https://10.77.0.1:8443 launcher.pin=sha256:ab \
+             launcher.ntp=10.77.0.1:123 console=ttyS0,115200 launcher.wipe=1 \
+             systemd.journald.forward_to_console=1"
+        );
+        let args = plan.qemu_args_direct(&plan.vms[1], dir, &cmdline);
+        let network = plan.qemu_args(&plan.vms[1]);
+        let at = network.iter().position(|a| a == "-boot").unwrap();
+        assert_eq!(args[..at], network[..at]);
+        assert_eq!(
+            args[at..at + 6],
+            [
+                "-kernel",
+                "/work/other/vmlinuz",
+                "-initrd",
+                "/work/other/initrd.img",
+                "-append",
+                cmdline.as_str()
+            ]
+        );
+        assert_eq!(args[at + 6..], network[at + 2..]);
+
+        let refused = [
+            (
+                LabOptions {
+                    direct_boot: vec![("w2".into(), "/work/other".into())],
+                    ..options(1, 1)
+                },
+                "--direct-boot w2: the lab has no such VM (its VMs are m1…, then w1…)",
+            ),
+            (
+                LabOptions {
+                    direct_boot: vec![("w1".into(), "other".into())],
+                    ..options(1, 1)
+                },
+                "a --direct-boot image directory must be an absolute path, not other",
+            ),
+        ];
+        for (options, want) in refused {
+            assert_eq!(LabPlan::new(options).unwrap_err().to_string(), want);
+        }
     }
 
     #[test]

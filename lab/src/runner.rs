@@ -282,6 +282,7 @@ mod tests {
                 held_images: Vec::new(),
                 etcd_timing: None,
                 api_server_args: vec![],
+                direct_boot: vec![],
             }),
             added: Vec::new(),
         };

@@ -204,7 +204,14 @@ impl Lab {
             .plan
             .run_dir()
             .join(format!("vm-{}.qemu.log", vm.number));
-        let args = self.plan.qemu_args(vm);
+        let args = match self.plan.direct_boot(vm) {
+            Some(dir) => {
+                let pin = crate::host::seed_pin(&self.plan)?;
+                self.plan
+                    .qemu_args_direct(vm, dir, &self.plan.direct_cmdline(&pin))
+            }
+            None => self.plan.qemu_args(vm),
+        };
         self.spawn(&vm_process(vm), &qemu, &args, &log)
     }
 

@@ -142,7 +142,21 @@ pub fn row(vm: &Vm, status: Option<&StatusView>, stage: Boot, since_power_on_ms:
         message: String::new(),
     };
     let Some((status, host)) = host else {
-        return base;
+        // refused for its image's release: the seed recorded nothing, but says why
+        let refused = status.and_then(|s| {
+            s.refused
+                .iter()
+                .find(|r| r.macs.split(',').any(|m| m.eq_ignore_ascii_case(&vm.mac)))
+        });
+        return match refused {
+            Some(r) => Row {
+                phase: "enroll".into(),
+                state: "refused".into(),
+                message: r.message.lines().next().unwrap_or("").into(),
+                ..base
+            },
+            None => base,
+        };
     };
     Row {
         hostname: host.hostname.clone().unwrap_or_else(|| "-".into()),
@@ -303,6 +317,22 @@ mod tests {
             refused: vec![],
         };
         let stages = [(Boot::Firstboot, 1_000), (Boot::Kernel, 42_000)];
+        let refused = StatusView {
+            refused: vec![registry_seed::refusals::RefusedView {
+                macs: "52:54:00:77:00:02".into(),
+                source: None,
+                message: "h-0002 (worker lab-w1): too new\nmore".into(),
+                first_ms: 0,
+                last_ms: 0,
+                times: 1,
+            }],
+            ..status.clone()
+        };
+        let row = &rows(&plan, Some(&refused), &stages)[1];
+        assert_eq!(
+            change_line(row),
+            "w1 (worker -): enroll refused: h-0002 (worker lab-w1): too new"
+        );
         let rows = rows(&plan, Some(&status), &stages);
         assert_eq!(rows[0].hostname, "lab-m1");
         assert_eq!(rows[0].phase, "etcd");
