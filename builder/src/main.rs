@@ -13,8 +13,10 @@ use cluster::spec::{NtpServer, SeedUrl};
 /// Bakes a bootable, reproducible Launcher node image from an image definition (TOML).
 ///
 /// Outputs in DIR: rootfs.tar, vmlinuz + initrd.img (PXE / direct kernel boot), disk.raw (GPT,
-/// UEFI), image.iso (hybrid, UEFI) and manifest.json. Every input is checked before DIR is
-/// touched; outputs appear only when the build is complete. SOURCE_DATE_EPOCH in the environment
+/// UEFI), image.iso (hybrid, UEFI) and manifest.json; with a Kubernetes server release archive
+/// as the bundle, kubernetes-images.tar too (its control-plane images under the names kubeadm
+/// pulls, for `launcher-seed images import`). Every input is checked before DIR is touched;
+/// outputs appear only when the build is complete. SOURCE_DATE_EPOCH in the environment
 /// overrides the definition's timestamp. To bake an image for one seed in one step:
 /// `launcher-build DEF --out DIR --seed-url https://SEED:8443 --pin "$(launcher-seed pin
 /// --state-dir STATE)"`.
@@ -32,7 +34,9 @@ struct Cli {
     /// Threads for compression.
     #[arg(long, default_value_t = 2)]
     jobs: u32,
-    /// Where the mmdebstrap base is cached (keyed by the hash of its inputs).
+    /// Where the mmdebstrap base (keyed by the hash of its inputs), the base's part of the initrd
+    /// (keyed by the base's digest) and unpacked release archives (keyed by their sha256) are
+    /// cached.
     #[arg(long, default_value = "/var/cache/launcher-build")]
     cache: PathBuf,
     /// Where launcher-firstboot and the kubeadm/kubelet stand-ins are (default: next to this
