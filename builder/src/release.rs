@@ -18,7 +18,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use cluster::spec::KubeVersion;
-use serde::{Deserialize, Serialize};
+use oci::SaveEntry;
 
 use crate::definition::ReleaseKind;
 
@@ -276,17 +276,6 @@ fn kubeadm_version(archive: &Path, kubeadm: &Path) -> Result<KubeVersion, Releas
             format!("its kubeadm version -o short said {said:?}: {e}"),
         )
     })
-}
-
-/// One entry of a `docker save` archive's `manifest.json`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-struct SaveEntry {
-    #[serde(rename = "Config")]
-    config: String,
-    #[serde(rename = "RepoTags", default)]
-    repo_tags: Option<Vec<String>>,
-    #[serde(rename = "Layers")]
-    layers: Vec<String>,
 }
 
 /// The only `manifest.json` entry of a `docker save` archive.

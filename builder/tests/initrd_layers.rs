@@ -12,7 +12,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{raw_tar, sha256_hex};
+use common::raw_tar;
 
 /// What a path holds: `(kind, mode bits, uid, gid, bytes or link target)`.
 type Tree = BTreeMap<String, (char, u32, u32, u32, Vec<u8>)>;
@@ -48,19 +48,8 @@ fn base(extra: &[(&str, u8, &str, &[u8])]) -> Vec<u8> {
 }
 
 fn definition(dir: &Path, base: &[u8]) -> PathBuf {
-    fs::write(dir.join("base.tar"), base).unwrap();
-    fs::write(dir.join("firstboot"), "#!/bin/sh\necho firstboot\n").unwrap();
-    let text = format!(
-        "name = \"layers\"\n[base.tarball]\npath = \"base.tar\"\nsha256 = \"{}\"\n\
-         [firstboot]\nseed_url = \"https://10.77.0.1:8443\"\nntp = \"10.77.0.1\"\n\
-         ca_pin = \"sha256:{}\"\nbinary = \"firstboot\"\n{}",
-        sha256_hex(base),
-        "1".repeat(64),
-        common::bundle_dir(&dir.join("bundle")),
-    );
-    let path = dir.join("image.toml");
-    fs::write(&path, text).unwrap();
-    path
+    let bundle = common::bundle_dir(&dir.join("bundle"));
+    common::definition_with(dir, "layers", base, &bundle)
 }
 
 fn build(def: &Path, cache: &Path, out: &Path, formats: &str) -> Output {

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{raw_tar, sha256_hex};
+use common::sha256_hex;
 use serde_json::json;
 
 const VERSION: &str = "v1.33.4";
@@ -135,24 +135,8 @@ fn cni_archive() -> Vec<u8> {
 
 /// A tiny base and a definition whose bundle is `bundle` (a TOML table body).
 fn definition(dir: &Path, bundle: &str) -> PathBuf {
-    let base = raw_tar(&[
-        ("etc/", b'5', "", b""),
-        ("etc/os-release", b'0', "", b"ID=test\n"),
-        ("boot/", b'5', "", b""),
-        ("boot/vmlinuz-6.1.0-test", b'0', "", b"not a kernel"),
-    ]);
-    fs::write(dir.join("base.tar"), &base).unwrap();
-    fs::write(dir.join("firstboot"), "#!/bin/sh\n").unwrap();
-    let text = format!(
-        "name = \"released\"\n[base.tarball]\npath = \"base.tar\"\nsha256 = \"{}\"\n\
-         [firstboot]\nseed_url = \"https://10.77.0.1:8443\"\nntp = \"10.77.0.1\"\n\
-         ca_pin = \"sha256:{}\"\nbinary = \"firstboot\"\n[bundle]\n{bundle}",
-        sha256_hex(&base),
-        "1".repeat(64),
-    );
-    let path = dir.join("image.toml");
-    fs::write(&path, text).unwrap();
-    path
+    let bundle = format!("[bundle]\n{bundle}");
+    common::definition_with(dir, "released", &common::kernel_base(), &bundle)
 }
 
 /// Writes the three archives into `dir` and returns the `[bundle]` body naming them.
@@ -291,19 +275,7 @@ fn a_server_release_goes_into_the_image_and_its_images_to_the_seed() {
 
     // the seed imports them under the names kubeadm pulls
     let images = out.join("kubernetes-images.tar");
-    let state = dir.join("seed");
-    let imported = Command::new(testkit::workspace_bin("launcher-seed"))
-        .args(["images", "import", "--state-dir"])
-        .arg(&state)
-        .arg(&images)
-        .output()
-        .unwrap();
-    assert!(
-        imported.status.success(),
-        "{}",
-        String::from_utf8_lossy(&imported.stderr)
-    );
-    let said = String::from_utf8_lossy(&imported.stdout);
+    let said = testkit::seed_import(&dir.join("seed"), &[&images]);
     for c in COMPONENTS {
         assert!(
             said.contains(&format!("{c}:{VERSION}")),

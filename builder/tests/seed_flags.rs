@@ -10,31 +10,14 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use cluster::firstboot::FirstbootFile;
-use common::{bundle_dir, raw_tar, sha256_hex};
+use common::bundle_dir;
 
 const PIN: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
 
 /// A tiny base tarball and a definition around it, trusting a seed at 10.77.0.1.
 fn definition(dir: &Path) -> std::path::PathBuf {
-    let base = raw_tar(&[
-        ("etc/", b'5', "", b""),
-        ("etc/os-release", b'0', "", b"ID=test\n"),
-        ("boot/", b'5', "", b""),
-        ("boot/vmlinuz-6.1.0-test", b'0', "", b"not a kernel"),
-    ]);
-    fs::write(dir.join("base.tar"), &base).unwrap();
-    fs::write(dir.join("firstboot"), "#!/bin/sh\n").unwrap();
-    let text = format!(
-        "name = \"seeded\"\n[base.tarball]\npath = \"base.tar\"\nsha256 = \"{}\"\n\
-         [firstboot]\nseed_url = \"https://10.77.0.1:8443\"\nntp = \"10.77.0.1\"\n\
-         ca_pin = \"sha256:{}\"\nbinary = \"firstboot\"\n{}",
-        sha256_hex(&base),
-        "1".repeat(64),
-        bundle_dir(&dir.join("bundle")),
-    );
-    let path = dir.join("image.toml");
-    fs::write(&path, text).unwrap();
-    path
+    let bundle = bundle_dir(&dir.join("bundle"));
+    common::definition_with(dir, "seeded", &common::kernel_base(), &bundle)
 }
 
 fn build(dir: &Path, out: &Path, flags: &[&str]) -> Output {

@@ -7,7 +7,6 @@ mod common;
 
 use common::{Seed, oci_archive};
 use firstboot::materialize::registry_hosts_toml;
-use std::process::Command;
 use testkit::containerd::Containerd;
 
 #[test]
@@ -22,17 +21,7 @@ fn a_missing_image_is_reported_as_not_found() {
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("present.tar");
     oci_archive(&archive, &format!("{registry}/present:1"), "1");
-    let imported = Command::new(testkit::workspace_bin("launcher-seed"))
-        .args(["images", "import", "--state-dir"])
-        .arg(&state)
-        .arg(&archive)
-        .output()
-        .unwrap();
-    assert!(
-        imported.status.success(),
-        "{}",
-        String::from_utf8_lossy(&imported.stderr)
-    );
+    testkit::seed_import(&state, &[&archive]);
 
     let certs = dir.path().join("certs.d");
     std::fs::create_dir_all(certs.join(&registry)).unwrap();

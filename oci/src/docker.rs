@@ -14,14 +14,16 @@ use crate::media::{self, Descriptor};
 use crate::refs::{Digest, ImageName};
 use crate::source::{StagedFile, Tree};
 
-#[derive(Debug, Deserialize)]
-struct SaveEntry {
+/// One image of a `docker save` archive's `manifest.json`: the paths of its config and layers
+/// inside the archive, and the names it was saved under.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct SaveEntry {
     #[serde(rename = "Config")]
-    config: String,
+    pub config: String,
     #[serde(rename = "RepoTags", default)]
-    repo_tags: Option<Vec<String>>,
+    pub repo_tags: Option<Vec<String>>,
     #[serde(rename = "Layers")]
-    layers: Vec<String>,
+    pub layers: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

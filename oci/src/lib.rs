@@ -13,6 +13,7 @@ pub mod refs;
 pub mod source;
 
 pub use contents::{Contents, Found, ManifestInfo};
+pub use docker::SaveEntry;
 pub use error::ReadError;
 pub use media::{Descriptor, Platform};
 pub use platform::{PlatformError, reduce_to_platform};

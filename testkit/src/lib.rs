@@ -155,3 +155,20 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     );
     bin
 }
+
+/// `launcher-seed images import --state-dir STATE ARCHIVES…`, which must succeed; what it
+/// printed (one line per image imported).
+pub fn seed_import(state: &std::path::Path, archives: &[&std::path::Path]) -> String {
+    let out = Command::new(workspace_bin("launcher-seed"))
+        .args(["images", "import", "--state-dir"])
+        .arg(state)
+        .args(archives)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "launcher-seed images import: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -31,6 +31,33 @@ pub fn bundle_dir(dir: &Path) -> String {
     )
 }
 
+/// A base tarball with just enough to build from: an os-release and a kernel file.
+pub fn kernel_base() -> Vec<u8> {
+    raw_tar(&[
+        ("etc/", b'5', "", b""),
+        ("etc/os-release", b'0', "", b"ID=test\n"),
+        ("boot/", b'5', "", b""),
+        ("boot/vmlinuz-6.1.0-test", b'0', "", b"not a kernel"),
+    ])
+}
+
+/// `DIR/image.toml`: image `name` from the base tarball `base` (written beside it), trusting a
+/// seed at 10.77.0.1, with a shell script as firstboot and `bundle` as its `[bundle]` table.
+pub fn definition_with(dir: &Path, name: &str, base: &[u8], bundle: &str) -> PathBuf {
+    fs::write(dir.join("base.tar"), base).unwrap();
+    fs::write(dir.join("firstboot"), "#!/bin/sh\n").unwrap();
+    let text = format!(
+        "name = \"{name}\"\n[base.tarball]\npath = \"base.tar\"\nsha256 = \"{}\"\n\
+         [firstboot]\nseed_url = \"https://10.77.0.1:8443\"\nntp = \"10.77.0.1\"\n\
+         ca_pin = \"sha256:{}\"\nbinary = \"firstboot\"\n{bundle}",
+        sha256_hex(base),
+        "1".repeat(64),
+    );
+    let path = dir.join("image.toml");
+    fs::write(&path, text).unwrap();
+    path
+}
+
 /// One raw tar entry: `(name, type flag, link target, data)`, written without the checks the
 /// tar crate applies, so that bad archives can be made.
 pub fn raw_tar(entries: &[(&str, u8, &str, &[u8])]) -> Vec<u8> {

@@ -282,17 +282,8 @@ impl Seed {
 
     /// `launcher-seed images import` of `archives` into this seed's state directory.
     pub fn import(&self, archives: &[PathBuf]) {
-        let out = Command::new(testkit::workspace_bin("launcher-seed"))
-            .args(["images", "import", "--state-dir"])
-            .arg(self.dir.path().join("state"))
-            .args(archives)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let archives: Vec<&Path> = archives.iter().map(PathBuf::as_path).collect();
+        testkit::seed_import(&self.dir.path().join("state"), &archives);
     }
 
     pub fn log(&self) -> String {
