@@ -32,6 +32,11 @@ pub struct PinArgs {
     /// The seed's state directory.
     #[arg(long)]
     pub state_dir: PathBuf,
+    /// Make the seed CA when the state directory has none yet, as `serve` does on its first
+    /// start: images can then be baked for a seed before it first runs. Without it, a missing
+    /// CA is an error, so a mistyped directory never yields a pin no seed will present.
+    #[arg(long)]
+    pub init: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -197,7 +202,17 @@ fn parse_role(text: &str) -> Result<Role, String> {
 }
 
 pub fn pin(args: PinArgs) -> anyhow::Result<()> {
-    let ca = SeedCa::load(&args.state_dir)?;
+    let ca = if args.init {
+        durable::private_dir(&args.state_dir)?;
+        SeedCa::load_or_create(&args.state_dir)?
+    } else if !crate::tls::ca_cert_path(&args.state_dir).exists() {
+        anyhow::bail!(
+            "{} holds no seed CA: start the seed there once, or pass --init to make it now",
+            args.state_dir.display()
+        );
+    } else {
+        SeedCa::load(&args.state_dir)?
+    };
     println!("{}", ca.pin());
     Ok(())
 }

@@ -110,6 +110,54 @@ fn curl_enrolls_against_the_real_seed_trusting_only_its_ca() {
     assert_eq!(cli(&["pin", "--state-dir", state.to_str().unwrap()]), pin);
 }
 
+/// Baking an image for a seed that has not run yet: `pin` alone refuses a directory without a
+/// CA and writes nothing; `pin --init` makes the CA there, private, and the seed started on that
+/// directory later presents it.
+#[test]
+fn pin_init_makes_the_ca_a_seed_then_presents() {
+    if !testkit::require(&["curl"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let state_arg = state.to_str().unwrap();
+    let refused = Command::new(env!("CARGO_BIN_EXE_launcher-seed"))
+        .args(["pin", "--state-dir", state_arg])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&refused.stderr).trim(),
+        format!(
+            "launcher-seed: {state_arg} holds no seed CA: start the seed there once, or pass --init to \
+             make it now"
+        )
+    );
+    assert!(!state.exists(), "nothing written");
+
+    let pin = cli(&["pin", "--init", "--state-dir", state_arg]);
+    assert!(pin.trim().starts_with("sha256:"), "{pin}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&state.join("seed-ca.key")), 0o600);
+    assert_eq!(cli(&["pin", "--init", "--state-dir", state_arg]), pin);
+    assert_eq!(cli(&["pin", "--state-dir", state_arg]), pin);
+
+    let made = std::fs::read(state.join("seed-ca.crt")).unwrap();
+    let cluster = cluster_file(dir.path(), &one_master());
+    let server = Server::start(&cluster, &state, "127.0.0.1:0");
+    assert_eq!(std::fs::read(state.join("seed-ca.crt")).unwrap(), made);
+    let ca = state.join("seed-ca.crt");
+    let (health, _) = curl(&[
+        "--cacert",
+        ca.to_str().unwrap(),
+        &format!("{}/healthz", server.url()),
+    ]);
+    assert_eq!(health, "ok\n");
+    assert_eq!(cli(&["pin", "--state-dir", state_arg]), pin);
+}
+
 #[test]
 fn the_admin_cli_makes_tokens_approves_lists_and_removes() {
     if !testkit::require(&["curl"]) {
