@@ -1,7 +1,9 @@
-//! End to end: one master and one worker power on with blank disks and wrong clocks (the
-//! master's in 2001), PXE-boot from the seed in a lab namespace, wait to enroll while the seed's
-//! registry lacks kube-scheduler, go on once it is imported, and both reach `done` with a
-//! healthy etcd; `down` then stops every process and removes the namespace. Their data disks,
+//! End to end: one master and three workers power on with blank disks and wrong clocks (the
+//! master's in 2001): the master and the first worker PXE-boot from the seed in a lab namespace,
+//! the second worker boots by UEFI from `image.iso` and the third from `disk.raw`, both baked
+//! for this seed before it first ran (`launcher-seed pin --init`, `launcher-build --seed-url
+//! --pin`). All wait to enroll while the seed's registry lacks kube-scheduler, go on once it
+//! is imported, and reach `done` with a healthy etcd; `down` then stops every process and removes the namespace. Their data disks,
 //! read from outside afterwards, show what each host was given: the worker holds no CA key, and
 //! the kubeadm stand-in on the master checked a v1beta4 config naming the external etcd and the
 //! seed's registry, and the kubelet stand-in on the worker its seed-signed kubeconfig.
@@ -52,7 +54,7 @@ fn worker_row(run: &std::path::Path, namespace: &str) -> (String, String) {
         .as_array()
         .unwrap()
         .iter()
-        .find(|h| h["role"] == "worker")
+        .find(|h| h["hostname"] == "lab-w1")
         .expect("the worker's row")
         .clone();
     (
@@ -99,32 +101,33 @@ fn a_new_disk_is_refused_until_the_host_is_reset(run: &std::path::Path, namespac
         "{second_key}"
     );
     // Its kubelet, started afresh on the new disk, has its Node Ready again.
-    kube::wait_all_ready(run, 2, std::time::Duration::from_secs(300));
+    kube::wait_all_ready(run, 4, std::time::Duration::from_secs(300));
 }
 
-/// Through the VIP, which the master holds: `kubectl get nodes` lists both hosts Ready (the
+/// Through the VIP, which the master holds: `kubectl get nodes` lists every host Ready (the
 /// master with the control-plane role and, masters being schedulable, no taint); the API
 /// server's certificate there chains to the cluster CA and carries kubeadm's names; a worker's
 /// credential may change its own Node but not the master's; a certificate from another CA is
 /// refused.
 fn the_cluster_answers_at_the_vip(run: &std::path::Path, namespace: &str) {
-    // A host is done only once the API server has its Node: both are there as soon as the
+    // A host is done only once the API server has its Node: all are there as soon as the
     // API answers, before any of them is Ready.
     let listed = testkit::wait_for("kubectl get nodes", Duration::from_secs(120), || {
         kube::nodes(run)
     });
     let mut names: Vec<&str> = listed.iter().map(|r| r.name.as_str()).collect();
     names.sort();
-    assert_eq!(names, ["lab-m1", "lab-w1"], "{listed:?}");
-    let rows = kube::wait_all_ready(run, 2, std::time::Duration::from_secs(600));
+    assert_eq!(
+        names,
+        ["lab-m1", "lab-w1", "lab-w2", "lab-w3"],
+        "{listed:?}"
+    );
+    let rows = kube::wait_all_ready(run, 4, std::time::Duration::from_secs(600));
     let master = rows
         .iter()
         .find(|r| r.control_plane)
         .expect("a control-plane Node");
-    let worker = rows
-        .iter()
-        .find(|r| !r.control_plane)
-        .expect("a worker Node");
+    let worker = rows.iter().find(|r| r.name == "lab-w1").expect("w1's Node");
     assert!(master.taints.is_empty(), "{rows:?}");
     // Each kubelet names its address: kubeadm's --node-ip when it started with one, else, as
     // the kubelet does, that of the interface its default route leaves by.
@@ -372,7 +375,85 @@ fn the_hosts_are_ready_for_kubeadm(run: &std::path::Path) {
     assert!(err.contains(&format!("{missing}: not found")), "{err}");
 }
 
-/// Both VMs ask to enroll while the seed's registry lacks kube-scheduler: each is told so on
+/// The image baked for this lab's seed as an ISO and a raw disk, before the seed first runs:
+/// its CA made ahead (`launcher-seed pin --init`), its URL and pin given to the builder, and on
+/// the kernel command line what the lab gives its network-booted VMs: format the blank data
+/// disk, every service's log on the console.
+fn media_for_the_seed(run: &std::path::Path) -> std::path::PathBuf {
+    let pinned = Command::new(testkit::workspace_bin("launcher-seed"))
+        .args(["pin", "--init", "--state-dir"])
+        .arg(run.join("seed"))
+        .output()
+        .unwrap();
+    assert!(pinned.status.success(), "{}", text(&pinned.stderr));
+    let pin = text(&pinned.stdout).trim().to_string();
+    common::bake(
+        &run.join("media"),
+        |def| {
+            let cmdline = def["kernel"]["cmdline"].as_array_mut().unwrap();
+            for arg in ["launcher.wipe=1", "systemd.journald.forward_to_console=1"] {
+                cmdline.push(toml::Value::String(arg.into()));
+            }
+        },
+        &[
+            "--format",
+            "iso,disk",
+            "--seed-url",
+            "https://10.77.0.1:8443",
+            "--pin",
+            &pin,
+        ],
+    )
+}
+
+/// The ISO and disk hosts came up from their media, not the network: the seed was never asked
+/// for their boot scripts (it was for the PXE hosts'), the seed's URL is not on their kernel
+/// command line (it is baked into the image), the disk host's root file system is the disk's
+/// ext4 partition, and each formatted its blank data disk and keeps its state there.
+fn the_media_hosts_booted_from_their_media(run: &std::path::Path) {
+    let log = std::fs::read_to_string(run.join("seed.log")).unwrap();
+    let asked = |mac: &str| {
+        log.lines().any(|l| {
+            l.contains("boot script asked for")
+                && (l.contains(mac) || l.contains(&mac.replace(':', "-")))
+        })
+    };
+    for (mac, pxe) in [
+        ("52:54:00:77:00:01", true),
+        ("52:54:00:77:00:02", true),
+        ("52:54:00:77:00:03", false),
+        ("52:54:00:77:00:04", false),
+    ] {
+        assert_eq!(asked(mac), pxe, "boot script asked for by {mac}");
+    }
+    for (vm, root) in [("w2", "rootfs"), ("w3", "ext4")] {
+        let out = exec_in(
+            run,
+            vm,
+            &[
+                "/bin/sh",
+                "-c",
+                "cat /proc/cmdline; findmnt -n -o FSTYPE /; \
+                 findmnt -n -o SOURCE,FSTYPE /var/lib/launcher-data",
+            ],
+        );
+        let lines: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+        assert!(
+            out.status.success() && lines.len() == 3,
+            "{vm}: {lines:?}{}",
+            text(&out.stderr)
+        );
+        assert!(
+            lines[0].contains("launcher.wipe=1") && !lines[0].contains("launcher.seed="),
+            "{vm}'s command line: {}",
+            lines[0]
+        );
+        assert_eq!(lines[1].trim(), root, "{vm}'s root file system");
+        assert!(lines[2].ends_with("ext4"), "{vm}'s data disk: {}", lines[2]);
+    }
+}
+
+/// Every VM asks to enroll while the seed's registry lacks kube-scheduler: each is told so on
 /// its console, and the seed records neither. The import into the running seed's state
 /// directory then lets them in.
 fn hosts_wait_for_the_held_image(run: &std::path::Path) {
@@ -409,13 +490,16 @@ fn hosts_wait_for_the_held_image(run: &std::path::Path) {
 }
 
 #[test]
-fn one_master_and_one_worker_boot_by_pxe_and_reach_done() {
+fn a_master_and_workers_boot_by_pxe_iso_and_disk_and_reach_done() {
     let Some(image) = common::image_or_skip() else {
         return;
     };
     let run_holder = tempfile::tempdir().unwrap();
     let run = run_holder.path().to_path_buf();
-    // The seed starts without kube-scheduler: both hosts wait to enroll until it is imported.
+    let media = media_for_the_seed(&run);
+    let iso = format!("w2={}", media.join("image.iso").display());
+    let disk = format!("w3={}", media.join("disk.raw").display());
+    // The seed starts without kube-scheduler: the hosts wait to enroll until it is imported.
     let (up_out, up_err) = (run.join("up.out"), run.join("up.err"));
     let mut up = common::spawn_up(
         &run,
@@ -424,7 +508,11 @@ fn one_master_and_one_worker_boot_by_pxe_and_reach_done() {
             "--masters",
             "1",
             "--workers",
-            "1",
+            "3",
+            "--media",
+            &iso,
+            "--media",
+            &disk,
             "--timeout",
             "1500",
             "--hold-image",
@@ -462,7 +550,8 @@ fn one_master_and_one_worker_boot_by_pxe_and_reach_done() {
         assert!(stdout.contains("the cluster is up"), "{stdout}");
         let state = state.as_ref().expect("a running lab has a state file");
         assert_eq!(state.namespace, namespace_for(&run));
-        assert_eq!(state.processes.len(), 4, "{state:?}");
+        // The seed, dnsmasq and four VMs.
+        assert_eq!(state.processes.len(), 6, "{state:?}");
         assert!(namespaces().contains(&state.namespace));
         // m1 powered on in 2001 (systemd advances a clock that old to its own epoch, still
         // months behind) and stepped its clock from the seed before enrolling.
@@ -478,6 +567,7 @@ fn one_master_and_one_worker_boot_by_pxe_and_reach_done() {
         );
         the_cluster_answers_at_the_vip(&run, &state.namespace);
         the_hosts_are_ready_for_kubeadm(&run);
+        the_media_hosts_booted_from_their_media(&run);
         a_new_disk_is_refused_until_the_host_is_reset(&run, &state.namespace);
     }));
     if let Err(panic) = checked {

@@ -12,37 +12,18 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::{exec_in, print_logs, text};
 use lab::state::LabState;
 
-/// The default image's definition with another Kubernetes release, built into `out` with the
-/// lab image's cache: the base and its initrd segment are cached, so only the layer is made.
+/// The default image with another Kubernetes release, built into `out`.
 fn image_for(version: &str, out: &Path) -> PathBuf {
-    let root = testkit::workspace_root();
-    let default = std::fs::read_to_string(root.join("images/debian-bookworm.toml")).unwrap();
-    let mut def: toml::Table = toml::from_str(&default).unwrap();
-    def["bundle"]["version"] = toml::Value::String(version.into());
-    let path = out.with_extension("toml");
-    std::fs::write(&path, toml::to_string(&def).unwrap()).unwrap();
-    let bin_dir = testkit::workspace_bin("launcher-firstboot")
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let built = Command::new(testkit::workspace_bin("launcher-build"))
-        .arg(&path)
-        .arg("--out")
-        .arg(out)
-        .args(["--format", "pxe", "--quiet", "--cache"])
-        .arg(root.join("target/tmp/launcher-build-cache"))
-        .arg("--bin-dir")
-        .arg(bin_dir)
-        .output()
-        .unwrap();
-    assert!(built.status.success(), "{}", text(&built.stderr));
-    out.to_path_buf()
+    common::bake(
+        out,
+        |def| def["bundle"]["version"] = toml::Value::String(version.into()),
+        &["--format", "pxe"],
+    )
 }
 
 /// What the host's progress must say, from the kubeadm stand-in's control-plane phase.

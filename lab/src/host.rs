@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
-use crate::plan::{LabPlan, Vm};
+use crate::plan::{LabPlan, MediaBoot, Vm};
 
 /// Finds a workspace binary next to this program, else on PATH.
 pub fn sibling_bin(name: &str) -> PathBuf {
@@ -159,6 +159,48 @@ pub fn make_disk(vm: &Vm, size_mib: u32) -> anyhow::Result<()> {
         vm.disk.display(),
         String::from_utf8_lossy(&output.stderr).trim()
     );
+    Ok(())
+}
+
+/// Readies what a VM booted from `media` needs before its first power-on: its own copy of the
+/// firmware's variable store, and its own copy of a raw disk (sparse, as `cp` keeps it), so the
+/// image as built stays as it was. Both are kept across power cycles, as a machine keeps its
+/// NVRAM and its disk.
+pub fn prepare_media(plan: &LabPlan, vm: &Vm, media: &MediaBoot) -> anyhow::Result<()> {
+    let copies = [
+        (PathBuf::from(crate::plan::OVMF_VARS), plan.uefi_vars(vm)),
+        (media.path.clone(), plan.media_file(vm, media)),
+    ];
+    for (from, to) in copies {
+        if to == from || to.exists() {
+            continue;
+        }
+        anyhow::ensure!(
+            from.is_file(),
+            "{} is missing{}",
+            from.display(),
+            if from.starts_with("/usr/share/OVMF") {
+                " (Debian's ovmf: ci/deps installs it)"
+            } else {
+                ""
+            }
+        );
+        let partial = to.with_extension("partial");
+        let out = Command::new("cp")
+            .args(["--sparse=always", "--"])
+            .arg(&from)
+            .arg(&partial)
+            .output()
+            .context("running cp")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "copying {} to {}: {}",
+            from.display(),
+            partial.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        std::fs::rename(&partial, &to).with_context(|| format!("renaming to {}", to.display()))?;
+    }
     Ok(())
 }
 

@@ -162,6 +162,15 @@ struct UpArgs {
     /// Kubernetes release, a new firstboot), next to the others.
     #[arg(long = "direct-boot", value_name = "VM=DIR", value_parser = direct_boot)]
     direct_boot: Vec<(String, PathBuf)>,
+    /// Boot this VM (repeatable) by its UEFI firmware (OVMF) from an `image.iso` or `disk.raw`
+    /// of `launcher-build --format iso,disk`, with no network boot: the medium's firstboot
+    /// finds the seed by the URL and pin baked into it, so bake it for this lab's seed
+    /// (`--seed-url https://10.77.0.1:8443 --pin "$(launcher-seed pin --init --state-dir
+    /// RUN_DIR/seed)"`) and give its kernel command line `launcher.wipe=1` to have the VM's
+    /// blank data disk formatted. An ISO is read where it is; a disk is copied into the run
+    /// directory first and the copy is the host's root file system.
+    #[arg(long = "media", value_name = "VM=FILE", value_parser = media_boot)]
+    media: Vec<lab::plan::MediaBoot>,
 }
 
 fn direct_boot(text: &str) -> Result<(String, PathBuf), String> {
@@ -175,6 +184,29 @@ fn direct_boot(text: &str) -> Result<(String, PathBuf), String> {
         }
     }
     Ok((vm.to_string(), dir))
+}
+
+fn media_boot(text: &str) -> Result<lab::plan::MediaBoot, String> {
+    use std::io::Read;
+    let (vm, file) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not VM=FILE, like w2=out/image.iso"))?;
+    let path = std::path::absolute(file).map_err(|e| format!("{file}: {e}"))?;
+    let mut head = Vec::new();
+    std::fs::File::open(&path)
+        .and_then(|f| f.take(0x8800).read_to_end(&mut head))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let medium = lab::plan::Medium::of_header(&head).ok_or_else(|| {
+        format!(
+            "{} is neither an ISO image nor a GPT disk image (launcher-build --format iso,disk)",
+            path.display()
+        )
+    })?;
+    Ok(lab::plan::MediaBoot {
+        vm: vm.to_string(),
+        medium,
+        path,
+    })
 }
 
 fn api_server_arg(text: &str) -> Result<(String, String), String> {
@@ -237,6 +269,7 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         etcd_timing: Some(args.etcd_timing),
         api_server_args: args.api_server_args.clone(),
         direct_boot: args.direct_boot.clone(),
+        media: args.media.clone(),
     })?;
     let flag = Arc::new(AtomicBool::new(false));
     watch_signals(flag.clone());

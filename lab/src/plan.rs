@@ -40,8 +40,50 @@ pub enum PlanError {
     TooMany(u32),
     #[error("{what} must be an absolute path, not {path}")]
     Relative { what: &'static str, path: PathBuf },
-    #[error("--direct-boot {0}: the lab has no such VM (its VMs are m1…, then w1…)")]
-    NoSuchVm(String),
+    #[error("{flag} {vm}: the lab has no such VM (its VMs are m1…, then w1…)")]
+    NoSuchVm { flag: &'static str, vm: String },
+    #[error(
+        "{0} is given two ways to boot (--direct-boot and --media each name it at most once, and not both)"
+    )]
+    BootedTwice(String),
+}
+
+/// Where the lab's VMs find their UEFI firmware (Debian's `ovmf`): the code, read-only, and the
+/// template of the variable store each VM gets a copy of.
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// A bootable medium `launcher-build` makes, booted by a VM's UEFI firmware with no network
+/// boot: the hybrid ISO as a CD, the raw disk as the VM's first disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Medium {
+    Iso,
+    Disk,
+}
+
+impl Medium {
+    /// What the first 34 KiB of a file say it is: ISO 9660's `CD001` at byte 32769 (a hybrid
+    /// ISO carries a GPT as well, so this comes first), else a GPT header at byte 512.
+    pub fn of_header(head: &[u8]) -> Option<Medium> {
+        if head.get(0x8001..0x8006) == Some(b"CD001") {
+            Some(Medium::Iso)
+        } else if head.get(512..520) == Some(b"EFI PART") {
+            Some(Medium::Disk)
+        } else {
+            None
+        }
+    }
+}
+
+/// A VM booted from a medium (`launcher-lab up --media VM=FILE`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaBoot {
+    pub vm: String,
+    pub medium: Medium,
+    /// The ISO or raw disk image as built; a disk is copied into the run directory before the
+    /// VM first writes to it.
+    pub path: PathBuf,
 }
 
 /// What `launcher-lab up` was asked for.
@@ -86,6 +128,10 @@ pub struct LabOptions {
     /// others.
     #[serde(default)]
     pub direct_boot: Vec<(String, PathBuf)>,
+    /// VMs booted by UEFI firmware from an ISO or a raw disk image baked for this lab's seed
+    /// (its URL and pin inside), no network boot at all.
+    #[serde(default)]
+    pub media: Vec<MediaBoot>,
 }
 
 /// `[cluster.api_server_extra_args]` of `launcher-lab up --api-server-arg`, empty without any;
@@ -196,6 +242,12 @@ impl LabPlan {
                     .direct_boot
                     .iter()
                     .map(|(_, dir)| ("a --direct-boot image directory", dir)),
+            )
+            .chain(
+                options
+                    .media
+                    .iter()
+                    .map(|m| ("a --media image file", &m.path)),
             );
         for (what, path) in [
             ("the run directory", &options.run_dir),
@@ -218,12 +270,22 @@ impl LabPlan {
         });
         let workers = (1..=options.workers).map(|i| vm(&options, all_masters + i, Role::Worker, i));
         let vms: Vec<Vm> = masters.chain(workers).collect();
-        if let Some((label, _)) = options
+        let named = options
             .direct_boot
             .iter()
-            .find(|(label, _)| !vms.iter().any(|vm| vm.label == *label))
-        {
-            return Err(PlanError::NoSuchVm(label.clone()));
+            .map(|(label, _)| ("--direct-boot", label))
+            .chain(options.media.iter().map(|m| ("--media", &m.vm)));
+        let mut seen = std::collections::BTreeSet::new();
+        for (flag, label) in named {
+            if !vms.iter().any(|vm| vm.label == *label) {
+                return Err(PlanError::NoSuchVm {
+                    flag,
+                    vm: label.clone(),
+                });
+            }
+            if !seen.insert(label) {
+                return Err(PlanError::BootedTwice(label.clone()));
+            }
         }
         Ok(LabPlan {
             namespace: namespace_for(&options.run_dir),
@@ -382,6 +444,37 @@ impl LabPlan {
             .map(|(_, dir)| dir.as_path())
     }
 
+    /// What `vm` runs first once powered on: `pxe` (the NIC's iPXE), `uefi` (the firmware,
+    /// reading its medium) or `qemu` (qemu loading the kernel itself).
+    pub fn firmware(&self, vm: &Vm) -> &'static str {
+        if self.direct_boot(vm).is_some() {
+            "qemu"
+        } else if self.media_boot(vm).is_some() {
+            "uefi"
+        } else {
+            "pxe"
+        }
+    }
+
+    /// The medium `vm` boots from, if it boots from one.
+    pub fn media_boot(&self, vm: &Vm) -> Option<&MediaBoot> {
+        self.options.media.iter().find(|m| m.vm == vm.label)
+    }
+
+    /// The copy of the firmware's variable store `vm` writes its boot entries to.
+    pub fn uefi_vars(&self, vm: &Vm) -> PathBuf {
+        self.run_dir().join(format!("vm-{}.vars.fd", vm.number))
+    }
+
+    /// The file a VM booted from `media` reads: the ISO itself (read-only), or the run
+    /// directory's copy of a raw disk, which the host's root file system then lives on.
+    pub fn media_file(&self, vm: &Vm, media: &MediaBoot) -> PathBuf {
+        match media.medium {
+            Medium::Iso => media.path.clone(),
+            Medium::Disk => self.run_dir().join(format!("vm-{}.boot.raw", vm.number)),
+        }
+    }
+
     /// The kernel command line of a VM booted directly: what the seed's per-machine iPXE script
     /// gives a network-booted one, with the seed CA's `pin`.
     pub fn direct_cmdline(&self, pin: &str) -> String {
@@ -461,6 +554,42 @@ impl LabPlan {
                 ],
             );
         }
+        args
+    }
+
+    /// `qemu-system-x86_64` arguments for a VM booted from `media` by OVMF: as
+    /// [`LabPlan::qemu_args`], with UEFI firmware, the medium first in the boot order and the
+    /// NIC without its iPXE ROM, so the VM cannot fall back to a network boot: what reaches the
+    /// seed is the medium's own firstboot, with the URL and pin baked into it.
+    pub fn qemu_args_media(&self, vm: &Vm, media: &MediaBoot) -> Vec<String> {
+        let mut args = self.qemu_args(vm);
+        if let Some(at) = args.windows(2).position(|w| w[0] == "-boot" && w[1] == "n") {
+            args.drain(at..at + 2);
+        }
+        if let Some(nic) = args.iter_mut().find(|a| a.starts_with("virtio-net-pci,")) {
+            nic.push_str(",romfile=");
+        }
+        let file = self.media_file(vm, media).display().to_string();
+        let drive = match media.medium {
+            Medium::Iso => {
+                format!("file={file},format=raw,if=none,id=media,media=cdrom,readonly=on")
+            }
+            Medium::Disk => format!("file={file},format=raw,if=none,id=media"),
+        };
+        let device = match media.medium {
+            Medium::Iso => "ide-cd,drive=media,bootindex=0",
+            Medium::Disk => "virtio-blk-pci,drive=media,bootindex=0",
+        };
+        args.extend([
+            "-drive".to_string(),
+            format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
+            "-drive".to_string(),
+            format!("if=pflash,format=raw,file={}", self.uefi_vars(vm).display()),
+            "-drive".to_string(),
+            drive,
+            "-device".to_string(),
+            device.to_string(),
+        ]);
         args
     }
 
@@ -549,6 +678,7 @@ pub(crate) mod tests {
             etcd_timing: None,
             api_server_args: vec![],
             direct_boot: vec![],
+            media: vec![],
         }
     }
 
@@ -904,6 +1034,7 @@ pub(crate) mod tests {
         })
         .unwrap();
         assert_eq!(plan.direct_boot(&plan.vms[0]), None);
+        assert_eq!(plan.firmware(&plan.vms[1]), "qemu");
         let dir = plan.direct_boot(&plan.vms[1]).unwrap();
         assert_eq!(dir, Path::new("/work/other"));
         let cmdline = plan.direct_cmdline("sha256:ab");
@@ -949,6 +1080,101 @@ pub(crate) mod tests {
         for (options, want) in refused {
             assert_eq!(LabPlan::new(options).unwrap_err().to_string(), want);
         }
+    }
+
+    fn media(vm: &str, medium: Medium, path: &str) -> MediaBoot {
+        MediaBoot {
+            vm: vm.into(),
+            medium,
+            path: path.into(),
+        }
+    }
+
+    #[test]
+    fn a_vm_booted_from_media_gets_uefi_the_medium_first_and_no_network_boot() {
+        let plan = LabPlan::new(LabOptions {
+            media: vec![
+                media("w1", Medium::Iso, "/work/out/image.iso"),
+                media("w2", Medium::Disk, "/work/out/disk.raw"),
+            ],
+            ..options(1, 2)
+        })
+        .unwrap();
+        assert_eq!(plan.media_boot(&plan.vms[0]), None);
+        let firmware: Vec<&str> = plan.vms.iter().map(|vm| plan.firmware(vm)).collect();
+        assert_eq!(firmware, ["pxe", "uefi", "uefi"]);
+        let network = plan.qemu_args(&plan.vms[1]).join(" ");
+        let iso = plan
+            .qemu_args_media(&plan.vms[1], plan.media_boot(&plan.vms[1]).unwrap())
+            .join(" ");
+        let without_rom = network
+            .replace(" -boot n", "")
+            .replace("mac=52:54:00:77:00:02", "mac=52:54:00:77:00:02,romfile=");
+        assert_eq!(
+            iso,
+            format!(
+                "{without_rom} -drive if=pflash,format=raw,readonly=on,\
+                 file=/usr/share/OVMF/OVMF_CODE_4M.fd \
+                 -drive if=pflash,format=raw,file=/tmp/lab-run/vm-2.vars.fd \
+                 -drive file=/work/out/image.iso,format=raw,if=none,id=media,media=cdrom,readonly=on \
+                 -device ide-cd,drive=media,bootindex=0"
+            )
+        );
+        // A raw disk is booted from the run directory's copy, which the host writes.
+        let disk = plan.qemu_args_media(&plan.vms[2], plan.media_boot(&plan.vms[2]).unwrap());
+        let tail: Vec<&str> = disk[disk.len() - 4..].iter().map(String::as_str).collect();
+        assert_eq!(
+            tail,
+            [
+                "-drive",
+                "file=/tmp/lab-run/vm-3.boot.raw,format=raw,if=none,id=media",
+                "-device",
+                "virtio-blk-pci,drive=media,bootindex=0"
+            ]
+        );
+
+        let refused = [
+            (
+                LabOptions {
+                    media: vec![media("m2", Medium::Iso, "/work/out/image.iso")],
+                    ..options(1, 1)
+                },
+                "--media m2: the lab has no such VM (its VMs are m1…, then w1…)",
+            ),
+            (
+                LabOptions {
+                    media: vec![media("w1", Medium::Disk, "out/disk.raw")],
+                    ..options(1, 1)
+                },
+                "a --media image file must be an absolute path, not out/disk.raw",
+            ),
+            (
+                LabOptions {
+                    direct_boot: vec![("w1".into(), "/work/other".into())],
+                    media: vec![media("w1", Medium::Iso, "/work/out/image.iso")],
+                    ..options(1, 1)
+                },
+                "w1 is given two ways to boot (--direct-boot and --media each name it at most \
+                 once, and not both)",
+            ),
+        ];
+        for (options, want) in refused {
+            assert_eq!(LabPlan::new(options).unwrap_err().to_string(), want);
+        }
+    }
+
+    #[test]
+    fn a_medium_is_known_by_its_header() {
+        let mut iso = vec![0u8; 0x8800];
+        iso[512..520].copy_from_slice(b"EFI PART");
+        iso[0x8001..0x8006].copy_from_slice(b"CD001");
+        assert_eq!(Medium::of_header(&iso), Some(Medium::Iso));
+        let mut disk = vec![0u8; 0x8800];
+        disk[512..520].copy_from_slice(b"EFI PART");
+        assert_eq!(Medium::of_header(&disk), Some(Medium::Disk));
+        assert_eq!(Medium::of_header(&disk[..600]), Some(Medium::Disk));
+        assert_eq!(Medium::of_header(&[0u8; 0x8800]), None);
+        assert_eq!(Medium::of_header(b""), None);
     }
 
     #[test]

@@ -283,6 +283,7 @@ mod tests {
                 etcd_timing: None,
                 api_server_args: vec![],
                 direct_boot: vec![],
+                media: vec![],
             }),
             added: Vec::new(),
         };

@@ -204,13 +204,17 @@ impl Lab {
             .plan
             .run_dir()
             .join(format!("vm-{}.qemu.log", vm.number));
-        let args = match self.plan.direct_boot(vm) {
-            Some(dir) => {
+        let args = match (self.plan.direct_boot(vm), self.plan.media_boot(vm)) {
+            (Some(dir), _) => {
                 let pin = crate::host::seed_pin(&self.plan)?;
                 self.plan
                     .qemu_args_direct(vm, dir, &self.plan.direct_cmdline(&pin))
             }
-            None => self.plan.qemu_args(vm),
+            (None, Some(media)) => {
+                crate::host::prepare_media(&self.plan, vm, media)?;
+                self.plan.qemu_args_media(vm, media)
+            }
+            (None, None) => self.plan.qemu_args(vm),
         };
         self.spawn(&vm_process(vm), &qemu, &args, &log)
     }

@@ -16,9 +16,11 @@ pub enum Boot {
 }
 
 impl Boot {
-    pub fn word(self) -> &'static str {
+    /// The stage's word; `firmware` names what a VM runs first once powered on: `pxe`, `uefi`
+    /// or `qemu` (see [`LabPlan::firmware`]).
+    pub fn word(self, firmware: &'static str) -> &'static str {
         match self {
-            Boot::PoweredOn => "pxe",
+            Boot::PoweredOn => firmware,
             Boot::Kernel => "kernel",
             Boot::Systemd => "systemd",
             Boot::Firstboot => "firstboot",
@@ -130,13 +132,19 @@ fn state_word(state: Option<PhaseState>) -> &'static str {
 }
 
 /// A row for `vm`: the seed's view once it enrolled, else its boot stage and time since power-on.
-pub fn row(vm: &Vm, status: Option<&StatusView>, stage: Boot, since_power_on_ms: i64) -> Row {
+pub fn row(
+    vm: &Vm,
+    firmware: &'static str,
+    status: Option<&StatusView>,
+    stage: Boot,
+    since_power_on_ms: i64,
+) -> Row {
     let host = status.and_then(|s| host_for(s, vm).map(|h| (s, h)));
     let base = Row {
         label: vm.label.clone(),
         role: vm.role.to_string(),
         hostname: "-".into(),
-        phase: stage.word().into(),
+        phase: stage.word(firmware).into(),
         state: "-".into(),
         in_phase: duration_words(since_power_on_ms),
         message: String::new(),
@@ -232,7 +240,7 @@ pub fn rows(plan: &LabPlan, status: Option<&StatusView>, stages: &[(Boot, i64)])
     plan.vms
         .iter()
         .zip(stages)
-        .map(|(vm, &(stage, ms))| row(vm, status, stage, ms))
+        .map(|(vm, &(stage, ms))| row(vm, plan.firmware(vm), status, stage, ms))
         .collect()
 }
 

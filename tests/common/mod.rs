@@ -50,6 +50,35 @@ pub fn image_or_skip() -> Option<PathBuf> {
     Some(image)
 }
 
+/// The default image's definition changed by `edit`, written beside `out` and built into
+/// `out` with `args` (`--format …`, `--seed-url …`) and the lab image's build cache: the base
+/// and its initrd segment are cached there, so only what differs is made.
+pub fn bake(out: &Path, edit: impl FnOnce(&mut toml::Table), args: &[&str]) -> PathBuf {
+    let root = testkit::workspace_root();
+    let default = std::fs::read_to_string(root.join("images/debian-bookworm.toml")).unwrap();
+    let mut def: toml::Table = toml::from_str(&default).unwrap();
+    edit(&mut def);
+    let path = out.with_extension("toml");
+    std::fs::write(&path, toml::to_string(&def).unwrap()).unwrap();
+    let bin_dir = testkit::workspace_bin("launcher-firstboot")
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let built = Command::new(testkit::workspace_bin("launcher-build"))
+        .arg(&path)
+        .arg("--out")
+        .arg(out)
+        .args(args)
+        .args(["--quiet", "--cache"])
+        .arg(root.join("target/tmp/launcher-build-cache"))
+        .arg("--bin-dir")
+        .arg(bin_dir)
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", text(&built.stderr));
+    out.to_path_buf()
+}
+
 /// Runs `launcher-lab ARGS… --run-dir RUN`.
 pub fn lab(run: &Path, args: &[&str]) -> Output {
     Command::new(lab_bin())
