@@ -83,11 +83,21 @@ pub fn resolve(
         release_images,
     } = bundle(&def.bundle, bin_dir, cache, inputs)?;
     let tools = tools(&def.bundle, cache, inputs)?;
-    inputs.push(record("firstboot", &firstboot_binary)?);
-    if matches!(def.bundle.source, BundleSource::Standins { .. }) {
-        inputs.push(record("kubeadm (stand-in)", &kubeadm)?);
-        inputs.push(record("kubelet (stand-in)", &kubelet)?);
-    }
+    let mut ours = |role: &str, path: &Path| -> Result<PathBuf, InputError> {
+        let rec = record(role, path)?;
+        let slim = without_debug(path, &rec.sha256, cache)?;
+        inputs.push(rec);
+        Ok(slim)
+    };
+    let firstboot_binary = ours("firstboot", &firstboot_binary)?;
+    let (kubeadm, kubelet) = if matches!(def.bundle.source, BundleSource::Standins { .. }) {
+        (
+            ours("kubeadm (stand-in)", &kubeadm)?,
+            ours("kubelet (stand-in)", &kubelet)?,
+        )
+    } else {
+        (kubeadm, kubelet)
+    };
     let mut images = Vec::new();
     for image in &def.images {
         inputs.push(pinned("container image", &image.archive, &image.sha256)?);
@@ -199,6 +209,38 @@ fn tools(
         }
     }
     Ok(tools)
+}
+
+/// A binary of this project (firstboot, the stand-ins) as the image carries it: without its debug
+/// sections (`objcopy --strip-debug`; the symbols stay, for backtraces), which a development
+/// build has more of than code and every boot would download. Made once into the cache under
+/// the original's sha256, beside its place and renamed into it whole. A file that is not ELF
+/// (a script) goes in as it is. Release binaries are never rewritten: they go in as pinned.
+pub fn without_debug(path: &Path, sha256: &str, cache: &Path) -> Result<PathBuf, InputError> {
+    let mut magic = [0u8; 4];
+    let is_elf = fs::File::open(path)
+        .and_then(|mut f| io::Read::read_exact(&mut f, &mut magic))
+        .map(|()| magic == *b"\x7fELF")
+        .unwrap_or(false);
+    if !is_elf {
+        return Ok(path.to_path_buf());
+    }
+    let dir = cache.join("stripped");
+    let out = dir.join(sha256);
+    if out.is_file() {
+        return Ok(out);
+    }
+    fs::create_dir_all(&dir).map_err(io_err("making", &dir))?;
+    let partial = dir.join(format!("{sha256}.partial"));
+    crate::tools::run(
+        std::process::Command::new("objcopy")
+            .arg("--strip-debug")
+            .arg(path)
+            .arg(&partial),
+    )
+    .map_err(|e| InputError::Input(format!("stripping {}: {e}", path.display())))?;
+    fs::rename(&partial, &out).map_err(io_err("renaming into place", &out))?;
+    Ok(out)
 }
 
 /// A binary of this workspace, next to `launcher-build` unless `--bin-dir` says otherwise.

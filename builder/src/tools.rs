@@ -23,13 +23,13 @@ pub enum ToolError {
 
 /// `(tool, Debian package)` for everything a build may run.
 pub fn needed(mmdebstrap: bool, disk_or_iso: bool, iso: bool) -> Vec<(&'static str, &'static str)> {
-    let mut tools = vec![("tar", "tar")];
+    // objcopy also strips the debug sections of the project's own binaries.
+    let mut tools = vec![("tar", "tar"), ("objcopy", "binutils")];
     if mmdebstrap {
         tools.push(("mmdebstrap", "mmdebstrap"));
     }
     if disk_or_iso {
         tools.extend([
-            ("objcopy", "binutils"),
             ("objdump", "binutils"),
             ("mkfs.fat", "dosfstools"),
             ("mmd", "mtools"),

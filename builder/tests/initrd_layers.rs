@@ -294,3 +294,74 @@ fn a_layout_the_kernel_cannot_lay_over_the_base_gets_a_whole_initrd() {
         fs::read(pxe.join("initrd.img")).unwrap()
     );
 }
+
+/// The project's own binaries go into the image without their debug sections, which a
+/// development build has more of than code: firstboot in the image is the workspace's build with
+/// its `.debug_*` sections gone, still runs, and the manifest records the original it came from.
+#[test]
+fn the_projects_binaries_go_in_without_debug_sections() {
+    if !testkit::require(&["readelf"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let original_path =
+        Path::new(env!("CARGO_BIN_EXE_launcher-build")).with_file_name("launcher-firstboot");
+    let def = definition(dir, &base(&[]));
+    let text = fs::read_to_string(&def).unwrap().replace(
+        "binary = \"firstboot\"",
+        &format!("binary = {:?}", original_path.display().to_string()),
+    );
+    fs::write(&def, text).unwrap();
+    let out = dir.join("out");
+    build(&def, &dir.join("cache"), &out, "tar");
+    let original = fs::read(&original_path).unwrap();
+    let in_image = rootfs(&out)["usr/bin/launcher-firstboot"].4.clone();
+    let copy = dir.join("launcher-firstboot");
+    fs::write(&copy, &in_image).unwrap();
+    let sections = |path: &Path| -> String {
+        let out = Command::new("readelf")
+            .arg("-SW")
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        sections(&original_path).contains(".debug_line"),
+        "the workspace's build has line tables"
+    );
+    let slim = sections(&copy);
+    for debug in [".debug_line", ".debug_info", ".debug_str"] {
+        assert!(!slim.contains(debug), "{debug}: {slim}");
+    }
+    assert!(slim.contains(".symtab"), "symbols are kept: {slim}");
+    assert!(
+        in_image.len() < original.len() / 2,
+        "{} of {} bytes",
+        in_image.len(),
+        original.len()
+    );
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).unwrap();
+    let ran = Command::new(&copy).arg("--help").output().unwrap();
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let recorded = manifest["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["role"] == "firstboot")
+        .expect("firstboot among the inputs");
+    assert_eq!(
+        recorded["sha256"],
+        common::sha256_hex(&original),
+        "{recorded}"
+    );
+}
