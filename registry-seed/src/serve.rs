@@ -254,10 +254,23 @@ async fn serve(args: ServeArgs, nofile: u64) -> anyhow::Result<()> {
     }
 }
 
+/// Connections the kernel queues for a listener before the seed accepts them: a rack powered on
+/// at once connects in the same instant, and with tokio's 1,024 a storm of a thousand machines
+/// saw connections dropped and retried a second later. The kernel caps it at
+/// `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind(addr: SocketAddr, state_dir: &Path, file: &str) -> anyhow::Result<TcpListener> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("listening on {addr}"))?;
+    let listening = || -> std::io::Result<TcpListener> {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    let listener = listening().with_context(|| format!("listening on {addr}"))?;
     let bound = listener.local_addr().context("reading the bound address")?;
     write_atomic(&state_dir.join(file), bound.to_string().as_bytes(), 0o600)?;
     Ok(listener)

@@ -9,7 +9,7 @@ use support::seed::*;
 
 #[test]
 fn curl_enrolls_against_the_real_seed_trusting_only_its_ca() {
-    if !testkit::require(&["curl", "openssl"]) {
+    if !testkit::require(&["curl", "openssl", "ss"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -21,6 +21,25 @@ fn curl_enrolls_against_the_real_seed_trusting_only_its_ca() {
 
     let (health, _) = curl(&["--cacert", ca, &format!("{}/healthz", server.url())]);
     assert_eq!(health, "ok\n");
+    // The kernel queues a boot storm's connections: the listener's backlog (ss's Send-Q) is
+    // 4096, as far as net.core.somaxconn allows.
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let port = server.url().rsplit(':').next().unwrap().to_string();
+    let ss = Command::new("ss")
+        .args(["-Hltn", &format!("sport = :{port}")])
+        .output()
+        .unwrap();
+    let listening = String::from_utf8_lossy(&ss.stdout).into_owned();
+    let backlog: Vec<&str> = listening.split_whitespace().collect();
+    assert_eq!(
+        backlog.get(2).copied(),
+        Some(somaxconn.min(4096).to_string().as_str()),
+        "{listening}"
+    );
     // Without the seed's CA, curl refuses the server.
     let refused = Command::new("curl")
         .args([
