@@ -250,6 +250,19 @@ async fn one_host(trust: &SeedTrust, addr: SocketAddr, host: SimHost) -> Outcome
     Outcome::Enrolled { latency, verified }
 }
 
+/// Enrolls one host on a connection of its own; an answer that is not an enrolled host's
+/// verified plan is the error.
+pub async fn enroll_once(trust: &SeedTrust, seed: SocketAddr, host: SimHost) -> Result<(), String> {
+    match one_host(trust, seed, host).await {
+        Outcome::Enrolled { verified: true, .. } => Ok(()),
+        Outcome::Enrolled {
+            verified: false, ..
+        } => Err("plan: its digest did not check".into()),
+        Outcome::Answered { status, code } => Err(format!("status {status} {code}")),
+        Outcome::Failed(why) => Err(why),
+    }
+}
+
 /// A run's settings.
 #[derive(Debug, Clone)]
 pub struct EnrollLoad {

@@ -5,3 +5,4 @@ pub mod enroll;
 pub mod ntp;
 pub mod report;
 pub mod stats;
+pub mod storm;
