@@ -96,6 +96,17 @@ pub enum TokensCommand {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum JobsCommand {
+    /// List the admin jobs, newest first: id, kind, state, age, how long each ran, its message.
+    Ls {
+        /// Only the jobs in this state: queued, running, succeeded or failed.
+        #[arg(long)]
+        state: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        seed: SeedArgs,
+    },
     /// Show an admin job.
     Get {
         id: String,
@@ -440,6 +451,21 @@ pub fn tokens(cmd: TokensCommand) -> anyhow::Result<()> {
 
 pub fn jobs(cmd: JobsCommand) -> anyhow::Result<()> {
     match cmd {
+        JobsCommand::Ls { state, json, seed } => {
+            let path = match &state {
+                Some(state) => format!("/v1/admin/jobs?state={state}"),
+                None => "/v1/admin/jobs".to_string(),
+            };
+            let answer = AdminClient::new(&seed)?.get(&path)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                let list: crate::views::JobList =
+                    serde_json::from_value(answer).context("reading the seed's answer")?;
+                print!("{}", crate::views::render_jobs(&list));
+            }
+            Ok(())
+        }
         JobsCommand::Get { id, seed } => {
             let job = AdminClient::new(&seed)?.get(&format!("/v1/admin/jobs/{id}"))?;
             println!("{}", serde_json::to_string_pretty(&job)?);

@@ -5,7 +5,7 @@ use cluster::api::{Phase, PhaseState, Role};
 use cluster::text::printable;
 use serde::{Deserialize, Serialize};
 
-use crate::store::records::{HostRecord, HostStatus};
+use crate::store::records::{HostRecord, HostStatus, JobRecord, JobState};
 
 /// One host as `launcher-seed status` and `hosts ls` show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,6 +196,65 @@ pub fn duration_words(ms: i64) -> String {
     }
 }
 
+/// Columns padded to their widest cell, two spaces apart, the header first.
+fn aligned<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let text: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(text.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+/// `GET /v1/admin/jobs`: jobs, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobList {
+    pub now_ms: i64,
+    pub jobs: Vec<JobRecord>,
+}
+
+/// The job table: id, kind, state, age, how long it ran (or has been running), its message.
+pub fn render_jobs(list: &JobList) -> String {
+    let rows: Vec<[String; 6]> = list
+        .jobs
+        .iter()
+        .map(|j| {
+            let state = serde_json::to_value(j.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let until = match j.state {
+                JobState::Queued | JobState::Running => list.now_ms,
+                JobState::Succeeded | JobState::Failed => j.updated_ms,
+            };
+            [
+                j.id.clone(),
+                printable(&j.kind),
+                state,
+                duration_words(list.now_ms - j.created_ms),
+                duration_words(until - j.created_ms),
+                printable(j.message.lines().next().unwrap_or("")),
+            ]
+        })
+        .collect();
+    aligned(["JOB", "KIND", "STATE", "AGE", "TOOK", "MESSAGE"], &rows)
+}
+
 /// The status table: host id, hostname, role, MAC, phase, state, time in phase, message.
 pub fn render_table(status: &StatusView) -> String {
     let header = [
@@ -224,26 +283,7 @@ pub fn render_table(status: &StatusView) -> String {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let line = |cells: Vec<&str>, out: &mut String| {
-        let text: Vec<String> = cells
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(text.join("  ").trim_end());
-        out.push('\n');
-    };
-    line(header.to_vec(), &mut out);
-    for row in &rows {
-        line(row.iter().map(String::as_str).collect(), &mut out);
-    }
+    let mut out = aligned(header, &rows);
     if !status.missing_images.is_empty() {
         out.push_str(&format!(
             "hosts wait to enroll: the seed's registry lacks {}\n",

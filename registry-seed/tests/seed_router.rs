@@ -311,6 +311,22 @@ async fn every_error_code_has_its_status_and_shape() {
             codes::NOT_FOUND,
         ),
         (
+            "GET",
+            "/v1/admin/jobs?state=done",
+            None,
+            Some(admin.as_str()),
+            StatusCode::BAD_REQUEST,
+            codes::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/v1/admin/jobs?kind=remove_host",
+            None,
+            Some(admin.as_str()),
+            StatusCode::BAD_REQUEST,
+            codes::BAD_REQUEST,
+        ),
+        (
             "POST",
             "/v1/admin/tokens",
             Some(json!({"ttl_secs": 0})),
@@ -736,4 +752,90 @@ async fn pending_hosts_that_stop_asking_expire_and_leave_the_waiting_room() {
             .unwrap()
             .is_empty()
     );
+}
+
+/// `GET /v1/admin/jobs`: every job newest first, or those of one state; a state that is not one
+/// and any other parameter are refused with what was wrong.
+#[tokio::test]
+async fn jobs_are_listed_newest_first_and_by_state() {
+    use registry_seed::store::records::{JobRecord, JobState};
+    let (_dir, seed, app) = open(&one_master());
+    let job = |id: &str, state: JobState, created_ms: i64| JobRecord {
+        id: id.into(),
+        kind: "remove_host".into(),
+        request: json!({"host": "h-0001"}),
+        state,
+        message: String::new(),
+        result: Value::Null,
+        created_ms,
+        updated_ms: created_ms + 5,
+    };
+    write_with(&*seed.store, |tx| {
+        put_json(
+            tx,
+            Table::Jobs,
+            "j-0001",
+            &job("j-0001", JobState::Succeeded, 1_000),
+        )?;
+        put_json(
+            tx,
+            Table::Jobs,
+            "j-0002",
+            &job("j-0002", JobState::Failed, 3_000),
+        )?;
+        put_json(
+            tx,
+            Table::Jobs,
+            "j-0003",
+            &job("j-0003", JobState::Queued, 2_000),
+        )
+    })
+    .unwrap();
+    let ids = |answer: &Answer| -> Vec<String> {
+        answer.json["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let admin = Some(seed.admin_token.as_str());
+    let all = send(&app, request("GET", "/v1/admin/jobs", None, admin)).await;
+    assert_eq!(all.status, StatusCode::OK, "{}", all.text);
+    assert_eq!(ids(&all), ["j-0002", "j-0003", "j-0001"]);
+    let failed = send(
+        &app,
+        request("GET", "/v1/admin/jobs?state=failed", None, admin),
+    )
+    .await;
+    assert_eq!(ids(&failed), ["j-0002"]);
+    let running = send(
+        &app,
+        request("GET", "/v1/admin/jobs?state=running", None, admin),
+    )
+    .await;
+    assert_eq!(ids(&running), Vec::<String>::new());
+    for (query, message) in [
+        (
+            "state=done",
+            "state \"done\" is not one of queued, running, succeeded, failed",
+        ),
+        (
+            "state=Failed",
+            "state \"Failed\" is not one of queued, running, succeeded, failed",
+        ),
+        (
+            "kind=remove_host",
+            "unknown query parameter \"kind=remove_host\": jobs are listed whole or by state=…",
+        ),
+        (
+            "state",
+            "unknown query parameter \"state\": jobs are listed whole or by state=…",
+        ),
+    ] {
+        let path = format!("/v1/admin/jobs?{query}");
+        let answer = send(&app, request("GET", &path, None, admin)).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(answer.json["message"], message, "{query}");
+    }
 }

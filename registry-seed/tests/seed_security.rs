@@ -108,6 +108,7 @@ async fn hosts_cannot_reach_admin_routes() {
         ("DELETE", format!("/v1/admin/hosts/{id}")),
         ("POST", "/v1/admin/tokens".to_string()),
         ("GET", "/v1/admin/jobs/j-0001".to_string()),
+        ("GET", "/v1/admin/jobs".to_string()),
     ];
     for (method, path) in &routes {
         // No credential, the host's join token, or a made-up one.

@@ -262,6 +262,46 @@ fn the_admin_cli_makes_tokens_approves_lists_and_removes() {
     let listed = cli(&["hosts", "ls", "--json", "--state-dir", sd]);
     assert!(!listed.contains(id), "{listed}");
 
+    // Both jobs are listed, newest first, each succeeded; none failed.
+    let jobs = cli(&["jobs", "ls", "--state-dir", sd]);
+    let rows: Vec<Vec<&str>> = jobs
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0][..5],
+        ["JOB", "KIND", "STATE", "AGE", "TOOK"],
+        "{jobs}"
+    );
+    let kinds: Vec<(&str, &str)> = rows[1..].iter().map(|r| (r[1], r[2])).collect();
+    assert_eq!(
+        kinds,
+        [("remove_host", "succeeded"), ("approve_host", "succeeded")],
+        "{jobs}"
+    );
+    let failed = cli(&[
+        "jobs",
+        "ls",
+        "--state",
+        "failed",
+        "--json",
+        "--state-dir",
+        sd,
+    ]);
+    let failed: serde_json::Value = serde_json::from_str(&failed).unwrap();
+    assert_eq!(failed["jobs"], serde_json::json!([]));
+    let done = cli(&[
+        "jobs",
+        "ls",
+        "--state",
+        "succeeded",
+        "--json",
+        "--state-dir",
+        sd,
+    ]);
+    let done: serde_json::Value = serde_json::from_str(&done).unwrap();
+    assert_eq!(done["jobs"].as_array().unwrap().len(), 2, "{done}");
+
     // With the seed stopped, status reads the state directory.
     drop(server);
     let offline = cli(&["status", "--state-dir", sd]);

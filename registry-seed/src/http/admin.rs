@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -21,10 +21,10 @@ use super::{ApiFailure, JsonBody, blocking};
 use crate::enroll::apply::{constant_time_eq, reset_host as reset_host_record};
 use crate::jobs::{self, JobRequest};
 use crate::seed::Seed;
-use crate::store::records::{HostRecord, JobRecord, now_ms};
+use crate::store::records::{HostRecord, JobRecord, JobState, now_ms};
 use crate::store::{Table, get_json, list_json, read_with, write_with};
 use crate::views::{
-    EtcdClientRequest, EtcdClientView, HostResetView, JobAccepted, KubeconfigRequest,
+    EtcdClientRequest, EtcdClientView, HostResetView, JobAccepted, JobList, KubeconfigRequest,
     KubeconfigView, StatusView, TokenCreated, TokenRequest, host_view,
 };
 
@@ -44,6 +44,7 @@ pub fn routes(seed: Arc<Seed>) -> Router<Arc<Seed>> {
         .route("/hosts/{id}/approve", post(approve_host))
         .route("/hosts/{id}/reset", post(reset_host))
         .route("/tokens", post(create_token))
+        .route("/jobs", get(list_jobs))
         .route("/jobs/{id}", get(get_job))
         .route("/clusters", post(create_cluster))
         .route("/etcd-client", post(create_etcd_client))
@@ -101,6 +102,53 @@ async fn list_hosts(State(seed): State<Arc<Seed>>) -> Result<Json<StatusView>, A
         hosts: hosts.iter().map(host_view).collect(),
         missing_images,
         refused: seed.refusals.list(),
+    }))
+}
+
+/// `state=S` of `GET /v1/admin/jobs`, the only parameter it takes.
+fn job_state_filter(query: Option<&str>) -> Result<Option<JobState>, ApiFailure> {
+    let mut state = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let Some(("state", value)) = pair.split_once('=') else {
+            return Err(ApiFailure::new(
+                codes::BAD_REQUEST,
+                format!(
+                    "unknown query parameter {:?}: jobs are listed whole or by state=…",
+                    cluster::text::printable(pair)
+                ),
+            ));
+        };
+        let parsed =
+            serde_json::from_value(serde_json::Value::String(value.to_string())).map_err(|_| {
+                ApiFailure::new(
+                    codes::BAD_REQUEST,
+                    format!(
+                        "state {:?} is not one of queued, running, succeeded, failed",
+                        cluster::text::printable(value)
+                    ),
+                )
+            })?;
+        state = Some(parsed);
+    }
+    Ok(state)
+}
+
+/// Every job, newest first, or those in the state asked for.
+async fn list_jobs(
+    State(seed): State<Arc<Seed>>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<JobList>, ApiFailure> {
+    let state = job_state_filter(query.as_deref())?;
+    let mut jobs = blocking("reading the jobs", move || {
+        read_with(&*seed.store, |tx| list_json::<JobRecord>(tx, Table::Jobs))
+            .map_err(|e| ApiFailure::internal("reading the jobs", &e))
+    })
+    .await?;
+    jobs.retain(|j| state.is_none_or(|s| j.state == s));
+    jobs.sort_by(|a, b| (b.created_ms, &b.id).cmp(&(a.created_ms, &a.id)));
+    Ok(Json(JobList {
+        now_ms: now_ms(),
+        jobs,
     }))
 }
 
