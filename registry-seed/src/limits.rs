@@ -185,6 +185,9 @@ pub struct ConnLimits {
     pub first_request: Duration,
     /// After a response, until the next request's headers.
     pub idle: Duration,
+    /// How long a write may wait for the client to take more of a response (see
+    /// [`WriteDeadline`]).
+    pub send: Duration,
 }
 
 /// One listener's open connections: at most `cap`, and those with nothing in flight ordered by
@@ -409,6 +412,96 @@ impl HttpBody for Held {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// A connection whose writes fail with `TimedOut` once one has waited `limit` for the client to
+/// take anything: a client that stops reading a download is disconnected, and the response it
+/// held (and its place among the bodies streaming at once) is given up, as nginx's
+/// `send_timeout` does. Each write that goes through starts the wait afresh.
+pub struct WriteDeadline<S> {
+    inner: S,
+    limit: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteDeadline<S> {
+    pub fn new(inner: S, limit: Duration) -> WriteDeadline<S> {
+        WriteDeadline {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// What a write that returned `answer` comes to: through, it clears the wait; pending, it
+    /// waits, until the deadline makes it an error.
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        answer: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if answer.is_ready() {
+            self.stalled = None;
+            return answer;
+        }
+        let limit = self.limit;
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client took nothing of the answer for {limit:?}"),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteDeadline<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteDeadline<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let answer = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.watch(cx, answer)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let answer = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.watch(cx, answer)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let answer = Pin::new(&mut this.inner).poll_flush(cx);
+        this.watch(cx, answer)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 

@@ -116,6 +116,7 @@ fn table(cap: usize) -> Arc<ConnTable> {
         cap,
         first_request: Duration::from_secs(10),
         idle: Duration::from_secs(60),
+        send: Duration::from_secs(60),
     })
 }
 
@@ -202,4 +203,41 @@ async fn a_body_slower_than_its_deadline_fails_with_body_timed_out() {
     let whole = with_deadline(Body::from("{}"), Duration::from_millis(100));
     assert_eq!(whole.size_hint().exact(), Some(2));
     assert_eq!(whole.collect().await.unwrap().to_bytes(), "{}");
+}
+
+/// A client that stops reading: the write that cannot go through fails with `TimedOut` once it
+/// has waited the limit; a client that keeps reading, however slowly, never meets it.
+#[tokio::test(start_paused = true)]
+async fn a_write_the_client_never_takes_times_out_and_a_slow_one_does_not() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let limit = Duration::from_secs(60);
+    let (server, mut client) = tokio::io::duplex(1024);
+    let mut server = WriteDeadline::new(server, limit);
+    let started = tokio::time::Instant::now();
+    // 1 KiB fits the pipe; the next write waits for a reader that never comes.
+    server.write_all(&[1u8; 1024]).await.unwrap();
+    let err = server.write_all(&[2u8; 1024]).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    assert_eq!(
+        err.to_string(),
+        "the client took nothing of the answer for 60s"
+    );
+    assert!(started.elapsed() >= limit, "{:?}", started.elapsed());
+
+    // A reader taking 512 bytes every 50 s: each write waits less than the limit.
+    let (server, mut client2) = tokio::io::duplex(1024);
+    let mut server = WriteDeadline::new(server, limit);
+    let reader = tokio::spawn(async move {
+        let mut got = 0;
+        let mut buf = [0u8; 512];
+        while got < 8 * 1024 {
+            tokio::time::sleep(Duration::from_secs(50)).await;
+            got += client2.read(&mut buf).await.unwrap();
+        }
+        got
+    });
+    server.write_all(&[3u8; 8 * 1024]).await.unwrap();
+    server.shutdown().await.unwrap();
+    assert_eq!(reader.await.unwrap(), 8 * 1024);
+    drop(client.read(&mut [0u8; 1]).await);
 }

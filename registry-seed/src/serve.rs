@@ -85,6 +85,11 @@ pub struct ServeArgs {
     /// answered 408 and its HTTP/1 connection closed. The seed's request bodies are small JSON.
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub body_timeout: u64,
+    /// Seconds an answer may wait for its client to take more of it; a client that takes
+    /// nothing for that long is disconnected. This frees its place among the file downloads
+    /// (boot files, image layers) streamed at once, at most 128, the rest waiting for a place.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub send_timeout: u64,
     /// Enrollments (`POST /v1/enroll`) each source address may make a second, on average; 0 for
     /// no limit. Past it (and its burst) the seed answers 429 `rate_limited` with `Retry-After`.
     /// A host enrolls a few times per boot, so a boot storm of distinct hosts never meets it.
@@ -127,6 +132,7 @@ impl ServeArgs {
             cap,
             first_request: Duration::from_secs(self.first_request_timeout),
             idle: Duration::from_secs(self.idle_timeout),
+            send: Duration::from_secs(self.send_timeout),
         }
     }
 
@@ -363,7 +369,8 @@ async fn accept_tls(
                 .and_then(|chain| chain.first())
                 .and_then(|cert| cluster::pki::HostKeyId::of_cert_der(cert).ok())
                 .map(ClientKey);
-            let io = TokioIo::new(stream);
+            let send = policy.table.limits().send;
+            let io = TokioIo::new(limits::WriteDeadline::new(stream, send));
             serve_connection(io, peer, "https", client_key, app, conn, &policy).await;
         });
     }
@@ -374,7 +381,8 @@ async fn accept_plain(listener: TcpListener, app: Router, policy: Policy) {
         let (tcp, peer, conn) = accept(&listener, &policy.table).await;
         let (app, policy) = (app.clone(), policy.clone());
         tokio::spawn(async move {
-            serve_connection(TokioIo::new(tcp), peer, "http", None, app, conn, &policy).await;
+            let io = TokioIo::new(limits::WriteDeadline::new(tcp, policy.table.limits().send));
+            serve_connection(io, peer, "http", None, app, conn, &policy).await;
         });
     }
 }

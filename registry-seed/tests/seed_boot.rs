@@ -172,3 +172,76 @@ fn without_colours(text: &str) -> String {
     }
     out
 }
+
+/// Clients that ask for the initrd and then read nothing hold the places of the downloads
+/// streamed at once (128) only until `--send-timeout`: a machine asking after them still gets
+/// the whole file, once the stalled ones are cut off.
+#[test]
+fn stalled_downloads_give_their_places_up_at_the_send_timeout() {
+    use std::io::{Read, Write};
+    if !testkit::require(&["curl"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster_file(dir.path(), &one_master());
+    let boot = dir.path().join("boot");
+    std::fs::create_dir_all(&boot).unwrap();
+    // Far more than a socket's buffers hold: every stalled answer stays unfinished.
+    let initrd: Vec<u8> = (0..16u32 << 20).map(|i| (i % 253) as u8).collect();
+    std::fs::write(boot.join("initrd.img"), &initrd).unwrap();
+    std::fs::write(boot.join("vmlinuz"), b"kernel").unwrap();
+    let http_listen = format!("127.0.0.1:{}", testkit::free_tcp_port());
+    let _server = Server::start_with(
+        &cluster,
+        &dir.path().join("state"),
+        "127.0.0.1:0",
+        &[
+            "--http-listen",
+            &http_listen,
+            "--boot-dir",
+            boot.to_str().unwrap(),
+            "--send-timeout",
+            "3",
+        ],
+    );
+    let mut stalled = Vec::new();
+    for _ in 0..128 {
+        let mut conn = std::net::TcpStream::connect(&http_listen).unwrap();
+        write!(
+            conn,
+            "GET /boot/initrd.img HTTP/1.1\r\nhost: {http_listen}\r\n\r\n"
+        )
+        .unwrap();
+        stalled.push(conn);
+    }
+    // Each stalled client got its answer's head: its place is taken.
+    for conn in &mut stalled {
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut head = [0u8; 12];
+        conn.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+    }
+    let started = std::time::Instant::now();
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", "30", "-o", "-"])
+        .arg(format!("http://{http_listen}/boot/initrd.img"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout == initrd,
+        "the whole initrd, {} bytes",
+        out.stdout.len()
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_secs(2),
+        "it got a place at once ({waited:?}): the 128 stalled ones did not hold theirs"
+    );
+    drop(stalled);
+}
