@@ -184,6 +184,27 @@ enum Outcome {
     Failed(String),
 }
 
+/// Sends `request` over `io`, an HTTP/1.1 connection of its own, and returns the answer.
+pub(crate) async fn send_on<I, B>(
+    io: I,
+    request: hyper::Request<B>,
+) -> Result<hyper::Response<hyper::body::Incoming>, String>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| format!("http: {e}"))?;
+    tokio::spawn(conn);
+    sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("sending: {e}"))
+}
+
 async fn post(
     connector: &tokio_rustls::TlsConnector,
     addr: SocketAddr,
@@ -198,19 +219,12 @@ async fn post(
         .connect(name, tcp)
         .await
         .map_err(|e| format!("tls: {e}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .map_err(|e| format!("http: {e}"))?;
-    tokio::spawn(conn);
     let request = hyper::Request::post("/v1/enroll")
         .header("host", addr.to_string())
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| format!("request: {e}"))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("sending: {e}"))?;
+    let response = send_on(tls, request).await?;
     let status = response.status().as_u16();
     let bytes = response
         .into_body()

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::sync::Mutex;
 
@@ -77,19 +76,12 @@ async fn get(url: &str, keep: bool) -> Result<(u16, u64, Vec<u8>), String> {
         .await
         .map_err(|e| format!("connecting: {e}"))?;
     let _ = tcp.set_nodelay(true);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .map_err(|e| format!("http: {e}"))?;
-    tokio::spawn(conn);
     let request = hyper::Request::get(path)
         .header("host", addr.to_string())
         .header("user-agent", "iPXE/2.0.0")
         .body(http_body_util::Empty::<Bytes>::new())
         .map_err(|e| format!("request: {e}"))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("sending: {e}"))?;
+    let response = crate::enroll::send_on(tcp, request).await?;
     let status = response.status().as_u16();
     let declared = response
         .headers()
