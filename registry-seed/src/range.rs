@@ -7,6 +7,10 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 /// The read size of a streamed body: large enough that a multi-GiB initrd is few syscalls (at
@@ -21,11 +25,73 @@ const MAX_STREAMS: usize = 128;
 
 static STREAMS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_STREAMS);
 
-/// A reader that holds one of [`STREAMS`]'s slots until it is dropped: when its body is done,
-/// or its connection gone.
+/// Bodies one source address may stream at once (`serve --downloads-per-source`; 0: no cap). A
+/// machine fetches a file or two at a time, containerd three layers; a client holding many more
+/// would be taking the places of [`MAX_STREAMS`] from everyone else.
+pub const DEFAULT_PER_SOURCE: usize = 16;
+
+static PER_SOURCE_MAX: AtomicUsize = AtomicUsize::new(DEFAULT_PER_SOURCE);
+/// Bodies streaming per source address; an address is in it only while it has one, so it holds
+/// at most [`MAX_STREAMS`] entries plus those waiting for a place.
+static PER_SOURCE: Mutex<BTreeMap<IpAddr, usize>> = Mutex::new(BTreeMap::new());
+
+/// The address a request came from, put in its extensions by the server for each connection:
+/// what a body is counted against.
+#[derive(Debug, Clone, Copy)]
+pub struct Source(pub IpAddr);
+
+/// Sets the per-source cap, from `serve`'s flag; 0 lifts it.
+pub fn set_downloads_per_source(max: usize) {
+    PER_SOURCE_MAX.store(max, Ordering::Relaxed);
+}
+
+fn per_source() -> std::sync::MutexGuard<'static, BTreeMap<IpAddr, usize>> {
+    PER_SOURCE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One body counted against its source address until it is dropped.
+struct SourceCount(Option<IpAddr>);
+
+impl SourceCount {
+    /// Counts a body for `source`, or refuses it when the source has its cap's worth.
+    fn take(source: Option<IpAddr>) -> Result<SourceCount, RangeError> {
+        let (Some(ip), max) = (source, PER_SOURCE_MAX.load(Ordering::Relaxed)) else {
+            return Ok(SourceCount(None));
+        };
+        if max == 0 {
+            return Ok(SourceCount(None));
+        }
+        let mut counts = per_source();
+        let count = counts.entry(ip).or_default();
+        if *count >= max {
+            return Err(RangeError::Busy { max });
+        }
+        *count += 1;
+        Ok(SourceCount(Some(ip)))
+    }
+}
+
+impl Drop for SourceCount {
+    fn drop(&mut self) {
+        let Some(ip) = self.0 else { return };
+        let mut counts = per_source();
+        if let Some(count) = counts.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&ip);
+            }
+        }
+    }
+}
+
+/// A reader that holds one of [`STREAMS`]'s slots and its source's count until it is dropped:
+/// when its body is done, or its connection gone.
 struct Slotted<R> {
     inner: R,
     _slot: tokio::sync::SemaphorePermit<'static>,
+    _source: SourceCount,
 }
 
 impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Slotted<R> {
@@ -82,6 +148,11 @@ pub enum RangeError {
     Unsatisfiable { len: u64 },
     #[error("reading the file")]
     Io(#[from] std::io::Error),
+    /// The caller answers 429 with `Retry-After`.
+    #[error(
+        "this address already has {max} downloads streaming, the most one address may have at once"
+    )]
+    Busy { max: usize },
 }
 
 impl RangeError {
@@ -97,6 +168,7 @@ pub async fn respond(
     mut file: tokio::fs::File,
     headers: &HeaderMap,
     head: bool,
+    source: Option<IpAddr>,
 ) -> Result<Response, RangeError> {
     let len = file.metadata().await?.len();
     let range = headers
@@ -112,6 +184,7 @@ pub async fn respond(
         Body::empty()
     } else {
         file.seek(std::io::SeekFrom::Start(start)).await?;
+        let counted = SourceCount::take(source)?;
         let slot = STREAMS
             .acquire()
             .await
@@ -119,6 +192,7 @@ pub async fn respond(
         let reader = Slotted {
             inner: file.take(count),
             _slot: slot,
+            _source: counted,
         };
         Body::from_stream(tokio_util::io::ReaderStream::with_capacity(reader, CHUNK))
     };
@@ -179,7 +253,13 @@ mod tests {
         if let Some(r) = range {
             headers.insert(header::RANGE, HeaderValue::from_str(r).unwrap());
         }
-        let res = respond(tokio::fs::File::open(&path).await.unwrap(), &headers, head).await?;
+        let res = respond(
+            tokio::fs::File::open(&path).await.unwrap(),
+            &headers,
+            head,
+            None,
+        )
+        .await?;
         let (parts, body) = res.into_parts();
         let bytes = http_body_util::BodyExt::collect(body)
             .await
@@ -190,8 +270,12 @@ mod tests {
 
     /// At most [`MAX_STREAMS`] bodies stream at once: one more waits, and gets its slot as soon
     /// as a body is dropped (its connection gone) without being read to the end.
+    /// The tests that take many of the process's places run one at a time.
+    static PLACES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     #[tokio::test]
     async fn bodies_past_the_limit_wait_for_a_slot() {
+        let _alone = PLACES.lock().await;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, vec![7u8; 1024]).unwrap();
@@ -199,16 +283,16 @@ mod tests {
         let headers = HeaderMap::new();
         let mut held = Vec::new();
         for _ in 0..MAX_STREAMS {
-            held.push(respond(open().await, &headers, false).await.unwrap());
+            held.push(respond(open().await, &headers, false, None).await.unwrap());
         }
-        let mut next = Box::pin(respond(open().await, &headers, false));
+        let mut next = Box::pin(respond(open().await, &headers, false, None));
         let waited =
             tokio::time::timeout(std::time::Duration::from_millis(200), next.as_mut()).await;
         assert!(waited.is_err(), "a body past the limit started at once");
         // HEAD answers stream nothing and never wait.
         let head = tokio::time::timeout(
             std::time::Duration::from_millis(200),
-            respond(open().await, &headers, true),
+            respond(open().await, &headers, true, None),
         )
         .await;
         assert!(matches!(head, Ok(Ok(_))));
@@ -222,6 +306,42 @@ mod tests {
             .unwrap()
             .to_bytes();
         assert_eq!(bytes.len(), 1024);
+    }
+
+    /// One address streams at most [`DEFAULT_PER_SOURCE`] bodies at once: one more is refused
+    /// with why, another address is not, and a body dropped gives its count back.
+    #[tokio::test]
+    async fn one_address_streams_at_most_its_share() {
+        let _alone = PLACES.lock().await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![7u8; 1024]).unwrap();
+        let headers = HeaderMap::new();
+        let ask = |ip: &str| {
+            let (path, headers, ip) = (path.clone(), headers.clone(), ip.parse().ok());
+            async move {
+                let file = tokio::fs::File::open(&path).await.unwrap();
+                respond(file, &headers, false, ip).await
+            }
+        };
+        let mut held = Vec::new();
+        for _ in 0..DEFAULT_PER_SOURCE {
+            held.push(ask("10.0.0.1").await.unwrap());
+        }
+        let refused = ask("10.0.0.1").await.unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "this address already has 16 downloads streaming, the most one address may have at once"
+        );
+        assert!(ask("10.0.0.2").await.is_ok());
+        // HEAD streams nothing and is not counted.
+        let file = tokio::fs::File::open(&path).await.unwrap();
+        let ip = "10.0.0.1".parse().ok();
+        assert!(respond(file, &headers, true, ip).await.is_ok());
+        drop(held.pop());
+        assert!(ask("10.0.0.1").await.is_ok());
+        drop(held);
+        assert!(per_source().get(&"10.0.0.1".parse().unwrap()).is_none());
     }
 
     #[tokio::test]

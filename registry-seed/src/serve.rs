@@ -90,6 +90,11 @@ pub struct ServeArgs {
     /// (boot files, image layers) streamed at once, at most 128, the rest waiting for a place.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub send_timeout: u64,
+    /// File downloads (boot files, image layers) one source address may have streaming at
+    /// once; past it the seed answers 429 with `Retry-After`. 0 for no cap (benchmarks that
+    /// send everything from one address).
+    #[arg(long, value_name = "N", default_value_t = crate::range::DEFAULT_PER_SOURCE)]
+    pub downloads_per_source: usize,
     /// Enrollments (`POST /v1/enroll`) each source address may make a second, on average; 0 for
     /// no limit. Past it (and its burst) the seed answers 429 `rate_limited` with `Retry-After`.
     /// A host enrolls a few times per boot, so a boot storm of distinct hosts never meets it.
@@ -204,12 +209,15 @@ async fn serve(args: ServeArgs, nofile: u64) -> anyhow::Result<()> {
     seed.enroll_limit = ServeArgs::limiter(args.enroll_rate, args.enroll_burst);
     let conn_limits = args.conn_limits(nofile);
     let body_timeout = Duration::from_secs(args.body_timeout);
+    crate::range::set_downloads_per_source(args.downloads_per_source);
     tracing::info!(
         nofile,
         max_connections = conn_limits.cap,
         first_request_timeout = ?conn_limits.first_request,
         idle_timeout = ?conn_limits.idle,
         ?body_timeout,
+        send_timeout = ?conn_limits.send,
+        downloads_per_source = args.downloads_per_source,
         enroll_rate = args.enroll_rate,
         enroll_burst = args.enroll_burst,
         "connection and rate limits"
@@ -405,6 +413,9 @@ async fn serve_connection<I>(
     let service = tower::service_fn(move |mut request: Request<Incoming>| {
         let in_flight = tracker.start();
         request.extensions_mut().insert(PeerAddr(peer));
+        request
+            .extensions_mut()
+            .insert(crate::range::Source(peer.ip()));
         request.extensions_mut().insert(Scheme(scheme));
         if let Some(key) = client_key {
             request.extensions_mut().insert(key);

@@ -202,6 +202,9 @@ fn stalled_downloads_give_their_places_up_at_the_send_timeout() {
             boot.to_str().unwrap(),
             "--send-timeout",
             "3",
+            // every client here is 127.0.0.1
+            "--downloads-per-source",
+            "0",
         ],
     );
     let mut stalled = Vec::new();
@@ -244,4 +247,82 @@ fn stalled_downloads_give_their_places_up_at_the_send_timeout() {
         "it got a place at once ({waited:?}): the 128 stalled ones did not hold theirs"
     );
     drop(stalled);
+}
+
+/// One address may have 16 downloads streaming at once: the seventeenth is answered 429 with
+/// `Retry-After`, and the machine's next try, once one has ended, gets the file.
+#[test]
+fn one_address_gets_at_most_sixteen_downloads_at_once() {
+    use std::io::{Read, Write};
+    if !testkit::require(&["curl"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster_file(dir.path(), &one_master());
+    let boot = dir.path().join("boot");
+    std::fs::create_dir_all(&boot).unwrap();
+    let initrd: Vec<u8> = (0..16u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(boot.join("initrd.img"), &initrd).unwrap();
+    std::fs::write(boot.join("vmlinuz"), b"kernel").unwrap();
+    let http_listen = format!("127.0.0.1:{}", testkit::free_tcp_port());
+    let _server = Server::start_with(
+        &cluster,
+        &dir.path().join("state"),
+        "127.0.0.1:0",
+        &[
+            "--http-listen",
+            &http_listen,
+            "--boot-dir",
+            boot.to_str().unwrap(),
+        ],
+    );
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        let mut conn = std::net::TcpStream::connect(&http_listen).unwrap();
+        write!(
+            conn,
+            "GET /boot/initrd.img HTTP/1.1\r\nhost: {http_listen}\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = [0u8; 12];
+        conn.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+        held.push(conn);
+    }
+    let url = format!("http://{http_listen}/boot/initrd.img");
+    let (body, _) = curl(&["-i", &url]);
+    let head = body
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 429"), "{head}");
+    assert!(head.contains("retry-after: 1"), "{head}");
+    assert!(
+        body.contains(
+            "this address already has 16 downloads streaming, the most one address may have at once"
+        ),
+        "{body}"
+    );
+    drop(held.pop());
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--fail",
+            "--retry",
+            "3",
+            "--retry-delay",
+            "1",
+            "-o",
+            "-",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout == initrd, "{} bytes", out.stdout.len());
 }

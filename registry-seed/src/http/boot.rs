@@ -117,6 +117,7 @@ async fn file(
     method: Method,
     headers: HeaderMap,
     scheme: Option<axum::Extension<Scheme>>,
+    source: Option<axum::Extension<range::Source>>,
 ) -> Result<Response, ApiFailure> {
     let dir = seed.boot.as_ref().and_then(|b| b.dir.clone());
     let (Some(dir), true) = (dir, FILES.contains(&name.as_str())) else {
@@ -127,8 +128,10 @@ async fn file(
         .map_err(|_| ApiFailure::new(codes::NOT_FOUND, "no such boot file"))?;
     let scheme = scheme.map_or("http", |s| s.0.0);
     tracing::info!(file = %name, scheme, "boot file asked for");
-    match range::respond(file, &headers, method == Method::HEAD).await {
+    let source = source.map(|s| s.0.0);
+    match range::respond(file, &headers, method == Method::HEAD, source).await {
         Ok(response) => Ok(response),
+        Err(err @ RangeError::Busy { .. }) => Ok(super::rate_limited(err.to_string(), 1)),
         Err(RangeError::Unsatisfiable { len }) => {
             let mut res = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
             res.headers_mut()

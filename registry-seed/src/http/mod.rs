@@ -164,13 +164,18 @@ async fn limit_enroll(State(seed): State<Arc<Seed>>, request: Request, next: Nex
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         seed.metrics.enrollment(codes::RATE_LIMITED);
         let message = format!("too many enrollments from {peer}; ask again in {secs} s");
-        let mut response = ApiFailure::new(codes::RATE_LIMITED, message).into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
-        return response;
+        return rate_limited(message, secs);
     }
     next.run(request).await
+}
+
+/// `429 rate_limited` with `message`, and `Retry-After: secs`.
+pub fn rate_limited(message: String, secs: u64) -> Response {
+    let mut response = ApiFailure::new(codes::RATE_LIMITED, message).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+    response
 }
 
 /// The error code of a response, for the metrics.

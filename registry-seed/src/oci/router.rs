@@ -125,7 +125,9 @@ async fn dispatch(
     Path(rest): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
+    source: Option<axum::Extension<range::Source>>,
 ) -> Result<Response, ApiError> {
+    let source = source.map(|s| s.0.0);
     check_method(&method)?;
     let route = parse_route(&rest)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "UNSUPPORTED", "no such endpoint"))?;
@@ -144,7 +146,8 @@ async fn dispatch(
         }
         Route::Blob(name, digest) => {
             let (catalog, repo) = repository(&store, name)?;
-            blob(&store, &catalog.repositories[&repo], digest, head, &headers).await
+            let repo = &catalog.repositories[&repo];
+            blob(&store, repo, digest, head, &headers, source).await
         }
         Route::Tags(name) => {
             let (catalog, repo) = repository(&store, name)?;
@@ -259,9 +262,10 @@ async fn blob(
     digest: &str,
     head: bool,
     headers: &HeaderMap,
+    source: Option<std::net::IpAddr>,
 ) -> Result<Response, ApiError> {
     let (digest, file) = find_blob(store, repo, digest).await?;
-    blob_response(&digest, range::respond(file, headers, head).await)
+    blob_response(&digest, range::respond(file, headers, head, source).await)
 }
 
 /// The registry's answer to what the Range responder made of a blob: its digest headers on a
@@ -286,6 +290,17 @@ fn blob_response(
             .into_response();
             res.headers_mut()
                 .insert(header::CONTENT_RANGE, RangeError::content_range(len));
+            Ok(res)
+        }
+        Err(e @ RangeError::Busy { .. }) => {
+            let mut res = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TOOMANYREQUESTS",
+                e.to_string(),
+            )
+            .into_response();
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             Ok(res)
         }
         Err(e @ RangeError::Io(_)) => Err(internal(e)),
