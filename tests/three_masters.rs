@@ -350,7 +350,8 @@ fn scenario(image: &Path, run: &Path) {
     let removed = Command::new("ip")
         .args(["netns", "exec", &plan.namespace])
         .arg(&plan.options.seed_bin)
-        .args(["hosts", "rm", id, "--state-dir"])
+        // The cluster file now asks for 4 masters: leaving 3 needs --force.
+        .args(["hosts", "rm", id, "--force", "--state-dir"])
         .arg(plan.seed_dir())
         .output()
         .unwrap();

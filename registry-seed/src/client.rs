@@ -8,7 +8,7 @@ use anyhow::Context;
 use cluster::api::{ApiError, Role};
 
 use crate::seed::{ADDR_FILE, STORE_FILE, read_admin_token};
-use crate::store::records::{HostRecord, JobRecord, JobState};
+use crate::store::records::{HostRecord, JobRecord, JobState, StepState};
 use crate::store::{RedbStore, Table, list_json, read_with};
 use crate::tls::{SeedCa, ca_cert_path};
 use crate::views::{
@@ -63,9 +63,15 @@ pub enum HostsCommand {
         #[command(flatten)]
         seed: SeedArgs,
     },
-    /// Remove a host (a master leaves etcd first).
+    /// Remove a host, as a job: a master's etcd member is removed first (refused while that
+    /// would lose etcd's quorum), then the seed forgets the host. Refused for the only master,
+    /// and for a master whose removal leaves fewer than the cluster file's `masters` unless
+    /// `--force`.
     Rm {
         id: String,
+        /// Remove a master even if fewer than the cluster file's `masters` are left.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         seed: SeedArgs,
     },
@@ -98,7 +104,7 @@ pub enum TokensCommand {
 pub enum JobsCommand {
     /// List the admin jobs, newest first: id, kind, state, age, how long each ran, its message.
     Ls {
-        /// Only the jobs in this state: queued, running, succeeded or failed.
+        /// Only the jobs in this state: queued, running, succeeded, failed or cancelled.
         #[arg(long)]
         state: Option<String>,
         /// Print JSON instead of a table.
@@ -107,8 +113,26 @@ pub enum JobsCommand {
         #[command(flatten)]
         seed: SeedArgs,
     },
-    /// Show an admin job.
-    Get {
+    /// Show a job: what it was asked to do, its state, and each step with when it started,
+    /// how long it took and what it said.
+    #[command(alias = "get")]
+    Show {
+        id: String,
+        /// Print the job's record as JSON instead.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        seed: SeedArgs,
+    },
+    /// Cancel a job: a queued one at once, a running one after its current step (a step is
+    /// never cut in the middle, so the cluster is left as that step leaves it).
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        seed: SeedArgs,
+    },
+    /// Resume a failed or cancelled job from the step that did not end, and wait for it.
+    Resume {
         id: String,
         #[command(flatten)]
         seed: SeedArgs,
@@ -324,12 +348,12 @@ impl AdminClient {
         loop {
             let job: JobRecord =
                 serde_json::from_value(self.get(&format!("/v1/admin/jobs/{}", accepted.job))?)?;
-            if matches!(job.state, JobState::Succeeded | JobState::Failed) {
+            if job.state.ended() {
                 return Ok(job);
             }
             anyhow::ensure!(
                 started.elapsed() < timeout,
-                "job {} did not end within {timeout:?}; see `launcher-seed jobs get {}`",
+                "job {} did not end within {timeout:?}; see `launcher-seed jobs show {}`",
                 job.id,
                 job.id
             );
@@ -390,7 +414,7 @@ fn finish(job: JobRecord) -> anyhow::Result<()> {
             println!("{}", job.message);
             Ok(())
         }
-        _ => anyhow::bail!("job {} failed: {}", job.id, job.message),
+        state => anyhow::bail!("job {} {}: {}", job.id, state.as_str(), job.message),
     }
 }
 
@@ -407,9 +431,10 @@ pub fn hosts(cmd: HostsCommand) -> anyhow::Result<()> {
             )?;
             finish(client.wait_job(accepted, JOB_TIMEOUT)?)
         }
-        HostsCommand::Rm { id, seed } => {
+        HostsCommand::Rm { id, force, seed } => {
             let client = AdminClient::new(&seed)?;
-            let accepted = client.delete(&format!("/v1/admin/hosts/{id}"))?;
+            let query = if force { "?force=true" } else { "" };
+            let accepted = client.delete(&format!("/v1/admin/hosts/{id}{query}"))?;
             finish(client.wait_job(accepted, JOB_TIMEOUT)?)
         }
         HostsCommand::Reset { id, seed } => {
@@ -466,10 +491,53 @@ pub fn jobs(cmd: JobsCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        JobsCommand::Get { id, seed } => {
+        JobsCommand::Show { id, json, seed } => {
             let job = AdminClient::new(&seed)?.get(&format!("/v1/admin/jobs/{id}"))?;
-            println!("{}", serde_json::to_string_pretty(&job)?);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&job)?);
+            } else {
+                let job: JobRecord =
+                    serde_json::from_value(job).context("reading the seed's answer")?;
+                print!(
+                    "{}",
+                    crate::views::render_job(&job, crate::store::records::now_ms())
+                );
+            }
             Ok(())
+        }
+        JobsCommand::Cancel { id, seed } => {
+            let answer = AdminClient::new(&seed)?.post(
+                &format!("/v1/admin/jobs/{id}/cancel"),
+                &serde_json::json!({}),
+            )?;
+            let job: JobRecord =
+                serde_json::from_value(answer).context("reading the seed's answer")?;
+            match job.state {
+                JobState::Cancelled => println!("job {} cancelled", job.id),
+                _ => {
+                    let current = job.steps.iter().find(|s| s.state == StepState::Running);
+                    println!(
+                        "job {} stops after its current step{}; see `launcher-seed jobs show {}`",
+                        job.id,
+                        current
+                            .map(|s| format!(" ({})", s.name))
+                            .unwrap_or_default(),
+                        job.id
+                    );
+                }
+            }
+            Ok(())
+        }
+        JobsCommand::Resume { id, seed } => {
+            let client = AdminClient::new(&seed)?;
+            let answer = client.post(
+                &format!("/v1/admin/jobs/{id}/resume"),
+                &serde_json::json!({}),
+            )?;
+            let job: JobRecord =
+                serde_json::from_value(answer).context("reading the seed's answer")?;
+            let accepted = serde_json::json!({ "job": job.id });
+            finish(client.wait_job(accepted, JOB_TIMEOUT)?)
         }
     }
 }

@@ -5,7 +5,7 @@ use cluster::api::{Phase, PhaseState, Role};
 use cluster::text::printable;
 use serde::{Deserialize, Serialize};
 
-use crate::store::records::{HostRecord, HostStatus, JobRecord, JobState};
+use crate::store::records::{HostRecord, HostStatus, JobRecord};
 
 /// One host as `launcher-seed status` and `hosts ls` show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -234,18 +234,15 @@ pub fn render_jobs(list: &JobList) -> String {
         .jobs
         .iter()
         .map(|j| {
-            let state = serde_json::to_value(j.state)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            let until = match j.state {
-                JobState::Queued | JobState::Running => list.now_ms,
-                JobState::Succeeded | JobState::Failed => j.updated_ms,
+            let until = if j.state.ended() {
+                j.updated_ms
+            } else {
+                list.now_ms
             };
             [
                 j.id.clone(),
                 printable(&j.kind),
-                state,
+                j.state.as_str().to_string(),
                 duration_words(list.now_ms - j.created_ms),
                 duration_words(until - j.created_ms),
                 printable(j.message.lines().next().unwrap_or("")),
@@ -253,6 +250,50 @@ pub fn render_jobs(list: &JobList) -> String {
         })
         .collect();
     aligned(["JOB", "KIND", "STATE", "AGE", "TOOK", "MESSAGE"], &rows)
+}
+
+/// One job: what it was asked, its state and message, and its steps with when each started,
+/// how long it took (or has been running) and what it said.
+pub fn render_job(job: &JobRecord, now_ms: i64) -> String {
+    let mut out = format!(
+        "job {}: {} {}\nstate: {}{}, asked {} ago\n",
+        job.id,
+        printable(&job.kind),
+        printable(&job.request.to_string()),
+        job.state.as_str(),
+        if job.cancel_requested {
+            " (cancel asked: it stops after its current step)"
+        } else {
+            ""
+        },
+        duration_words(now_ms - job.created_ms),
+    );
+    if !job.message.is_empty() {
+        out.push_str(&format!("message: {}\n", printable(&job.message)));
+    }
+    let dash = || "-".to_string();
+    let rows: Vec<[String; 5]> = job
+        .steps
+        .iter()
+        .map(|s| {
+            [
+                s.name.clone(),
+                s.state.as_str().to_string(),
+                s.started_ms
+                    .map(|t| format!("{} ago", duration_words(now_ms - t)))
+                    .unwrap_or_else(dash),
+                s.started_ms
+                    .map(|t| duration_words(s.ended_ms.unwrap_or(now_ms) - t))
+                    .unwrap_or_else(dash),
+                printable(s.message.lines().next().unwrap_or("")),
+            ]
+        })
+        .collect();
+    out.push_str(&aligned(
+        ["STEP", "STATE", "STARTED", "TOOK", "MESSAGE"],
+        &rows,
+    ));
+    out
 }
 
 /// The status table: host id, hostname, role, MAC, phase, state, time in phase, message.

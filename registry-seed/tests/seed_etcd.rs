@@ -239,9 +239,24 @@ fn run(server: &mut Server, cluster: &Path, roots: &[PathBuf]) {
     let names: Vec<&str> = voting.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["auto-m1", "auto-m2", "auto-m3", "auto-m4"]);
 
-    // The remove-master job takes it out through etcd first.
+    // The remove-master job takes it out through etcd first. The cluster file asks for 4
+    // masters: leaving 3 is refused, with nothing asked of etcd, unless forced.
     let sd = server.state_dir.to_str().unwrap();
-    let removed = cli(&["hosts", "rm", &fourth.host_id, "--state-dir", sd]);
+    let refused = Command::new(env!("CARGO_BIN_EXE_launcher-seed"))
+        .args(["hosts", "rm", &fourth.host_id, "--state-dir", sd])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains(&format!(
+            "removing master {} would leave 3 of the cluster file's 4 masters; lower masters in the cluster file, or force the removal",
+            fourth.host_id
+        )),
+        "{said}"
+    );
+    assert_eq!(members(root, &three).unwrap().len(), 4);
+    let removed = cli(&["hosts", "rm", &fourth.host_id, "--force", "--state-dir", sd]);
     assert!(removed.contains("removed"), "{removed}");
     let left = members(root, &three).unwrap();
     let names: Vec<&str> = left.iter().map(|(n, _)| n.as_str()).collect();

@@ -517,32 +517,44 @@ async fn removing_a_worker_forgets_it() {
 
 #[tokio::test]
 async fn removing_an_etcd_master_while_etcd_is_unreachable_fails_and_keeps_it() {
-    let (_dir, seed, app) = open(&one_master());
+    let (_dir, seed, app) = open(&auto_cluster(2));
     let admin = seed.admin_token.clone();
-    let enrolled = enroll(&app, "52:54:00:00:00:01", None).await;
-    let id = enrolled.json["host_id"].as_str().unwrap().to_string();
+    put_tokens(&seed, &[numbered_token(0), numbered_token(1)], None);
+    // The two bootstrap masters are told to come back until both are known.
+    let mut ids = [String::new(), String::new()];
+    for _round in 0..3 {
+        for (i, id) in ids.iter_mut().enumerate() {
+            let answer = enroll(&app, &numbered_mac(i), Some(&numbered_token(i))).await;
+            if answer.status == StatusCode::OK {
+                *id = answer.json["host_id"].as_str().unwrap().to_string();
+            }
+        }
+    }
+    assert!(ids.iter().all(|id| !id.is_empty()), "{ids:?}");
+    let id = &ids[0];
     // Nothing the host reports matters: the seed gave it a master's plan.
     let accepted = send(
         &app,
         request(
             "DELETE",
-            &format!("/v1/admin/hosts/{id}"),
+            &format!("/v1/admin/hosts/{id}?force=true"),
             None,
             Some(&admin),
         ),
     )
     .await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.text);
     let job = wait_job(&app, &admin, &accepted).await;
     assert_eq!(job["state"], "failed", "{job}");
+    let message = job["message"].as_str().unwrap();
     assert!(
-        job["message"]
-            .as_str()
-            .unwrap()
-            .contains("removing etcd member lab-m1"),
+        message.starts_with("step leave_etcd: removing etcd member auto-m1: "),
         "{job}"
     );
+    assert_eq!(job["steps"][0]["state"], "failed", "{job}");
+    assert_eq!(job["steps"][1]["state"], "pending", "{job}");
     let hosts = send(&app, request("GET", "/v1/admin/hosts", None, Some(&admin))).await;
-    assert_eq!(hosts.json["hosts"].as_array().unwrap().len(), 1);
+    assert_eq!(hosts.json["hosts"].as_array().unwrap().len(), 2);
 }
 
 #[tokio::test]
@@ -769,6 +781,10 @@ async fn jobs_are_listed_newest_first_and_by_state() {
         result: Value::Null,
         created_ms,
         updated_ms: created_ms + 5,
+        steps: vec![],
+        cancel_requested: false,
+        changes_membership: true,
+        run: 0,
     };
     write_with(&*seed.store, |tx| {
         put_json(
@@ -818,11 +834,11 @@ async fn jobs_are_listed_newest_first_and_by_state() {
     for (query, message) in [
         (
             "state=done",
-            "state \"done\" is not one of queued, running, succeeded, failed",
+            "state \"done\" is not one of queued, running, succeeded, failed, cancelled",
         ),
         (
             "state=Failed",
-            "state \"Failed\" is not one of queued, running, succeeded, failed",
+            "state \"Failed\" is not one of queued, running, succeeded, failed, cancelled",
         ),
         (
             "kind=remove_host",

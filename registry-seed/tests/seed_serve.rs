@@ -302,6 +302,51 @@ fn the_admin_cli_makes_tokens_approves_lists_and_removes() {
     let done: serde_json::Value = serde_json::from_str(&done).unwrap();
     assert_eq!(done["jobs"].as_array().unwrap().len(), 2, "{done}");
 
+    // One job, step by step: a worker's removal skips the etcd step.
+    let removal = rows[1][0];
+    let shown = cli(&["jobs", "show", removal, "--state-dir", sd]);
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!(
+            "job {removal}: remove_host {{\"force\":false,\"host\":\"{id}\",\"kind\":\"remove_host\"}}"
+        ),
+        "{shown}"
+    );
+    assert!(lines[1].starts_with("state: succeeded, asked "), "{shown}");
+    assert_eq!(lines[2], format!("message: host {id} removed"), "{shown}");
+    let steps: Vec<(&str, &str)> = lines[4..]
+        .iter()
+        .map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            (words[0], words[1])
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [("leave_etcd", "skipped"), ("forget", "done")],
+        "{shown}"
+    );
+    // An ended job is neither cancelled nor resumed.
+    for (verb, said) in [
+        ("cancel", "already succeeded: there is nothing to cancel"),
+        (
+            "resume",
+            "already succeeded: only a failed or cancelled job resumes",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_launcher-seed"))
+            .args(["jobs", verb, removal, "--state-dir", sd])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{verb}: {stderr}");
+        assert!(
+            stderr.contains(&format!("job {removal} {said}")),
+            "{verb}: {stderr}"
+        );
+    }
+
     // With the seed stopped, status reads the state directory.
     drop(server);
     let offline = cli(&["status", "--state-dir", sd]);

@@ -46,6 +46,8 @@ pub fn routes(seed: Arc<Seed>) -> Router<Arc<Seed>> {
         .route("/tokens", post(create_token))
         .route("/jobs", get(list_jobs))
         .route("/jobs/{id}", get(get_job))
+        .route("/jobs/{id}/cancel", post(cancel_job))
+        .route("/jobs/{id}/resume", post(resume_job))
         .route("/clusters", post(create_cluster))
         .route("/etcd-client", post(create_etcd_client))
         .route("/kubeconfig", post(create_kubeconfig))
@@ -123,7 +125,7 @@ fn job_state_filter(query: Option<&str>) -> Result<Option<JobState>, ApiFailure>
                 ApiFailure::new(
                     codes::BAD_REQUEST,
                     format!(
-                        "state {:?} is not one of queued, running, succeeded, failed",
+                        "state {:?} is not one of queued, running, succeeded, failed, cancelled",
                         cluster::text::printable(value)
                     ),
                 )
@@ -167,45 +169,82 @@ async fn get_job(
         .ok_or_else(|| ApiFailure::new(codes::NOT_FOUND, "no job with this id"))
 }
 
+/// The answer that refuses a job, or a cancel or resume of one.
+fn job_failure(context: &str, err: jobs::JobError) -> ApiFailure {
+    match err {
+        jobs::JobError::NotFound(message) => ApiFailure::new(codes::NOT_FOUND, message),
+        jobs::JobError::Refused { code, message } => ApiFailure::new(code, message),
+        jobs::JobError::Store(e) => ApiFailure::internal(context, &e),
+    }
+}
+
 /// Starts a job and answers 202 `{"job": id}`.
 async fn start(seed: &Arc<Seed>, request: JobRequest) -> Result<Response, ApiFailure> {
     let seed2 = seed.clone();
     let id = blocking("recording the job", move || {
-        jobs::submit(&seed2, request).map_err(|e| ApiFailure::internal("recording the job", &e))
+        jobs::submit(&seed2, request).map_err(|e| job_failure("recording the job", e))
     })
     .await?;
     Ok((StatusCode::ACCEPTED, Json(JobAccepted { job: id })).into_response())
 }
 
-async fn host_exists(seed: &Arc<Seed>, id: &str) -> Result<(), ApiFailure> {
-    let (seed2, id2) = (seed.clone(), id.to_string());
-    let host = blocking("reading the host", move || {
-        read_with(&*seed2.store, |tx| {
-            get_json::<HostRecord>(tx, Table::Hosts, &id2)
-        })
-        .map_err(|e| ApiFailure::internal("reading the host", &e))
+/// `POST /v1/admin/jobs/{id}/cancel`: a queued job is cancelled at once, a running one stops
+/// after its current step. Answers the job.
+async fn cancel_job(
+    State(seed): State<Arc<Seed>>,
+    Path(id): Path<String>,
+) -> Result<Json<JobRecord>, ApiFailure> {
+    let job = blocking("cancelling the job", move || {
+        jobs::cancel(&seed, &id).map_err(|e| job_failure("cancelling the job", e))
     })
     .await?;
-    match host {
-        Some(_) => Ok(()),
-        None => Err(ApiFailure::new(codes::NOT_FOUND, format!("no host {id}"))),
-    }
+    tracing::info!(job = %job.id, state = job.state.as_str(), "job cancel asked");
+    Ok(Json(job))
+}
+
+/// `POST /v1/admin/jobs/{id}/resume`: a failed or cancelled job goes on from the step that did
+/// not end. Answers 202 and the job.
+async fn resume_job(
+    State(seed): State<Arc<Seed>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiFailure> {
+    let job = blocking("resuming the job", move || {
+        jobs::resume(&seed, &id).map_err(|e| job_failure("resuming the job", e))
+    })
+    .await?;
+    tracing::info!(job = %job.id, run = job.run, "job resumed");
+    Ok((StatusCode::ACCEPTED, Json(job)).into_response())
 }
 
 async fn approve_host(
     State(seed): State<Arc<Seed>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiFailure> {
-    host_exists(&seed, &id).await?;
     start(&seed, JobRequest::ApproveHost { host: id }).await
+}
+
+/// `force=true` of `DELETE /v1/admin/hosts/{id}`, the only parameter it takes.
+fn force_flag(query: Option<&str>) -> Result<bool, ApiFailure> {
+    match query.unwrap_or("") {
+        "" | "force=false" => Ok(false),
+        "force=true" => Ok(true),
+        other => Err(ApiFailure::new(
+            codes::BAD_REQUEST,
+            format!(
+                "unknown query {:?}: a host is removed as it is or with force=true",
+                cluster::text::printable(other)
+            ),
+        )),
+    }
 }
 
 async fn remove_host(
     State(seed): State<Arc<Seed>>,
     Path(id): Path<String>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiFailure> {
-    host_exists(&seed, &id).await?;
-    start(&seed, JobRequest::RemoveHost { host: id }).await
+    let force = force_flag(query.as_deref())?;
+    start(&seed, JobRequest::RemoveHost { host: id, force }).await
 }
 
 async fn create_token(

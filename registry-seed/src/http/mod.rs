@@ -229,7 +229,10 @@ pub fn status_of(code: &str) -> StatusCode {
         codes::TOKEN_USED
         | codes::IDENTITY_CONFLICT
         | codes::NO_CAPACITY
-        | codes::VERSION_MISMATCH => StatusCode::CONFLICT,
+        | codes::VERSION_MISMATCH
+        | crate::jobs::refusal::JOB_STATE
+        | crate::jobs::refusal::CHANGE_IN_PROGRESS
+        | crate::jobs::refusal::TOO_FEW_MASTERS => StatusCode::CONFLICT,
         codes::BUSY => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -131,9 +131,69 @@ pub enum JobState {
     Running,
     Succeeded,
     Failed,
+    /// Stopped by an operator between two steps; `resume` goes on from the next one.
+    Cancelled,
 }
 
-/// An admin job: asked for, done by the seed, polled by the operator.
+impl JobState {
+    /// Whether the job will do nothing more unless an operator resumes it.
+    pub fn ended(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    Pending,
+    Running,
+    Done,
+    /// Nothing to do for this host (a worker has no etcd member to remove).
+    Skipped,
+    Failed,
+}
+
+impl StepState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Pending => "pending",
+            StepState::Running => "running",
+            StepState::Done => "done",
+            StepState::Skipped => "skipped",
+            StepState::Failed => "failed",
+        }
+    }
+}
+
+/// One step of a job, as far as it got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub name: String,
+    pub state: StepState,
+    #[serde(default)]
+    pub started_ms: Option<i64>,
+    #[serde(default)]
+    pub ended_ms: Option<i64>,
+    #[serde(default)]
+    pub message: String,
+}
+
+/// An admin job: asked for, done by the seed step by step, polled by the operator. Each step's
+/// start and end are recorded as they happen, so a seed that restarts goes on from the step it
+/// was in (every step can be done again).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
     pub id: String,
@@ -147,6 +207,18 @@ pub struct JobRecord {
     pub result: serde_json::Value,
     pub created_ms: i64,
     pub updated_ms: i64,
+    #[serde(default)]
+    pub steps: Vec<StepRecord>,
+    /// An operator asked the running job to stop after its current step.
+    #[serde(default)]
+    pub cancel_requested: bool,
+    /// The job changes etcd membership (it removes a master): no other such job is let in
+    /// until it has ended.
+    #[serde(default)]
+    pub changes_membership: bool,
+    /// Moved on by each `resume`: a driver of an earlier run leaves the job alone.
+    #[serde(default)]
+    pub run: u32,
 }
 
 /// Meta keys.

@@ -217,7 +217,7 @@ pub async fn wait_job(app: &Router, admin: &str, accepted: &Answer) -> Value {
         )
         .await;
         let state = job.json["state"].as_str().unwrap_or("").to_string();
-        if state == "succeeded" || state == "failed" {
+        if matches!(state.as_str(), "succeeded" | "failed" | "cancelled") {
             return job.json;
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
