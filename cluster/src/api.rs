@@ -355,6 +355,9 @@ pub mod codes {
     /// The host's image carries a Kubernetes release its role in this cluster cannot run: the
     /// host asks again later (an operator may boot it from another image meanwhile).
     pub const VERSION_MISMATCH: &str = "version_mismatch";
+    /// The identity key the request proved it holds belonged to a host an operator removed: that
+    /// machine comes back only as a new one, with a new key (its data disk wiped).
+    pub const HOST_REMOVED: &str = "host_removed";
     pub const NO_CAPACITY: &str = "no_capacity";
     pub const BUSY: &str = "busy";
     pub const INTERNAL: &str = "internal";

@@ -68,7 +68,7 @@ pub enum SeedError {
 const VERSION_MISMATCH_RETRY: Duration = Duration::from_secs(60);
 
 /// Codes after which asking again cannot help.
-const FATAL_CODES: [&str; 9] = [
+const FATAL_CODES: [&str; 10] = [
     codes::BAD_REQUEST,
     codes::BODY_TOO_LARGE,
     codes::UNAUTHORIZED,
@@ -78,6 +78,8 @@ const FATAL_CODES: [&str; 9] = [
     codes::TOKEN_USED,
     codes::BAD_CSR,
     codes::IDENTITY_CONFLICT,
+    // An operator removed this host: its key is never let in again.
+    codes::HOST_REMOVED,
 ];
 
 /// What enrollment gave: the plan, which seed gave it and the seed CA that matched the pin.
@@ -431,6 +433,10 @@ mod tests {
             (
                 codes::TOKEN_USED,
                 "the seed at https://10.0.0.1:8443 refused the enrollment: token_used: m",
+            ),
+            (
+                codes::HOST_REMOVED,
+                "the seed at https://10.0.0.1:8443 refused the enrollment: host_removed: m",
             ),
         ];
         for (code, want) in stops {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use cluster::api::Role;
 use serde::{Deserialize, Serialize};
 
-use crate::enroll::apply::{expire_pending, forget_host, token_hash, write_host};
+use crate::enroll::apply::{expire_pending, forget_host, retire_key, token_hash, write_host};
 use crate::membership::{ChangeError, MembershipError};
 use crate::seed::{Seed, random_secret};
 use crate::store::records::{
@@ -503,12 +503,18 @@ async fn step(seed: &Arc<Seed>, request: &JobRequest, name: &str) -> StepEnd {
         STEP_APPROVE => blocking(move || approve(&seed2, &host)).await,
         STEP_LEAVE_ETCD => leave_etcd(seed, &host).await,
         STEP_FORGET => {
-            blocking(
-                move || match write_with(&*seed2.store, |tx| forget_host(tx, &host)) {
-                    Ok(_) => StepEnd::Done(format!("host {host} removed")),
+            blocking(move || {
+                // The host's key is retired with its record: the machine holding it is not let
+                // in again by it.
+                let forgotten = write_with(&*seed2.store, |tx| match forget_host(tx, &host)? {
+                    Some(record) => retire_key(tx, &record),
+                    None => Ok(()),
+                });
+                match forgotten {
+                    Ok(()) => StepEnd::Done(format!("host {host} removed")),
                     Err(e) => StepEnd::Failed(format!("forgetting host {host}: {e}")),
-                },
-            )
+                }
+            })
             .await
         }
         other => StepEnd::Failed(format!("this seed does not know step {other:?}")),

@@ -213,6 +213,14 @@ async fn a_removal_is_cancelled_between_its_steps_and_resumed_from_the_next() {
         "one removal asked of etcd"
     );
     assert!(!host_ids(&seed).contains(&third));
+    // Its key is retired with it: the machine is refused by it, token or not.
+    let back = enroll(&app, &numbered_mac(2), Some(&numbered_token(2))).await;
+    assert_eq!(
+        (back.status, back.code()),
+        (StatusCode::FORBIDDEN, "host_removed"),
+        "{}",
+        back.text
+    );
 
     // A worker holds no etcd member: its removal skips that step.
     let worker = hosts[3].clone();

@@ -509,9 +509,34 @@ async fn removing_a_worker_forgets_it() {
     assert_eq!(job["state"], "succeeded", "{job}");
     let hosts = send(&app, request("GET", "/v1/admin/hosts", None, Some(&admin))).await;
     assert_eq!(hosts.json["hosts"], json!([]));
-    // Gone means unknown again: without a token or approval it is only pending.
-    let back = enroll(&app, "52:54:00:00:00:81", None).await;
-    assert_eq!(back.json["status"], "pending");
+    // The same machine, by its old identity key, is refused, and nothing is recorded.
+    let before = dump(&seed);
+    let back = enroll(&app, "52:54:00:00:00:81", Some(&token)).await;
+    assert_eq!(
+        (back.status, back.code()),
+        (StatusCode::FORBIDDEN, codes::HOST_REMOVED),
+        "{}",
+        back.text
+    );
+    assert_eq!(
+        back.json["message"],
+        format!(
+            "this machine's identity key belonged to host {id}, which an operator removed from the cluster: it comes back only as a new machine, with a new key (its data disk wiped, e.g. booted once with launcher.wipe=1)"
+        )
+    );
+    assert_eq!(dump(&seed), before);
+    // Wiped, with a new key, it is unknown again: without a token or approval only pending.
+    let wiped = as_host(
+        request(
+            "POST",
+            "/v1/enroll",
+            Some(&enroll_body("52:54:00:00:00:81", None)),
+            None,
+        ),
+        "the same machine, wiped",
+    );
+    let back = send(&app, wiped).await;
+    assert_eq!(back.json["status"], "pending", "{}", back.text);
     assert_ne!(back.json["host_id"], id.as_str());
 }
 

@@ -186,6 +186,20 @@ fn key_index(key: &HostKeyId) -> String {
     format!("key:{key}")
 }
 
+/// The index key of a removed host's identity key, which holds that host's id.
+fn retired_index(key: &HostKeyId) -> String {
+    format!("retired:{key}")
+}
+
+/// Keeps the identity key of a host being removed, so that the machine holding it is refused
+/// (`host_removed`) from now on rather than let in again by its old identity.
+pub fn retire_key(tx: &mut dyn Txn, record: &HostRecord) -> Result<(), StoreError> {
+    match &record.key {
+        Some(key) => tx.put(Table::Identities, &retired_index(key), record.id.as_bytes()),
+        None => Ok(()),
+    }
+}
+
 /// The index key of a host's address.
 fn ip_index(ip: &str) -> String {
     format!("ip:{ip}")
@@ -239,7 +253,12 @@ fn gather(
         Some(token) => Some(lookup_token(tx, token)?),
         None => None,
     };
+    let retired = match &caller.key {
+        Some(key) => lookup(tx, Table::Identities, &retired_index(key))?,
+        None => None,
+    };
     Ok(Known {
+        retired,
         client_key: caller.key,
         by_key,
         owners,

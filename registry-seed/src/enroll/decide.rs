@@ -144,6 +144,9 @@ pub struct Known {
     pub peer_ip: Option<String>,
     /// The host whose address `peer_ip` already is, if any.
     pub peer_ip_holder: Option<String>,
+    /// The removed host that `client_key` was bound to, if it was: a removed host's key is
+    /// never let in again.
+    pub retired: Option<String>,
 }
 
 /// The planner's answer; the caller writes `record`, its identity and hostname indexes, the
@@ -321,6 +324,16 @@ pub fn decide(
             "enrollment needs the host's identity key, presented as its TLS client certificate",
         );
     };
+    if let Some(removed) = &known.retired {
+        return refuse(
+            codes::HOST_REMOVED,
+            format!(
+                "this machine's identity key belonged to host {removed}, which an operator removed \
+                 from the cluster: it comes back only as a new machine, with a new key (its data \
+                 disk wiped, e.g. booted once with launcher.wipe=1)"
+            ),
+        );
+    }
     let entries = inventory_matches(facts, &keys);
     if entries.len() > 1 {
         return refuse(

@@ -578,3 +578,28 @@ fn an_address_another_host_has_is_not_given_twice() {
         codes::IDENTITY_CONFLICT
     );
 }
+
+#[test]
+fn a_removed_hosts_key_is_refused_whatever_it_claims() {
+    // Its MAC is in the inventory, and it brings a token: the key alone decides.
+    let mut known = nothing_known();
+    known.retired = Some("h-0007".into());
+    known.token = Some(token(None, NOW + 60_000));
+    for req in [
+        request("52:54:00:00:00:01", None),
+        request("52:54:00:00:00:99", Some("abcdef.secret")),
+    ] {
+        match decide(&facts(), &req, &known, NOW) {
+            Decision::Refused { code, message } => {
+                assert_eq!(code, codes::HOST_REMOVED);
+                assert_eq!(
+                    message,
+                    "this machine's identity key belonged to host h-0007, which an operator \
+                     removed from the cluster: it comes back only as a new machine, with a new \
+                     key (its data disk wiped, e.g. booted once with launcher.wipe=1)"
+                );
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+}

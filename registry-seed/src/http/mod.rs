@@ -223,7 +223,7 @@ pub fn status_of(code: &str) -> StatusCode {
         | codes::TOKEN_INVALID
         | codes::TOKEN_EXPIRED
         | codes::IDENTITY_REQUIRED => StatusCode::UNAUTHORIZED,
-        codes::FORBIDDEN | codes::IDENTITY_TAKEN => StatusCode::FORBIDDEN,
+        codes::FORBIDDEN | codes::IDENTITY_TAKEN | codes::HOST_REMOVED => StatusCode::FORBIDDEN,
         codes::RATE_LIMITED => StatusCode::TOO_MANY_REQUESTS,
         codes::NOT_FOUND => StatusCode::NOT_FOUND,
         codes::TOKEN_USED
