@@ -146,7 +146,7 @@ vrrp_script etcd_member {{
     script \"{member_check}\"
     user root
     interval 20
-    timeout 9
+    timeout 15
     fall 2
     rise 1
     weight 0

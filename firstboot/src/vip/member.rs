@@ -9,11 +9,13 @@ use cluster::api::cert_names;
 use std::path::Path;
 use std::time::Duration;
 
-/// Per member asked: two, well within keepalived's 9 s for the check (a check that times out
-/// counts as failed), on a host slow to start a process.
-const ASK_TIMEOUT: Duration = Duration::from_millis(2500);
-/// At most this many members are asked, so the check ends within keepalived's timeout.
-const MAX_ASKED: usize = 2;
+/// Per member asked. The other members are asked at once, then this master's own if none of
+/// them answered: at most two rounds, well within keepalived's 15 s for the check (a check that
+/// times out counts as failed, and says nothing about membership), on a host slow to start a
+/// process.
+const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+/// At most this many other members are asked, so the check holds few threads and connections.
+const MAX_ASKED: usize = 4;
 const ETCD_PKI: &str = "etc/kubernetes/pki/etcd";
 
 #[derive(Debug, thiserror::Error)]
@@ -44,8 +46,11 @@ pub enum MemberCheck {
     NoAnswer(Vec<String>),
 }
 
-/// Asks the other members first (a removed member's own list may still hold itself), then this
-/// master's own, for etcd's member list; the first answer decides.
+/// Asks the other members at once (a removed member's own list may still hold itself), then,
+/// if none of them answered, this master's own, for etcd's member list. An answer that lacks
+/// this master decides that it was removed: etcd's membership changes go through its log, so a
+/// member that has applied the removal says so, and one lagging behind catches up within a
+/// check or two (keepalived acts only on two failed checks in a row).
 pub fn check_member(root: &Path) -> Result<MemberCheck, MemberError> {
     let journal = Journal::load(root)?;
     let plan = journal.plan.as_ref().ok_or(MemberError::NotAMaster)?;
@@ -58,32 +63,66 @@ pub fn check_member(root: &Path) -> Result<MemberCheck, MemberError> {
             .map_err(|e| MemberError::Key(e.to_string()))?,
     };
     let client = mtls_client(&tls, ASK_TIMEOUT).map_err(MemberError::Key)?;
-    let others = etcd.client_urls.iter().filter(|u| **u != own);
-    let mut reasons = Vec::new();
-    for url in others.chain([&own]).take(MAX_ASKED) {
+    let ask = |url: &String| {
         let list = format!("{}/v3/cluster/member/list", url.trim_end_matches('/'));
-        let answer = client
+        client
             .post(&list)
             .body("{}")
             .send()
             .and_then(|r| r.error_for_status())
-            .and_then(|r| r.text());
-        let listed = answer
+            .and_then(|r| r.text())
             .map_err(|e| e.to_string())
-            .and_then(|body| lists(&body, &etcd.member_name, &own));
-        match listed {
-            Ok(true) => return Ok(MemberCheck::Listed(url.clone())),
-            Ok(false) => {
-                return Err(MemberError::Removed {
-                    asked: url.clone(),
-                    name: etcd.member_name.clone(),
-                    url: own.clone(),
-                });
-            }
+            .and_then(|body| lists(&body, &etcd.member_name, &own))
+    };
+    let others: Vec<&String> = etcd
+        .client_urls
+        .iter()
+        .filter(|u| **u != own)
+        .take(MAX_ASKED)
+        .collect();
+    let answers: Vec<(&String, Result<bool, String>)> = std::thread::scope(|s| {
+        let asking: Vec<_> = others
+            .iter()
+            .map(|url| (*url, s.spawn(|| ask(url))))
+            .collect();
+        asking
+            .into_iter()
+            .map(|(url, t)| {
+                (
+                    url,
+                    t.join().unwrap_or_else(|_| Err("the ask panicked".into())),
+                )
+            })
+            .collect()
+    });
+    let mut reasons = Vec::new();
+    let mut listed = None;
+    for (url, answer) in answers {
+        match answer {
+            Ok(false) => return Err(removed(url, &etcd.member_name, &own)),
+            Ok(true) => listed = listed.or(Some(url.clone())),
             Err(reason) => reasons.push(format!("{url}: {reason}")),
         }
     }
-    Ok(MemberCheck::NoAnswer(reasons))
+    if let Some(url) = listed {
+        return Ok(MemberCheck::Listed(url));
+    }
+    match ask(&own) {
+        Ok(true) => Ok(MemberCheck::Listed(own)),
+        Ok(false) => Err(removed(&own, &etcd.member_name, &own)),
+        Err(reason) => {
+            reasons.push(format!("{own}: {reason}"));
+            Ok(MemberCheck::NoAnswer(reasons))
+        }
+    }
+}
+
+fn removed(asked: &str, name: &str, own: &str) -> MemberError {
+    MemberError::Removed {
+        asked: asked.to_string(),
+        name: name.to_string(),
+        url: own.to_string(),
+    }
 }
 
 /// Whether etcd's member list (the JSON of `/v3/cluster/member/list`) holds the member named
