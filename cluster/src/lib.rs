@@ -22,6 +22,7 @@ macro_rules! serde_via_str {
 }
 
 pub mod api;
+pub mod certs;
 pub mod etcd;
 pub mod firstboot;
 pub mod kubeadm;

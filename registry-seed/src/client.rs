@@ -39,6 +39,19 @@ pub struct PinArgs {
     pub init: bool,
 }
 
+/// `launcher-seed certs`.
+#[derive(Debug, clap::Args)]
+pub struct CertsArgs {
+    #[command(flatten)]
+    pub seed: SeedArgs,
+    /// Only the certificates that expire within this long: `12h`, `30d`.
+    #[arg(long, value_parser = parse_ttl)]
+    pub within: Option<u64>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
     #[command(flatten)]
@@ -390,6 +403,25 @@ fn print_status(view: &StatusView, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(view)?);
     } else {
         print!("{}", render_table(view));
+    }
+    Ok(())
+}
+
+pub fn certs(args: CertsArgs) -> anyhow::Result<()> {
+    let answer = AdminClient::new(&args.seed)?.get("/v1/admin/certs")?;
+    let mut list: crate::views::CertList =
+        serde_json::from_value(answer).context("reading the seed's answer")?;
+    if let Some(secs) = args.within {
+        let horizon_ms = list
+            .now_ms
+            .saturating_add((secs as i64).saturating_mul(1000));
+        list.certs
+            .retain(|r| r.cert.not_after.saturating_mul(1000) <= horizon_ms);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else {
+        print!("{}", crate::views::render_certs(&list));
     }
     Ok(())
 }

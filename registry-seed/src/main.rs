@@ -43,6 +43,12 @@ enum Command {
     /// Look at admin jobs.
     #[command(subcommand)]
     Jobs(client::JobsCommand),
+    /// List the certificates the seed gave every host, soonest to expire first.
+    ///
+    /// Each host's leaf certificates as its last plan carried them (kubeadm's set, etcd's, the
+    /// kubelet's, and the client certificates its kubeconfigs embed): the file that holds
+    /// it, subject, issuing CA, expiry and how long is left. CAs are not listed.
+    Certs(client::CertsArgs),
     /// Get a short-lived etcd client certificate from a running seed, for etcdctl.
     ///
     /// The seed answers with the cluster's etcd CA and a client certificate and key it makes
@@ -77,6 +83,7 @@ fn main() -> std::process::ExitCode {
         Command::Pin(args) => client::pin(args),
         Command::Ipxe(args) => ipxe::run(args),
         Command::Status(args) => client::status(args),
+        Command::Certs(args) => client::certs(args),
         Command::Hosts(cmd) => client::hosts(cmd),
         Command::Tokens(cmd) => client::tokens(cmd),
         Command::Jobs(cmd) => client::jobs(cmd),

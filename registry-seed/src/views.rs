@@ -228,6 +228,74 @@ pub struct JobList {
     pub jobs: Vec<JobRecord>,
 }
 
+/// `GET /v1/admin/certs`: every leaf certificate of every host's last plan, soonest to
+/// expire first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertList {
+    pub now_ms: i64,
+    pub certs: Vec<CertRow>,
+}
+
+/// One certificate of one host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertRow {
+    pub host: String,
+    pub hostname: String,
+    #[serde(flatten)]
+    pub cert: cluster::certs::LeafCert,
+}
+
+/// The certificate table: host, hostname, where it is kept, its subject, issuer, expiry (UTC)
+/// and how long is left (in days when two or more).
+pub fn render_certs(list: &CertList) -> String {
+    let rows: Vec<[String; 7]> = list
+        .certs
+        .iter()
+        .map(|r| {
+            let left_ms = r.cert.not_after.saturating_mul(1000) - list.now_ms;
+            [
+                r.host.clone(),
+                printable(&r.hostname),
+                printable(&r.cert.path),
+                printable(&r.cert.subject),
+                printable(&r.cert.issuer),
+                utc_date(r.cert.not_after),
+                if left_ms >= 2 * DAY_MS {
+                    format!("{}d", left_ms / DAY_MS)
+                } else if left_ms > 0 {
+                    duration_words(left_ms)
+                } else {
+                    "EXPIRED".to_string()
+                },
+            ]
+        })
+        .collect();
+    aligned(
+        [
+            "HOST", "HOSTNAME", "FILE", "SUBJECT", "ISSUER", "EXPIRES", "LEFT",
+        ],
+        &rows,
+    )
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+/// `YYYY-MM-DDTHH:MM:SSZ` of Unix seconds `secs`.
+fn utc_date(secs: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(secs) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        Err(_) => format!("@{secs}"),
+    }
+}
+
 /// The job table: id, kind, state, age, how long it ran (or has been running), its message.
 pub fn render_jobs(list: &JobList) -> String {
     let rows: Vec<[String; 6]> = list

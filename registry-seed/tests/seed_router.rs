@@ -880,3 +880,155 @@ async fn jobs_are_listed_newest_first_and_by_state() {
         assert_eq!(answer.json["message"], message, "{query}");
     }
 }
+
+/// What `openssl x509` reads in a PEM certificate: (serial in lowercase hex, notAfter).
+fn openssl_serial_and_end(pem: &str) -> (String, String) {
+    let mut child = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-enddate"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(pem.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .to_string()
+    };
+    (field("serial=").to_lowercase(), field("notAfter="))
+}
+
+/// notAfter as openssl prints it (`Dec  2 11:03:33 2027 GMT`) of Unix seconds.
+fn openssl_date(secs: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(secs).unwrap();
+    let format = time::format_description::parse_borrowed::<2>(
+        "[month repr:short] [day padding:space] [hour]:[minute]:[second] [year] GMT",
+    )
+    .unwrap();
+    t.format(&format).unwrap()
+}
+
+#[tokio::test]
+async fn the_certificates_each_host_was_given_are_listed_soonest_first() {
+    if !testkit::require(&["openssl"]) {
+        return;
+    }
+    let (_dir, seed, app) = open(&one_master());
+    let admin = seed.admin_token.clone();
+    let master = enroll(&app, "52:54:00:00:00:01", None).await;
+    let worker = enroll(&app, "52:54:00:00:00:04", None).await;
+    let listed = send(&app, request("GET", "/v1/admin/certs", None, Some(&admin))).await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.text);
+    let rows = listed.json["certs"].as_array().unwrap();
+
+    // Each certificate file of each plan, CAs aside, as openssl reads it.
+    let mut want = Vec::new();
+    for answer in [&master, &worker] {
+        let EnrollResponse::Enrolled(plan) = serde_json::from_value(answer.json.clone()).unwrap()
+        else {
+            panic!("not enrolled: {}", answer.text)
+        };
+        for file in &plan.files {
+            let api::FileSource::Text { text } = &file.source else {
+                continue;
+            };
+            if file.path.ends_with(".crt") && !file.path.ends_with("ca.crt") {
+                let (serial, end) = openssl_serial_and_end(text);
+                want.push((plan.host_id.clone(), file.path.clone(), serial, end));
+            }
+        }
+    }
+    let mut got: Vec<(String, String, String, String)> = rows
+        .iter()
+        .filter(|r| r["path"].as_str().unwrap().ends_with(".crt"))
+        .map(|r| {
+            (
+                r["host"].as_str().unwrap().to_string(),
+                r["path"].as_str().unwrap().to_string(),
+                r["serial"].as_str().unwrap().to_string(),
+                openssl_date(r["not_after"].as_i64().unwrap()),
+            )
+        })
+        .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    // The client certificates the master's kubeconfigs embed are listed too.
+    let confs: Vec<(&str, &str)> = rows
+        .iter()
+        .filter(|r| r["path"].as_str().unwrap().ends_with(".conf"))
+        .map(|r| (r["path"].as_str().unwrap(), r["subject"].as_str().unwrap()))
+        .collect();
+    for (path, subject) in [
+        ("/etc/kubernetes/admin.conf", "kubernetes-admin"),
+        ("/etc/kubernetes/super-admin.conf", "kubernetes-super-admin"),
+        (
+            "/etc/kubernetes/controller-manager.conf",
+            "system:kube-controller-manager",
+        ),
+        ("/etc/kubernetes/scheduler.conf", "system:kube-scheduler"),
+    ] {
+        assert!(
+            confs.contains(&(path, subject)),
+            "{path} {subject}: {confs:?}"
+        );
+    }
+    let worker_id = worker.json["host_id"].as_str().unwrap();
+    // The worker sent no CSR, so its kubelet's client certificate is in its kubelet.conf.
+    let worker_rows: Vec<(&str, &str, &str)> = rows
+        .iter()
+        .filter(|r| r["host"] == worker_id)
+        .map(|r| {
+            (
+                r["path"].as_str().unwrap(),
+                r["hostname"].as_str().unwrap(),
+                r["subject"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        worker_rows,
+        [(
+            "/etc/kubernetes/kubelet.conf",
+            "lab-w1",
+            "system:node:lab-w1"
+        )]
+    );
+    let ends: Vec<i64> = rows
+        .iter()
+        .map(|r| r["not_after"].as_i64().unwrap())
+        .collect();
+    assert!(ends.is_sorted(), "{ends:?}");
+
+    // A removed host's certificates are no longer listed.
+    let accepted = send(
+        &app,
+        request(
+            "DELETE",
+            &format!("/v1/admin/hosts/{worker_id}"),
+            None,
+            Some(&admin),
+        ),
+    )
+    .await;
+    let job = wait_job(&app, &admin, &accepted).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let listed = send(&app, request("GET", "/v1/admin/certs", None, Some(&admin))).await;
+    let rows = listed.json["certs"].as_array().unwrap();
+    assert!(!rows.is_empty());
+    assert!(
+        rows.iter().all(|r| r["host"] != worker_id),
+        "{}",
+        listed.text
+    );
+}

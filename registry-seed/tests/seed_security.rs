@@ -109,6 +109,7 @@ async fn hosts_cannot_reach_admin_routes() {
         ("POST", "/v1/admin/tokens".to_string()),
         ("GET", "/v1/admin/jobs/j-0001".to_string()),
         ("GET", "/v1/admin/jobs".to_string()),
+        ("GET", "/v1/admin/certs".to_string()),
         ("POST", "/v1/admin/jobs/j-0001/cancel".to_string()),
         ("POST", "/v1/admin/jobs/j-0001/resume".to_string()),
     ];

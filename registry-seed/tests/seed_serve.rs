@@ -210,7 +210,9 @@ fn the_admin_cli_makes_tokens_approves_lists_and_removes() {
             .json()
             .unwrap()
     };
-    assert_eq!(enroll("52:54:00:00:00:31", Some(token))["role"], "worker");
+    let first = enroll("52:54:00:00:00:31", Some(token));
+    assert_eq!(first["role"], "worker", "{first}");
+    let first_worker = first["host_id"].as_str().unwrap().to_string();
     assert_eq!(
         enroll("52:54:00:00:00:32", Some(token))["code"],
         "token_used"
@@ -256,6 +258,34 @@ fn the_admin_cli_makes_tokens_approves_lists_and_removes() {
     ]))
     .unwrap();
     assert_eq!(json["hosts"].as_array().unwrap().len(), 2);
+
+    // The two workers' kubelet client certificates, a year each, soonest to expire first.
+    let certs = cli(&["certs", "--state-dir", sd]);
+    let rows: Vec<Vec<&str>> = certs
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        [
+            "HOST", "HOSTNAME", "FILE", "SUBJECT", "ISSUER", "EXPIRES", "LEFT"
+        ],
+        "{certs}"
+    );
+    let mut hosts: Vec<&str> = rows[1..].iter().map(|r| r[0]).collect();
+    hosts.sort();
+    let mut enrolled = vec![id, first_worker.as_str()];
+    enrolled.sort();
+    assert_eq!(hosts, enrolled, "{certs}");
+    for row in &rows[1..] {
+        // They sent no CSR: the certificate is embedded in the kubelet's kubeconfig.
+        assert_eq!(row[2], "/etc/kubernetes/kubelet.conf", "{certs}");
+        assert_eq!(row[3], format!("system:node:{}", row[1]), "{certs}");
+        assert_eq!((row[4], row[6]), ("kubernetes", "364d"), "{certs}");
+    }
+    let soon = cli(&["certs", "--within", "30d", "--json", "--state-dir", sd]);
+    let soon: serde_json::Value = serde_json::from_str(&soon).unwrap();
+    assert_eq!(soon["certs"], serde_json::json!([]), "{soon}");
 
     let removed = cli(&["hosts", "rm", id, "--state-dir", sd]);
     assert!(removed.contains("removed"), "{removed}");

@@ -15,7 +15,7 @@ use super::decide::{
     ClusterFacts, Decision, Known, TokenLookup, decide, entry_keys, identity_keys, normalize,
 };
 use super::plan::{BuildError, PlanContext, PlanOutcome, build};
-use crate::store::records::{Counters, HostRecord, HostStatus, TokenRecord, meta};
+use crate::store::records::{Counters, HostCerts, HostRecord, HostStatus, TokenRecord, meta};
 use crate::store::{
     Keep, ReadTxn, Store, StoreError, Table, Txn, get_json, list_json, put_json, read_with,
     write_or_discard, write_with,
@@ -73,6 +73,9 @@ pub fn enroll(
                     return Ok((Enrollment::Refused { code, message }, Keep::Discard));
                 }
                 let (plan, joins_etcd) = plan(tx, cluster, &record, request)?;
+                if let Ok(PlanOutcome::Ready(plan)) = &plan {
+                    record_certs(tx, &record.id, plan, now_ms)?;
+                }
                 if record.planned_ms.is_none() && matches!(plan, Ok(PlanOutcome::Ready(_))) {
                     record.planned_ms = Some(now_ms);
                     put_json(tx, Table::Hosts, &record.id, &record)?;
@@ -86,6 +89,34 @@ pub fn enroll(
         };
         Ok((enrollment, Keep::Commit))
     })
+}
+
+/// Records the leaf certificates of the plan just made for host `id`. A plan whose files do
+/// not read back is this seed's own fault: it is logged and the enrollment goes on, since the
+/// record only informs `launcher-seed certs`.
+fn record_certs(
+    tx: &mut dyn Txn,
+    id: &str,
+    plan: &cluster::api::Plan,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    match cluster::certs::leaf_certs(&plan.files) {
+        Ok(certs) => {
+            let record = HostCerts {
+                host: id.to_string(),
+                planned_ms: now_ms,
+                certs,
+            };
+            put_json(tx, Table::Certs, id, &record)
+        }
+        Err(e) => {
+            tracing::warn!(
+                host = id,
+                "the certificates of the plan just made do not read back: {e}"
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Whether the release the host's image carries fits its role here (see `cluster::skew`): a
@@ -383,6 +414,7 @@ pub fn forget_host(tx: &mut dyn Txn, id: &str) -> Result<Option<HostRecord>, Sto
         unindex(tx, Table::Hostnames, &ip_index(ip), id)?;
     }
     tx.delete(Table::Hosts, id)?;
+    tx.delete(Table::Certs, id)?;
     if record.status != HostStatus::Enrolled {
         let mut counters = counters(&*tx)?;
         counters.waiting = counters.waiting.saturating_sub(1);

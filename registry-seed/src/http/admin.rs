@@ -21,11 +21,11 @@ use super::{ApiFailure, JsonBody, blocking};
 use crate::enroll::apply::{constant_time_eq, reset_host as reset_host_record};
 use crate::jobs::{self, JobRequest};
 use crate::seed::Seed;
-use crate::store::records::{HostRecord, JobRecord, JobState, now_ms};
+use crate::store::records::{HostCerts, HostRecord, JobRecord, JobState, now_ms};
 use crate::store::{Table, get_json, list_json, read_with, write_with};
 use crate::views::{
-    EtcdClientRequest, EtcdClientView, HostResetView, JobAccepted, JobList, KubeconfigRequest,
-    KubeconfigView, StatusView, TokenCreated, TokenRequest, host_view,
+    CertList, CertRow, EtcdClientRequest, EtcdClientView, HostResetView, JobAccepted, JobList,
+    KubeconfigRequest, KubeconfigView, StatusView, TokenCreated, TokenRequest, host_view,
 };
 
 /// Longest join-token lifetime: 30 days.
@@ -44,6 +44,7 @@ pub fn routes(seed: Arc<Seed>) -> Router<Arc<Seed>> {
         .route("/hosts/{id}/approve", post(approve_host))
         .route("/hosts/{id}/reset", post(reset_host))
         .route("/tokens", post(create_token))
+        .route("/certs", get(list_certs))
         .route("/jobs", get(list_jobs))
         .route("/jobs/{id}", get(get_job))
         .route("/jobs/{id}/cancel", post(cancel_job))
@@ -104,6 +105,45 @@ async fn list_hosts(State(seed): State<Arc<Seed>>) -> Result<Json<StatusView>, A
         hosts: hosts.iter().map(host_view).collect(),
         missing_images,
         refused: seed.refusals.list(),
+    }))
+}
+
+/// Every leaf certificate of every host's last plan, soonest to expire first.
+async fn list_certs(State(seed): State<Arc<Seed>>) -> Result<Json<CertList>, ApiFailure> {
+    let (hosts, certs) = blocking("reading the certificates", move || {
+        read_with(&*seed.store, |tx| {
+            Ok((
+                list_json::<HostRecord>(tx, Table::Hosts)?,
+                list_json::<HostCerts>(tx, Table::Certs)?,
+            ))
+        })
+        .map_err(|e| ApiFailure::internal("reading the certificates", &e))
+    })
+    .await?;
+    let hostnames: std::collections::BTreeMap<&str, &str> = hosts
+        .iter()
+        .map(|h| (h.id.as_str(), h.hostname().unwrap_or("")))
+        .collect();
+    let mut rows: Vec<CertRow> = Vec::new();
+    for record in certs {
+        let host = record.host;
+        let hostname = hostnames
+            .get(host.as_str())
+            .copied()
+            .unwrap_or("")
+            .to_string();
+        rows.extend(record.certs.into_iter().map(|cert| CertRow {
+            host: host.clone(),
+            hostname: hostname.clone(),
+            cert,
+        }));
+    }
+    rows.sort_by(|a, b| {
+        (a.cert.not_after, &a.host, &a.cert.path).cmp(&(b.cert.not_after, &b.host, &b.cert.path))
+    });
+    Ok(Json(CertList {
+        now_ms: now_ms(),
+        certs: rows,
     }))
 }
 

@@ -23,17 +23,20 @@ pub enum Table {
     Tokens,
     /// Admin job id → [`records::JobRecord`].
     Jobs,
+    /// Host id → [`records::HostCerts`]: the leaf certificates of the last plan given to it.
+    Certs,
     /// Counters and cluster-wide material (the CA set).
     Meta,
 }
 
 impl Table {
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 7] = [
         Table::Hosts,
         Table::Identities,
         Table::Hostnames,
         Table::Tokens,
         Table::Jobs,
+        Table::Certs,
         Table::Meta,
     ];
 
@@ -44,6 +47,7 @@ impl Table {
             Table::Hostnames => "hostnames",
             Table::Tokens => "tokens",
             Table::Jobs => "jobs",
+            Table::Certs => "certs",
             Table::Meta => "meta",
         }
     }

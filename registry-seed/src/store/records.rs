@@ -104,6 +104,16 @@ impl HostRecord {
     }
 }
 
+/// The leaf certificates of the last plan the seed gave a host (`cluster::certs`), kept so
+/// that `launcher-seed certs` can say when each expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostCerts {
+    pub host: String,
+    /// When that plan was made (the seed's clock).
+    pub planned_ms: i64,
+    pub certs: Vec<cluster::certs::LeafCert>,
+}
+
 /// The seed's clock, Unix milliseconds: the unit of every `*_ms` field of the records.
 pub fn now_ms() -> i64 {
     let now = time::OffsetDateTime::now_utc();
