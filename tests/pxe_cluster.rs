@@ -3,7 +3,8 @@
 //! the second worker boots by UEFI from `image.iso` and the third from `disk.raw`, both baked
 //! for this seed before it first ran (`launcher-seed pin --init`, `launcher-build --seed-url
 //! --pin`). All wait to enroll while the seed's registry lacks kube-scheduler, go on once it
-//! is imported, and reach `done` with a healthy etcd; `down` then stops every process and removes the namespace. Their data disks,
+//! is imported, and reach `done` with a healthy etcd; the master's and a worker's resident
+//! agents answer the seed's `health` command; `down` then stops every process and removes the namespace. Their data disks,
 //! read from outside afterwards, show what each host was given: the worker holds no CA key, and
 //! the kubeadm stand-in on the master checked a v1beta4 config naming the external etcd and the
 //! seed's registry, and the kubelet stand-in on the worker its seed-signed kubeconfig.
@@ -102,6 +103,37 @@ fn a_new_disk_is_refused_until_the_host_is_reset(run: &std::path::Path, namespac
     );
     // Its kubelet, started afresh on the new disk, has its Node Ready again.
     kube::wait_all_ready(run, 4, std::time::Duration::from_secs(300));
+}
+
+/// Each host's resident agent answers the seed: `hosts command ID health` comes back with the
+/// host's uptime and every unit of its role active (the master's etcd and keepalived too).
+fn the_agents_answer_the_seed(run: &std::path::Path, namespace: &str) {
+    let hosts: serde_json::Value =
+        serde_json::from_str(&seed_cli(run, namespace, &["hosts", "ls", "--json"])).unwrap();
+    for (hostname, units) in [
+        (
+            "lab-m1",
+            "containerd active, kubelet active, launcher-etcd active, keepalived active",
+        ),
+        ("lab-w1", "containerd active, kubelet active"),
+    ] {
+        let id = hosts["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["hostname"] == hostname)
+            .and_then(|h| h["id"].as_str())
+            .unwrap_or_else(|| panic!("no row for {hostname}: {hosts}"))
+            .to_string();
+        let said = seed_cli(
+            run,
+            namespace,
+            &["hosts", "command", &id, "health", "--wait", "120s"],
+        );
+        let prefix = format!("command c-0001 (health) of host {id}: up ");
+        assert!(said.starts_with(&prefix), "{said}");
+        assert!(said.trim_end().ends_with(units), "{said}");
+    }
 }
 
 /// Through the VIP, which the master holds: `kubectl get nodes` lists every host Ready (the
@@ -566,6 +598,7 @@ fn a_master_and_workers_boot_by_pxe_iso_and_disk_and_reach_done() {
             "{stdout}"
         );
         the_cluster_answers_at_the_vip(&run, &state.namespace);
+        the_agents_answer_the_seed(&run, &state.namespace);
         the_hosts_are_ready_for_kubeadm(&run);
         the_media_hosts_booted_from_their_media(&run);
         a_new_disk_is_refused_until_the_host_is_reset(&run, &state.namespace);

@@ -64,6 +64,10 @@ pub const IMAGES_DIR: &str = cluster::firstboot::DEFAULT_PRELOAD_DIR;
 /// Where firstboot's configuration goes.
 pub const FIRSTBOOT_CONFIG: &str = cluster::firstboot::PATH;
 pub const FIRSTBOOT_UNIT: &str = "/usr/lib/systemd/system/launcher-firstboot.service";
+/// The resident agent's unit (`launcher-firstboot agent`).
+pub const AGENT_UNIT: &str = "/usr/lib/systemd/system/launcher-agent.service";
+/// The agent's unit as shipped; its ExecStart is pointed at the image's firstboot binary.
+const AGENT_UNIT_TEXT: &str = include_str!("../../firstboot/dist/launcher-agent.service");
 
 fn p(path: &str) -> ImagePath {
     ImagePath::parse(path).unwrap_or_else(|e| panic!("built-in path {path}: {e}"))
@@ -126,6 +130,11 @@ fn firstboot_entries(def: &Definition, inputs: &Resolved) -> Vec<Entry> {
             &format!("/etc/systemd/system/{wanted_by}.wants/launcher-firstboot.service"),
             FIRSTBOOT_UNIT,
         ),
+        file(AGENT_UNIT, agent_unit(&exec).as_bytes(), 0o644),
+        link(
+            "/etc/systemd/system/multi-user.target.wants/launcher-agent.service",
+            AGENT_UNIT,
+        ),
         file(FIRSTBOOT_CONFIG, firstboot_config(def), 0o644),
         // systemd makes a fresh machine id on each machine's first boot.
         file("/etc/machine-id", "uninitialized\n", 0o444),
@@ -134,6 +143,14 @@ fn firstboot_entries(def: &Definition, inputs: &Resolved) -> Vec<Entry> {
         // out their timeouts. Hosts reach the seed and each other by address.
         file("/etc/resolv.conf", RESOLV_CONF, 0o644),
     ]
+}
+
+/// The agent's unit, running `exec agent`.
+fn agent_unit(exec: &str) -> String {
+    AGENT_UNIT_TEXT.replace(
+        "ExecStart=/usr/bin/launcher-firstboot agent",
+        &format!("ExecStart={exec} agent"),
+    )
 }
 
 /// `/etc/resolv.conf` of every image: no name server.

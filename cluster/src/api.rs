@@ -326,6 +326,47 @@ pub struct ProgressReport {
     pub at_unix_ms: i64,
 }
 
+/// What the seed can ask of a host's resident agent (`launcher-firstboot agent`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandKind {
+    /// Say how the host is: uptime, load, and whether its cluster services are active.
+    Health,
+    /// Reboot, once the seed has heard that the host is about to.
+    Reboot,
+}
+
+impl CommandKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandKind::Health => "health",
+            CommandKind::Reboot => "reboot",
+        }
+    }
+}
+
+/// One command, as a host's agent receives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostCommand {
+    pub id: String,
+    pub kind: CommandKind,
+}
+
+/// `GET /v1/hosts/{id}/commands`: the commands this host has not answered yet, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CommandBatch {
+    pub commands: Vec<HostCommand>,
+}
+
+/// `POST /v1/hosts/{id}/commands/{command}`: what a command came to on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandOutcome {
+    pub ok: bool,
+    #[serde(default)]
+    pub message: String,
+}
+
 /// The one error shape of every seed route.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
@@ -359,6 +400,9 @@ pub mod codes {
     /// machine comes back only as a new one, with a new key (its data disk wiped).
     pub const HOST_REMOVED: &str = "host_removed";
     pub const NO_CAPACITY: &str = "no_capacity";
+    /// A host has as many unanswered commands as it may have; or a command already answered
+    /// is answered differently.
+    pub const COMMAND_REFUSED: &str = "command_refused";
     pub const BUSY: &str = "busy";
     pub const INTERNAL: &str = "internal";
 }

@@ -87,6 +87,13 @@ pub enum Command {
     /// when a member lists it or none answers: keepalived's second check for the VIP, so that
     /// a removed master gives the VIP away while its API server is still ready.
     CheckMember,
+    /// The resident agent, run by launcher-agent.service: once every phase is done, keep one
+    /// held poll open to the seed that enrolled this host (pinned to its CA, presenting the
+    /// host's identity key), carry out what the seed asks (`health`: uptime, load and this
+    /// role's units; `reboot`) and report each outcome. Waits, looking every 30 s, while
+    /// firstboot has not finished; backs off 1 s to 60 s, with jitter, while the seed does not
+    /// answer.
+    Agent,
     /// Ask the API server once for this host's Node, with the kubeconfig its kubelet registers
     /// with (the one the plan names, or --kubeconfig), as the install phase does before `done`:
     /// exit 0 with its Ready condition when it is there, 1 with why not (the TLS verdict, the
@@ -154,6 +161,7 @@ pub fn main(cli: Cli) -> i32 {
             };
         }
         Some(Command::CheckMember) => return check_member(&cli.root),
+        Some(Command::Agent) => return crate::agent::main(&cli.root, &RealOs),
         Some(Command::CheckNode {
             ref kubeconfig,
             ref node,

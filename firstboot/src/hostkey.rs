@@ -74,6 +74,18 @@ pub fn load_or_make(root: &Path, os: &dyn Os, wipe: bool) -> Result<HostIdentity
     Ok(key)
 }
 
+/// The host's identity key, which must be there already: the resident agent never makes one.
+pub fn load_existing(root: &Path) -> Result<HostIdentityKey, HostKeyError> {
+    let path = key_path(root);
+    match load(&path)? {
+        Some(key) => Ok(key),
+        None => Err(HostKeyError::Read(
+            path,
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        )),
+    }
+}
+
 fn load(path: &Path) -> Result<Option<HostIdentityKey>, HostKeyError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,

@@ -3,6 +3,7 @@
 //! Phases (see [`run`]): identify → time → enroll → materialize → storage → preload → etcd →
 //! install → done, each journaled after it succeeded.
 
+pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod fsutil;

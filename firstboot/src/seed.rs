@@ -3,7 +3,10 @@
 
 use crate::os::Os;
 use crate::tls::{self, PinOutcome, PinVerifier};
-use cluster::api::{self, ApiError, EnrollRequest, EnrollResponse, Plan, ProgressReport, codes};
+use cluster::api::{
+    self, ApiError, CommandBatch, CommandOutcome, EnrollRequest, EnrollResponse, HostCommand, Plan,
+    ProgressReport, codes,
+};
 use cluster::pki::{CaPin, HostIdentityKey};
 use cluster::spec::SeedUrl;
 use rand::Rng;
@@ -368,6 +371,81 @@ impl SeedClient {
             }
             Err(e) => tracing::warn!("progress report to {url} failed: {}", error_chain(&e)),
         }
+    }
+}
+
+impl SeedClient {
+    /// Asks `seed` for the commands host `host_id` has not answered, the seed holding the
+    /// request up to `wait` while there are none.
+    pub fn commands(
+        &self,
+        seed: &SeedUrl,
+        host_id: &str,
+        wait: Duration,
+    ) -> Result<Vec<HostCommand>, String> {
+        let url = format!(
+            "{seed}{}/hosts/{host_id}/commands?wait={}",
+            api::PREFIX,
+            wait.as_secs()
+        );
+        let resp = self
+            .http
+            .get(&url)
+            .timeout(wait + REQUEST_TIMEOUT)
+            .send()
+            .map_err(|e| self.failed(&url, &e))?;
+        let body = answered(&url, resp)?;
+        serde_json::from_slice::<CommandBatch>(&body)
+            .map(|b| b.commands)
+            .map_err(|e| format!("unreadable answer from {url}: {e}"))
+    }
+
+    /// Tells `seed` what command `command` of host `host_id` came to.
+    pub fn answer(
+        &self,
+        seed: &SeedUrl,
+        host_id: &str,
+        command: &str,
+        outcome: &CommandOutcome,
+    ) -> Result<(), String> {
+        let url = format!("{seed}{}/hosts/{host_id}/commands/{command}", api::PREFIX);
+        let resp = self
+            .http
+            .post(&url)
+            .json(outcome)
+            .send()
+            .map_err(|e| self.failed(&url, &e))?;
+        answered(&url, resp).map(|_| ())
+    }
+
+    /// Why a request to `url` got no answer, naming a pin mismatch when that was it.
+    fn failed(&self, url: &str, e: &reqwest::Error) -> String {
+        match &*self.outcome.lock().unwrap() {
+            Some(PinOutcome::Mismatch(seen)) => format!(
+                "{url}: the seed did not present the pinned key {} (its chain has {})",
+                self.pin,
+                seen.join(", ")
+            ),
+            _ => format!("{url}: {}", error_chain(e)),
+        }
+    }
+}
+
+/// The body of a successful answer, or the seed's refusal as text.
+fn answered(url: &str, resp: reqwest::blocking::Response) -> Result<Vec<u8>, String> {
+    let status = resp.status();
+    let body = resp
+        .bytes()
+        .map_err(|e| format!("{url}: reading the answer: {}", error_chain(&e)))?;
+    if status.is_success() {
+        return Ok(body.to_vec());
+    }
+    match serde_json::from_slice::<ApiError>(&body) {
+        Ok(e) => Err(format!(
+            "{url} answered {status}: {}: {}",
+            e.code, e.message
+        )),
+        Err(_) => Err(format!("{url} answered {status}")),
     }
 }
 

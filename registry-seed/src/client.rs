@@ -88,6 +88,29 @@ pub enum HostsCommand {
         #[command(flatten)]
         seed: SeedArgs,
     },
+    /// Ask a host's resident agent to do something, and wait for what it says: `health` (its
+    /// uptime, load and whether its cluster services are active) or `reboot`. The command is
+    /// kept by the seed until the agent takes it, across seed restarts; a host may have at
+    /// most 8 unanswered.
+    Command {
+        id: String,
+        #[arg(value_parser = parse_command_kind)]
+        kind: cluster::api::CommandKind,
+        /// How long to wait for the host's answer: `30s`, `5m`; 0 to only queue it.
+        #[arg(long, value_parser = parse_ttl, default_value = "60s")]
+        wait: u64,
+        #[command(flatten)]
+        seed: SeedArgs,
+    },
+    /// List a host's commands, newest first, with what each came to.
+    Commands {
+        id: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        seed: SeedArgs,
+    },
     /// Unbind a host from its identity key, so that the machine is let in again with a new
     /// one: after its disk was replaced or blanked, or it was re-imaged. Until then the seed
     /// refuses it (`identity_taken`). The host keeps its role and name.
@@ -469,6 +492,23 @@ pub fn hosts(cmd: HostsCommand) -> anyhow::Result<()> {
             let accepted = client.delete(&format!("/v1/admin/hosts/{id}{query}"))?;
             finish(client.wait_job(accepted, JOB_TIMEOUT)?)
         }
+        HostsCommand::Command {
+            id,
+            kind,
+            wait,
+            seed,
+        } => command(&AdminClient::new(&seed)?, &id, kind, wait),
+        HostsCommand::Commands { id, json, seed } => {
+            let answer = AdminClient::new(&seed)?.get(&format!("/v1/admin/hosts/{id}/commands"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                let list: crate::views::CommandList =
+                    serde_json::from_value(answer).context("reading the seed's answer")?;
+                print!("{}", crate::views::render_commands(&list));
+            }
+            Ok(())
+        }
         HostsCommand::Reset { id, seed } => {
             let client = AdminClient::new(&seed)?;
             let answer = client.post(
@@ -486,6 +526,51 @@ pub fn hosts(cmd: HostsCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+fn parse_command_kind(text: &str) -> Result<cluster::api::CommandKind, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_string()))
+        .map_err(|_| format!("{text:?} is not a command: health or reboot"))
+}
+
+/// Queues a command for host `id` and, unless `wait` is 0, waits for the host's answer.
+fn command(
+    client: &AdminClient,
+    id: &str,
+    kind: cluster::api::CommandKind,
+    wait: u64,
+) -> anyhow::Result<()> {
+    use crate::commands::{CommandRecord, CommandState};
+    let answer = client.post(
+        &format!("/v1/admin/hosts/{id}/commands"),
+        &serde_json::json!({ "kind": kind }),
+    )?;
+    let mut record: CommandRecord =
+        serde_json::from_value(answer).context("reading the seed's answer")?;
+    let what = format!("command {} ({}) of host {id}", record.id, kind.as_str());
+    if wait == 0 {
+        println!("{what} queued");
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(wait);
+    while !record.state.ended() {
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "{what} is still {} after {wait} s: the host's agent has not answered (it stays queued; see `launcher-seed hosts commands {id}`)",
+                record.state.as_str()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let answer = client.get(&format!("/v1/admin/hosts/{id}/commands/{}", record.id))?;
+        record = serde_json::from_value(answer).context("reading the seed's answer")?;
+    }
+    match record.state {
+        CommandState::Succeeded => {
+            println!("{what}: {}", record.message);
+            Ok(())
+        }
+        _ => anyhow::bail!("{what} failed: {}", record.message),
     }
 }
 

@@ -5,6 +5,7 @@ pub mod boot;
 pub mod client;
 pub mod cluster_ca;
 pub mod cluster_file;
+pub mod commands;
 pub mod enroll;
 pub mod generate;
 pub mod http;

@@ -46,6 +46,8 @@ pub struct Seed {
     pub missing_images: Option<MissingImages>,
     /// Hosts refused for their image's release, which the store does not record.
     pub refusals: crate::refusals::Refusals,
+    /// Woken when a command is queued for some host: every agent's held poll looks again.
+    pub commands_queued: tokio::sync::Notify,
 }
 
 /// Says which images the cluster pulls are not in the seed's registry now.
@@ -136,6 +138,7 @@ impl Seed {
             boot: None,
             missing_images: None,
             refusals: Default::default(),
+            commands_queued: tokio::sync::Notify::new(),
         })
     }
 

@@ -296,6 +296,36 @@ fn utc_date(secs: i64) -> String {
     }
 }
 
+/// `GET /v1/admin/hosts/{id}/commands`: the host's commands, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommandList {
+    pub now_ms: i64,
+    pub commands: Vec<crate::commands::CommandRecord>,
+}
+
+/// The command table: id, kind, state, age, how long the host took, what it said.
+pub fn render_commands(list: &CommandList) -> String {
+    let rows: Vec<[String; 6]> = list
+        .commands
+        .iter()
+        .map(|c| {
+            [
+                c.id.clone(),
+                c.kind.as_str().to_string(),
+                c.state.as_str().to_string(),
+                duration_words(list.now_ms - c.created_ms),
+                c.ended_ms
+                    .map_or("-".to_string(), |e| duration_words(e - c.created_ms)),
+                printable(c.message.lines().next().unwrap_or("")),
+            ]
+        })
+        .collect();
+    aligned(
+        ["COMMAND", "KIND", "STATE", "AGE", "TOOK", "MESSAGE"],
+        &rows,
+    )
+}
+
 /// The job table: id, kind, state, age, how long it ran (or has been running), its message.
 pub fn render_jobs(list: &JobList) -> String {
     let rows: Vec<[String; 6]> = list

@@ -1032,3 +1032,268 @@ async fn the_certificates_each_host_was_given_are_listed_soonest_first() {
         listed.text
     );
 }
+
+/// `request` sent by the machine with this MAC (its identity key), with no body of its own.
+fn from_machine(method: &str, path: &str, body: Option<&Value>, mac: &str) -> Request<Body> {
+    as_host(request(method, path, body, None), mac)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_reaches_its_hosts_agent_and_its_answer_is_kept() {
+    let (_dir, seed, app) = open(&one_master());
+    let admin = seed.admin_token.clone();
+    let worker = enroll(&app, "52:54:00:00:00:04", None).await;
+    let id = worker.json["host_id"].as_str().unwrap().to_string();
+    enroll(&app, "52:54:00:00:00:01", None).await;
+    let mac = "52:54:00:00:00:04";
+    let polled = |wait: u64| {
+        from_machine(
+            "GET",
+            &format!("/v1/hosts/{id}/commands?wait={wait}"),
+            None,
+            mac,
+        )
+    };
+    let empty = send(&app, polled(0)).await;
+    assert_eq!(empty.json, json!({"commands": []}), "{}", empty.text);
+
+    // A held poll answers as soon as a command is queued, long before its 30 s.
+    let (app2, held_poll) = (app.clone(), polled(30));
+    let held = tokio::spawn(async move { send(&app2, held_poll).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let queued = send(
+        &app,
+        request(
+            "POST",
+            &format!("/v1/admin/hosts/{id}/commands"),
+            Some(&json!({"kind": "health"})),
+            Some(&admin),
+        ),
+    )
+    .await;
+    assert_eq!(queued.status, StatusCode::ACCEPTED, "{}", queued.text);
+    assert_eq!(
+        (&queued.json["id"], &queued.json["state"]),
+        (&json!("c-0001"), &json!("queued"))
+    );
+    let got = held.await.unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert_eq!(
+        got.json,
+        json!({"commands": [{"id": "c-0001", "kind": "health"}]})
+    );
+    // Taken, not answered: handed out again (an agent that restarted gets it back).
+    assert_eq!(send(&app, polled(0)).await.json, got.json);
+
+    let answer_path = format!("/v1/hosts/{id}/commands/c-0001");
+    let said = json!({"ok": true, "message": "up 42 s"});
+    let answered = send(&app, from_machine("POST", &answer_path, Some(&said), mac)).await;
+    assert_eq!(answered.status, StatusCode::NO_CONTENT, "{}", answered.text);
+    let shown = send(
+        &app,
+        request(
+            "GET",
+            &format!("/v1/admin/hosts/{id}/commands/c-0001"),
+            None,
+            Some(&admin),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (&shown.json["state"], &shown.json["message"]),
+        (&json!("succeeded"), &json!("up 42 s")),
+        "{}",
+        shown.text
+    );
+    assert_eq!(send(&app, polled(0)).await.json, json!({"commands": []}));
+    // The same answer again is taken; a different one is refused.
+    let again = send(&app, from_machine("POST", &answer_path, Some(&said), mac)).await;
+    assert_eq!(again.status, StatusCode::NO_CONTENT);
+
+    // Bad asks: each refused with its code and message, nothing changed.
+    let long = "x".repeat(4097);
+    let cases: Vec<(Request<Body>, StatusCode, &str, String)> = vec![
+        (
+            from_machine("POST", &answer_path, Some(&json!({"ok": false})), mac),
+            StatusCode::CONFLICT,
+            codes::COMMAND_REFUSED,
+            format!("command c-0001 of host {id} was already answered: succeeded"),
+        ),
+        (
+            from_machine(
+                "GET",
+                &format!("/v1/hosts/{id}/commands"),
+                None,
+                "52:54:00:00:00:01",
+            ),
+            StatusCode::FORBIDDEN,
+            codes::IDENTITY_TAKEN,
+            format!("host {id} is bound to another identity key"),
+        ),
+        (
+            request("GET", &format!("/v1/hosts/{id}/commands"), None, None),
+            StatusCode::UNAUTHORIZED,
+            codes::IDENTITY_REQUIRED,
+            "asking for commands needs the host's identity key, presented as its TLS client certificate".into(),
+        ),
+        (
+            from_machine(
+                "POST",
+                &format!("/v1/hosts/{id}/commands/c-0001"),
+                Some(&said),
+                "52:54:00:00:00:01",
+            ),
+            StatusCode::FORBIDDEN,
+            codes::IDENTITY_TAKEN,
+            format!("host {id} is bound to another identity key"),
+        ),
+        (
+            from_machine(
+                "POST",
+                &format!("/v1/hosts/{id}/commands/c-0099"),
+                Some(&said),
+                mac,
+            ),
+            StatusCode::NOT_FOUND,
+            codes::NOT_FOUND,
+            format!("host {id} has no command c-0099"),
+        ),
+        (
+            from_machine(
+                "POST",
+                &answer_path,
+                Some(&json!({"ok": true, "message": long})),
+                mac,
+            ),
+            StatusCode::BAD_REQUEST,
+            codes::BAD_REQUEST,
+            "command outcomes are limited to 4096 bytes".into(),
+        ),
+        (
+            from_machine(
+                "GET",
+                &format!("/v1/hosts/{id}/commands?wait=31"),
+                None,
+                mac,
+            ),
+            StatusCode::BAD_REQUEST,
+            codes::BAD_REQUEST,
+            "\"wait=31\": commands are asked for with wait=SECONDS, at most 30".into(),
+        ),
+        (
+            from_machine(
+                "GET",
+                &format!("/v1/hosts/{id}/commands?since=1"),
+                None,
+                mac,
+            ),
+            StatusCode::BAD_REQUEST,
+            codes::BAD_REQUEST,
+            "\"since=1\": commands are asked for with wait=SECONDS, at most 30".into(),
+        ),
+        (
+            from_machine("GET", "/v1/hosts/h-9999/commands", None, mac),
+            StatusCode::NOT_FOUND,
+            codes::NOT_FOUND,
+            "no host with id h-9999".into(),
+        ),
+        (
+            request(
+                "POST",
+                "/v1/admin/hosts/h-9999/commands",
+                Some(&json!({"kind": "health"})),
+                Some(&admin),
+            ),
+            StatusCode::NOT_FOUND,
+            codes::NOT_FOUND,
+            "no host with id h-9999".into(),
+        ),
+    ];
+    let before = dump(&seed);
+    for (i, (req, status, code, message)) in cases.into_iter().enumerate() {
+        let answer = send(&app, req).await;
+        assert_eq!(
+            (
+                answer.status,
+                answer.code(),
+                answer.json["message"].as_str()
+            ),
+            (status, code, Some(message.as_str())),
+            "case {i}: {}",
+            answer.text
+        );
+    }
+    let unknown_kind = send(
+        &app,
+        request(
+            "POST",
+            &format!("/v1/admin/hosts/{id}/commands"),
+            Some(&json!({"kind": "format"})),
+            Some(&admin),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (unknown_kind.status, unknown_kind.code()),
+        (StatusCode::BAD_REQUEST, codes::BAD_REQUEST),
+        "{}",
+        unknown_kind.text
+    );
+    assert_eq!(dump(&seed), before);
+
+    // At most 8 unanswered commands per host; the 9th is refused, naming the oldest.
+    for n in 2..=9 {
+        let queued = send(
+            &app,
+            request(
+                "POST",
+                &format!("/v1/admin/hosts/{id}/commands"),
+                Some(&json!({"kind": "reboot"})),
+                Some(&admin),
+            ),
+        )
+        .await;
+        assert_eq!(queued.status, StatusCode::ACCEPTED, "{n}: {}", queued.text);
+    }
+    let before = dump(&seed);
+    let refused = send(
+        &app,
+        request(
+            "POST",
+            &format!("/v1/admin/hosts/{id}/commands"),
+            Some(&json!({"kind": "reboot"})),
+            Some(&admin),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::CONFLICT, codes::COMMAND_REFUSED)
+    );
+    assert_eq!(
+        refused.json["message"],
+        format!(
+            "host {id} already has 8 commands it has not answered (the oldest c-0002): its agent may not be running; wait, or look at `launcher-seed hosts commands {id}`"
+        )
+    );
+    assert_eq!(dump(&seed), before);
+    let listed = send(
+        &app,
+        request(
+            "GET",
+            &format!("/v1/admin/hosts/{id}/commands"),
+            None,
+            Some(&admin),
+        ),
+    )
+    .await;
+    let ids: Vec<&str> = listed.json["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 9);
+    assert_eq!((ids[0], ids[8]), ("c-0009", "c-0001"));
+}

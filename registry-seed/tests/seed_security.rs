@@ -110,6 +110,9 @@ async fn hosts_cannot_reach_admin_routes() {
         ("GET", "/v1/admin/jobs/j-0001".to_string()),
         ("GET", "/v1/admin/jobs".to_string()),
         ("GET", "/v1/admin/certs".to_string()),
+        ("POST", format!("/v1/admin/hosts/{id}/commands")),
+        ("GET", format!("/v1/admin/hosts/{id}/commands")),
+        ("GET", format!("/v1/admin/hosts/{id}/commands/c-0001")),
         ("POST", "/v1/admin/jobs/j-0001/cancel".to_string()),
         ("POST", "/v1/admin/jobs/j-0001/resume".to_string()),
     ];

@@ -415,6 +415,7 @@ pub fn forget_host(tx: &mut dyn Txn, id: &str) -> Result<Option<HostRecord>, Sto
     }
     tx.delete(Table::Hosts, id)?;
     tx.delete(Table::Certs, id)?;
+    tx.delete(Table::Commands, id)?;
     if record.status != HostStatus::Enrolled {
         let mut counters = counters(&*tx)?;
         counters.waiting = counters.waiting.saturating_sub(1);

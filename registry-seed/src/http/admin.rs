@@ -18,14 +18,15 @@ use cluster::pki::{
 };
 
 use super::{ApiFailure, JsonBody, blocking};
+use crate::commands::{self, CommandRecord};
 use crate::enroll::apply::{constant_time_eq, reset_host as reset_host_record};
 use crate::jobs::{self, JobRequest};
 use crate::seed::Seed;
 use crate::store::records::{HostCerts, HostRecord, JobRecord, JobState, now_ms};
 use crate::store::{Table, get_json, list_json, read_with, write_with};
 use crate::views::{
-    CertList, CertRow, EtcdClientRequest, EtcdClientView, HostResetView, JobAccepted, JobList,
-    KubeconfigRequest, KubeconfigView, StatusView, TokenCreated, TokenRequest, host_view,
+    CertList, CertRow, CommandList, EtcdClientRequest, EtcdClientView, HostResetView, JobAccepted,
+    JobList, KubeconfigRequest, KubeconfigView, StatusView, TokenCreated, TokenRequest, host_view,
 };
 
 /// Longest join-token lifetime: 30 days.
@@ -43,6 +44,11 @@ pub fn routes(seed: Arc<Seed>) -> Router<Arc<Seed>> {
         .route("/hosts/{id}", delete(remove_host))
         .route("/hosts/{id}/approve", post(approve_host))
         .route("/hosts/{id}/reset", post(reset_host))
+        .route(
+            "/hosts/{id}/commands",
+            post(queue_command).get(list_commands),
+        )
+        .route("/hosts/{id}/commands/{command}", get(get_command))
         .route("/tokens", post(create_token))
         .route("/certs", get(list_certs))
         .route("/jobs", get(list_jobs))
@@ -145,6 +151,78 @@ async fn list_certs(State(seed): State<Arc<Seed>>) -> Result<Json<CertList>, Api
         now_ms: now_ms(),
         certs: rows,
     }))
+}
+
+/// `POST /v1/admin/hosts/{id}/commands`: the body names the command.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandRequest {
+    pub kind: cluster::api::CommandKind,
+}
+
+/// Queues a command for the host's agent and wakes the polls waiting for one.
+async fn queue_command(
+    State(seed): State<Arc<Seed>>,
+    Path(id): Path<String>,
+    JsonBody(request): JsonBody<CommandRequest>,
+) -> Result<(StatusCode, Json<CommandRecord>), ApiFailure> {
+    let seed2 = seed.clone();
+    let queued = blocking("queueing a command", move || {
+        Ok(commands::queue(&*seed2.store, &id, request.kind, now_ms()))
+    })
+    .await?
+    .map_err(admin_command_failure)?;
+    tracing::info!(host = %queued.host, command = %queued.id, kind = queued.kind.as_str(), "queued a command");
+    seed.commands_queued.notify_waiters();
+    Ok((StatusCode::ACCEPTED, Json(queued)))
+}
+
+/// Every command of the host, newest first.
+async fn list_commands(
+    State(seed): State<Arc<Seed>>,
+    Path(id): Path<String>,
+) -> Result<Json<CommandList>, ApiFailure> {
+    let listed = blocking("reading commands", move || {
+        read_with(&*seed.store, |tx| commands::list(tx, &id))
+            .map_err(|e| ApiFailure::internal("reading commands", &e))
+    })
+    .await?;
+    let commands =
+        listed.ok_or_else(|| ApiFailure::new(codes::NOT_FOUND, "no host with this id"))?;
+    Ok(Json(CommandList {
+        now_ms: now_ms(),
+        commands,
+    }))
+}
+
+async fn get_command(
+    State(seed): State<Arc<Seed>>,
+    Path((id, command)): Path<(String, String)>,
+) -> Result<Json<CommandRecord>, ApiFailure> {
+    let listed = blocking("reading commands", move || {
+        read_with(&*seed.store, |tx| commands::list(tx, &id))
+            .map_err(|e| ApiFailure::internal("reading commands", &e))
+    })
+    .await?;
+    let commands =
+        listed.ok_or_else(|| ApiFailure::new(codes::NOT_FOUND, "no host with this id"))?;
+    commands
+        .into_iter()
+        .find(|c| c.id == command)
+        .map(Json)
+        .ok_or_else(|| ApiFailure::new(codes::NOT_FOUND, "the host has no command with this id"))
+}
+
+fn admin_command_failure(err: commands::CommandError) -> ApiFailure {
+    use commands::CommandError as E;
+    let message = err.to_string();
+    match err {
+        E::NoHost(_) | E::NoCommand { .. } => ApiFailure::new(codes::NOT_FOUND, message),
+        E::Store(e) => ApiFailure::internal("queueing a command", &e),
+        E::OtherKey(_) | E::TooMany { .. } | E::Answered { .. } => {
+            ApiFailure::new(codes::COMMAND_REFUSED, message)
+        }
+    }
 }
 
 /// `state=S` of `GET /v1/admin/jobs`, the only parameter it takes.

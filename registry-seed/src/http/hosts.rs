@@ -5,12 +5,16 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use cluster::api::{EnrollRequest, EnrollResponse, ProgressReport, codes};
+use cluster::api::{
+    CommandBatch, CommandOutcome, EnrollRequest, EnrollResponse, ProgressReport, codes,
+};
+use cluster::pki::HostKeyId;
 
 use super::{ApiFailure, ClientKey, JsonBody, PeerAddr, blocking};
+use crate::commands;
 use crate::enroll::apply::{self, Caller, Enrollment};
 use crate::enroll::plan::{BuildError, PlanOutcome};
 use crate::enroll::progress::{self, Reported};
@@ -235,4 +239,124 @@ pub async fn progress(
             Err(ApiFailure::new(codes::IDENTITY_TAKEN, message))
         }
     }
+}
+
+/// Longest a host's command poll is held open (`wait=`), within the seed's idle deadline.
+pub const MAX_POLL_WAIT_SECS: u64 = 30;
+
+/// `wait=S` of `GET /v1/hosts/{id}/commands`, the only parameter it takes: 0 by default.
+fn poll_wait(query: Option<&str>) -> Result<std::time::Duration, ApiFailure> {
+    let mut wait = 0;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let parsed = match pair.split_once('=') {
+            Some(("wait", value)) => value.parse::<u64>().ok(),
+            _ => None,
+        };
+        wait = parsed.filter(|w| *w <= MAX_POLL_WAIT_SECS).ok_or_else(|| {
+            ApiFailure::new(
+                codes::BAD_REQUEST,
+                format!(
+                    "{:?}: commands are asked for with wait=SECONDS, at most {MAX_POLL_WAIT_SECS}",
+                    cluster::text::printable(pair)
+                ),
+            )
+        })?;
+    }
+    Ok(std::time::Duration::from_secs(wait))
+}
+
+fn command_failure(caller: &Caller, what: &str, err: commands::CommandError) -> ApiFailure {
+    use commands::CommandError as E;
+    let message = err.to_string();
+    match err {
+        E::NoHost(_) | E::NoCommand { .. } => ApiFailure::new(codes::NOT_FOUND, message),
+        E::OtherKey(_) => {
+            audit_taken(caller, what, &message);
+            ApiFailure::new(codes::IDENTITY_TAKEN, message)
+        }
+        E::TooMany { .. } | E::Answered { .. } => ApiFailure::new(codes::COMMAND_REFUSED, message),
+        E::Store(e) => ApiFailure::internal(what, &e),
+    }
+}
+
+fn identity_required(caller: &Caller, what: &str) -> Result<HostKeyId, ApiFailure> {
+    caller.key.ok_or_else(|| {
+        ApiFailure::new(
+            codes::IDENTITY_REQUIRED,
+            format!(
+                "{what} needs the host's identity key, presented as its TLS client certificate"
+            ),
+        )
+    })
+}
+
+/// `GET /v1/hosts/{id}/commands[?wait=S]`: the commands host `id` has not answered, only for
+/// the key it is bound to. With nothing to hand out the answer is held up to `wait` seconds
+/// and given as soon as a command is queued.
+pub async fn commands(
+    State(seed): State<Arc<Seed>>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    peer: Option<axum::Extension<PeerAddr>>,
+    key: Option<axum::Extension<ClientKey>>,
+) -> Result<Json<CommandBatch>, ApiFailure> {
+    let wait = poll_wait(query.as_deref())?;
+    let caller = caller(peer, key);
+    let client_key = identity_required(&caller, "asking for commands")?;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        // Listening before looking: a command queued in between still wakes this poll.
+        let queued = seed.commands_queued.notified();
+        tokio::pin!(queued);
+        queued.as_mut().enable();
+        let (seed2, id2) = (seed.clone(), id.clone());
+        let taken = blocking("reading commands", move || {
+            Ok(commands::take(&*seed2.store, &id2, &client_key, now_ms()))
+        })
+        .await?
+        .map_err(|e| command_failure(&caller, &format!("commands of {id}"), e))?;
+        if !taken.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(CommandBatch { commands: taken }));
+        }
+        tokio::select! {
+            _ = &mut queued => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// `POST /v1/hosts/{id}/commands/{command}`: what the command came to, only from the key host
+/// `id` is bound to.
+pub async fn answer_command(
+    State(seed): State<Arc<Seed>>,
+    Path((id, command)): Path<(String, String)>,
+    peer: Option<axum::Extension<PeerAddr>>,
+    key: Option<axum::Extension<ClientKey>>,
+    JsonBody(outcome): JsonBody<CommandOutcome>,
+) -> Result<StatusCode, ApiFailure> {
+    if outcome.message.len() > commands::MAX_MESSAGE {
+        return Err(ApiFailure::new(
+            codes::BAD_REQUEST,
+            format!(
+                "command outcomes are limited to {} bytes",
+                commands::MAX_MESSAGE
+            ),
+        ));
+    }
+    let caller = caller(peer, key);
+    let client_key = identity_required(&caller, "answering a command")?;
+    let id2 = id.clone();
+    blocking("recording a command's outcome", move || {
+        Ok(commands::answer(
+            &*seed.store,
+            &id2,
+            &client_key,
+            &command,
+            &outcome,
+            now_ms(),
+        ))
+    })
+    .await?
+    .map_err(|e| command_failure(&caller, &format!("a command of {id}"), e))?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -57,6 +57,11 @@ pub fn app(seed: Arc<Seed>) -> Router {
                 .route_layer(middleware::from_fn_with_state(seed.clone(), limit_enroll)),
         )
         .route("/v1/hosts/{id}/progress", post(hosts::progress))
+        .route("/v1/hosts/{id}/commands", get(hosts::commands))
+        .route(
+            "/v1/hosts/{id}/commands/{command}",
+            post(hosts::answer_command),
+        )
         .nest("/v1/admin", admin)
         .merge(boot::routes())
         .fallback(not_found)
@@ -232,6 +237,7 @@ pub fn status_of(code: &str) -> StatusCode {
         | codes::VERSION_MISMATCH
         | crate::jobs::refusal::JOB_STATE
         | crate::jobs::refusal::CHANGE_IN_PROGRESS
+        | codes::COMMAND_REFUSED
         | crate::jobs::refusal::TOO_FEW_MASTERS => StatusCode::CONFLICT,
         codes::BUSY => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,

@@ -25,18 +25,21 @@ pub enum Table {
     Jobs,
     /// Host id → [`records::HostCerts`]: the leaf certificates of the last plan given to it.
     Certs,
+    /// Host id → [`crate::commands::HostCommands`]: the commands for its agent.
+    Commands,
     /// Counters and cluster-wide material (the CA set).
     Meta,
 }
 
 impl Table {
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 8] = [
         Table::Hosts,
         Table::Identities,
         Table::Hostnames,
         Table::Tokens,
         Table::Jobs,
         Table::Certs,
+        Table::Commands,
         Table::Meta,
     ];
 
@@ -48,6 +51,7 @@ impl Table {
             Table::Tokens => "tokens",
             Table::Jobs => "jobs",
             Table::Certs => "certs",
+            Table::Commands => "commands",
             Table::Meta => "meta",
         }
     }
