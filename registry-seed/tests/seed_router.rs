@@ -1038,6 +1038,20 @@ fn from_machine(method: &str, path: &str, body: Option<&Value>, mac: &str) -> Re
     as_host(request(method, path, body, None), mac)
 }
 
+/// `POST /v1/admin/hosts/{id}/commands` of a command of this kind, as the operator.
+async fn queue_command(app: &axum::Router, admin: &str, id: &str, kind: &str) -> Answer {
+    send(
+        app,
+        request(
+            "POST",
+            &format!("/v1/admin/hosts/{id}/commands"),
+            Some(&json!({ "kind": kind })),
+            Some(admin),
+        ),
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_reaches_its_hosts_agent_and_its_answer_is_kept() {
     let (_dir, seed, app) = open(&one_master());
@@ -1062,16 +1076,7 @@ async fn a_command_reaches_its_hosts_agent_and_its_answer_is_kept() {
     let held = tokio::spawn(async move { send(&app2, held_poll).await });
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let started = std::time::Instant::now();
-    let queued = send(
-        &app,
-        request(
-            "POST",
-            &format!("/v1/admin/hosts/{id}/commands"),
-            Some(&json!({"kind": "health"})),
-            Some(&admin),
-        ),
-    )
-    .await;
+    let queued = queue_command(&app, &admin, &id, "health").await;
     assert_eq!(queued.status, StatusCode::ACCEPTED, "{}", queued.text);
     assert_eq!(
         (&queued.json["id"], &queued.json["state"]),
@@ -1224,16 +1229,7 @@ async fn a_command_reaches_its_hosts_agent_and_its_answer_is_kept() {
             answer.text
         );
     }
-    let unknown_kind = send(
-        &app,
-        request(
-            "POST",
-            &format!("/v1/admin/hosts/{id}/commands"),
-            Some(&json!({"kind": "format"})),
-            Some(&admin),
-        ),
-    )
-    .await;
+    let unknown_kind = queue_command(&app, &admin, &id, "format").await;
     assert_eq!(
         (unknown_kind.status, unknown_kind.code()),
         (StatusCode::BAD_REQUEST, codes::BAD_REQUEST),
@@ -1244,29 +1240,11 @@ async fn a_command_reaches_its_hosts_agent_and_its_answer_is_kept() {
 
     // At most 8 unanswered commands per host; the 9th is refused, naming the oldest.
     for n in 2..=9 {
-        let queued = send(
-            &app,
-            request(
-                "POST",
-                &format!("/v1/admin/hosts/{id}/commands"),
-                Some(&json!({"kind": "reboot"})),
-                Some(&admin),
-            ),
-        )
-        .await;
+        let queued = queue_command(&app, &admin, &id, "reboot").await;
         assert_eq!(queued.status, StatusCode::ACCEPTED, "{n}: {}", queued.text);
     }
     let before = dump(&seed);
-    let refused = send(
-        &app,
-        request(
-            "POST",
-            &format!("/v1/admin/hosts/{id}/commands"),
-            Some(&json!({"kind": "reboot"})),
-            Some(&admin),
-        ),
-    )
-    .await;
+    let refused = queue_command(&app, &admin, &id, "reboot").await;
     assert_eq!(
         (refused.status, refused.code()),
         (StatusCode::CONFLICT, codes::COMMAND_REFUSED)

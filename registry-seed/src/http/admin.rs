@@ -177,21 +177,23 @@ async fn queue_command(
     Ok((StatusCode::ACCEPTED, Json(queued)))
 }
 
-/// Every command of the host, newest first.
-async fn list_commands(
-    State(seed): State<Arc<Seed>>,
-    Path(id): Path<String>,
-) -> Result<Json<CommandList>, ApiFailure> {
+/// Every command of host `id`, newest first, or not found.
+async fn host_commands(seed: Arc<Seed>, id: String) -> Result<Vec<CommandRecord>, ApiFailure> {
     let listed = blocking("reading commands", move || {
         read_with(&*seed.store, |tx| commands::list(tx, &id))
             .map_err(|e| ApiFailure::internal("reading commands", &e))
     })
     .await?;
-    let commands =
-        listed.ok_or_else(|| ApiFailure::new(codes::NOT_FOUND, "no host with this id"))?;
+    listed.ok_or_else(|| ApiFailure::new(codes::NOT_FOUND, "no host with this id"))
+}
+
+async fn list_commands(
+    State(seed): State<Arc<Seed>>,
+    Path(id): Path<String>,
+) -> Result<Json<CommandList>, ApiFailure> {
     Ok(Json(CommandList {
         now_ms: now_ms(),
-        commands,
+        commands: host_commands(seed, id).await?,
     }))
 }
 
@@ -199,14 +201,8 @@ async fn get_command(
     State(seed): State<Arc<Seed>>,
     Path((id, command)): Path<(String, String)>,
 ) -> Result<Json<CommandRecord>, ApiFailure> {
-    let listed = blocking("reading commands", move || {
-        read_with(&*seed.store, |tx| commands::list(tx, &id))
-            .map_err(|e| ApiFailure::internal("reading commands", &e))
-    })
-    .await?;
-    let commands =
-        listed.ok_or_else(|| ApiFailure::new(codes::NOT_FOUND, "no host with this id"))?;
-    commands
+    host_commands(seed, id)
+        .await?
         .into_iter()
         .find(|c| c.id == command)
         .map(Json)
