@@ -4,7 +4,7 @@
 //! for this seed before it first ran (`launcher-seed pin --init`, `launcher-build --seed-url
 //! --pin`). All wait to enroll while the seed's registry lacks kube-scheduler, go on once it
 //! is imported, and reach `done` with a healthy etcd; the master's and a worker's resident
-//! agents answer the seed's `health` command; `down` then stops every process and removes the namespace. Their data disks,
+//! agents answer the seed's `health` command, and a `reset` brings the worker back with a new key; `down` then stops every process and removes the namespace. Their data disks,
 //! read from outside afterwards, show what each host was given: the worker holds no CA key, and
 //! the kubeadm stand-in on the master checked a v1beta4 config naming the external etcd and the
 //! seed's registry, and the kubelet stand-in on the worker its seed-signed kubeconfig.
@@ -134,6 +134,45 @@ fn the_agents_answer_the_seed(run: &std::path::Path, namespace: &str) {
         assert!(said.starts_with(&prefix), "{said}");
         assert!(said.trim_end().ends_with(units), "{said}");
     }
+}
+
+/// The seed asks the worker to reset: the seed unbinds its key when the agent says it will,
+/// the worker clears its data disk at the next boot and is done again under the same id with
+/// a new key, its Node Ready again.
+fn a_reset_brings_the_worker_back_with_a_new_key(run: &std::path::Path, namespace: &str) {
+    let (id, key) = worker_row(run, namespace);
+    let said = seed_cli(
+        run,
+        namespace,
+        &["hosts", "command", &id, "reset", "--wait", "120s"],
+    );
+    assert!(
+        said.contains(") of host ")
+            && said.contains(": resetting: the LAUNCHER-DATA disk is cleared"),
+        "{said}"
+    );
+    // `wait` sees the worker done again only once it enrolled with its new key.
+    testkit::wait_for(
+        "the worker to come back with a new key",
+        Duration::from_secs(600),
+        || {
+            let (again, new_key) = worker_row(run, namespace);
+            (again == id && new_key.starts_with("sha256:") && new_key != key).then_some(())
+        },
+    );
+    let wait = common::lab(run, &["wait", "--timeout", "900"]);
+    assert!(
+        wait.status.success(),
+        "{}{}",
+        text(&wait.stdout),
+        text(&wait.stderr)
+    );
+    let console = std::fs::read_to_string(run.join("vm-2.console")).unwrap_or_default();
+    assert!(
+        console.contains("the seed asked for a reset: clearing /var/lib/launcher-data"),
+        "w1's console does not show the reset"
+    );
+    kube::wait_all_ready(run, 4, Duration::from_secs(300));
 }
 
 /// Through the VIP, which the master holds: `kubectl get nodes` lists every host Ready (the
@@ -602,6 +641,7 @@ fn a_master_and_workers_boot_by_pxe_iso_and_disk_and_reach_done() {
         the_hosts_are_ready_for_kubeadm(&run);
         the_media_hosts_booted_from_their_media(&run);
         a_new_disk_is_refused_until_the_host_is_reset(&run, &state.namespace);
+        a_reset_brings_the_worker_back_with_a_new_key(&run, &state.namespace);
     }));
     if let Err(panic) = checked {
         print_logs(&run);

@@ -334,6 +334,11 @@ pub enum CommandKind {
     Health,
     /// Reboot, once the seed has heard that the host is about to.
     Reboot,
+    /// Come back as a new machine: the seed unbinds the host from its identity key when it
+    /// hears the host will reset; the host then clears its `LAUNCHER-DATA` disk at the next
+    /// boot (identity key, journal, etcd's, containerd's and the kubelet's state) and reboots,
+    /// to enroll again, keeping its id, role and name, with a new key.
+    Reset,
 }
 
 impl CommandKind {
@@ -341,6 +346,7 @@ impl CommandKind {
         match self {
             CommandKind::Health => "health",
             CommandKind::Reboot => "reboot",
+            CommandKind::Reset => "reset",
         }
     }
 }

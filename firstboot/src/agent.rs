@@ -8,6 +8,7 @@ use crate::hostkey::{self, HostKeyError};
 use crate::journal::{Journal, JournalError};
 use crate::os::{Cmd, Os};
 use crate::seed::{SeedClient, SeedError, jittered};
+use crate::storage;
 use cluster::api::{CommandKind, CommandOutcome, HostCommand, Phase, Plan, Role};
 use cluster::pki::CaPin;
 use cluster::spec::SeedUrl;
@@ -84,11 +85,29 @@ impl<'a> Agent<'a> {
     /// Asks once (the seed holding the poll up to `wait`), carries out each command handed
     /// out and answers it. Returns the commands carried out.
     pub fn poll_once(&self, wait: Duration) -> Result<Vec<HostCommand>, String> {
-        let commands = self.client.commands(&self.seed, &self.host_id, wait)?;
-        for command in &commands {
-            self.carry_out(command)?;
+        let mut done = Vec::new();
+        for command in self.client.commands(&self.seed, &self.host_id, wait)? {
+            match command {
+                Ok(command) => {
+                    self.carry_out(&command)?;
+                    done.push(command);
+                }
+                Err(unknown) => {
+                    let said = format!(
+                        "launcher-firstboot {} does not know the command {}",
+                        env!("CARGO_PKG_VERSION"),
+                        unknown.kind
+                    );
+                    let outcome = CommandOutcome {
+                        ok: false,
+                        message: said,
+                    };
+                    self.client
+                        .answer(&self.seed, &self.host_id, &unknown.id, &outcome)?;
+                }
+            }
         }
-        Ok(commands)
+        Ok(done)
     }
 
     /// Polls for ever, backing off while the seed does not answer.
@@ -118,12 +137,33 @@ impl<'a> Agent<'a> {
                 // Said first, and done only once the seed has heard it: a reboot is never
                 // handed out again after the host went down for it.
                 self.answer(command, true, "rebooting".into())?;
-                self.os
-                    .run(&Cmd::new("systemctl", &["reboot"]))
-                    .map(|_| ())
-                    .map_err(|e| format!("systemctl reboot: {e}"))
+                self.reboot()
+            }
+            CommandKind::Reset => {
+                let disk = storage::data_disk_attached(&self.root).map_err(|e| e.to_string())?;
+                let said = if disk {
+                    "resetting: the LAUNCHER-DATA disk is cleared at the next boot and the host \
+                     comes back with a new identity key"
+                } else {
+                    "resetting: this host keeps its state in RAM, so it comes back from the \
+                     reboot with a new identity key"
+                };
+                // The seed unbinds the key when it records this answer; only then is the disk
+                // marked, so a host whose answer was not heard is not reset.
+                self.answer(command, true, said.into())?;
+                if disk {
+                    storage::mark_for_reset(&self.root).map_err(|e| e.to_string())?;
+                }
+                self.reboot()
             }
         }
+    }
+
+    fn reboot(&self) -> Result<(), String> {
+        self.os
+            .run(&Cmd::new("systemctl", &["reboot"]))
+            .map(|_| ())
+            .map_err(|e| format!("systemctl reboot: {e}"))
     }
 
     fn answer(&self, command: &HostCommand, ok: bool, message: String) -> Result<(), String> {

@@ -4,7 +4,7 @@
 use crate::os::Os;
 use crate::tls::{self, PinOutcome, PinVerifier};
 use cluster::api::{
-    self, ApiError, CommandBatch, CommandOutcome, EnrollRequest, EnrollResponse, HostCommand, Plan,
+    self, ApiError, CommandOutcome, EnrollRequest, EnrollResponse, HostCommand, Plan,
     ProgressReport, codes,
 };
 use cluster::pki::{CaPin, HostIdentityKey};
@@ -382,7 +382,7 @@ impl SeedClient {
         seed: &SeedUrl,
         host_id: &str,
         wait: Duration,
-    ) -> Result<Vec<HostCommand>, String> {
+    ) -> Result<Vec<Result<HostCommand, Unknown>>, String> {
         let url = format!(
             "{seed}{}/hosts/{host_id}/commands?wait={}",
             api::PREFIX,
@@ -395,9 +395,15 @@ impl SeedClient {
             .send()
             .map_err(|e| self.failed(&url, &e))?;
         let body = answered(&url, resp)?;
-        serde_json::from_slice::<CommandBatch>(&body)
-            .map(|b| b.commands)
-            .map_err(|e| format!("unreadable answer from {url}: {e}"))
+        // Read one by one, so that a command this agent does not know (from a newer seed)
+        // is answered as such rather than making the whole batch unreadable.
+        #[derive(serde::Deserialize)]
+        struct Batch {
+            commands: Vec<serde_json::Value>,
+        }
+        let batch: Batch = serde_json::from_slice(&body)
+            .map_err(|e| format!("unreadable answer from {url}: {e}"))?;
+        Ok(batch.commands.into_iter().map(read_command).collect())
     }
 
     /// Tells `seed` what command `command` of host `host_id` came to.
@@ -429,6 +435,20 @@ impl SeedClient {
             _ => format!("{url}: {}", error_chain(e)),
         }
     }
+}
+
+/// A command this agent cannot read: its id and what it was called.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unknown {
+    pub id: String,
+    pub kind: String,
+}
+
+/// One command of a batch, or what this agent could read of one it does not know.
+pub fn read_command(value: serde_json::Value) -> Result<HostCommand, Unknown> {
+    let id = value["id"].as_str().unwrap_or_default().to_string();
+    let kind = cluster::text::printable(&value["kind"].to_string());
+    serde_json::from_value::<HostCommand>(value).map_err(|_| Unknown { id, kind })
 }
 
 /// The body of a successful answer, or the seed's refusal as text.
@@ -469,6 +489,36 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_command_this_agent_does_not_know_is_named_not_fatal() {
+        let cases = [
+            (
+                serde_json::json!({"id": "c-0001", "kind": "health"}),
+                Ok(HostCommand {
+                    id: "c-0001".into(),
+                    kind: api::CommandKind::Health,
+                }),
+            ),
+            (
+                serde_json::json!({"id": "c-0002", "kind": "renew"}),
+                Err(Unknown {
+                    id: "c-0002".into(),
+                    kind: "\"renew\"".into(),
+                }),
+            ),
+            (
+                serde_json::json!({"id": "c-0003", "kind": {"upgrade": "v1.34.0"}}),
+                Err(Unknown {
+                    id: "c-0003".into(),
+                    kind: "{\"upgrade\":\"v1.34.0\"}".into(),
+                }),
+            ),
+        ];
+        for (value, want) in cases {
+            assert_eq!(read_command(value.clone()), want, "{value}");
+        }
+    }
 
     #[test]
     fn refusals_say_whether_to_wait_and_how_long() {

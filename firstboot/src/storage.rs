@@ -22,6 +22,8 @@ pub const STATE_DIRS: [(&str, &str); 4] = [
     ("containerd", "/var/lib/containerd"),
     ("kubelet", "/var/lib/kubelet"),
 ];
+/// On the data disk: the seed asked for a reset; the disk is cleared when next attached.
+pub const RESET_MARKER: &str = "launcher-reset";
 /// Marker that the disk is attached in this boot (`/run` is empty after a reboot).
 const ATTACHED_MARKER: &str = "/run/launcher/data-attached";
 
@@ -112,6 +114,64 @@ fn attached(root: &Path) -> Result<bool, StorageError> {
     Ok(fsutil::under_root(root, ATTACHED_MARKER)?.exists())
 }
 
+/// Whether this host's state lives on its data disk in this boot.
+pub fn data_disk_attached(root: &Path) -> Result<bool, StorageError> {
+    attached(root)
+}
+
+/// Marks the attached data disk to be cleared at the next boot (the seed's `reset`), durably.
+pub fn mark_for_reset(root: &Path) -> Result<(), StorageError> {
+    let marker = fsutil::under_root(root, DATA_MOUNT)?.join(RESET_MARKER);
+    durable::write_atomic(&marker, b"reset asked by the seed\n", 0o600)?;
+    Ok(())
+}
+
+/// Clears what a reset asked for on the data disk mounted at `mount_point`: every state
+/// directory (the identity key and journal first), then the marker, so that a power cut
+/// half-way clears again at the next boot.
+fn clear_for_reset(mount_point: &Path) -> Result<(), StorageError> {
+    let marker = mount_point.join(RESET_MARKER);
+    if !marker.exists() {
+        return Ok(());
+    }
+    tracing::warn!(
+        "the seed asked for a reset: clearing {}",
+        mount_point.display()
+    );
+    for (name, _) in STATE_DIRS {
+        for dir in [
+            mount_point.join(name),
+            mount_point.join(format!("{name}.partial")),
+        ] {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(FsError::Io {
+                        what: "clearing for a reset",
+                        path: dir,
+                        source,
+                    }
+                    .into());
+                }
+            }
+        }
+    }
+    std::fs::File::open(mount_point)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| FsError::Io {
+            what: "syncing",
+            path: mount_point.to_path_buf(),
+            source,
+        })?;
+    std::fs::remove_file(&marker).map_err(|source| FsError::Io {
+        what: "removing",
+        path: marker.clone(),
+        source,
+    })?;
+    Ok(())
+}
+
 /// Mounts a formatted data disk and binds the state directories onto it, once per boot.
 /// Returns whether the host's state lives on a data disk.
 pub fn attach(root: &Path, os: &dyn Os) -> Result<bool, StorageError> {
@@ -138,6 +198,7 @@ fn attach_device(root: &Path, os: &dyn Os, device: &Path) -> Result<bool, Storag
         None,
         false,
     )?;
+    clear_for_reset(&mount_point)?;
     for (name, dir) in STATE_DIRS {
         let on_disk = mount_point.join(name);
         let in_ram = fsutil::under_root(root, dir)?;
@@ -263,6 +324,42 @@ mod tests {
         );
         assert!(attach(r, &os).unwrap());
         assert_eq!(os.actions().len(), 5, "attached once per boot");
+    }
+
+    #[test]
+    fn a_disk_marked_for_reset_is_cleared_when_attached_and_only_then() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("dev/disk/by-label")).unwrap();
+        std::fs::write(r.join("dev/disk/by-label/LAUNCHER-DATA"), "").unwrap();
+        let data = r.join("var/lib/launcher-data");
+        for (name, _) in STATE_DIRS {
+            std::fs::create_dir_all(data.join(name)).unwrap();
+            std::fs::write(data.join(name).join("state"), name).unwrap();
+        }
+        std::fs::create_dir_all(data.join("lost+found")).unwrap();
+        // Not marked: attached as it is.
+        let os = RecordingOs::new(std::time::Duration::ZERO, false);
+        assert!(storage(r, &os, false).unwrap());
+        assert!(data.join("launcher/state").exists());
+        assert!(data_disk_attached(r).unwrap());
+
+        // Marked (as the agent does on `reset`), then the next boot attaches it cleared.
+        mark_for_reset(r).unwrap();
+        std::fs::remove_file(r.join("run/launcher/data-attached")).unwrap();
+        std::fs::create_dir_all(r.join("var/lib/launcher")).unwrap();
+        std::fs::write(r.join("var/lib/launcher/written-this-boot"), "new").unwrap();
+        assert!(storage(r, &os, false).unwrap());
+        for (name, _) in STATE_DIRS {
+            assert!(!data.join(name).join("state").exists(), "{name} kept");
+        }
+        assert!(!data.join(RESET_MARKER).exists());
+        assert!(data.join("lost+found").is_dir());
+        // What this boot wrote before the disk was attached is carried over onto it.
+        assert_eq!(
+            std::fs::read_to_string(data.join("launcher/written-this-boot")).unwrap(),
+            "new"
+        );
     }
 
     #[test]

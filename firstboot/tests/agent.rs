@@ -127,9 +127,47 @@ fn the_agent_carries_out_the_seeds_commands_and_says_what_they_came_to() {
     let reboot = Action::Run {
         cmd: Cmd::new("systemctl", &["reboot"]),
     };
-    assert_eq!(os.actions(), vec![reboot]);
+    assert_eq!(os.actions(), vec![reboot.clone()]);
     // Answered, it is not handed out again.
     assert_eq!(agent.poll_once(Duration::ZERO).unwrap(), vec![]);
+
+    // A reset: the seed hears of it and unbinds the host's key; only then is the data disk
+    // marked to be cleared at the next boot, and the host reboots.
+    worker.put("run/launcher/data-attached", "");
+    std::fs::create_dir_all(worker.path("var/lib/launcher-data")).unwrap();
+    let os = os_with_units("");
+    let agent = Agent::from_journal(worker.root(), &os).unwrap();
+    seed_cli(&seed, &["hosts", "command", &id, "reset", "--wait", "0"]);
+    agent.poll_once(Duration::ZERO).unwrap();
+    assert_eq!(
+        listed(&seed, &id)[0],
+        (
+            "c-0004".into(),
+            "reset".into(),
+            "succeeded".into(),
+            "resetting: the LAUNCHER-DATA disk is cleared at the next boot and the host comes back with a new identity key".into()
+        )
+    );
+    assert!(
+        worker
+            .path("var/lib/launcher-data/launcher-reset")
+            .is_file()
+    );
+    assert_eq!(os.actions(), vec![reboot]);
+    let hosts = seed_cli(&seed, &["hosts", "ls", "--json"]);
+    let hosts: serde_json::Value = serde_json::from_slice(&hosts.stdout).unwrap();
+    let row = hosts["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["id"] == id.as_str())
+        .unwrap()
+        .clone();
+    assert!(row["key"].is_null(), "{row}");
+    // Unbound, the old key is no longer this host's: the agent is refused until the machine
+    // comes back with its new key.
+    let refused = agent.poll_once(Duration::ZERO).unwrap_err();
+    assert!(refused.contains("identity_taken"), "{refused}");
 
     // Bad asks of the operator: each refused with the reason, nothing queued.
     let cases: [(&[&str], &str); 3] = [
@@ -139,7 +177,7 @@ fn the_agent_carries_out_the_seeds_commands_and_says_what_they_came_to() {
         ),
         (
             &["hosts", "command", &id, "format"],
-            "\"format\" is not a command: health or reboot",
+            "\"format\" is not a command: health, reboot or reset",
         ),
         (
             &["hosts", "command", &id, "health", "--wait", "soon"],
@@ -155,5 +193,5 @@ fn the_agent_carries_out_the_seeds_commands_and_says_what_they_came_to() {
             text(&out.stderr)
         );
     }
-    assert_eq!(listed(&seed, &id).len(), 3);
+    assert_eq!(listed(&seed, &id).len(), 4);
 }

@@ -89,7 +89,9 @@ pub enum HostsCommand {
         seed: SeedArgs,
     },
     /// Ask a host's resident agent to do something, and wait for what it says: `health` (its
-    /// uptime, load and whether its cluster services are active) or `reboot`. The command is
+    /// uptime, load and whether its cluster services are active), `reboot`, or `reset` (the
+    /// seed unbinds the host's identity key; the host clears its LAUNCHER-DATA disk at the next
+    /// boot and comes back under the same id, role and name with a new key). The command is
     /// kept by the seed until the agent takes it, across seed restarts; a host may have at
     /// most 8 unanswered.
     Command {
@@ -531,7 +533,7 @@ pub fn hosts(cmd: HostsCommand) -> anyhow::Result<()> {
 
 fn parse_command_kind(text: &str) -> Result<cluster::api::CommandKind, String> {
     serde_json::from_value(serde_json::Value::String(text.to_string()))
-        .map_err(|_| format!("{text:?} is not a command: health or reboot"))
+        .map_err(|_| format!("{text:?} is not a command: health, reboot or reset"))
 }
 
 /// Queues a command for host `id` and, unless `wait` is 0, waits for the host's answer.

@@ -9,6 +9,7 @@ use cluster::pki::HostKeyId;
 use cluster::text::printable;
 use serde::{Deserialize, Serialize};
 
+use crate::enroll::apply::reset_host;
 use crate::store::records::HostRecord;
 use crate::store::{Keep, ReadTxn, Store, StoreError, Table, get_json, put_json, write_or_discard};
 
@@ -206,6 +207,10 @@ pub fn answer(
                 state: c.state.as_str(),
             };
             return Ok((Err(refused), Keep::Discard));
+        }
+        if c.kind == CommandKind::Reset && outcome.ok {
+            // The host clears its disk and comes back with a new key: let that one in.
+            reset_host(tx, host)?;
         }
         c.state = state;
         c.ended_ms = Some(now_ms);
