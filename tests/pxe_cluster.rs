@@ -47,6 +47,17 @@ fn seed_cli(run: &std::path::Path, namespace: &str, args: &[&str]) -> String {
     text(&output.stdout)
 }
 
+/// `launcher-lab wait`: every host done again, within 15 minutes.
+fn lab_wait(run: &std::path::Path) {
+    let wait = common::lab(run, &["wait", "--timeout", "900"]);
+    assert!(
+        wait.status.success(),
+        "{}{}",
+        text(&wait.stdout),
+        text(&wait.stderr)
+    );
+}
+
 /// The worker's row of the seed's host list: (id, bound key).
 fn worker_row(run: &std::path::Path, namespace: &str) -> (String, String) {
     let hosts: serde_json::Value =
@@ -88,13 +99,7 @@ fn a_new_disk_is_refused_until_the_host_is_reset(run: &std::path::Path, namespac
     assert_eq!(worker_row(run, namespace), (id.clone(), first_key.clone()));
     let reset = seed_cli(run, namespace, &["hosts", "reset", &id]);
     assert!(reset.contains(&first_key), "{reset}");
-    let wait = common::lab(run, &["wait", "--timeout", "900"]);
-    assert!(
-        wait.status.success(),
-        "{}{}",
-        text(&wait.stdout),
-        text(&wait.stderr)
-    );
+    lab_wait(run);
     let (again, second_key) = worker_row(run, namespace);
     assert_eq!(again, id);
     assert!(
@@ -160,13 +165,7 @@ fn a_reset_brings_the_worker_back_with_a_new_key(run: &std::path::Path, namespac
             (again == id && new_key.starts_with("sha256:") && new_key != key).then_some(())
         },
     );
-    let wait = common::lab(run, &["wait", "--timeout", "900"]);
-    assert!(
-        wait.status.success(),
-        "{}{}",
-        text(&wait.stdout),
-        text(&wait.stderr)
-    );
+    lab_wait(run);
     let console = std::fs::read_to_string(run.join("vm-2.console")).unwrap_or_default();
     assert!(
         console.contains("the seed asked for a reset: clearing /var/lib/launcher-data"),
