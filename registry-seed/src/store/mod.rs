@@ -25,7 +25,7 @@ pub enum Table {
     Jobs,
     /// Host id → [`records::HostCerts`]: the leaf certificates of the last plan given to it.
     Certs,
-    /// Host id → [`crate::commands::HostCommands`]: the commands for its agent.
+    /// Host id → the commands for its agent (`HostCommands` of the `commands` module).
     Commands,
     /// Counters and cluster-wide material (the CA set).
     Meta,
